@@ -1,0 +1,121 @@
+//! Settings (GUCs) of pg_kafka: the statics, their registration in [`init`], and typed getters.
+//!
+//! Every setting is documented in the README's settings table; keep the two in step. All of them
+//! are `SIGHUP` settings: the worker re-reads them on `pg_reload_conf()`.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+use std::time::Duration;
+
+/// Database whose `kafka.outbox` the worker drains.
+static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// Most messages the worker reads and sends in one batch.
+static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(20_000);
+/// Most payload bytes the worker reads in one batch (the first message is always taken).
+static BATCH_BYTES: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024 * 1024);
+/// How long an idle worker sleeps when no commit wakes it (milliseconds).
+static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+/// Upper bound of the worker's exponential back-off after Kafka errors (milliseconds).
+static RETRY_BACKOFF_MAX_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// librdkafka `message.timeout.ms` for one delivery attempt; undelivered messages stay queued.
+static MESSAGE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+
+/// Registers every setting; called once from `_PG_init`.
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"kafka.database",
+        c"Database whose kafka.outbox the pg_kafka worker delivers.",
+        c"produce() refuses to queue messages in any other database.",
+        &DATABASE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    int(
+        c"kafka.batch_size",
+        c"Most messages the worker sends per batch.",
+        &BATCH_SIZE,
+        1,
+        1_000_000,
+        GucFlags::default(),
+    );
+    int(
+        c"kafka.batch_bytes",
+        c"Most payload bytes the worker reads per batch.",
+        &BATCH_BYTES,
+        1024,
+        i32::MAX,
+        GucFlags::UNIT_BYTE,
+    );
+    int(
+        c"kafka.poll_interval",
+        c"How long the idle worker sleeps when no commit wakes it.",
+        &POLL_INTERVAL_MS,
+        10,
+        3_600_000,
+        GucFlags::UNIT_MS,
+    );
+    int(
+        c"kafka.retry_backoff_max",
+        c"Longest wait between delivery attempts while Kafka fails.",
+        &RETRY_BACKOFF_MAX_MS,
+        10,
+        3_600_000,
+        GucFlags::UNIT_MS,
+    );
+    int(
+        c"kafka.message_timeout",
+        c"librdkafka message.timeout.ms of one delivery attempt; failed messages stay queued.",
+        &MESSAGE_TIMEOUT_MS,
+        100,
+        3_600_000,
+        GucFlags::UNIT_MS,
+    );
+}
+
+fn int(
+    name: &'static std::ffi::CStr,
+    desc: &'static std::ffi::CStr,
+    setting: &'static GucSetting<i32>,
+    min: i32,
+    max: i32,
+    flags: GucFlags,
+) {
+    GucRegistry::define_int_guc(
+        name,
+        desc,
+        c"",
+        setting,
+        min,
+        max,
+        GucContext::Sighup,
+        flags,
+    );
+}
+
+pub fn database() -> String {
+    DATABASE
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub fn batch_size() -> usize {
+    BATCH_SIZE.get() as usize
+}
+
+pub fn batch_bytes() -> i64 {
+    BATCH_BYTES.get() as i64
+}
+
+pub fn poll_interval() -> Duration {
+    Duration::from_millis(POLL_INTERVAL_MS.get() as u64)
+}
+
+pub fn retry_backoff_max() -> Duration {
+    Duration::from_millis(RETRY_BACKOFF_MAX_MS.get() as u64)
+}
+
+pub fn message_timeout_ms() -> i32 {
+    MESSAGE_TIMEOUT_MS.get()
+}

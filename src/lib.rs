@@ -1,0 +1,44 @@
+//! pg_kafka: produce to Apache Kafka from PostgreSQL, transactionally and durably.
+//!
+//! Backends queue messages in `kafka.outbox` as part of their transaction (`api`, `pending`,
+//! `outbox`); one background worker delivers them with librdkafka (`worker`, `producer`).
+
+use pgrx::prelude::*;
+
+mod api;
+mod error;
+mod gucs;
+mod outbox;
+mod pending;
+pub mod producer;
+mod shared;
+mod worker;
+
+::pgrx::pg_module_magic!();
+
+extension_sql_file!("../sql/tables.sql", name = "tables", bootstrap);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+    pending::init();
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        shared::init();
+        worker::register();
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        // Deliberately not preloaded: the tests check that produce() refuses to queue then.
+        vec![]
+    }
+}

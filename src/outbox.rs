@@ -1,0 +1,183 @@
+//! Every statement that touches pg_kafka's tables: `kafka.outbox` (messages waiting for Kafka),
+//! `kafka.dead_letter` (messages Kafka refused for good) and `kafka.broker`.
+//!
+//! Backends only append (through [`insert`], as the outbox's owner); the worker reads batches in
+//! id order and removes what Kafka acknowledged or refused ([`finish`]) in one transaction, so a
+//! message leaves the outbox only once its fate is recorded.
+
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+
+/// One message as stored in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+impl OutboxMessage {
+    pub fn size(&self) -> usize {
+        self.topic.len()
+            + self.key.as_ref().map_or(0, Vec::len)
+            + self.payload.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// The outbox id sequence and the role that owns the outbox, for appends made on a caller's behalf.
+#[derive(Debug, Clone, Copy)]
+pub struct Sequence {
+    oid: pg_sys::Oid,
+    owner: pg_sys::Oid,
+}
+
+/// Looks up the outbox sequence (once per transaction).
+pub fn sequence() -> Sequence {
+    let row = Spi::get_two::<pg_sys::Oid, pg_sys::Oid>(
+        "SELECT s.oid, o.relowner FROM pg_catalog.pg_class s, pg_catalog.pg_class o
+          WHERE s.oid = 'kafka.outbox_id_seq'::pg_catalog.regclass
+            AND o.oid = 'kafka.outbox'::pg_catalog.regclass",
+    );
+    match row {
+        Ok((Some(oid), Some(owner))) => Sequence { oid, owner },
+        other => panic!("pg_kafka's outbox is missing ({other:?}); recreate the extension"),
+    }
+}
+
+/// Runs `f` as the owner of the outbox, like a SECURITY DEFINER function would.
+fn as_owner<R>(seq: Sequence, f: impl FnOnce() -> R) -> R {
+    let (mut user, mut sec) = (pg_sys::Oid::INVALID, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
+        pg_sys::SetUserIdAndSecContext(
+            seq.owner,
+            sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let r = f();
+    // On error the transaction's abort restores the user; on success we do.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, sec) };
+    r
+}
+
+/// The next outbox id: ids grow in the order a session produces.
+pub fn next_id(seq: Sequence) -> i64 {
+    as_owner(seq, || unsafe {
+        pgrx::direct_function_call::<i64>(pg_sys::nextval_oid, &[seq.oid.into_datum()])
+    })
+    .expect("nextval returned NULL")
+}
+
+/// Appends messages to the outbox in one multi-row INSERT.
+pub fn insert(batch: &[OutboxMessage], seq: Sequence) {
+    let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
+    let topics: Vec<&str> = batch.iter().map(|m| m.topic.as_str()).collect();
+    let keys: Vec<Option<&[u8]>> = batch.iter().map(|m| m.key.as_deref()).collect();
+    let payloads: Vec<Option<&[u8]>> = batch.iter().map(|m| m.payload.as_deref()).collect();
+    let args: [DatumWithOid; 4] = [ids.into(), topics.into(), keys.into(), payloads.into()];
+    // At COMMIT or RELEASE SAVEPOINT no statement is running: bring a snapshot of our own.
+    let own_snapshot = unsafe { !pg_sys::ActiveSnapshotSet() };
+    if own_snapshot {
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    }
+    as_owner(seq, || {
+        Spi::run_with_args(
+            "INSERT INTO kafka.outbox (id, topic, key, payload)
+             SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[]),
+                                      pg_catalog.unnest($3::pg_catalog.bytea[]), pg_catalog.unnest($4::pg_catalog.bytea[]))",
+            &args,
+        )
+    })
+    .unwrap_or_else(|e| panic!("could not write to kafka.outbox: {e}"));
+    if own_snapshot {
+        unsafe { pg_sys::PopActiveSnapshot() };
+    }
+}
+
+/// Whether the extension is installed in the worker's database.
+pub fn installed() -> bool {
+    Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('kafka.outbox') IS NOT NULL AND pg_catalog.to_regclass('kafka.dead_letter') IS NOT NULL")
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// The brokers as a librdkafka `bootstrap.servers` list, in a stable order.
+pub fn bootstrap_servers() -> String {
+    Spi::get_one::<String>(
+        "SELECT pg_catalog.string_agg(host || ':' || port, ',' ORDER BY host, port) FROM kafka.broker",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+}
+
+/// The oldest waiting messages, in id order: at most `limit` messages and about `max_bytes`
+/// bytes (the first message always comes, whatever its size).
+pub fn read_batch(limit: usize, max_bytes: i64) -> Vec<OutboxMessage> {
+    Spi::connect(|client| {
+        let rows = client
+            .select(
+                "SELECT id, topic, key, payload FROM (
+                   SELECT *, pg_catalog.sum(sz) OVER (ORDER BY id) - sz AS before
+                   FROM (SELECT id, topic, key, payload,
+                                pg_catalog.octet_length(topic) + coalesce(pg_catalog.octet_length(key), 0)
+                                  + coalesce(pg_catalog.octet_length(payload), 0) AS sz
+                         FROM kafka.outbox ORDER BY id LIMIT $1) first) sized
+                 WHERE before < $2 ORDER BY id",
+                None,
+                &[(limit as i64).into(), max_bytes.into()],
+            )
+            .unwrap_or_else(|e| panic!("could not read kafka.outbox: {e}"));
+        rows.map(|row| OutboxMessage {
+            id: row.get(1).ok().flatten().expect("outbox id is NULL"),
+            topic: row.get(2).ok().flatten().expect("outbox topic is NULL"),
+            key: row.get(3).ok().flatten(),
+            payload: row.get(4).ok().flatten(),
+        })
+        .collect()
+    })
+}
+
+/// Records the outcome of a batch: acknowledged messages leave the outbox, refused ones move to
+/// `kafka.dead_letter` with Kafka's error. Returns (removed, dead-lettered).
+pub fn finish(delivered: &[i64], refused: &[(i64, String)]) -> (i64, i64) {
+    Spi::connect_mut(|client| {
+        if !installed() {
+            return (0, 0);
+        }
+        let mut removed = 0;
+        if !delivered.is_empty() {
+            removed = client
+                .update(
+                    "DELETE FROM kafka.outbox WHERE id = ANY($1::pg_catalog.int8[])",
+                    None,
+                    &[delivered.to_vec().into()],
+                )
+                .map(|t| t.len() as i64)
+                .unwrap_or_else(|e| panic!("could not delete from kafka.outbox: {e}"));
+        }
+        let mut dead = 0;
+        if !refused.is_empty() {
+            let ids: Vec<i64> = refused.iter().map(|r| r.0).collect();
+            let errors: Vec<&str> = refused.iter().map(|r| r.1.as_str()).collect();
+            dead = client
+                .update(
+                    "WITH gone AS (
+                       DELETE FROM kafka.outbox o
+                        USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
+                                         pg_catalog.unnest($2::pg_catalog.text[])) AS f(id, error)
+                        WHERE o.id = f.id
+                       RETURNING o.id, o.topic, o.key, o.payload, o.produced_at, f.error)
+                     INSERT INTO kafka.dead_letter (id, topic, key, payload, produced_at, error)
+                     SELECT * FROM gone",
+                    None,
+                    &[ids.into(), errors.into()],
+                )
+                .map(|t| t.len() as i64)
+                .unwrap_or_else(|e| panic!("could not move messages to kafka.dead_letter: {e}"));
+        }
+        (removed, dead)
+    })
+}

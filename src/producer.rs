@@ -1,0 +1,298 @@
+//! The Kafka side of pg_kafka: a librdkafka producer and the delivery of one batch, with no pgrx.
+//!
+//! This module never touches PostgreSQL, so it can be unit-tested against librdkafka's mock
+//! cluster and reused by the benchmark's plain-producer baseline. Delivery works like this:
+//! every record of a batch is handed to librdkafka (idempotent, `acks=all`) tagged with its index;
+//! [`Producer::deliver`] then polls **on the calling thread** until each record has its delivery
+//! report, and returns one [`Outcome`] per record. A record counts as delivered only when its own
+//! report says so (`in_flight_count() == 0` alone says nothing about success). Callbacks only
+//! push into mutex-guarded vectors, because librdkafka may call `log` from its own threads.
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::ClientContext;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One message to send.
+pub struct Record<'a> {
+    pub topic: &'a str,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Kafka acknowledged it (all in-sync replicas).
+    Delivered,
+    /// Kafka can never take it (too large, invalid or forbidden topic...): dead-letter it.
+    Refused(String),
+    /// Not delivered this time (broker down, timeout, stop requested): keep it and retry.
+    Retry(String),
+}
+
+/// The librdkafka settings every pg_kafka producer uses, before per-deployment settings.
+pub fn base_config(bootstrap_servers: &str, message_timeout_ms: i32) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap_servers)
+        .set("client.id", "pg_kafka")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", message_timeout_ms.to_string())
+        .set("log.connection.close", "false")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    c
+}
+
+#[derive(Default)]
+pub struct Context {
+    reports: Mutex<Vec<(usize, Result<(), KafkaError>)>>,
+    events: Mutex<Vec<String>>,
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            push_bounded(&self.events, format!("{fac}: {msg}"));
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        push_bounded(&self.events, format!("{error}: {reason}"));
+    }
+}
+
+fn push_bounded(v: &Mutex<Vec<String>>, s: String) {
+    let mut v = v.lock().unwrap_or_else(|p| p.into_inner());
+    if v.len() < 100 {
+        v.push(s);
+    }
+}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
+        let r = result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone());
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((index, r));
+    }
+}
+
+pub struct Producer {
+    inner: BaseProducer<Context>,
+}
+
+impl Producer {
+    pub fn new(config: &ClientConfig) -> Result<Producer, String> {
+        let inner = config
+            .create_with_context(Context::default())
+            .map_err(|e| e.to_string())?;
+        Ok(Producer { inner })
+    }
+
+    /// Errors and warnings librdkafka reported since the last call (connection refused, auth...).
+    pub fn take_events(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .inner
+                .context()
+                .events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    /// A fatal error of the idempotent producer: this producer must be replaced.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.inner
+            .client()
+            .fatal_error()
+            .map(|(code, msg)| format!("{code}: {msg}"))
+    }
+
+    /// Sends `records` and waits for every delivery report, or until `stop()` says to give up.
+    pub fn deliver(&self, records: &[Record], stop: &mut dyn FnMut() -> bool) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+        let mut pending = 0usize;
+        let mut stopped = false;
+        'send: for (i, r) in records.iter().enumerate() {
+            let mut rec = BaseRecord::<[u8], [u8], usize>::with_opaque_to(r.topic, i);
+            if let Some(p) = r.payload {
+                rec = rec.payload(p);
+            }
+            if let Some(k) = r.key {
+                rec = rec.key(k);
+            }
+            loop {
+                match self.inner.send(rec) {
+                    Ok(()) => {
+                        pending += 1;
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        rec = back;
+                        pending -= self.collect(&mut outcomes, Duration::from_millis(20));
+                        if stop() {
+                            stopped = true;
+                            break 'send;
+                        }
+                    }
+                    Err((e, _)) => {
+                        outcomes[i] = Some(classify(&e));
+                        break;
+                    }
+                }
+            }
+            if i % 1024 == 1023 {
+                pending -= self.collect(&mut outcomes, Duration::ZERO);
+            }
+        }
+        while pending > 0 {
+            pending -= self.collect(&mut outcomes, Duration::from_millis(50));
+            if pending > 0 && (stopped || stop()) {
+                stopped = true;
+                break;
+            }
+        }
+        let why = if stopped {
+            "delivery interrupted"
+        } else {
+            "no delivery report"
+        };
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::Retry(why.into())))
+            .collect()
+    }
+
+    /// Polls once and records the delivery reports that arrived; returns how many.
+    fn collect(&self, outcomes: &mut [Option<Outcome>], timeout: Duration) -> usize {
+        self.inner.poll(timeout);
+        let reports = std::mem::take(
+            &mut *self
+                .inner
+                .context()
+                .reports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for (i, r) in &reports {
+            outcomes[*i] = Some(match r {
+                Ok(()) => Outcome::Delivered,
+                Err(e) => classify(e),
+            });
+        }
+        reports.len()
+    }
+}
+
+/// Sorts a delivery error into "never deliverable" and "try again later".
+pub fn classify(e: &KafkaError) -> Outcome {
+    use RDKafkaErrorCode::*;
+    let code = e.rdkafka_error_code();
+    let text = e.to_string();
+    match code {
+        Some(
+            MessageSizeTooLarge
+            | InvalidMessageSize
+            | InvalidMessage
+            | InvalidTopic
+            | MessageBatchTooLarge
+            | TopicAuthorizationFailed
+            | UnknownPartition
+            | UnknownTopic
+            | InvalidRecord
+            | PolicyViolation
+            | InvalidRequiredAcks
+            | InvalidArgument
+            | InvalidPartitions,
+        ) => Outcome::Refused(text),
+        _ => Outcome::Retry(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+
+    fn records<'a>(topic: &'a str, payloads: &'a [Vec<u8>]) -> Vec<Record<'a>> {
+        payloads
+            .iter()
+            .map(|p| Record {
+                topic,
+                key: None,
+                payload: Some(p),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn delivers_every_record_and_reports_each() {
+        let cluster = MockCluster::new(1).unwrap();
+        let p = Producer::new(&base_config(&cluster.bootstrap_servers(), 5_000)).unwrap();
+        let payloads: Vec<Vec<u8>> = (0..5_000).map(|i| format!("m{i}").into_bytes()).collect();
+        let out = p.deliver(&records("t", &payloads), &mut || false);
+        assert_eq!(out.len(), 5_000);
+        assert!(
+            out.iter().all(|o| *o == Outcome::Delivered),
+            "{:?}",
+            out.iter().find(|o| **o != Outcome::Delivered)
+        );
+    }
+
+    #[test]
+    fn oversized_record_is_refused_and_the_rest_delivered() {
+        let cluster = MockCluster::new(1).unwrap();
+        let p = Producer::new(&base_config(&cluster.bootstrap_servers(), 5_000)).unwrap();
+        let payloads = vec![b"before".to_vec(), vec![b'x'; 2_000_000], b"after".to_vec()];
+        let out = p.deliver(&records("t", &payloads), &mut || false);
+        assert_eq!(out[0], Outcome::Delivered);
+        assert!(
+            matches!(&out[1], Outcome::Refused(e) if e.contains("too large")),
+            "{:?}",
+            out[1]
+        );
+        assert_eq!(out[2], Outcome::Delivered);
+    }
+
+    #[test]
+    fn broker_down_means_retry_not_loss() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.broker_down(1).unwrap();
+        let p = Producer::new(&base_config(&cluster.bootstrap_servers(), 500)).unwrap();
+        let payloads = vec![b"a".to_vec(), b"b".to_vec()];
+        let out = p.deliver(&records("t", &payloads), &mut || false);
+        assert!(
+            out.iter().all(|o| matches!(o, Outcome::Retry(_))),
+            "{out:?}"
+        );
+        cluster.broker_up(1).unwrap();
+        let out = p.deliver(&records("t", &payloads), &mut || false);
+        assert!(out.iter().all(|o| *o == Outcome::Delivered), "{out:?}");
+    }
+
+    #[test]
+    fn stop_request_leaves_undelivered_records_for_retry() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.broker_down(1).unwrap();
+        let p = Producer::new(&base_config(&cluster.bootstrap_servers(), 60_000)).unwrap();
+        let payloads = vec![b"a".to_vec()];
+        let out = p.deliver(&records("t", &payloads), &mut || true);
+        assert_eq!(out, vec![Outcome::Retry("delivery interrupted".into())]);
+    }
+
+    #[test]
+    fn classification() {
+        let refused = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(matches!(classify(&refused), Outcome::Refused(_)));
+        let later = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(matches!(classify(&later), Outcome::Retry(_)));
+    }
+}

@@ -1,0 +1,106 @@
+//! State shared between backends and the worker, in PostgreSQL shared memory.
+//!
+//! Two pieces: [`WORKER_LATCH`], a lock-free pointer to the worker's latch that a committing
+//! backend sets (nothing in a commit callback may fail or block), and [`STATE`], the worker's
+//! counters and last error behind an LWLock, read by `kafka.status`. Only plain `Copy` data lives
+//! here; the worker is the only writer of [`STATE`] except for `close_requests`.
+
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+const ERROR_LEN: usize = 480;
+
+#[derive(Copy, Clone)]
+pub struct WorkerState {
+    /// Worker process id, 0 when no worker runs.
+    pub pid: i32,
+    /// When the current worker process started (TimestampTz), 0 when none.
+    pub started_at: i64,
+    /// Messages acknowledged by Kafka since the worker started.
+    pub delivered: i64,
+    /// Messages moved to kafka.dead_letter since the worker started.
+    pub dead_lettered: i64,
+    /// Bumped by kafka.close(): the worker drops its producer and re-reads the brokers.
+    pub close_requests: i64,
+    /// When Kafka last acknowledged a message (TimestampTz), 0 if never.
+    pub last_delivery_at: i64,
+    /// When the last error was recorded (TimestampTz), 0 if none.
+    pub last_error_at: i64,
+    last_error_len: usize,
+    last_error: [u8; ERROR_LEN],
+}
+
+unsafe impl PGRXSharedMemory for WorkerState {}
+
+impl WorkerState {
+    const fn new() -> Self {
+        WorkerState {
+            pid: 0,
+            started_at: 0,
+            delivered: 0,
+            dead_lettered: 0,
+            close_requests: 0,
+            last_delivery_at: 0,
+            last_error_at: 0,
+            last_error_len: 0,
+            last_error: [0; ERROR_LEN],
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        (self.last_error_at != 0)
+            .then(|| String::from_utf8_lossy(&self.last_error[..self.last_error_len]).into_owned())
+    }
+
+    pub fn set_last_error(&mut self, msg: &str, at: i64) {
+        let mut n = msg.len().min(ERROR_LEN);
+        while !msg.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.last_error[..n].copy_from_slice(&msg.as_bytes()[..n]);
+        self.last_error_len = n;
+        self.last_error_at = at;
+    }
+}
+
+pub static STATE: PgLwLock<WorkerState> = unsafe { PgLwLock::new(c"pg_kafka_worker_state") };
+pub static WORKER_LATCH: PgAtomic<AtomicUsize> = unsafe { PgAtomic::new(c"pg_kafka_worker_latch") };
+
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this library was loaded through `shared_preload_libraries` (so the worker exists).
+pub fn preloaded() -> bool {
+    PRELOADED.load(Ordering::Relaxed)
+}
+
+/// Requests the shared memory; only possible while the library is preloaded.
+pub fn init() {
+    PRELOADED.store(true, Ordering::Relaxed);
+    pg_shmem_init!(STATE = WorkerState::new());
+    pg_shmem_init!(WORKER_LATCH = AtomicUsize::new(0));
+}
+
+/// Wakes the worker if it runs. Cannot fail: safe in a commit callback.
+pub fn wake_worker() {
+    let latch = WORKER_LATCH.get().load(Ordering::Acquire) as *mut pg_sys::Latch;
+    if !latch.is_null() {
+        unsafe { pg_sys::SetLatch(latch) };
+    }
+}
+
+/// Publishes (or, with null, withdraws) the worker's latch.
+pub fn publish_latch(latch: *mut pg_sys::Latch) {
+    WORKER_LATCH.get().store(latch as usize, Ordering::Release);
+}
+
+/// Asks the worker to drop its producer and re-read brokers; returns whether a worker runs.
+pub fn request_close() -> bool {
+    let running = {
+        let mut s = STATE.exclusive();
+        s.close_requests += 1;
+        s.pid != 0
+    };
+    wake_worker();
+    running
+}

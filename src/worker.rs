@@ -1,0 +1,279 @@
+//! The background worker: the only process that talks to Kafka.
+//!
+//! One loop, one pass at a time: read a batch from the outbox in id order (one short transaction),
+//! hand it to librdkafka and wait for every delivery report (no transaction open, so vacuum is
+//! never held back by the network), then record the outcome in a second transaction: delivered
+//! rows are deleted, refused ones moved to `kafka.dead_letter`, the rest stay for the next pass.
+//! A crash between Kafka's acknowledgement and that commit re-sends the batch (at least once).
+//!
+//! It sleeps on its latch, which committing backends set; `kafka.poll_interval` is only the
+//! fallback. After a failure it backs off exponentially up to `kafka.retry_backoff_max`. It keeps
+//! running when the extension does not exist (yet), reloads on SIGHUP, and exits with code 1 so
+//! that the postmaster restarts it (after `RESTART_AFTER`) whatever ended it.
+
+use crate::outbox::{self, OutboxMessage};
+use crate::producer::{base_config, Outcome, Producer, Record};
+use crate::{gucs, shared};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
+use pgrx::prelude::*;
+use std::ffi::CString;
+use std::time::Duration;
+
+const RESTART_AFTER: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Registers the worker with the postmaster; only while preloading.
+pub fn register() {
+    BackgroundWorkerBuilder::new("pg_kafka worker")
+        .set_type("pg_kafka")
+        .set_library("kafka")
+        .set_function("pg_kafka_worker_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(RESTART_AFTER))
+        .load();
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = gucs::database();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    unsafe {
+        pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(0));
+        shared::publish_latch(pg_sys::MyLatch);
+    }
+    {
+        let mut s = shared::STATE.exclusive();
+        s.pid = unsafe { pg_sys::MyProcPid };
+        s.started_at = now();
+        s.delivered = 0;
+        s.dead_lettered = 0;
+    }
+    log!(
+        "pg_kafka worker started: kafka.database={database} kafka.batch_size={} kafka.batch_bytes={} \
+         kafka.poll_interval={}ms kafka.retry_backoff_max={}ms kafka.message_timeout={}ms",
+        gucs::batch_size(),
+        gucs::batch_bytes(),
+        gucs::poll_interval().as_millis(),
+        gucs::retry_backoff_max().as_millis(),
+        gucs::message_timeout_ms()
+    );
+    Worker {
+        database,
+        producer: None,
+        backoff: Duration::ZERO,
+    }
+    .run();
+    unsafe { pg_sys::proc_exit(1) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
+    shared::publish_latch(std::ptr::null_mut());
+    let mut s = shared::STATE.exclusive();
+    s.pid = 0;
+    s.started_at = 0;
+}
+
+/// What one pass found.
+enum Pass {
+    /// Nothing to send: sleep until woken.
+    Idle,
+    /// Sent a batch: look for more at once.
+    More,
+    /// Something failed: back off before the next try.
+    Failed,
+}
+
+struct Connected {
+    producer: Producer,
+    servers: String,
+    close_requests: i64,
+}
+
+struct Worker {
+    database: String,
+    producer: Option<Connected>,
+    backoff: Duration,
+}
+
+impl Worker {
+    fn run(&mut self) {
+        while !shutdown_requested() {
+            if BackgroundWorker::sighup_received() {
+                unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+                if gucs::database() != self.database {
+                    log!(
+                        "pg_kafka worker: kafka.database changed to \"{}\", restarting",
+                        gucs::database()
+                    );
+                    return;
+                }
+                self.producer = None; // settings such as kafka.message_timeout apply to a new producer
+            }
+            let wait = match self.pass() {
+                Pass::More => Duration::ZERO,
+                Pass::Idle => {
+                    self.backoff = Duration::ZERO;
+                    gucs::poll_interval()
+                }
+                Pass::Failed => {
+                    self.backoff =
+                        (self.backoff * 2).clamp(FIRST_BACKOFF, gucs::retry_backoff_max());
+                    self.backoff
+                }
+            };
+            if !wait.is_zero() {
+                if self.backoff.is_zero() {
+                    activity("idle");
+                }
+                if !BackgroundWorker::wait_latch(Some(wait)) {
+                    return;
+                }
+            } else {
+                pg_sys::check_for_interrupts!();
+            }
+        }
+    }
+
+    fn pass(&mut self) -> Pass {
+        let read = BackgroundWorker::transaction(|| {
+            outbox::installed().then(|| {
+                (
+                    outbox::bootstrap_servers(),
+                    outbox::read_batch(gucs::batch_size(), gucs::batch_bytes()),
+                )
+            })
+        });
+        let Some((servers, batch)) = read else {
+            self.producer = None;
+            return Pass::Idle;
+        };
+        let close_requests = shared::STATE.share().close_requests;
+        if self
+            .producer
+            .as_ref()
+            .is_some_and(|c| c.servers != servers || c.close_requests != close_requests)
+        {
+            log!("pg_kafka worker: closing the Kafka producer (brokers changed or kafka.close())");
+            self.producer = None;
+        }
+        if batch.is_empty() {
+            return Pass::Idle;
+        }
+        if servers.is_empty() {
+            record_error(
+                "no Kafka broker configured: INSERT INTO kafka.broker VALUES ('host', 9092)",
+            );
+            return Pass::Failed;
+        }
+        if self.producer.is_none() {
+            match Producer::new(&base_config(&servers, gucs::message_timeout_ms())) {
+                Ok(producer) => {
+                    self.producer = Some(Connected {
+                        producer,
+                        servers,
+                        close_requests,
+                    })
+                }
+                Err(e) => {
+                    record_error(&format!("could not create the Kafka producer: {e}"));
+                    return Pass::Failed;
+                }
+            }
+        }
+        let connected = self.producer.as_ref().expect("producer was just created");
+        let failed = deliver(&connected.producer, &batch, close_requests);
+        if let Some(fatal) = connected.producer.fatal_error() {
+            record_error(&format!(
+                "fatal producer error, recreating the producer: {fatal}"
+            ));
+            self.producer = None;
+        }
+        if failed {
+            Pass::Failed
+        } else {
+            Pass::More
+        }
+    }
+}
+
+/// Sends one batch and records its outcome; returns whether some messages must be retried.
+fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: i64) -> bool {
+    activity(&format!("delivering {} messages", batch.len()));
+    let records: Vec<Record> = batch
+        .iter()
+        .map(|m| Record {
+            topic: &m.topic,
+            key: m.key.as_deref(),
+            payload: m.payload.as_deref(),
+        })
+        .collect();
+    let mut stop =
+        || shutdown_requested() || shared::STATE.share().close_requests != close_requests;
+    let outcomes = producer.deliver(&records, &mut stop);
+
+    let mut delivered = Vec::with_capacity(batch.len());
+    let mut refused = Vec::new();
+    let mut retry: Option<&str> = None;
+    for (m, o) in batch.iter().zip(&outcomes) {
+        match o {
+            Outcome::Delivered => delivered.push(m.id),
+            Outcome::Refused(e) => refused.push((m.id, e.clone())),
+            Outcome::Retry(e) => {
+                retry.get_or_insert(e);
+            }
+        }
+    }
+    let (removed, dead) = BackgroundWorker::transaction(|| outbox::finish(&delivered, &refused));
+    {
+        let mut s = shared::STATE.exclusive();
+        s.delivered += removed;
+        s.dead_lettered += dead;
+        if removed > 0 {
+            s.last_delivery_at = now();
+        }
+    }
+    for (id, e) in &refused {
+        warning!("pg_kafka: message {id} moved to kafka.dead_letter: {e}");
+    }
+    let events = producer.take_events();
+    match retry {
+        Some(e) => {
+            let detail = events
+                .last()
+                .map(|ev| format!(" ({ev})"))
+                .unwrap_or_default();
+            record_error(&format!("{e}{detail}"));
+            true
+        }
+        None => {
+            if let Some((_, e)) = refused.last() {
+                record_error(e);
+            }
+            false
+        }
+    }
+}
+
+fn record_error(msg: &str) {
+    shared::STATE.exclusive().set_last_error(msg, now());
+    activity(&format!("retrying: {msg}"));
+}
+
+fn activity(what: &str) {
+    let text = CString::new(what.replace('\0', " ")).unwrap_or_default();
+    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
+}
+
+fn shutdown_requested() -> bool {
+    unsafe { std::ptr::read_volatile(&raw const pg_sys::ShutdownRequestPending) != 0 }
+}
+
+fn now() -> i64 {
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
