@@ -14,7 +14,7 @@ pub mod producer;
 mod shared;
 mod worker;
 
-::pgrx::pg_module_magic!();
+::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/tables.sql", name = "tables", bootstrap);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

@@ -274,8 +274,16 @@ mod tests {
             "{out:?}"
         );
         cluster.broker_up(1).unwrap();
-        let out = p.deliver(&records("t", &payloads), &mut || false);
-        assert!(out.iter().all(|o| *o == Outcome::Delivered), "{out:?}");
+        // Like the worker: retry what was not delivered until the broker takes it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = p.deliver(&records("t", &payloads), &mut || false);
+            if out.iter().all(|o| *o == Outcome::Delivered) {
+                break;
+            }
+            assert!(out.iter().all(|o| matches!(o, Outcome::Retry(_))), "{out:?}");
+            assert!(std::time::Instant::now() < deadline, "not delivered after the broker came back");
+        }
     }
 
     #[test]

@@ -1,0 +1,147 @@
+//! Helpers for the end-to-end tests: connections to the stack started by `scripts/stack up`
+//! (found through the variables `scripts/stack env` prints), unique topics, a consumer that reads
+//! a topic from the beginning, and waiting on conditions with deadlines.
+
+use postgres::{Client, NoTls};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a test waits for something that normally takes a second.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
+}
+
+pub fn bootstrap_servers() -> String {
+    env("KAFKA_BOOTSTRAP_SERVERS")
+}
+
+/// A connection to the stack's PostgreSQL, to `database` (default: PGDATABASE).
+pub fn connect_to(database: &str) -> Client {
+    let conf = format!("host={} port={} user={} dbname={database}", env("PGHOST"), env("PGPORT"), env("PGUSER"));
+    Client::connect(&conf, NoTls).unwrap_or_else(|e| panic!("cannot connect to PostgreSQL ({conf}): {e}"))
+}
+
+/// A connection with the extension created and the seed's broker row present.
+pub fn pg() -> Client {
+    let mut c = connect_to(&env("PGDATABASE"));
+    c.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS kafka;
+         INSERT INTO kafka.broker VALUES ('localhost', 9092) ON CONFLICT DO NOTHING;",
+    )
+    .unwrap();
+    c
+}
+
+/// A topic name no other test (or earlier run) uses.
+pub fn topic(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("e2e_{name}_{}_{nanos}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Runs `scripts/stack ARGS...` and fails the test if it fails.
+pub fn stack(args: &[&str]) {
+    let script = env("PG_KAFKA_STACK");
+    let status = Command::new(&script).args(args).status().expect("cannot run scripts/stack");
+    assert!(status.success(), "{script} {args:?} failed: {status}");
+}
+
+/// Polls `f` until it returns true; panics with `what` after `PATIENCE`.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out after {PATIENCE:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100)); // poll interval of a condition wait, not a fixed delay
+    }
+}
+
+/// One consumed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+impl Record {
+    pub fn text(&self) -> Option<String> {
+        self.payload.as_ref().map(|p| String::from_utf8_lossy(p).into_owned())
+    }
+}
+
+/// Reads partition 0 of `topic` from the beginning.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    pub records: Vec<Record>,
+}
+
+impl TopicReader {
+    pub fn new(topic: &str) -> TopicReader {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap_servers())
+            .set("group.id", format!("e2e-{topic}"))
+            .set("enable.auto.commit", "false")
+            .set("topic.metadata.refresh.interval.ms", "500")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        TopicReader { consumer, records: Vec::new() }
+    }
+
+    /// Reads until at least `n` records have arrived in all; panics after `PATIENCE`.
+    pub fn read_at_least(&mut self, n: usize) -> &[Record] {
+        let deadline = Instant::now() + PATIENCE;
+        while self.records.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {n} records, got {}: {:?}",
+                self.records.len(),
+                self.records.iter().rev().take(3).collect::<Vec<_>>()
+            );
+            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(200)) {
+                self.records.push(Record { key: m.key().map(<[u8]>::to_vec), payload: m.payload().map(<[u8]>::to_vec) });
+            }
+        }
+        &self.records
+    }
+
+    /// Reads until a record with payload `marker` arrives; returns the payloads before it.
+    pub fn texts_until(&mut self, marker: &str) -> Vec<String> {
+        let mut n = 1;
+        loop {
+            self.read_at_least(n);
+            if self.records[n - 1].text().as_deref() == Some(marker) {
+                return self.records[..n - 1].iter().map(|r| r.text().unwrap_or_default()).collect();
+            }
+            n += 1;
+        }
+    }
+}
+
+/// The worker's state as `kafka.status` shows it.
+pub struct Status {
+    pub running: bool,
+    pub pid: Option<i32>,
+    pub backlog: i64,
+    pub last_error: Option<String>,
+}
+
+pub fn status(c: &mut Client) -> Status {
+    let r = c
+        .query_one("SELECT worker_running, worker_pid, backlog, last_error FROM kafka.status", &[])
+        .unwrap();
+    Status { running: r.get(0), pid: r.get(1), backlog: r.get(2), last_error: r.get(3) }
+}
+
+/// Runs `sql` expecting an error; returns (SQLSTATE, hint).
+pub fn error_of(c: &mut Client, sql: &str) -> (String, Option<String>) {
+    let e = c.batch_execute(sql).expect_err(sql);
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: not a database error: {e}"));
+    (db.code().code().to_owned(), db.hint().map(str::to_owned))
+}
