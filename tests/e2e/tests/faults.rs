@@ -10,7 +10,8 @@ impl Drop for Restore {
     fn drop(&mut self) {
         stack(&["up"]);
         let mut c = pg();
-        c.batch_execute("ALTER SYSTEM RESET kafka.message_timeout; SELECT pg_reload_conf();").unwrap();
+        c.batch_execute("ALTER SYSTEM RESET kafka.message_timeout").unwrap();
+        c.batch_execute("SELECT pg_reload_conf()").unwrap();
     }
 }
 
@@ -18,7 +19,8 @@ impl Drop for Restore {
 fn kafka_outage_longer_than_message_timeout_loses_nothing() {
     let _restore = Restore;
     let mut c = pg();
-    c.batch_execute("ALTER SYSTEM SET kafka.message_timeout = '1s'; SELECT pg_reload_conf();").unwrap();
+    c.batch_execute("ALTER SYSTEM SET kafka.message_timeout = '1s'").unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
     let t = topic("outage");
     stack(&["down", "kafka"]);
     c.execute("SELECT kafka.produce($1, 'm' || i) FROM generate_series(1, 500) i", &[&t]).unwrap();

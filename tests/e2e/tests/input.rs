@@ -52,7 +52,8 @@ fn bad_broker_rows_are_refused() {
 #[test]
 fn produce_in_a_database_the_worker_does_not_serve_is_refused() {
     let mut c = pg();
-    c.batch_execute("DROP DATABASE IF EXISTS e2e_other; CREATE DATABASE e2e_other").unwrap();
+    c.batch_execute("DROP DATABASE IF EXISTS e2e_other").unwrap();
+    c.batch_execute("CREATE DATABASE e2e_other").unwrap();
     let mut other = connect_to("e2e_other");
     other.batch_execute("CREATE EXTENSION kafka").unwrap();
     let (state, hint) = error_of(&mut other, "SELECT kafka.produce('t', 'lost?')");
