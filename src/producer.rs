@@ -281,8 +281,14 @@ mod tests {
             if out.iter().all(|o| *o == Outcome::Delivered) {
                 break;
             }
-            assert!(out.iter().all(|o| matches!(o, Outcome::Retry(_))), "{out:?}");
-            assert!(std::time::Instant::now() < deadline, "not delivered after the broker came back");
+            assert!(
+                out.iter().all(|o| matches!(o, Outcome::Retry(_))),
+                "{out:?}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not delivered after the broker came back"
+            );
         }
     }
 
