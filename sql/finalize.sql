@@ -21,6 +21,32 @@ CREATE TRIGGER broker_check BEFORE INSERT OR UPDATE ON kafka.broker
 CREATE TRIGGER broker_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.broker
     FOR EACH STATEMENT EXECUTE FUNCTION kafka.broker_changed();
 
+CREATE TRIGGER config_check BEFORE INSERT OR UPDATE ON kafka.config
+    FOR EACH ROW EXECUTE FUNCTION kafka.config_check();
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.config
+    FOR EACH STATEMENT EXECUTE FUNCTION kafka.broker_changed();
+
+-- Whether a setting's value is a secret (kept in step with src/settings.rs).
+CREATE FUNCTION kafka.is_secret(name text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT name LIKE '%password%' OR name LIKE '%secret%'
+        OR name IN ('ssl.key.pem', 'ssl_key', 'sasl.oauthbearer.config')
+$$;
+
+-- kafka.config as administrators may read it: secret values masked.
+CREATE VIEW kafka.settings AS
+SELECT name, CASE WHEN kafka.is_secret(name) THEN '********' ELSE value END AS value,
+       kafka.is_secret(name) AS secret
+FROM kafka.config;
+
+-- The jsonb value variant of publish(): the value is jsonb's canonical text.
+CREATE FUNCTION kafka.publish(topic text, value jsonb, key text DEFAULT NULL, key_bytes bytea DEFAULT NULL,
+                              headers jsonb DEFAULT NULL, partition integer DEFAULT NULL,
+                              ts timestamptz DEFAULT NULL)
+RETURNS bigint LANGUAGE sql VOLATILE PARALLEL UNSAFE AS $$
+    SELECT kafka.publish(topic, value::text, key, key_bytes, headers, partition, ts)
+$$;
+
 -- One row: is the worker running, how much waits, what was delivered, what went wrong last.
 CREATE VIEW kafka.status AS
 SELECT w.running AS worker_running,
@@ -36,9 +62,38 @@ SELECT w.running AS worker_running,
        w.last_error_at
 FROM kafka.worker_state() w;
 
--- Nothing here is for PUBLIC: produce() reaches the network through the worker.
+-- Privileges. Nothing here is for PUBLIC. Two roles, created if absent (roles are cluster-wide
+-- and outlive the extension): kafka_producer may produce; kafka_admin manages brokers, settings
+-- and dead letters (but cannot read secret setting values, nor produce).
 REVOKE ALL ON ALL TABLES IN SCHEMA kafka FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA kafka FROM PUBLIC;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA kafka FROM PUBLIC;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'kafka_producer') THEN
+        CREATE ROLE kafka_producer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'kafka_admin') THEN
+        CREATE ROLE kafka_admin NOLOGIN;
+    END IF;
+END $$;
+
+GRANT USAGE ON SCHEMA kafka TO kafka_producer, kafka_admin, pg_monitor;
+GRANT EXECUTE ON FUNCTION kafka.produce(text, text) TO kafka_producer;
+GRANT EXECUTE ON FUNCTION kafka.publish(text, text, text, bytea, jsonb, integer, timestamptz),
+                          kafka.publish(text, bytea, text, bytea, jsonb, integer, timestamptz),
+                          kafka.publish(text, jsonb, text, bytea, jsonb, integer, timestamptz)
+    TO kafka_producer;
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.broker TO kafka_admin;
+GRANT SELECT (name), INSERT, UPDATE, DELETE ON kafka.config TO kafka_admin;
+GRANT SELECT ON kafka.settings TO kafka_admin;
+GRANT SELECT, DELETE ON kafka.dead_letter TO kafka_admin;
+GRANT SELECT ON kafka.outbox, kafka.status TO kafka_admin;
+GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.is_secret(text),
+                          kafka.requeue_dead_letters(bigint[], text), kafka.purge_dead_letters(bigint[], text)
+    TO kafka_admin;
+
 GRANT SELECT ON kafka.status TO pg_monitor;
 GRANT EXECUTE ON FUNCTION kafka.worker_state() TO pg_monitor;

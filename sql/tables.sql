@@ -16,7 +16,11 @@ CREATE TABLE kafka.outbox (
     topic text NOT NULL,
     key bytea,
     payload bytea,
-    produced_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    headers jsonb,                 -- [["name", "value" or null], ...] in order; NULL: none
+    partition integer,             -- NULL: Kafka's partitioner decides (by key)
+    timestamp_ms bigint,           -- record timestamp; NULL: the time librdkafka sends it
+    produced_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    first_attempt_at timestamptz   -- set when a delivery attempt failed and will be retried
 ) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.02);
 ALTER SEQUENCE kafka.outbox_id_seq OWNED BY kafka.outbox.id;
 
@@ -26,13 +30,26 @@ CREATE TABLE kafka.dead_letter (
     topic text NOT NULL,
     key bytea,
     payload bytea,
+    headers jsonb,
+    partition integer,
+    timestamp_ms bigint,
     produced_at timestamptz NOT NULL,
-    failed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    first_attempt_at timestamptz NOT NULL,
+    last_attempt_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     error text NOT NULL
 );
+CREATE INDEX dead_letter_topic ON kafka.dead_letter (topic);
 
 -- pg_dump keeps their rows.
 SELECT pg_catalog.pg_extension_config_dump('kafka.broker', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.outbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.dead_letter', '');
+
+-- librdkafka producer settings (name, value), checked by librdkafka when written; applied by the
+-- worker when they change. Secret values are readable by superusers only (see kafka.settings).
+CREATE TABLE kafka.config (
+    name text PRIMARY KEY,
+    value text NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('kafka.config', '');

@@ -1,9 +1,12 @@
 //! The SQL functions of pg_kafka. Each one validates its arguments and hands over to the module
 //! that owns the work; no SQL strings and no Kafka calls here.
 
-use crate::error::{check_topic, KafkaError};
-use crate::{gucs, pending, shared};
+use crate::error::KafkaError;
+use crate::outbox::{self, OutboxMessage};
+use crate::record::{check_partition, check_topic, kafka_timestamp_ms, parse_headers};
+use crate::{gucs, pending, settings, shared};
 use pgrx::prelude::*;
+use pgrx::JsonB;
 
 /// Queues `message` for `topic`. It reaches Kafka if and only if the calling transaction commits.
 /// A NULL message is a record with a null value (a tombstone). Returns true once queued.
@@ -11,8 +14,114 @@ use pgrx::prelude::*;
 fn produce(topic: Option<&str>, message: Option<&str>) -> bool {
     let topic = check_topic(topic).unwrap_or_else(|e| e.raise());
     ensure_deliverable();
-    pending::push(topic, None, message.map(|m| m.as_bytes().to_vec()));
+    let payload = message.map(|m| m.as_bytes().to_vec());
+    pending::push(OutboxMessage {
+        topic: topic.to_owned(),
+        payload,
+        ..Default::default()
+    });
     true
+}
+
+/// Queues a full Kafka record (text value); sent if and only if the transaction commits.
+/// Returns the message's id in `kafka.outbox`.
+#[pg_extern(volatile, parallel_unsafe, name = "publish")]
+fn publish_text(
+    topic: Option<&str>,
+    value: Option<&str>,
+    key: default!(Option<&str>, "NULL"),
+    key_bytes: default!(Option<&[u8]>, "NULL"),
+    headers: default!(Option<JsonB>, "NULL"),
+    partition: default!(Option<i32>, "NULL"),
+    ts: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> i64 {
+    let value = value.map(|v| v.as_bytes().to_vec());
+    pending::push(record(topic, value, key, key_bytes, headers, partition, ts))
+}
+
+/// Queues a full Kafka record whose value is bytes, exactly as given.
+#[pg_extern(volatile, parallel_unsafe, name = "publish")]
+fn publish_bytea(
+    topic: Option<&str>,
+    value: Option<&[u8]>,
+    key: default!(Option<&str>, "NULL"),
+    key_bytes: default!(Option<&[u8]>, "NULL"),
+    headers: default!(Option<JsonB>, "NULL"),
+    partition: default!(Option<i32>, "NULL"),
+    ts: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> i64 {
+    pending::push(record(
+        topic,
+        value.map(<[u8]>::to_vec),
+        key,
+        key_bytes,
+        headers,
+        partition,
+        ts,
+    ))
+}
+
+/// Moves dead letters back to the outbox (all, or those with the given ids and/or topic);
+/// they are sent again once this transaction commits. Returns how many.
+#[pg_extern(volatile, parallel_unsafe)]
+fn requeue_dead_letters(
+    ids: default!(Option<Vec<i64>>, "NULL"),
+    topic: default!(Option<&str>, "NULL"),
+) -> i64 {
+    let n = outbox::requeue_dead_letters(ids, topic);
+    pending::wake_at_commit();
+    n
+}
+
+/// Deletes dead letters (all, or those with the given ids and/or topic). Returns how many.
+#[pg_extern(volatile, parallel_unsafe)]
+fn purge_dead_letters(
+    ids: default!(Option<Vec<i64>>, "NULL"),
+    topic: default!(Option<&str>, "NULL"),
+) -> i64 {
+    outbox::purge_dead_letters(ids, topic)
+}
+
+/// Checks every argument of publish() and builds the outbox message; raises on bad input.
+pub(crate) fn record(
+    topic: Option<&str>,
+    value: Option<Vec<u8>>,
+    key: Option<&str>,
+    key_bytes: Option<&[u8]>,
+    headers: Option<JsonB>,
+    partition: Option<i32>,
+    ts: Option<TimestampWithTimeZone>,
+) -> OutboxMessage {
+    let check = || -> Result<OutboxMessage, KafkaError> {
+        let topic = check_topic(topic)?.to_owned();
+        let key = match (key, key_bytes) {
+            (Some(_), Some(_)) => return Err(KafkaError::TwoKeys),
+            (k, kb) => k.map(|k| k.as_bytes().to_vec()).or(kb.map(<[u8]>::to_vec)),
+        };
+        if value.is_none() && key.is_none() {
+            return Err(KafkaError::NoValueNoKey);
+        }
+        let headers = headers.map(|h| parse_headers(&h.0)).transpose()?;
+        let partition = check_partition(partition)?;
+        let timestamp_ms = ts
+            .map(|t| {
+                let micros: i64 = t.into_datum().map_or(0, |d| d.value() as i64);
+                kafka_timestamp_ms(micros, || t.to_string())
+            })
+            .transpose()?;
+        Ok(OutboxMessage {
+            id: 0,
+            topic,
+            key,
+            payload: value,
+            headers,
+            partition,
+            timestamp_ms,
+        })
+    };
+    let msg = check().unwrap_or_else(|e| e.raise());
+    ensure_deliverable();
+    msg
 }
 
 /// Makes the worker drop its Kafka producer and re-read `kafka.broker`. Returns whether a worker
@@ -69,6 +178,24 @@ fn broker_changed<'a>(
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
     pending::wake_at_commit();
     Ok(None)
+}
+
+/// Trigger on `kafka.config`: each row is checked by librdkafka, and dangerous settings are
+/// reserved to superusers, before it is written.
+#[pg_trigger]
+fn config_check<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
+    let new = trigger
+        .new()
+        .expect("config_check is a row-level INSERT/UPDATE trigger");
+    let name: Option<String> = new.get_by_name("name").unwrap_or(None);
+    let value: Option<String> = new.get_by_name("value").unwrap_or(None);
+    if let (Some(name), Some(value)) = (name, value) {
+        let superuser = unsafe { pg_sys::superuser() };
+        settings::check(&name, &value, superuser).unwrap_or_else(|e| e.raise());
+    }
+    Ok(Some(new))
 }
 
 /// Refuses to queue a message that no worker would ever deliver.

@@ -11,6 +11,9 @@ mod gucs;
 mod outbox;
 mod pending;
 pub mod producer;
+mod record;
+mod reports;
+mod settings;
 mod shared;
 mod worker;
 
@@ -23,6 +26,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     pending::init();
+    reports::init();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         shared::init();
         worker::register();

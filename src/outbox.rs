@@ -5,24 +5,53 @@
 //! id order and removes what Kafka acknowledged or refused ([`finish`]) in one transaction, so a
 //! message leaves the outbox only once its fate is recorded.
 
+use crate::record::Headers;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 /// One message as stored in the outbox.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct OutboxMessage {
     pub id: i64,
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+    pub headers: Option<Headers>,
+    pub partition: Option<i32>,
+    pub timestamp_ms: Option<i64>,
 }
 
 impl OutboxMessage {
     pub fn size(&self) -> usize {
+        let headers = self.headers.iter().flatten();
         self.topic.len()
             + self.key.as_ref().map_or(0, Vec::len)
             + self.payload.as_ref().map_or(0, Vec::len)
+            + headers
+                .map(|(n, v)| n.len() + v.as_ref().map_or(0, String::len))
+                .sum::<usize>()
     }
+
+    fn has_extras(&self) -> bool {
+        self.headers.is_some() || self.partition.is_some() || self.timestamp_ms.is_some()
+    }
+}
+
+fn headers_to_json(h: &Headers) -> pgrx::JsonB {
+    pgrx::JsonB(serde_json::Value::Array(
+        h.iter().map(|(n, v)| serde_json::json!([n, v])).collect(),
+    ))
+}
+
+fn headers_from_json(j: pgrx::JsonB) -> Headers {
+    let pairs = j.0.as_array().cloned().unwrap_or_default();
+    pairs
+        .iter()
+        .filter_map(|p| {
+            let name = p.get(0)?.as_str()?.to_owned();
+            Some((name, p.get(1).and_then(|v| v.as_str()).map(str::to_owned)))
+        })
+        .collect()
 }
 
 /// The outbox id sequence and the role that owns the outbox, for appends made on a caller's behalf.
@@ -75,21 +104,34 @@ pub fn insert(batch: &[OutboxMessage], seq: Sequence) {
     let topics: Vec<&str> = batch.iter().map(|m| m.topic.as_str()).collect();
     let keys: Vec<Option<&[u8]>> = batch.iter().map(|m| m.key.as_deref()).collect();
     let payloads: Vec<Option<&[u8]>> = batch.iter().map(|m| m.payload.as_deref()).collect();
-    let args: [DatumWithOid; 4] = [ids.into(), topics.into(), keys.into(), payloads.into()];
+    let mut args: Vec<DatumWithOid> = vec![ids.into(), topics.into(), keys.into(), payloads.into()];
+    // The seed's produce() has no headers, partition or timestamp: skip three arrays of NULLs.
+    let extras = batch.iter().any(OutboxMessage::has_extras);
+    let sql = if extras {
+        let headers: Vec<Option<pgrx::JsonB>> = batch
+            .iter()
+            .map(|m| m.headers.as_ref().map(headers_to_json))
+            .collect();
+        let partitions: Vec<Option<i32>> = batch.iter().map(|m| m.partition).collect();
+        let timestamps: Vec<Option<i64>> = batch.iter().map(|m| m.timestamp_ms).collect();
+        args.extend([headers.into(), partitions.into(), timestamps.into()]);
+        "INSERT INTO kafka.outbox (id, topic, key, payload, headers, partition, timestamp_ms)
+         SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[]),
+                                  pg_catalog.unnest($3::pg_catalog.bytea[]), pg_catalog.unnest($4::pg_catalog.bytea[]),
+                                  pg_catalog.unnest($5::pg_catalog.jsonb[]), pg_catalog.unnest($6::pg_catalog.int4[]),
+                                  pg_catalog.unnest($7::pg_catalog.int8[]))"
+    } else {
+        "INSERT INTO kafka.outbox (id, topic, key, payload)
+         SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[]),
+                                  pg_catalog.unnest($3::pg_catalog.bytea[]), pg_catalog.unnest($4::pg_catalog.bytea[]))"
+    };
     // At COMMIT or RELEASE SAVEPOINT no statement is running: bring a snapshot of our own.
     let own_snapshot = unsafe { !pg_sys::ActiveSnapshotSet() };
     if own_snapshot {
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     }
-    as_owner(seq, || {
-        Spi::run_with_args(
-            "INSERT INTO kafka.outbox (id, topic, key, payload)
-             SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[]),
-                                      pg_catalog.unnest($3::pg_catalog.bytea[]), pg_catalog.unnest($4::pg_catalog.bytea[]))",
-            &args,
-        )
-    })
-    .unwrap_or_else(|e| panic!("could not write to kafka.outbox: {e}"));
+    as_owner(seq, || Spi::run_with_args(sql, &args))
+        .unwrap_or_else(|e| panic!("could not write to kafka.outbox: {e}"));
     if own_snapshot {
         unsafe { pg_sys::PopActiveSnapshot() };
     }
@@ -113,15 +155,30 @@ pub fn bootstrap_servers() -> String {
     .unwrap_or_default()
 }
 
+/// The rows of `kafka.config`, in name order.
+pub fn producer_settings() -> Vec<(String, String)> {
+    Spi::connect(|client| {
+        let rows = client
+            .select(
+                "SELECT name, value FROM kafka.config ORDER BY name",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| panic!("could not read kafka.config: {e}"));
+        rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??)))
+            .collect()
+    })
+}
+
 /// The oldest waiting messages, in id order: at most `limit` messages and about `max_bytes`
 /// bytes (the first message always comes, whatever its size).
 pub fn read_batch(limit: usize, max_bytes: i64) -> Vec<OutboxMessage> {
     Spi::connect(|client| {
         let rows = client
             .select(
-                "SELECT id, topic, key, payload FROM (
+                "SELECT id, topic, key, payload, headers, partition, timestamp_ms FROM (
                    SELECT *, pg_catalog.sum(sz) OVER (ORDER BY id) - sz AS before
-                   FROM (SELECT id, topic, key, payload,
+                   FROM (SELECT id, topic, key, payload, headers, partition, timestamp_ms,
                                 pg_catalog.octet_length(topic) + coalesce(pg_catalog.octet_length(key), 0)
                                   + coalesce(pg_catalog.octet_length(payload), 0) AS sz
                          FROM kafka.outbox ORDER BY id LIMIT $1) first) sized
@@ -135,49 +192,103 @@ pub fn read_batch(limit: usize, max_bytes: i64) -> Vec<OutboxMessage> {
             topic: row.get(2).ok().flatten().expect("outbox topic is NULL"),
             key: row.get(3).ok().flatten(),
             payload: row.get(4).ok().flatten(),
+            headers: row
+                .get::<pgrx::JsonB>(5)
+                .ok()
+                .flatten()
+                .map(headers_from_json),
+            partition: row.get(6).ok().flatten(),
+            timestamp_ms: row.get(7).ok().flatten(),
         })
         .collect()
     })
 }
 
 /// Records the outcome of a batch: acknowledged messages leave the outbox, refused ones move to
-/// `kafka.dead_letter` with Kafka's error. Returns (removed, dead-lettered).
-pub fn finish(delivered: &[i64], refused: &[(i64, String)]) -> (i64, i64) {
+/// `kafka.dead_letter` with Kafka's error, retried ones remember their first attempt.
+/// Returns (removed, dead-lettered).
+pub fn finish(delivered: &[i64], refused: &[(i64, String)], retried: &[i64]) -> (i64, i64) {
     Spi::connect_mut(|client| {
         if !installed() {
             return (0, 0);
         }
+        let mut run = |what: &str, sql: &str, args: &[DatumWithOid]| -> i64 {
+            client
+                .update(sql, None, args)
+                .map(|t| t.len() as i64)
+                .unwrap_or_else(|e| panic!("could not {what}: {e}"))
+        };
         let mut removed = 0;
         if !delivered.is_empty() {
-            removed = client
-                .update(
-                    "DELETE FROM kafka.outbox WHERE id = ANY($1::pg_catalog.int8[])",
-                    None,
-                    &[delivered.to_vec().into()],
-                )
-                .map(|t| t.len() as i64)
-                .unwrap_or_else(|e| panic!("could not delete from kafka.outbox: {e}"));
+            removed = run(
+                "delete from kafka.outbox",
+                "DELETE FROM kafka.outbox WHERE id = ANY($1::pg_catalog.int8[])",
+                &[delivered.to_vec().into()],
+            );
         }
         let mut dead = 0;
         if !refused.is_empty() {
             let ids: Vec<i64> = refused.iter().map(|r| r.0).collect();
             let errors: Vec<&str> = refused.iter().map(|r| r.1.as_str()).collect();
-            dead = client
-                .update(
-                    "WITH gone AS (
-                       DELETE FROM kafka.outbox o
-                        USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
-                                         pg_catalog.unnest($2::pg_catalog.text[])) AS f(id, error)
-                        WHERE o.id = f.id
-                       RETURNING o.id, o.topic, o.key, o.payload, o.produced_at, f.error)
-                     INSERT INTO kafka.dead_letter (id, topic, key, payload, produced_at, error)
-                     SELECT * FROM gone",
-                    None,
-                    &[ids.into(), errors.into()],
-                )
-                .map(|t| t.len() as i64)
-                .unwrap_or_else(|e| panic!("could not move messages to kafka.dead_letter: {e}"));
+            dead = run(
+                "move messages to kafka.dead_letter",
+                "WITH gone AS (
+                   DELETE FROM kafka.outbox o
+                    USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
+                                     pg_catalog.unnest($2::pg_catalog.text[])) AS f(id, error)
+                    WHERE o.id = f.id
+                   RETURNING o.*, f.error)
+                 INSERT INTO kafka.dead_letter (id, topic, key, payload, headers, partition, timestamp_ms,
+                                                produced_at, first_attempt_at, error)
+                 SELECT id, topic, key, payload, headers, partition, timestamp_ms,
+                        produced_at, coalesce(first_attempt_at, pg_catalog.now()), error
+                 FROM gone",
+                &[ids.into(), errors.into()],
+            );
+        }
+        if !retried.is_empty() {
+            run(
+                "record a failed attempt",
+                "UPDATE kafka.outbox SET first_attempt_at = pg_catalog.now()
+                  WHERE id = ANY($1::pg_catalog.int8[]) AND first_attempt_at IS NULL",
+                &[retried.to_vec().into()],
+            );
         }
         (removed, dead)
+    })
+}
+
+/// Moves dead letters back to the outbox, keeping their ids (so their place in the order).
+/// `ids` and `topic` narrow the choice; both NULL means all. Returns how many.
+pub fn requeue_dead_letters(ids: Option<Vec<i64>>, topic: Option<&str>) -> i64 {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "WITH back AS (
+                   DELETE FROM kafka.dead_letter
+                    WHERE ($1::pg_catalog.int8[] IS NULL OR id = ANY($1)) AND ($2::pg_catalog.text IS NULL OR topic = $2)
+                   RETURNING id, topic, key, payload, headers, partition, timestamp_ms, produced_at)
+                 INSERT INTO kafka.outbox (id, topic, key, payload, headers, partition, timestamp_ms, produced_at)
+                 SELECT * FROM back",
+                None,
+                &[ids.into(), topic.into()],
+            )
+            .map(|t| t.len() as i64)
+            .unwrap_or_else(|e| panic!("could not requeue dead letters: {e}"))
+    })
+}
+
+/// Deletes dead letters (`ids` and `topic` narrow the choice; both NULL means all).
+pub fn purge_dead_letters(ids: Option<Vec<i64>>, topic: Option<&str>) -> i64 {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "DELETE FROM kafka.dead_letter
+                  WHERE ($1::pg_catalog.int8[] IS NULL OR id = ANY($1)) AND ($2::pg_catalog.text IS NULL OR topic = $2)",
+                None,
+                &[ids.into(), topic.into()],
+            )
+            .map(|t| t.len() as i64)
+            .unwrap_or_else(|e| panic!("could not purge dead letters: {e}"))
     })
 }

@@ -53,17 +53,17 @@ pub fn init() {
     }
 }
 
-/// Queues one message in the current transaction; returns its outbox id.
-pub fn push(topic: &str, key: Option<Vec<u8>>, payload: Option<Vec<u8>>) -> i64 {
+/// Queues one message in the current transaction; gives it its outbox id and returns that.
+pub fn push(mut msg: OutboxMessage) -> i64 {
     let seq = TXN.with_borrow(|t| t.sequence).unwrap_or_else(|| {
         let s = outbox::sequence();
         TXN.with_borrow_mut(|t| t.sequence = Some(s));
         s
     });
     let id = outbox::next_id(seq);
+    msg.id = id;
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
-    let size =
-        topic.len() + key.as_ref().map_or(0, Vec::len) + payload.as_ref().map_or(0, Vec::len);
+    let size = msg.size();
     let full = TXN.with_borrow_mut(|t| {
         if t.entries.last().is_some_and(|e| e.subxact == subxact) {
             t.tail_len += 1;
@@ -72,15 +72,7 @@ pub fn push(topic: &str, key: Option<Vec<u8>>, payload: Option<Vec<u8>>) -> i64 
             t.tail_len = 1;
             t.tail_bytes = size;
         }
-        t.entries.push(Entry {
-            subxact,
-            msg: OutboxMessage {
-                id,
-                topic: topic.to_owned(),
-                key,
-                payload,
-            },
-        });
+        t.entries.push(Entry { subxact, msg });
         t.wake_at_commit = true;
         t.tail_len >= FLUSH_MESSAGES || t.tail_bytes >= FLUSH_BYTES
     });

@@ -10,16 +10,23 @@
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::ClientContext;
 use std::sync::Mutex;
 use std::time::Duration;
 
 /// One message to send.
+#[derive(Default)]
 pub struct Record<'a> {
     pub topic: &'a str,
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
+    /// Header names and values, in order (a name may repeat).
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+    pub partition: Option<i32>,
+    /// Milliseconds since 1970-01-01 UTC.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// What became of one record.
@@ -45,6 +52,18 @@ pub fn base_config(bootstrap_servers: &str, message_timeout_ms: i32) -> ClientCo
         .set("log.connection.close", "false")
         .set_log_level(RDKafkaLogLevel::Warning);
     c
+}
+
+/// Checks one librdkafka setting the way librdkafka does, without creating a client (no thread
+/// starts, nothing connects). The error is librdkafka's own message.
+pub fn check_setting(name: &str, value: &str) -> Result<(), String> {
+    let mut c = ClientConfig::new();
+    c.set(name, value);
+    match c.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(KafkaError::ClientConfig(_, desc, _, _)) => Err(desc),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Default)]
@@ -128,6 +147,19 @@ impl Producer {
             }
             if let Some(k) = r.key {
                 rec = rec.key(k);
+            }
+            if let Some(p) = r.partition {
+                rec = rec.partition(p);
+            }
+            if let Some(t) = r.timestamp_ms {
+                rec = rec.timestamp(t);
+            }
+            if !r.headers.is_empty() {
+                let headers = r.headers.iter().fold(
+                    OwnedHeaders::new_with_capacity(r.headers.len()),
+                    |h, (key, value)| h.insert(Header { key, value: *value }),
+                );
+                rec = rec.headers(headers);
             }
             loop {
                 match self.inner.send(rec) {
@@ -300,6 +332,16 @@ mod tests {
         let payloads = vec![b"a".to_vec()];
         let out = p.deliver(&records("t", &payloads), &mut || true);
         assert_eq!(out, vec![Outcome::Retry("delivery interrupted".into())]);
+    }
+
+    #[test]
+    fn settings_are_checked_by_librdkafka() {
+        assert_eq!(check_setting("linger.ms", "20"), Ok(()));
+        assert_eq!(check_setting("compression.type", "zstd"), Ok(()));
+        assert!(check_setting("no.such.setting", "1")
+            .unwrap_err()
+            .contains("No such configuration property"));
+        assert!(check_setting("linger.ms", "soon").is_err());
     }
 
     #[test]

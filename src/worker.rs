@@ -89,10 +89,17 @@ enum Pass {
     Failed,
 }
 
+/// What the producer was made from: a change in any of it makes a new producer.
+#[derive(PartialEq)]
+struct Source {
+    servers: String,
+    settings: Vec<(String, String)>,
+    close_requests: i64,
+}
+
 struct Connected {
     producer: Producer,
-    servers: String,
-    close_requests: i64,
+    source: Source,
 }
 
 struct Worker {
@@ -143,43 +150,42 @@ impl Worker {
     fn pass(&mut self) -> Pass {
         let read = BackgroundWorker::transaction(|| {
             outbox::installed().then(|| {
+                let source = Source {
+                    servers: outbox::bootstrap_servers(),
+                    settings: outbox::producer_settings(),
+                    close_requests: shared::STATE.share().close_requests,
+                };
                 (
-                    outbox::bootstrap_servers(),
+                    source,
                     outbox::read_batch(gucs::batch_size(), gucs::batch_bytes()),
                 )
             })
         });
-        let Some((servers, batch)) = read else {
+        let Some((source, batch)) = read else {
             self.producer = None;
             return Pass::Idle;
         };
-        let close_requests = shared::STATE.share().close_requests;
-        if self
-            .producer
-            .as_ref()
-            .is_some_and(|c| c.servers != servers || c.close_requests != close_requests)
-        {
-            log!("pg_kafka worker: closing the Kafka producer (brokers changed or kafka.close())");
+        let close_requests = source.close_requests;
+        if self.producer.as_ref().is_some_and(|c| c.source != source) {
+            log!("pg_kafka worker: closing the Kafka producer (brokers, kafka.config or kafka.close())");
             self.producer = None;
         }
         if batch.is_empty() {
             return Pass::Idle;
         }
-        if servers.is_empty() {
+        if source.servers.is_empty() {
             record_error(
                 "no Kafka broker configured: INSERT INTO kafka.broker VALUES ('host', 9092)",
             );
             return Pass::Failed;
         }
         if self.producer.is_none() {
-            match Producer::new(&base_config(&servers, gucs::message_timeout_ms())) {
-                Ok(producer) => {
-                    self.producer = Some(Connected {
-                        producer,
-                        servers,
-                        close_requests,
-                    })
-                }
+            let mut config = base_config(&source.servers, gucs::message_timeout_ms());
+            for (name, value) in &source.settings {
+                config.set(name, value);
+            }
+            match Producer::new(&config) {
+                Ok(producer) => self.producer = Some(Connected { producer, source }),
                 Err(e) => {
                     record_error(&format!("could not create the Kafka producer: {e}"));
                     return Pass::Failed;
@@ -211,6 +217,14 @@ fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: i64) ->
             topic: &m.topic,
             key: m.key.as_deref(),
             payload: m.payload.as_deref(),
+            headers: m
+                .headers
+                .iter()
+                .flatten()
+                .map(|(n, v)| (n.as_str(), v.as_deref().map(str::as_bytes)))
+                .collect(),
+            partition: m.partition,
+            timestamp_ms: m.timestamp_ms,
         })
         .collect();
     let mut stop =
@@ -219,17 +233,20 @@ fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: i64) ->
 
     let mut delivered = Vec::with_capacity(batch.len());
     let mut refused = Vec::new();
+    let mut retried = Vec::new();
     let mut retry: Option<&str> = None;
     for (m, o) in batch.iter().zip(&outcomes) {
         match o {
             Outcome::Delivered => delivered.push(m.id),
             Outcome::Refused(e) => refused.push((m.id, e.clone())),
             Outcome::Retry(e) => {
+                retried.push(m.id);
                 retry.get_or_insert(e);
             }
         }
     }
-    let (removed, dead) = BackgroundWorker::transaction(|| outbox::finish(&delivered, &refused));
+    let (removed, dead) =
+        BackgroundWorker::transaction(|| outbox::finish(&delivered, &refused, &retried));
     {
         let mut s = shared::STATE.exclusive();
         s.delivered += removed;
