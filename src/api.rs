@@ -69,7 +69,8 @@ fn requeue_dead_letters(
     topic: default!(Option<&str>, "NULL"),
 ) -> i64 {
     let n = outbox::requeue_dead_letters(ids, topic);
-    pending::wake_at_commit();
+    // A fix (new partitions, a new ACL) is often what made them deliverable: fresh metadata.
+    pending::reload_at_commit();
     n
 }
 

@@ -39,6 +39,8 @@ struct Txn {
     sequence: Option<Sequence>,
     /// Set the worker's latch when this transaction commits.
     wake_at_commit: bool,
+    /// Have the worker make a new producer when this transaction commits.
+    reload_at_commit: bool,
 }
 
 thread_local! {
@@ -87,6 +89,11 @@ pub fn wake_at_commit() {
     TXN.with_borrow_mut(|t| t.wake_at_commit = true);
 }
 
+/// Makes the worker start a new producer (fresh metadata) when the current transaction commits.
+pub fn reload_at_commit() {
+    TXN.with_borrow_mut(|t| t.reload_at_commit = true);
+}
+
 /// Writes the buffered messages of subtransaction `subxact` (the current one) to the outbox.
 fn flush_tail(subxact: SubTransactionId) {
     let (batch, seq) = TXN.with_borrow_mut(|t| {
@@ -127,7 +134,10 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => flush_tail(TOP_SUBXACT),
         // Committed: nothing here may fail. Setting a latch cannot.
         XACT_EVENT_COMMIT => {
-            if TXN.with_borrow(|t| t.wake_at_commit) {
+            let (wake, reload) = TXN.with_borrow(|t| (t.wake_at_commit, t.reload_at_commit));
+            if reload {
+                shared::request_close();
+            } else if wake {
                 shared::wake_worker();
             }
             reset();

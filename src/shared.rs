@@ -1,13 +1,13 @@
 //! State shared between backends and the worker, in PostgreSQL shared memory.
 //!
-//! Two pieces: [`WORKER_LATCH`], a lock-free pointer to the worker's latch that a committing
-//! backend sets (nothing in a commit callback may fail or block), and [`STATE`], the worker's
-//! counters and last error behind an LWLock, read by `kafka.status`. Only plain `Copy` data lives
-//! here; the worker is the only writer of [`STATE`] except for `close_requests`.
+//! Two pieces: [`SIGNALS`], lock-free atomics a committing backend may touch (nothing in a commit
+//! callback may fail or block): the worker's latch and the count of close requests; and
+//! [`STATE`], the worker's counters and last error behind an LWLock, read by `kafka.status` and
+//! written only by the worker.
 
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 const ERROR_LEN: usize = 480;
 
@@ -21,8 +21,6 @@ pub struct WorkerState {
     pub delivered: i64,
     /// Messages moved to kafka.dead_letter since the worker started.
     pub dead_lettered: i64,
-    /// Bumped by kafka.close(): the worker drops its producer and re-reads the brokers.
-    pub close_requests: i64,
     /// When Kafka last acknowledged a message (TimestampTz), 0 if never.
     pub last_delivery_at: i64,
     /// When the last error was recorded (TimestampTz), 0 if none.
@@ -40,7 +38,6 @@ impl WorkerState {
             started_at: 0,
             delivered: 0,
             dead_lettered: 0,
-            close_requests: 0,
             last_delivery_at: 0,
             last_error_at: 0,
             last_error_len: 0,
@@ -65,7 +62,17 @@ impl WorkerState {
 }
 
 pub static STATE: PgLwLock<WorkerState> = unsafe { PgLwLock::new(c"pg_kafka_worker_state") };
-pub static WORKER_LATCH: PgAtomic<AtomicUsize> = unsafe { PgAtomic::new(c"pg_kafka_worker_latch") };
+/// What backends signal to the worker without taking a lock.
+pub struct Signals {
+    /// The worker's latch (`*mut Latch`), 0 when no worker runs.
+    latch: AtomicUsize,
+    /// Bumped by kafka.close() and by re-queued dead letters: the worker makes a new producer.
+    close_requests: AtomicU64,
+}
+
+unsafe impl PGRXSharedMemory for Signals {}
+
+pub static SIGNALS: PgAtomic<Signals> = unsafe { PgAtomic::new(c"pg_kafka_signals") };
 
 static PRELOADED: AtomicBool = AtomicBool::new(false);
 
@@ -78,12 +85,17 @@ pub fn preloaded() -> bool {
 pub fn init() {
     PRELOADED.store(true, Ordering::Relaxed);
     pg_shmem_init!(STATE = WorkerState::new());
-    pg_shmem_init!(WORKER_LATCH = AtomicUsize::new(0));
+    pg_shmem_init!(
+        SIGNALS = Signals {
+            latch: AtomicUsize::new(0),
+            close_requests: AtomicU64::new(0)
+        }
+    );
 }
 
 /// Wakes the worker if it runs. Cannot fail: safe in a commit callback.
 pub fn wake_worker() {
-    let latch = WORKER_LATCH.get().load(Ordering::Acquire) as *mut pg_sys::Latch;
+    let latch = SIGNALS.get().latch.load(Ordering::Acquire) as *mut pg_sys::Latch;
     if !latch.is_null() {
         unsafe { pg_sys::SetLatch(latch) };
     }
@@ -91,16 +103,17 @@ pub fn wake_worker() {
 
 /// Publishes (or, with null, withdraws) the worker's latch.
 pub fn publish_latch(latch: *mut pg_sys::Latch) {
-    WORKER_LATCH.get().store(latch as usize, Ordering::Release);
+    SIGNALS.get().latch.store(latch as usize, Ordering::Release);
 }
 
-/// Asks the worker to drop its producer and re-read brokers; returns whether a worker runs.
+/// Asks the worker to drop its producer and re-read its settings; returns whether a worker runs.
+/// Cannot fail: safe in a commit callback.
 pub fn request_close() -> bool {
-    let running = {
-        let mut s = STATE.exclusive();
-        s.close_requests += 1;
-        s.pid != 0
-    };
+    SIGNALS.get().close_requests.fetch_add(1, Ordering::AcqRel);
     wake_worker();
-    running
+    SIGNALS.get().latch.load(Ordering::Acquire) != 0
+}
+
+pub fn close_requests() -> u64 {
+    SIGNALS.get().close_requests.load(Ordering::Acquire)
 }

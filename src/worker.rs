@@ -94,7 +94,7 @@ enum Pass {
 struct Source {
     servers: String,
     settings: Vec<(String, String)>,
-    close_requests: i64,
+    close_requests: u64,
 }
 
 struct Connected {
@@ -153,7 +153,7 @@ impl Worker {
                 let source = Source {
                     servers: outbox::bootstrap_servers(),
                     settings: outbox::producer_settings(),
-                    close_requests: shared::STATE.share().close_requests,
+                    close_requests: shared::close_requests(),
                 };
                 (
                     source,
@@ -209,7 +209,7 @@ impl Worker {
 }
 
 /// Sends one batch and records its outcome; returns whether some messages must be retried.
-fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: i64) -> bool {
+fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: u64) -> bool {
     activity(&format!("delivering {} messages", batch.len()));
     let records: Vec<Record> = batch
         .iter()
@@ -227,8 +227,7 @@ fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: i64) ->
             timestamp_ms: m.timestamp_ms,
         })
         .collect();
-    let mut stop =
-        || shutdown_requested() || shared::STATE.share().close_requests != close_requests;
+    let mut stop = || shutdown_requested() || shared::close_requests() != close_requests;
     let outcomes = producer.deliver(&records, &mut stop);
 
     let mut delivered = Vec::with_capacity(batch.len());
