@@ -47,6 +47,14 @@ RETURNS bigint LANGUAGE sql VOLATILE PARALLEL UNSAFE AS $$
     SELECT kafka.publish(topic, value::text, key, key_bytes, headers, partition, ts)
 $$;
 
+CREATE FUNCTION kafka.autonomous_publish(topic text, value jsonb, key text DEFAULT NULL,
+                                         key_bytes bytea DEFAULT NULL, headers jsonb DEFAULT NULL,
+                                         partition integer DEFAULT NULL, ts timestamptz DEFAULT NULL,
+                                         timeout interval DEFAULT '10 seconds')
+RETURNS TABLE (partition integer, "offset" bigint) LANGUAGE sql VOLATILE PARALLEL UNSAFE AS $$
+    SELECT * FROM kafka.autonomous_publish(topic, value::text, key, key_bytes, headers, partition, ts, timeout)
+$$;
+
 -- One row: is the worker running, how much waits, what was delivered, what went wrong last.
 CREATE VIEW kafka.status AS
 SELECT w.running AS worker_running,
@@ -83,7 +91,10 @@ GRANT USAGE ON SCHEMA kafka TO kafka_producer, kafka_admin, pg_monitor;
 GRANT EXECUTE ON FUNCTION kafka.produce(text, text) TO kafka_producer;
 GRANT EXECUTE ON FUNCTION kafka.publish(text, text, text, bytea, jsonb, integer, timestamptz),
                           kafka.publish(text, bytea, text, bytea, jsonb, integer, timestamptz),
-                          kafka.publish(text, jsonb, text, bytea, jsonb, integer, timestamptz)
+                          kafka.publish(text, jsonb, text, bytea, jsonb, integer, timestamptz),
+                          kafka.autonomous_publish(text, text, text, bytea, jsonb, integer, timestamptz, interval),
+                          kafka.autonomous_publish(text, bytea, text, bytea, jsonb, integer, timestamptz, interval),
+                          kafka.autonomous_publish(text, jsonb, text, bytea, jsonb, integer, timestamptz, interval)
     TO kafka_producer;
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.broker TO kafka_admin;

@@ -2,11 +2,13 @@
 //! that owns the work; no SQL strings and no Kafka calls here.
 
 use crate::error::KafkaError;
+use crate::immediate::{self, Failure};
 use crate::outbox::{self, OutboxMessage};
 use crate::record::{check_partition, check_topic, kafka_timestamp_ms, parse_headers};
 use crate::{gucs, pending, settings, shared};
 use pgrx::prelude::*;
 use pgrx::JsonB;
+use std::time::Duration;
 
 /// Queues `message` for `topic`. It reaches Kafka if and only if the calling transaction commits.
 /// A NULL message is a record with a null value (a tombstone). Returns true once queued.
@@ -15,11 +17,7 @@ fn produce(topic: Option<&str>, message: Option<&str>) -> bool {
     let topic = check_topic(topic).unwrap_or_else(|e| e.raise());
     ensure_deliverable();
     let payload = message.map(|m| m.as_bytes().to_vec());
-    pending::push(OutboxMessage {
-        topic: topic.to_owned(),
-        payload,
-        ..Default::default()
-    });
+    pending::push(OutboxMessage { topic: topic.to_owned(), payload, ..Default::default() });
     true
 }
 
@@ -50,15 +48,58 @@ fn publish_bytea(
     partition: default!(Option<i32>, "NULL"),
     ts: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> i64 {
-    pending::push(record(
-        topic,
-        value.map(<[u8]>::to_vec),
-        key,
-        key_bytes,
-        headers,
-        partition,
-        ts,
-    ))
+    pending::push(record(topic, value.map(<[u8]>::to_vec), key, key_bytes, headers, partition, ts))
+}
+
+/// Sends a record now, outside the transaction (it stays sent if the caller rolls back), and
+/// waits up to `timeout` for Kafka's acknowledgement. Returns where Kafka stored it.
+#[pg_extern(volatile, parallel_unsafe, name = "autonomous_publish")]
+#[allow(clippy::too_many_arguments)]
+fn autonomous_publish_text(
+    topic: Option<&str>,
+    value: Option<&str>,
+    key: default!(Option<&str>, "NULL"),
+    key_bytes: default!(Option<&[u8]>, "NULL"),
+    headers: default!(Option<JsonB>, "NULL"),
+    partition: default!(Option<i32>, "NULL"),
+    ts: default!(Option<TimestampWithTimeZone>, "NULL"),
+    timeout: default!(Option<Interval>, "'10 seconds'"),
+) -> TableIterator<'static, (name!(partition, i32), name!(offset, i64))> {
+    let value = value.map(|v| v.as_bytes().to_vec());
+    send_now(record(topic, value, key, key_bytes, headers, partition, ts), timeout)
+}
+
+/// Sends a record whose value is bytes now, outside the transaction; see the text variant.
+#[pg_extern(volatile, parallel_unsafe, name = "autonomous_publish")]
+#[allow(clippy::too_many_arguments)]
+fn autonomous_publish_bytea(
+    topic: Option<&str>,
+    value: Option<&[u8]>,
+    key: default!(Option<&str>, "NULL"),
+    key_bytes: default!(Option<&[u8]>, "NULL"),
+    headers: default!(Option<JsonB>, "NULL"),
+    partition: default!(Option<i32>, "NULL"),
+    ts: default!(Option<TimestampWithTimeZone>, "NULL"),
+    timeout: default!(Option<Interval>, "'10 seconds'"),
+) -> TableIterator<'static, (name!(partition, i32), name!(offset, i64))> {
+    send_now(record(topic, value.map(<[u8]>::to_vec), key, key_bytes, headers, partition, ts), timeout)
+}
+
+fn send_now(
+    msg: OutboxMessage,
+    timeout: Option<Interval>,
+) -> TableIterator<'static, (name!(partition, i32), name!(offset, i64))> {
+    let wait = match timeout.map(|t| t.as_micros()) {
+        None => Duration::from_secs(10),
+        Some(us) if us > 0 => Duration::from_micros(us as u64),
+        Some(_) => KafkaError::BadTimeout.raise(),
+    };
+    match immediate::send(&msg, wait) {
+        Ok((p, o)) => TableIterator::once((p, o)),
+        Err(Failure::NoSlot) => KafkaError::ImmediateBusy.raise(),
+        Err(Failure::Kafka(why)) => KafkaError::ImmediateRefused(why).raise(),
+        Err(Failure::TimedOut) => KafkaError::ImmediateTimeout(format!("{wait:?}")).raise(),
+    }
 }
 
 /// Moves dead letters back to the outbox (all, or those with the given ids and/or topic);
@@ -76,10 +117,7 @@ fn requeue_dead_letters(
 
 /// Deletes dead letters (all, or those with the given ids and/or topic). Returns how many.
 #[pg_extern(volatile, parallel_unsafe)]
-fn purge_dead_letters(
-    ids: default!(Option<Vec<i64>>, "NULL"),
-    topic: default!(Option<&str>, "NULL"),
-) -> i64 {
+fn purge_dead_letters(ids: default!(Option<Vec<i64>>, "NULL"), topic: default!(Option<&str>, "NULL")) -> i64 {
     outbox::purge_dead_letters(ids, topic)
 }
 
@@ -110,15 +148,7 @@ pub(crate) fn record(
                 kafka_timestamp_ms(micros, || t.to_string())
             })
             .transpose()?;
-        Ok(OutboxMessage {
-            id: 0,
-            topic,
-            key,
-            payload: value,
-            headers,
-            partition,
-            timestamp_ms,
-        })
+        Ok(OutboxMessage { id: 0, topic, key, payload: value, headers, partition, timestamp_ms })
     };
     let msg = check().unwrap_or_else(|e| e.raise());
     ensure_deliverable();
@@ -187,9 +217,7 @@ fn broker_changed<'a>(
 fn config_check<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
-    let new = trigger
-        .new()
-        .expect("config_check is a row-level INSERT/UPDATE trigger");
+    let new = trigger.new().expect("config_check is a row-level INSERT/UPDATE trigger");
     let name: Option<String> = new.get_by_name("name").unwrap_or(None);
     let value: Option<String> = new.get_by_name("value").unwrap_or(None);
     if let (Some(name), Some(value)) = (name, value) {

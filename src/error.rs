@@ -34,6 +34,14 @@ pub enum KafkaError {
     ReservedSetting(String),
     /// A kafka.config setting that runs commands, loads files or weakens TLS, by a non-superuser.
     SuperuserSetting(String),
+    /// A timeout that is zero or negative.
+    BadTimeout,
+    /// Every immediate-send slot is busy.
+    ImmediateBusy,
+    /// Kafka refused an immediate send (its reason).
+    ImmediateRefused(String),
+    /// No acknowledgement within the caller's timeout.
+    ImmediateTimeout(String),
     /// librdkafka refused a kafka.config setting (its message).
     BadSetting { name: String, why: String },
     /// The library was loaded without `shared_preload_libraries`: no worker would deliver.
@@ -55,14 +63,13 @@ impl KafkaError {
             | NegativePartition(_)
             | TwoKeys => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             BadTimestamp(_) => PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
-            ReservedSetting(_) | BadSetting { .. } => {
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
-            }
+            ReservedSetting(_) | BadSetting { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             SuperuserSetting(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            ImmediateBusy => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            BadTimeout => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            ImmediateRefused(_) | ImmediateTimeout(_) => PgSqlErrorCode::ERRCODE_CONNECTION_EXCEPTION,
             NoValueNoKey => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            NotPreloaded | WrongDatabase { .. } => {
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
-            }
+            NotPreloaded | WrongDatabase { .. } => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         }
     }
 
@@ -87,10 +94,24 @@ impl KafkaError {
                 "List brokers in kafka.broker: INSERT INTO kafka.broker VALUES ('host', 9092).".into()
             }
             ReservedSetting(_) => "pg_kafka sets this itself; it cannot be changed.".into(),
-            SuperuserSetting(_) => "Settings that run commands, load files or turn off TLS checks can only be \
+            SuperuserSetting(_) => {
+                "Settings that run commands, load files or turn off TLS checks can only be \
                                     set by a superuser."
+                    .into()
+            }
+            BadTimeout => "Pass a positive interval, e.g. timeout => '5 seconds'.".into(),
+            ImmediateBusy => "Too many immediate sends wait at once; retry, or use kafka.publish(), which \
+                              queues without limit."
                 .into(),
-            BadSetting { .. } => "See librdkafka's CONFIGURATION.md for the producer settings and their values.".into(),
+            ImmediateRefused(_) => "This is Kafka's (or librdkafka's) answer; nothing was queued.".into(),
+            ImmediateTimeout(_) => {
+                "The message may still reach Kafka. Raise the timeout, check kafka.status, \
+                                    or use kafka.publish() to queue it transactionally."
+                    .into()
+            }
+            BadSetting { .. } => {
+                "See librdkafka's CONFIGURATION.md for the producer settings and their values.".into()
+            }
             NotPreloaded => "Add 'pg_kafka' to shared_preload_libraries in postgresql.conf and restart \
                              PostgreSQL; the background worker that delivers messages starts only then."
                 .into(),
@@ -116,8 +137,12 @@ impl fmt::Display for KafkaError {
         match self {
             NullTopic => write!(f, "topic must not be NULL"),
             EmptyTopic => write!(f, "topic must not be empty"),
-            TopicTooLong(n) => write!(f, "topic name is {n} characters long, longer than Kafka's {MAX_TOPIC_LEN}"),
-            TopicBadChar { topic, ch } => write!(f, "topic name \"{topic}\" contains {ch:?}, which Kafka rejects"),
+            TopicTooLong(n) => {
+                write!(f, "topic name is {n} characters long, longer than Kafka's {MAX_TOPIC_LEN}")
+            }
+            TopicBadChar { topic, ch } => {
+                write!(f, "topic name \"{topic}\" contains {ch:?}, which Kafka rejects")
+            }
             TopicReserved(t) => write!(f, "topic name \"{t}\" is not allowed by Kafka"),
             BadHeaders(why) => write!(f, "invalid Kafka headers: {why}"),
             NegativePartition(p) => write!(f, "partition must not be negative, got {p}"),
@@ -126,6 +151,10 @@ impl fmt::Display for KafkaError {
             TwoKeys => write!(f, "key and key_bytes are both given"),
             ReservedSetting(name) => write!(f, "\"{name}\" cannot be set in kafka.config"),
             SuperuserSetting(name) => write!(f, "only a superuser may set \"{name}\""),
+            BadTimeout => write!(f, "timeout must be positive"),
+            ImmediateBusy => write!(f, "all {} immediate-send slots are in use", crate::immediate::SLOTS),
+            ImmediateRefused(why) => write!(f, "Kafka did not take the message: {why}"),
+            ImmediateTimeout(t) => write!(f, "no acknowledgement from Kafka within {t}"),
             BadSetting { name, why } => write!(f, "invalid librdkafka setting \"{name}\": {why}"),
             NotPreloaded => write!(f, "pg_kafka is not loaded through shared_preload_libraries"),
             WrongDatabase { current, served } => write!(
@@ -154,15 +183,13 @@ mod tests {
             KafkaError::NoValueNoKey,
             KafkaError::TwoKeys,
             KafkaError::ReservedSetting("x".into()),
+            KafkaError::ImmediateBusy,
+            KafkaError::BadTimeout,
+            KafkaError::ImmediateRefused("x".into()),
+            KafkaError::ImmediateTimeout("x".into()),
             KafkaError::SuperuserSetting("x".into()),
-            KafkaError::BadSetting {
-                name: "x".into(),
-                why: "y".into(),
-            },
-            KafkaError::WrongDatabase {
-                current: "a".into(),
-                served: "b".into(),
-            },
+            KafkaError::BadSetting { name: "x".into(), why: "y".into() },
+            KafkaError::WrongDatabase { current: "a".into(), served: "b".into() },
         ];
         for e in all {
             assert!(!e.hint().is_empty(), "{e}");

@@ -8,8 +8,7 @@ use std::ffi::CString;
 use std::time::Duration;
 
 /// Database whose `kafka.outbox` the worker drains.
-static DATABASE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 /// Most messages the worker reads and sends in one batch.
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 /// Most payload bytes the worker reads in one batch (the first message is always taken).
@@ -81,23 +80,11 @@ fn int(
     max: i32,
     flags: GucFlags,
 ) {
-    GucRegistry::define_int_guc(
-        name,
-        desc,
-        c"",
-        setting,
-        min,
-        max,
-        GucContext::Sighup,
-        flags,
-    );
+    GucRegistry::define_int_guc(name, desc, c"", setting, min, max, GucContext::Sighup, flags);
 }
 
 pub fn database() -> String {
-    DATABASE
-        .get()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    DATABASE.get().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 pub fn batch_size() -> usize {

@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 mod api;
 mod error;
 mod gucs;
+mod immediate;
 mod outbox;
 mod pending;
 pub mod producer;

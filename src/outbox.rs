@@ -27,9 +27,7 @@ impl OutboxMessage {
         self.topic.len()
             + self.key.as_ref().map_or(0, Vec::len)
             + self.payload.as_ref().map_or(0, Vec::len)
-            + headers
-                .map(|(n, v)| n.len() + v.as_ref().map_or(0, String::len))
-                .sum::<usize>()
+            + headers.map(|(n, v)| n.len() + v.as_ref().map_or(0, String::len)).sum::<usize>()
     }
 
     fn has_extras(&self) -> bool {
@@ -38,9 +36,7 @@ impl OutboxMessage {
 }
 
 fn headers_to_json(h: &Headers) -> pgrx::JsonB {
-    pgrx::JsonB(serde_json::Value::Array(
-        h.iter().map(|(n, v)| serde_json::json!([n, v])).collect(),
-    ))
+    pgrx::JsonB(serde_json::Value::Array(h.iter().map(|(n, v)| serde_json::json!([n, v])).collect()))
 }
 
 fn headers_from_json(j: pgrx::JsonB) -> Headers {
@@ -79,10 +75,7 @@ fn as_owner<R>(seq: Sequence, f: impl FnOnce() -> R) -> R {
     let (mut user, mut sec) = (pg_sys::Oid::INVALID, 0);
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
-        pg_sys::SetUserIdAndSecContext(
-            seq.owner,
-            sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
+        pg_sys::SetUserIdAndSecContext(seq.owner, sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
     }
     let r = f();
     // On error the transaction's abort restores the user; on success we do.
@@ -108,10 +101,8 @@ pub fn insert(batch: &[OutboxMessage], seq: Sequence) {
     // The seed's produce() has no headers, partition or timestamp: skip three arrays of NULLs.
     let extras = batch.iter().any(OutboxMessage::has_extras);
     let sql = if extras {
-        let headers: Vec<Option<pgrx::JsonB>> = batch
-            .iter()
-            .map(|m| m.headers.as_ref().map(headers_to_json))
-            .collect();
+        let headers: Vec<Option<pgrx::JsonB>> =
+            batch.iter().map(|m| m.headers.as_ref().map(headers_to_json)).collect();
         let partitions: Vec<Option<i32>> = batch.iter().map(|m| m.partition).collect();
         let timestamps: Vec<Option<i64>> = batch.iter().map(|m| m.timestamp_ms).collect();
         args.extend([headers.into(), partitions.into(), timestamps.into()]);
@@ -159,14 +150,9 @@ pub fn bootstrap_servers() -> String {
 pub fn producer_settings() -> Vec<(String, String)> {
     Spi::connect(|client| {
         let rows = client
-            .select(
-                "SELECT name, value FROM kafka.config ORDER BY name",
-                None,
-                &[],
-            )
+            .select("SELECT name, value FROM kafka.config ORDER BY name", None, &[])
             .unwrap_or_else(|e| panic!("could not read kafka.config: {e}"));
-        rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??)))
-            .collect()
+        rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??))).collect()
     })
 }
 
@@ -192,11 +178,7 @@ pub fn read_batch(limit: usize, max_bytes: i64) -> Vec<OutboxMessage> {
             topic: row.get(2).ok().flatten().expect("outbox topic is NULL"),
             key: row.get(3).ok().flatten(),
             payload: row.get(4).ok().flatten(),
-            headers: row
-                .get::<pgrx::JsonB>(5)
-                .ok()
-                .flatten()
-                .map(headers_from_json),
+            headers: row.get::<pgrx::JsonB>(5).ok().flatten().map(headers_from_json),
             partition: row.get(6).ok().flatten(),
             timestamp_ms: row.get(7).ok().flatten(),
         })

@@ -97,11 +97,7 @@ pub fn reload_at_commit() {
 /// Writes the buffered messages of subtransaction `subxact` (the current one) to the outbox.
 fn flush_tail(subxact: SubTransactionId) {
     let (batch, seq) = TXN.with_borrow_mut(|t| {
-        let keep = t
-            .entries
-            .iter()
-            .rposition(|e| e.subxact != subxact)
-            .map_or(0, |i| i + 1);
+        let keep = t.entries.iter().rposition(|e| e.subxact != subxact).map_or(0, |i| i + 1);
         let batch: Vec<OutboxMessage> = t.entries.drain(keep..).map(|e| e.msg).collect();
         recount_tail(t);
         (batch, t.sequence)
@@ -114,11 +110,7 @@ fn flush_tail(subxact: SubTransactionId) {
 /// After the tail changed hands, count the entries of the (now) current subtransaction.
 fn recount_tail(t: &mut Txn) {
     let last = t.entries.last().map(|e| e.subxact);
-    let tail = t
-        .entries
-        .iter()
-        .rev()
-        .take_while(|e| Some(e.subxact) == last);
+    let tail = t.entries.iter().rev().take_while(|e| Some(e.subxact) == last);
     (t.tail_len, t.tail_bytes) = tail.fold((0, 0), |(n, b), e| (n + 1, b + e.msg.size()));
 }
 

@@ -12,7 +12,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, Message};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -68,9 +68,16 @@ pub fn check_setting(name: &str, value: &str) -> Result<(), String> {
 
 #[derive(Default)]
 pub struct Context {
-    reports: Mutex<Vec<(usize, Result<(), KafkaError>)>>,
+    reports: Mutex<Vec<(usize, Report)>>,
+    immediate: Mutex<Vec<(usize, Report)>>,
     events: Mutex<Vec<String>>,
 }
+
+/// A delivery report: the partition and offset Kafka stored the record at, or the error.
+pub type Report = Result<(i32, i64), KafkaError>;
+
+/// Tags from here on mark records sent one by one ([`Producer::send_immediate`]), not in a batch.
+pub const IMMEDIATE_TAG: usize = 1 << 40;
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
@@ -94,12 +101,10 @@ fn push_bounded(v: &Mutex<Vec<String>>, s: String) {
 impl ProducerContext for Context {
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
-        let r = result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone());
-        self.reports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((index, r));
+    fn delivery(&self, result: &DeliveryResult<'_>, tag: usize) {
+        let r = result.as_ref().map(|m| (m.partition(), m.offset())).map_err(|(e, _)| e.clone());
+        let to = if tag >= IMMEDIATE_TAG { &self.immediate } else { &self.reports };
+        to.lock().unwrap_or_else(|p| p.into_inner()).push((tag, r));
     }
 }
 
@@ -109,30 +114,18 @@ pub struct Producer {
 
 impl Producer {
     pub fn new(config: &ClientConfig) -> Result<Producer, String> {
-        let inner = config
-            .create_with_context(Context::default())
-            .map_err(|e| e.to_string())?;
+        let inner = config.create_with_context(Context::default()).map_err(|e| e.to_string())?;
         Ok(Producer { inner })
     }
 
     /// Errors and warnings librdkafka reported since the last call (connection refused, auth...).
     pub fn take_events(&self) -> Vec<String> {
-        std::mem::take(
-            &mut *self
-                .inner
-                .context()
-                .events
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        )
+        std::mem::take(&mut *self.inner.context().events.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// A fatal error of the idempotent producer: this producer must be replaced.
     pub fn fatal_error(&self) -> Option<String> {
-        self.inner
-            .client()
-            .fatal_error()
-            .map(|(code, msg)| format!("{code}: {msg}"))
+        self.inner.client().fatal_error().map(|(code, msg)| format!("{code}: {msg}"))
     }
 
     /// Sends `records` and waits for every delivery report, or until `stop()` says to give up.
@@ -141,26 +134,7 @@ impl Producer {
         let mut pending = 0usize;
         let mut stopped = false;
         'send: for (i, r) in records.iter().enumerate() {
-            let mut rec = BaseRecord::<[u8], [u8], usize>::with_opaque_to(r.topic, i);
-            if let Some(p) = r.payload {
-                rec = rec.payload(p);
-            }
-            if let Some(k) = r.key {
-                rec = rec.key(k);
-            }
-            if let Some(p) = r.partition {
-                rec = rec.partition(p);
-            }
-            if let Some(t) = r.timestamp_ms {
-                rec = rec.timestamp(t);
-            }
-            if !r.headers.is_empty() {
-                let headers = r.headers.iter().fold(
-                    OwnedHeaders::new_with_capacity(r.headers.len()),
-                    |h, (key, value)| h.insert(Header { key, value: *value }),
-                );
-                rec = rec.headers(headers);
-            }
+            let mut rec = base_record(r, i);
             loop {
                 match self.inner.send(rec) {
                     Ok(()) => {
@@ -192,36 +166,71 @@ impl Producer {
                 break;
             }
         }
-        let why = if stopped {
-            "delivery interrupted"
-        } else {
-            "no delivery report"
-        };
-        outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Outcome::Retry(why.into())))
-            .collect()
+        let why = if stopped { "delivery interrupted" } else { "no delivery report" };
+        outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Retry(why.into()))).collect()
+    }
+
+    /// Sends one record outside any batch; its report comes from [`Producer::take_immediate`].
+    pub fn send_immediate(&self, r: &Record, tag: usize) -> Result<(), String> {
+        let mut rec = base_record(r, IMMEDIATE_TAG + tag);
+        for _ in 0..50 {
+            match self.inner.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    self.inner.poll(Duration::from_millis(20));
+                }
+                Err((e, _)) => return Err(e.to_string()),
+            }
+        }
+        Err("librdkafka's queue stayed full".into())
+    }
+
+    /// Polls once (serving delivery reports) and returns the reports of immediate records.
+    pub fn take_immediate(&self, timeout: Duration) -> Vec<(usize, Result<(i32, i64), String>)> {
+        self.inner.poll(timeout);
+        let reports =
+            std::mem::take(&mut *self.inner.context().immediate.lock().unwrap_or_else(|p| p.into_inner()));
+        reports.into_iter().map(|(tag, r)| (tag - IMMEDIATE_TAG, r.map_err(|e| e.to_string()))).collect()
     }
 
     /// Polls once and records the delivery reports that arrived; returns how many.
     fn collect(&self, outcomes: &mut [Option<Outcome>], timeout: Duration) -> usize {
         self.inner.poll(timeout);
-        let reports = std::mem::take(
-            &mut *self
-                .inner
-                .context()
-                .reports
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let reports =
+            std::mem::take(&mut *self.inner.context().reports.lock().unwrap_or_else(|p| p.into_inner()));
         for (i, r) in &reports {
             outcomes[*i] = Some(match r {
-                Ok(()) => Outcome::Delivered,
+                Ok(_) => Outcome::Delivered,
                 Err(e) => classify(e),
             });
         }
         reports.len()
     }
+}
+
+fn base_record<'a>(r: &Record<'a>, tag: usize) -> BaseRecord<'a, [u8], [u8], usize> {
+    let mut rec = BaseRecord::<[u8], [u8], usize>::with_opaque_to(r.topic, tag);
+    if let Some(p) = r.payload {
+        rec = rec.payload(p);
+    }
+    if let Some(k) = r.key {
+        rec = rec.key(k);
+    }
+    if let Some(p) = r.partition {
+        rec = rec.partition(p);
+    }
+    if let Some(t) = r.timestamp_ms {
+        rec = rec.timestamp(t);
+    }
+    if !r.headers.is_empty() {
+        let headers =
+            r.headers.iter().fold(OwnedHeaders::new_with_capacity(r.headers.len()), |h, (key, value)| {
+                h.insert(Header { key, value: *value })
+            });
+        rec = rec.headers(headers);
+    }
+    rec
 }
 
 /// Sorts a delivery error into "never deliverable" and "try again later".
@@ -255,14 +264,7 @@ mod tests {
     use rdkafka::mocking::MockCluster;
 
     fn records<'a>(topic: &'a str, payloads: &'a [Vec<u8>]) -> Vec<Record<'a>> {
-        payloads
-            .iter()
-            .map(|p| Record {
-                topic,
-                key: None,
-                payload: Some(p),
-            })
-            .collect()
+        payloads.iter().map(|p| Record { topic, key: None, payload: Some(p) }).collect()
     }
 
     #[test]
@@ -286,11 +288,7 @@ mod tests {
         let payloads = vec![b"before".to_vec(), vec![b'x'; 2_000_000], b"after".to_vec()];
         let out = p.deliver(&records("t", &payloads), &mut || false);
         assert_eq!(out[0], Outcome::Delivered);
-        assert!(
-            matches!(&out[1], Outcome::Refused(e) if e.contains("too large")),
-            "{:?}",
-            out[1]
-        );
+        assert!(matches!(&out[1], Outcome::Refused(e) if e.contains("too large")), "{:?}", out[1]);
         assert_eq!(out[2], Outcome::Delivered);
     }
 
@@ -301,10 +299,7 @@ mod tests {
         let p = Producer::new(&base_config(&cluster.bootstrap_servers(), 500)).unwrap();
         let payloads = vec![b"a".to_vec(), b"b".to_vec()];
         let out = p.deliver(&records("t", &payloads), &mut || false);
-        assert!(
-            out.iter().all(|o| matches!(o, Outcome::Retry(_))),
-            "{out:?}"
-        );
+        assert!(out.iter().all(|o| matches!(o, Outcome::Retry(_))), "{out:?}");
         cluster.broker_up(1).unwrap();
         // Like the worker: retry what was not delivered until the broker takes it.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -313,14 +308,8 @@ mod tests {
             if out.iter().all(|o| *o == Outcome::Delivered) {
                 break;
             }
-            assert!(
-                out.iter().all(|o| matches!(o, Outcome::Retry(_))),
-                "{out:?}"
-            );
-            assert!(
-                std::time::Instant::now() < deadline,
-                "not delivered after the broker came back"
-            );
+            assert!(out.iter().all(|o| matches!(o, Outcome::Retry(_))), "{out:?}");
+            assert!(std::time::Instant::now() < deadline, "not delivered after the broker came back");
         }
     }
 

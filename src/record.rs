@@ -16,14 +16,8 @@ pub fn check_topic(topic: Option<&str>) -> Result<&str, KafkaError> {
     if topic == "." || topic == ".." {
         return Err(KafkaError::TopicReserved(topic.into()));
     }
-    if let Some(ch) = topic
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(KafkaError::TopicBadChar {
-            topic: topic.into(),
-            ch,
-        });
+    if let Some(ch) = topic.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(KafkaError::TopicBadChar { topic: topic.into(), ch });
     }
     if topic.len() > MAX_TOPIC_LEN {
         return Err(KafkaError::TopicTooLong(topic.len()));
@@ -38,27 +32,18 @@ pub fn parse_headers(json: &Value) -> Result<Headers, KafkaError> {
     let value = |v: &Value, name: &str| match v {
         Value::String(s) => Ok(Some(s.clone())),
         Value::Null => Ok(None),
-        _ => Err(bad(&format!(
-            "the value of header \"{name}\" is not a string or null"
-        ))),
+        _ => Err(bad(&format!("the value of header \"{name}\" is not a string or null"))),
     };
     match json {
-        Value::Object(map) => map
-            .iter()
-            .map(|(n, v)| Ok((n.clone(), value(v, n)?)))
-            .collect(),
+        Value::Object(map) => map.iter().map(|(n, v)| Ok((n.clone(), value(v, n)?))).collect(),
         Value::Array(pairs) => pairs
             .iter()
             .map(|p| match p.as_array().map(Vec::as_slice) {
                 Some([Value::String(n), v]) => Ok((n.clone(), value(v, n)?)),
-                _ => Err(bad(&format!(
-                    "{p} is not a [name, value] pair with a string name"
-                ))),
+                _ => Err(bad(&format!("{p} is not a [name, value] pair with a string name"))),
             })
             .collect(),
-        other => Err(bad(&format!(
-            "{other} is neither an object nor an array of pairs"
-        ))),
+        other => Err(bad(&format!("{other} is neither an object nor an array of pairs"))),
     }
 }
 
@@ -70,10 +55,7 @@ pub fn check_partition(partition: Option<i32>) -> Result<Option<i32>, KafkaError
 }
 
 /// Converts PostgreSQL microseconds since 2000-01-01 to Kafka milliseconds since 1970-01-01.
-pub fn kafka_timestamp_ms(
-    pg_micros: i64,
-    shown: impl FnOnce() -> String,
-) -> Result<i64, KafkaError> {
+pub fn kafka_timestamp_ms(pg_micros: i64, shown: impl FnOnce() -> String) -> Result<i64, KafkaError> {
     const EPOCH_DIFF_MICROS: i64 = 946_684_800_000_000;
     match pg_micros.checked_add(EPOCH_DIFF_MICROS) {
         Some(us) if us >= 0 && pg_micros != i64::MAX => Ok(us / 1000),
@@ -97,29 +79,11 @@ mod tests {
     fn rejects_what_kafka_rejects() {
         assert_eq!(check_topic(None), Err(KafkaError::NullTopic));
         assert_eq!(check_topic(Some("")), Err(KafkaError::EmptyTopic));
-        assert_eq!(
-            check_topic(Some(".")),
-            Err(KafkaError::TopicReserved(".".into()))
-        );
-        assert_eq!(
-            check_topic(Some("..")),
-            Err(KafkaError::TopicReserved("..".into()))
-        );
-        assert_eq!(
-            check_topic(Some(&"x".repeat(250))),
-            Err(KafkaError::TopicTooLong(250))
-        );
-        assert_eq!(
-            check_topic(Some("a b")),
-            Err(KafkaError::TopicBadChar {
-                topic: "a b".into(),
-                ch: ' '
-            })
-        );
-        assert!(matches!(
-            check_topic(Some("tópico")),
-            Err(KafkaError::TopicBadChar { ch: 'ó', .. })
-        ));
+        assert_eq!(check_topic(Some(".")), Err(KafkaError::TopicReserved(".".into())));
+        assert_eq!(check_topic(Some("..")), Err(KafkaError::TopicReserved("..".into())));
+        assert_eq!(check_topic(Some(&"x".repeat(250))), Err(KafkaError::TopicTooLong(250)));
+        assert_eq!(check_topic(Some("a b")), Err(KafkaError::TopicBadChar { topic: "a b".into(), ch: ' ' }));
+        assert!(matches!(check_topic(Some("tópico")), Err(KafkaError::TopicBadChar { ch: 'ó', .. })));
     }
 
     #[test]
@@ -130,29 +94,17 @@ mod tests {
         );
         assert_eq!(
             parse_headers(&json!([["t", "x"], ["t", "y"], ["n", null]])).unwrap(),
-            vec![
-                ("t".into(), Some("x".into())),
-                ("t".into(), Some("y".into())),
-                ("n".into(), None)
-            ]
+            vec![("t".into(), Some("x".into())), ("t".into(), Some("y".into())), ("n".into(), None)]
         );
         assert_eq!(parse_headers(&json!([])).unwrap(), vec![]);
     }
 
     #[test]
     fn bad_headers_are_refused() {
-        for bad in [
-            json!("x"),
-            json!(1),
-            json!({"a": 1}),
-            json!([["a"]]),
-            json!([[1, "x"]]),
-            json!([{"a": "b"}]),
-        ] {
-            assert!(
-                matches!(parse_headers(&bad), Err(KafkaError::BadHeaders(_))),
-                "{bad}"
-            );
+        for bad in
+            [json!("x"), json!(1), json!({"a": 1}), json!([["a"]]), json!([[1, "x"]]), json!([{"a": "b"}])]
+        {
+            assert!(matches!(parse_headers(&bad), Err(KafkaError::BadHeaders(_))), "{bad}");
         }
     }
 
@@ -160,10 +112,7 @@ mod tests {
     fn partitions_and_timestamps() {
         assert_eq!(check_partition(Some(0)), Ok(Some(0)));
         assert_eq!(check_partition(None), Ok(None));
-        assert_eq!(
-            check_partition(Some(-1)),
-            Err(KafkaError::NegativePartition(-1))
-        );
+        assert_eq!(check_partition(Some(-1)), Err(KafkaError::NegativePartition(-1)));
         assert_eq!(kafka_timestamp_ms(0, String::new), Ok(946_684_800_000));
         assert_eq!(kafka_timestamp_ms(-946_684_800_000_000, String::new), Ok(0));
         assert!(kafka_timestamp_ms(-946_684_800_000_001, String::new).is_err());

@@ -24,10 +24,9 @@ pub fn init() {
 pub fn role_for(message: &str) -> Option<&'static str> {
     let object = message.strip_prefix("permission denied for ")?;
     Some(match object {
-        "schema kafka"
-        | "function produce"
-        | "function publish"
-        | "function autonomous_publish" => "kafka_producer",
+        "schema kafka" | "function produce" | "function publish" | "function autonomous_publish" => {
+            "kafka_producer"
+        }
         "function close"
         | "function requeue_dead_letters"
         | "function purge_dead_letters"
@@ -60,34 +59,24 @@ unsafe extern "C-unwind" fn on_report(edata: *mut pg_sys::ErrorData) {
 }
 
 unsafe fn edit(e: &mut pg_sys::ErrorData) {
-    let message = || unsafe {
-        e.message
-            .as_ref()
-            .map(|m| CStr::from_ptr(m).to_string_lossy())
-    };
+    let message = || unsafe { e.message.as_ref().map(|m| CStr::from_ptr(m).to_string_lossy()) };
     if e.sqlerrcode == PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32 && e.hint.is_null() {
         if let Some(role) = message().as_deref().and_then(role_for) {
             // No catalog lookup here (we are reporting an error): the user's name is left to them.
-            let hint = format!(
-                "pg_kafka grants this through the role {role}: GRANT {role} TO <your role>;"
-            );
+            let hint = format!("pg_kafka grants this through the role {role}: GRANT {role} TO <your role>;");
             if let Ok(h) = CString::new(hint) {
                 e.hint = unsafe { pg_sys::pstrdup(h.as_ptr()) };
             }
         }
     }
-    let statement = unsafe {
-        pg_sys::debug_query_string
-            .as_ref()
-            .map(|s| CStr::from_ptr(s).to_string_lossy())
-    };
+    let statement =
+        unsafe { pg_sys::debug_query_string.as_ref().map(|s| CStr::from_ptr(s).to_string_lossy()) };
     if statement.as_deref().is_some_and(touches_config) {
         e.hide_stmt = true;
         if message().is_some_and(|m| m.starts_with("statement: ") || m.starts_with("duration: ")) {
             e.message = unsafe {
                 pg_sys::pstrdup(
-                    c"statement: <a statement writing kafka.config, not logged by pg_kafka>"
-                        .as_ptr(),
+                    c"statement: <a statement writing kafka.config, not logged by pg_kafka>".as_ptr(),
                 )
             };
         }
@@ -100,31 +89,17 @@ mod tests {
 
     #[test]
     fn hints_name_the_right_role() {
-        assert_eq!(
-            role_for("permission denied for function produce"),
-            Some("kafka_producer")
-        );
-        assert_eq!(
-            role_for("permission denied for schema kafka"),
-            Some("kafka_producer")
-        );
-        assert_eq!(
-            role_for("permission denied for table broker"),
-            Some("kafka_admin")
-        );
-        assert_eq!(
-            role_for("permission denied for view status"),
-            Some("pg_monitor")
-        );
+        assert_eq!(role_for("permission denied for function produce"), Some("kafka_producer"));
+        assert_eq!(role_for("permission denied for schema kafka"), Some("kafka_producer"));
+        assert_eq!(role_for("permission denied for table broker"), Some("kafka_admin"));
+        assert_eq!(role_for("permission denied for view status"), Some("pg_monitor"));
         assert_eq!(role_for("permission denied for table orders"), None);
         assert_eq!(role_for("division by zero"), None);
     }
 
     #[test]
     fn statements_writing_config_are_recognised() {
-        assert!(touches_config(
-            "INSERT INTO kafka.config VALUES ('sasl.password', 'x')"
-        ));
+        assert!(touches_config("INSERT INTO kafka.config VALUES ('sasl.password', 'x')"));
         assert!(touches_config("update KAFKA.CONFIG set value = 'x'"));
         assert!(!touches_config("SELECT kafka.produce('t', 'm')"));
     }

@@ -11,12 +11,9 @@ const RESERVED: &[&str] = &["bootstrap.servers"];
 /// Settings that run commands, load files or code, or turn off TLS verification.
 pub fn superuser_only(name: &str, value: &str) -> bool {
     let v = value.trim().to_ascii_lowercase();
-    matches!(
-        name,
-        "sasl.kerberos.kinit.cmd" | "plugin.library.paths" | "ssl.engine.location"
-    ) || name.ends_with(".location")
-        || (name == "enable.ssl.certificate.verification"
-            && matches!(v.as_str(), "false" | "0" | "off"))
+    matches!(name, "sasl.kerberos.kinit.cmd" | "plugin.library.paths" | "ssl.engine.location")
+        || name.ends_with(".location")
+        || (name == "enable.ssl.certificate.verification" && matches!(v.as_str(), "false" | "0" | "off"))
         || (name == "ssl.endpoint.identification.algorithm" && v == "none")
 }
 
@@ -38,15 +35,8 @@ pub fn check(name: &str, value: &str, superuser: bool) -> Result<(), KafkaError>
         return Err(KafkaError::SuperuserSetting(name.into()));
     }
     producer::check_setting(name, value).map_err(|why| {
-        let why = if is_secret(name) {
-            "librdkafka refused the value".into()
-        } else {
-            why
-        };
-        KafkaError::BadSetting {
-            name: name.into(),
-            why,
-        }
+        let why = if is_secret(name) { "librdkafka refused the value".into() } else { why };
+        KafkaError::BadSetting { name: name.into(), why }
     })
 }
 
@@ -64,37 +54,18 @@ mod tests {
             ("enable.ssl.certificate.verification", "false"),
             ("ssl.endpoint.identification.algorithm", "none"),
         ] {
-            assert_eq!(
-                check(n, v, false),
-                Err(KafkaError::SuperuserSetting(n.into())),
-                "{n}"
-            );
+            assert_eq!(check(n, v, false), Err(KafkaError::SuperuserSetting(n.into())), "{n}");
             assert_eq!(check(n, v, true), Ok(()), "{n}");
         }
-        assert_eq!(
-            check("enable.ssl.certificate.verification", "true", false),
-            Ok(())
-        );
-        assert_eq!(
-            check("ssl.endpoint.identification.algorithm", "https", false),
-            Ok(())
-        );
+        assert_eq!(check("enable.ssl.certificate.verification", "true", false), Ok(()));
+        assert_eq!(check("ssl.endpoint.identification.algorithm", "https", false), Ok(()));
     }
 
     #[test]
     fn reserved_unknown_and_invalid_settings_are_refused() {
-        assert!(matches!(
-            check("bootstrap.servers", "x:1", true),
-            Err(KafkaError::ReservedSetting(_))
-        ));
-        assert!(matches!(
-            check("no.such", "1", true),
-            Err(KafkaError::BadSetting { .. })
-        ));
-        assert!(matches!(
-            check("compression.type", "best", true),
-            Err(KafkaError::BadSetting { .. })
-        ));
+        assert!(matches!(check("bootstrap.servers", "x:1", true), Err(KafkaError::ReservedSetting(_))));
+        assert!(matches!(check("no.such", "1", true), Err(KafkaError::BadSetting { .. })));
+        assert!(matches!(check("compression.type", "best", true), Err(KafkaError::BadSetting { .. })));
         assert_eq!(check("compression.type", "lz4", false), Ok(()));
     }
 

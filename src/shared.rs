@@ -85,12 +85,8 @@ pub fn preloaded() -> bool {
 pub fn init() {
     PRELOADED.store(true, Ordering::Relaxed);
     pg_shmem_init!(STATE = WorkerState::new());
-    pg_shmem_init!(
-        SIGNALS = Signals {
-            latch: AtomicUsize::new(0),
-            close_requests: AtomicU64::new(0)
-        }
-    );
+    crate::immediate::init_shmem();
+    pg_shmem_init!(SIGNALS = Signals { latch: AtomicUsize::new(0), close_requests: AtomicU64::new(0) });
 }
 
 /// Wakes the worker if it runs. Cannot fail: safe in a commit callback.

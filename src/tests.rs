@@ -13,9 +13,7 @@ fn sqlstate_of(sql: &str) -> (String, Option<String>) {
            END; END $$"
     ))
     .unwrap();
-    let state = Spi::get_one::<String>("SELECT current_setting('test.sqlstate')")
-        .unwrap()
-        .unwrap();
+    let state = Spi::get_one::<String>("SELECT current_setting('test.sqlstate')").unwrap().unwrap();
     let hint = Spi::get_one::<String>("SELECT nullif(current_setting('test.hint'), '')").unwrap();
     (state, hint)
 }
@@ -47,10 +45,7 @@ mod tests {
         assert!(hint.unwrap().contains("shared_preload_libraries"));
         let (state, _) = sqlstate_of("PERFORM kafka.close()");
         assert_eq!(state, "55000");
-        assert_eq!(
-            Spi::get_one::<i64>("SELECT count(*) FROM kafka.outbox").unwrap(),
-            Some(0)
-        );
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM kafka.outbox").unwrap(), Some(0));
     }
 
     #[pg_test]
@@ -77,8 +72,7 @@ mod tests {
 
     #[pg_test]
     fn status_reports_no_worker_without_preload() {
-        let row =
-            Spi::get_two::<bool, i64>("SELECT worker_running, backlog FROM kafka.status").unwrap();
+        let row = Spi::get_two::<bool, i64>("SELECT worker_running, backlog FROM kafka.status").unwrap();
         assert_eq!(row, (Some(false), Some(0)));
     }
 

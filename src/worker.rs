@@ -13,16 +13,16 @@
 
 use crate::outbox::{self, OutboxMessage};
 use crate::producer::{base_config, Outcome, Producer, Record};
-use crate::{gucs, shared};
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
-};
+use crate::{gucs, immediate, shared};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::ffi::CString;
 use std::time::Duration;
 
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How often the worker polls librdkafka while an immediate send waits for its report.
+const IMMEDIATE_POLL: Duration = Duration::from_millis(5);
 
 /// Registers the worker with the postmaster; only while preloading.
 pub fn register() {
@@ -62,12 +62,7 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
         gucs::retry_backoff_max().as_millis(),
         gucs::message_timeout_ms()
     );
-    Worker {
-        database,
-        producer: None,
-        backoff: Duration::ZERO,
-    }
-    .run();
+    Worker { database, no_producer: String::new(), producer: None, backoff: Duration::ZERO }.run();
     unsafe { pg_sys::proc_exit(1) };
 }
 
@@ -104,6 +99,8 @@ struct Connected {
 
 struct Worker {
     database: String,
+    /// Why there is no producer, for immediate sends that arrive meanwhile.
+    no_producer: String,
     producer: Option<Connected>,
     backoff: Duration,
 }
@@ -114,23 +111,22 @@ impl Worker {
             if BackgroundWorker::sighup_received() {
                 unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
                 if gucs::database() != self.database {
-                    log!(
-                        "pg_kafka worker: kafka.database changed to \"{}\", restarting",
-                        gucs::database()
-                    );
+                    log!("pg_kafka worker: kafka.database changed to \"{}\", restarting", gucs::database());
                     return;
                 }
                 self.producer = None; // settings such as kafka.message_timeout apply to a new producer
             }
-            let wait = match self.pass() {
+            let pass = self.pass();
+            immediate::serve(self.producer.as_ref().map(|c| &c.producer), &self.no_producer);
+            let wait = match pass {
+                _ if immediate::in_flight() => IMMEDIATE_POLL,
                 Pass::More => Duration::ZERO,
                 Pass::Idle => {
                     self.backoff = Duration::ZERO;
                     gucs::poll_interval()
                 }
                 Pass::Failed => {
-                    self.backoff =
-                        (self.backoff * 2).clamp(FIRST_BACKOFF, gucs::retry_backoff_max());
+                    self.backoff = (self.backoff * 2).clamp(FIRST_BACKOFF, gucs::retry_backoff_max());
                     self.backoff
                 }
             };
@@ -155,10 +151,7 @@ impl Worker {
                     settings: outbox::producer_settings(),
                     close_requests: shared::close_requests(),
                 };
-                (
-                    source,
-                    outbox::read_batch(gucs::batch_size(), gucs::batch_bytes()),
-                )
+                (source, outbox::read_batch(gucs::batch_size(), gucs::batch_bytes()))
             })
         });
         let Some((source, batch)) = read else {
@@ -170,13 +163,14 @@ impl Worker {
             log!("pg_kafka worker: closing the Kafka producer (brokers, kafka.config or kafka.close())");
             self.producer = None;
         }
-        if batch.is_empty() {
+        let immediate = immediate::requested() || immediate::in_flight();
+        if batch.is_empty() && !immediate {
             return Pass::Idle;
         }
         if source.servers.is_empty() {
-            record_error(
-                "no Kafka broker configured: INSERT INTO kafka.broker VALUES ('host', 9092)",
-            );
+            self.no_producer =
+                "no Kafka broker configured: INSERT INTO kafka.broker VALUES ('host', 9092)".into();
+            record_error(&self.no_producer);
             return Pass::Failed;
         }
         if self.producer.is_none() {
@@ -187,17 +181,19 @@ impl Worker {
             match Producer::new(&config) {
                 Ok(producer) => self.producer = Some(Connected { producer, source }),
                 Err(e) => {
-                    record_error(&format!("could not create the Kafka producer: {e}"));
+                    self.no_producer = format!("could not create the Kafka producer: {e}");
+                    record_error(&self.no_producer);
                     return Pass::Failed;
                 }
             }
         }
         let connected = self.producer.as_ref().expect("producer was just created");
+        if batch.is_empty() {
+            return Pass::Idle;
+        }
         let failed = deliver(&connected.producer, &batch, close_requests);
         if let Some(fatal) = connected.producer.fatal_error() {
-            record_error(&format!(
-                "fatal producer error, recreating the producer: {fatal}"
-            ));
+            record_error(&format!("fatal producer error, recreating the producer: {fatal}"));
             self.producer = None;
         }
         if failed {
@@ -227,7 +223,11 @@ fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: u64) ->
             timestamp_ms: m.timestamp_ms,
         })
         .collect();
-    let mut stop = || shutdown_requested() || shared::close_requests() != close_requests;
+    // Every poll of the batch also serves immediate sends, so they never wait behind a batch.
+    let mut stop = || {
+        immediate::serve(Some(producer), "");
+        shutdown_requested() || shared::close_requests() != close_requests
+    };
     let outcomes = producer.deliver(&records, &mut stop);
 
     let mut delivered = Vec::with_capacity(batch.len());
@@ -244,8 +244,7 @@ fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: u64) ->
             }
         }
     }
-    let (removed, dead) =
-        BackgroundWorker::transaction(|| outbox::finish(&delivered, &refused, &retried));
+    let (removed, dead) = BackgroundWorker::transaction(|| outbox::finish(&delivered, &refused, &retried));
     {
         let mut s = shared::STATE.exclusive();
         s.delivered += removed;
@@ -260,10 +259,7 @@ fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: u64) ->
     let events = producer.take_events();
     match retry {
         Some(e) => {
-            let detail = events
-                .last()
-                .map(|ev| format!(" ({ev})"))
-                .unwrap_or_default();
+            let detail = events.last().map(|ev| format!(" ({ev})")).unwrap_or_default();
             record_error(&format!("{e}{detail}"));
             true
         }

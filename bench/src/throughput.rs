@@ -23,10 +23,8 @@ fn env(name: &str) -> String {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse().expect("N must be a number"))
-        .unwrap_or(1_000_000);
+    let n: usize =
+        std::env::args().nth(1).map(|a| a.parse().expect("N must be a number")).unwrap_or(1_000_000);
     let servers = env("KAFKA_BOOTSTRAP_SERVERS");
     let conf = format!(
         "host={} port={} user={} dbname={}",
@@ -41,36 +39,22 @@ fn main() {
          INSERT INTO kafka.broker VALUES ('localhost', 9092) ON CONFLICT DO NOTHING;",
     )
     .unwrap();
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     println!("pg_kafka throughput: {n} messages of {PAYLOAD_BYTES} bytes, one transaction");
 
     // Baseline: a plain producer, same crate, same settings, same broker, same messages.
     let plain_topic = format!("bench_plain_{stamp}");
     let plain = plain_rate(&servers, &plain_topic, n);
-    assert_eq!(
-        high_watermark(&servers, &plain_topic),
-        n as i64 + 1,
-        "plain producer delivered everything"
-    );
+    assert_eq!(high_watermark(&servers, &plain_topic), n as i64 + 1, "plain producer delivered everything");
 
     // pg_kafka: enqueue in one transaction, then the worker drains.
     let topic = format!("bench_pg_kafka_{stamp}");
     // Warm up the same way: the topic exists and the worker knows it before the clock starts.
-    let warm: i64 = pg
-        .query_one("SELECT delivered FROM kafka.status", &[])
-        .unwrap()
-        .get(0);
-    pg.execute("SELECT kafka.produce($1, 'warm-up')", &[&topic])
-        .unwrap();
+    let warm: i64 = pg.query_one("SELECT delivered FROM kafka.status", &[]).unwrap().get(0);
+    pg.execute("SELECT kafka.produce($1, 'warm-up')", &[&topic]).unwrap();
     wait_delivered(&mut pg, warm + 1);
     let before = warm + 1;
-    let worker_pid: i32 = pg
-        .query_one("SELECT worker_pid FROM kafka.status", &[])
-        .unwrap()
-        .get(0);
+    let worker_pid: i32 = pg.query_one("SELECT worker_pid FROM kafka.status", &[]).unwrap().get(0);
     let started = Instant::now();
     pg.execute(
         "SELECT kafka.produce($1, repeat('x', $2)) FROM generate_series(1, $3::int)",
@@ -82,25 +66,15 @@ fn main() {
     let mut peak_anon_kb = 0;
     loop {
         peak_anon_kb = peak_anon_kb.max(rss_anon_kb(worker_pid));
-        let delivered: i64 = pg
-            .query_one("SELECT delivered FROM kafka.status", &[])
-            .unwrap()
-            .get(0);
+        let delivered: i64 = pg.query_one("SELECT delivered FROM kafka.status", &[]).unwrap().get(0);
         if delivered - before >= n as i64 {
             break;
         }
-        assert!(
-            drain_start.elapsed() < Duration::from_secs(1800),
-            "drain did not finish"
-        );
+        assert!(drain_start.elapsed() < Duration::from_secs(1800), "drain did not finish");
         std::thread::sleep(Duration::from_millis(20)); // sampling period of the progress counter
     }
     let drain = drain_start.elapsed();
-    assert_eq!(
-        high_watermark(&servers, &topic),
-        n as i64 + 1,
-        "every message reached Kafka once"
-    );
+    assert_eq!(high_watermark(&servers, &topic), n as i64 + 1, "every message reached Kafka once");
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!(
@@ -108,78 +82,40 @@ fn main() {
         rate(enqueue),
         enqueue.as_secs_f64()
     );
-    println!(
-        "drain (COMMIT to last ack):     {:>9.0} msgs/s  ({:.2} s)",
-        rate(drain),
-        drain.as_secs_f64()
-    );
-    println!(
-        "end to end (enqueue + drain):   {:>9.0} msgs/s",
-        rate(enqueue + drain)
-    );
-    println!(
-        "plain rdkafka producer:         {:>9.0} msgs/s  ({:.2} s)",
-        rate(plain),
-        plain.as_secs_f64()
-    );
-    println!(
-        "ratio drain / plain:            {:>9.2}",
-        rate(drain) / rate(plain)
-    );
-    println!(
-        "worker peak private memory:     {:>9.1} MB (RssAnon)",
-        peak_anon_kb as f64 / 1024.0
-    );
+    println!("drain (COMMIT to last ack):     {:>9.0} msgs/s  ({:.2} s)", rate(drain), drain.as_secs_f64());
+    println!("end to end (enqueue + drain):   {:>9.0} msgs/s", rate(enqueue + drain));
+    println!("plain rdkafka producer:         {:>9.0} msgs/s  ({:.2} s)", rate(plain), plain.as_secs_f64());
+    println!("ratio drain / plain:            {:>9.2}", rate(drain) / rate(plain));
+    println!("worker peak private memory:     {:>9.1} MB (RssAnon)", peak_anon_kb as f64 / 1024.0);
 }
 
 /// Sends n messages with pg_kafka's producer module and settings; returns the time to the last ack.
 fn plain_rate(servers: &str, topic: &str, n: usize) -> Duration {
     let p = producer::Producer::new(&producer::base_config(servers, 30_000)).expect("producer");
     let payload = vec![b'x'; PAYLOAD_BYTES];
-    let records: Vec<producer::Record> = (0..n)
-        .map(|_| producer::Record {
-            topic,
-            key: None,
-            payload: Some(&payload),
-        })
-        .collect();
+    let records: Vec<producer::Record> =
+        (0..n).map(|_| producer::Record { topic, key: None, payload: Some(&payload) }).collect();
     // Warm up: topic creation and metadata are not part of the measurement.
     let warm = p.deliver(&records[..1], &mut || false);
     assert_eq!(warm, vec![producer::Outcome::Delivered]);
     let started = Instant::now();
     let outcomes = p.deliver(&records, &mut || false);
     let took = started.elapsed();
-    assert!(
-        outcomes.iter().all(|o| *o == producer::Outcome::Delivered),
-        "plain producer failed"
-    );
+    assert!(outcomes.iter().all(|o| *o == producer::Outcome::Delivered), "plain producer failed");
     took
 }
 
 fn wait_delivered(pg: &mut Client, target: i64) {
     let started = Instant::now();
-    while pg
-        .query_one("SELECT delivered FROM kafka.status", &[])
-        .unwrap()
-        .get::<_, i64>(0)
-        < target
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "warm-up message not delivered"
-        );
+    while pg.query_one("SELECT delivered FROM kafka.status", &[]).unwrap().get::<_, i64>(0) < target {
+        assert!(started.elapsed() < Duration::from_secs(60), "warm-up message not delivered");
         std::thread::sleep(Duration::from_millis(20)); // sampling period of the progress counter
     }
 }
 
 fn high_watermark(servers: &str, topic: &str) -> i64 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .create()
-        .unwrap();
-    c.fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .expect("watermarks")
-        .1
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", servers).create().unwrap();
+    c.fetch_watermarks(topic, 0, Duration::from_secs(10)).expect("watermarks").1
 }
 
 fn rss_anon_kb(pid: i32) -> u64 {

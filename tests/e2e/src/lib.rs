@@ -13,8 +13,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
 fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
+}
+
+/// The stack's PostgreSQL server log.
+pub fn server_log() -> String {
+    env("PG_KAFKA_SERVER_LOG")
 }
 
 pub fn bootstrap_servers() -> String {
@@ -23,14 +27,9 @@ pub fn bootstrap_servers() -> String {
 
 /// A connection to the stack's PostgreSQL, to `database` (default: PGDATABASE).
 pub fn connect_to(database: &str) -> Client {
-    let conf = format!(
-        "host={} port={} user={} dbname={database}",
-        env("PGHOST"),
-        env("PGPORT"),
-        env("PGUSER")
-    );
-    Client::connect(&conf, NoTls)
-        .unwrap_or_else(|e| panic!("cannot connect to PostgreSQL ({conf}): {e}"))
+    let conf =
+        format!("host={} port={} user={} dbname={database}", env("PGHOST"), env("PGPORT"), env("PGUSER"));
+    Client::connect(&conf, NoTls).unwrap_or_else(|e| panic!("cannot connect to PostgreSQL ({conf}): {e}"))
 }
 
 /// A connection with the extension created and the seed's broker row present.
@@ -47,24 +46,14 @@ pub fn pg() -> Client {
 /// A topic name no other test (or earlier run) uses.
 pub fn topic(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "e2e_{name}_{}_{nanos}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("e2e_{name}_{}_{nanos}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Runs `scripts/stack ARGS...` and fails the test if it fails.
 pub fn stack(args: &[&str]) {
     let script = env("PG_KAFKA_STACK");
-    let status = Command::new(&script)
-        .args(args)
-        .status()
-        .expect("cannot run scripts/stack");
+    let status = Command::new(&script).args(args).status().expect("cannot run scripts/stack");
     assert!(status.success(), "{script} {args:?} failed: {status}");
 }
 
@@ -72,10 +61,7 @@ pub fn stack(args: &[&str]) {
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {PATIENCE:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {PATIENCE:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(100)); // poll interval of a condition wait, not a fixed delay
     }
 }
@@ -89,9 +75,7 @@ pub struct Record {
 
 impl Record {
     pub fn text(&self) -> Option<String> {
-        self.payload
-            .as_ref()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
+        self.payload.as_ref().map(|p| String::from_utf8_lossy(p).into_owned())
     }
 }
 
@@ -111,13 +95,9 @@ impl TopicReader {
             .create()
             .expect("consumer");
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Beginning)
-            .unwrap();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
         consumer.assign(&tpl).unwrap();
-        TopicReader {
-            consumer,
-            records: Vec::new(),
-        }
+        TopicReader { consumer, records: Vec::new() }
     }
 
     /// Reads until at least `n` records have arrived in all; panics after `PATIENCE`.
@@ -146,10 +126,7 @@ impl TopicReader {
         loop {
             self.read_at_least(n);
             if self.records[n - 1].text().as_deref() == Some(marker) {
-                return self.records[..n - 1]
-                    .iter()
-                    .map(|r| r.text().unwrap_or_default())
-                    .collect();
+                return self.records[..n - 1].iter().map(|r| r.text().unwrap_or_default()).collect();
             }
             n += 1;
         }
@@ -165,25 +142,14 @@ pub struct Status {
 }
 
 pub fn status(c: &mut Client) -> Status {
-    let r = c
-        .query_one(
-            "SELECT worker_running, worker_pid, backlog, last_error FROM kafka.status",
-            &[],
-        )
-        .unwrap();
-    Status {
-        running: r.get(0),
-        pid: r.get(1),
-        backlog: r.get(2),
-        last_error: r.get(3),
-    }
+    let r =
+        c.query_one("SELECT worker_running, worker_pid, backlog, last_error FROM kafka.status", &[]).unwrap();
+    Status { running: r.get(0), pid: r.get(1), backlog: r.get(2), last_error: r.get(3) }
 }
 
 /// Runs `sql` expecting an error; returns (SQLSTATE, hint).
 pub fn error_of(c: &mut Client, sql: &str) -> (String, Option<String>) {
     let e = c.batch_execute(sql).expect_err(sql);
-    let db = e
-        .as_db_error()
-        .unwrap_or_else(|| panic!("{sql}: not a database error: {e}"));
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: not a database error: {e}"));
     (db.code().code().to_owned(), db.hint().map(str::to_owned))
 }

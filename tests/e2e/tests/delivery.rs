@@ -7,17 +7,11 @@ fn seed_usage_verbatim() {
     let mut c = pg();
     let t = topic("seed");
     c.batch_execute("DELETE FROM kafka.broker").unwrap();
-    c.batch_execute("insert into kafka.broker values ('localhost', 9092);")
-        .unwrap();
-    let queued: bool = c
-        .query_one(&format!("select kafka.produce('{t}', 'my message');"), &[])
-        .unwrap()
-        .get(0);
+    c.batch_execute("insert into kafka.broker values ('localhost', 9092);").unwrap();
+    let queued: bool =
+        c.query_one(&format!("select kafka.produce('{t}', 'my message');"), &[]).unwrap().get(0);
     assert!(queued);
-    assert_eq!(
-        TopicReader::new(&t).read_at_least(1)[0].text().as_deref(),
-        Some("my message")
-    );
+    assert_eq!(TopicReader::new(&t).read_at_least(1)[0].text().as_deref(), Some("my message"));
 }
 
 #[test]
@@ -50,10 +44,7 @@ fn savepoint_rollback_drops_only_its_messages() {
          COMMIT;"
     ))
     .unwrap();
-    assert_eq!(
-        TopicReader::new(&t).texts_until("end"),
-        ["a", "c", "d", "f"]
-    );
+    assert_eq!(TopicReader::new(&t).texts_until("end"), ["a", "c", "d", "f"]);
 }
 
 /// PL/pgSQL exception blocks are subtransactions too, and big ones are written to the outbox
@@ -79,25 +70,18 @@ fn exception_blocks_keep_or_drop_their_messages_whatever_their_size() {
     ))
     .unwrap();
     let got = TopicReader::new(&t).texts_until("end");
-    let want: Vec<String> = std::iter::once("first".to_string())
-        .chain((1..=25000).map(|i| format!("kept-{i}")))
-        .collect();
+    let want: Vec<String> =
+        std::iter::once("first".to_string()).chain((1..=25000).map(|i| format!("kept-{i}"))).collect();
     assert_eq!(got.len(), want.len());
-    assert!(
-        got == want,
-        "first difference at {:?}",
-        got.iter().zip(&want).position(|(a, b)| a != b)
-    );
+    assert!(got == want, "first difference at {:?}", got.iter().zip(&want).position(|(a, b)| a != b));
 }
 
 #[test]
 fn null_message_is_a_tombstone() {
     let mut c = pg();
     let t = topic("tombstone");
-    c.batch_execute(&format!(
-        "SELECT kafka.produce('{t}', NULL); SELECT kafka.produce('{t}', 'end');"
-    ))
-    .unwrap();
+    c.batch_execute(&format!("SELECT kafka.produce('{t}', NULL); SELECT kafka.produce('{t}', 'end');"))
+        .unwrap();
     let mut r = TopicReader::new(&t);
     let recs = r.read_at_least(2);
     assert_eq!(recs[0].payload, None);
@@ -108,16 +92,10 @@ fn null_message_is_a_tombstone() {
 fn ten_thousand_in_one_transaction_arrive_in_order() {
     let mut c = pg();
     let t = topic("tenk");
-    c.batch_execute(&format!(
-        "SELECT kafka.produce('{t}', i::text) FROM generate_series(1, 10000) i"
-    ))
-    .unwrap();
+    c.batch_execute(&format!("SELECT kafka.produce('{t}', i::text) FROM generate_series(1, 10000) i"))
+        .unwrap();
     let mut r = TopicReader::new(&t);
-    let got: Vec<String> = r
-        .read_at_least(10_000)
-        .iter()
-        .map(|m| m.text().unwrap())
-        .collect();
+    let got: Vec<String> = r.read_at_least(10_000).iter().map(|m| m.text().unwrap()).collect();
     let want: Vec<String> = (1..=10_000).map(|i| i.to_string()).collect();
     assert_eq!(got, want);
 }
@@ -131,24 +109,16 @@ fn many_sessions_each_keep_their_order() {
             std::thread::spawn(move || {
                 let mut c = pg();
                 for i in 0..200 {
-                    c.execute("SELECT kafka.produce($1, $2)", &[&t, &format!("{s}:{i}")])
-                        .unwrap();
+                    c.execute("SELECT kafka.produce($1, $2)", &[&t, &format!("{s}:{i}")]).unwrap();
                 }
             })
         })
         .collect();
     threads.into_iter().for_each(|h| h.join().unwrap());
     let mut r = TopicReader::new(&t);
-    let got: Vec<String> = r
-        .read_at_least(800)
-        .iter()
-        .map(|m| m.text().unwrap())
-        .collect();
+    let got: Vec<String> = r.read_at_least(800).iter().map(|m| m.text().unwrap()).collect();
     for s in 0..4 {
-        let mine: Vec<&String> = got
-            .iter()
-            .filter(|m| m.starts_with(&format!("{s}:")))
-            .collect();
+        let mine: Vec<&String> = got.iter().filter(|m| m.starts_with(&format!("{s}:"))).collect();
         let want: Vec<String> = (0..200).map(|i| format!("{s}:{i}")).collect();
         assert_eq!(mine, want.iter().collect::<Vec<_>>(), "session {s}");
     }
@@ -159,35 +129,25 @@ fn broker_changes_apply_without_restart() {
     let mut c = pg();
     let t = topic("brokers");
     c.batch_execute("DELETE FROM kafka.broker").unwrap();
-    c.execute("SELECT kafka.produce($1, 'waited for a broker')", &[&t])
-        .unwrap();
+    c.execute("SELECT kafka.produce($1, 'waited for a broker')", &[&t]).unwrap();
     wait_until("the worker to report that no broker is configured", || {
-        status(&mut c)
-            .last_error
-            .is_some_and(|e| e.contains("no Kafka broker"))
+        status(&mut c).last_error.is_some_and(|e| e.contains("no Kafka broker"))
     });
-    c.batch_execute("INSERT INTO kafka.broker VALUES ('127.0.0.1', 9092)")
-        .unwrap();
-    assert_eq!(
-        TopicReader::new(&t).read_at_least(1)[0].text().as_deref(),
-        Some("waited for a broker")
-    );
-    c.batch_execute("DELETE FROM kafka.broker WHERE host = '127.0.0.1'")
-        .unwrap();
+    c.batch_execute("INSERT INTO kafka.broker VALUES ('127.0.0.1', 9092)").unwrap();
+    assert_eq!(TopicReader::new(&t).read_at_least(1)[0].text().as_deref(), Some("waited for a broker"));
+    c.batch_execute("DELETE FROM kafka.broker WHERE host = '127.0.0.1'").unwrap();
 }
 
 #[test]
 fn close_reconnects_and_keeps_delivering() {
     let mut c = pg();
     let t = topic("close");
-    c.execute("SELECT kafka.produce($1, 'before')", &[&t])
-        .unwrap();
+    c.execute("SELECT kafka.produce($1, 'before')", &[&t]).unwrap();
     let mut r = TopicReader::new(&t);
     r.read_at_least(1);
     let running: bool = c.query_one("SELECT kafka.close()", &[]).unwrap().get(0);
     assert!(running);
-    c.execute("SELECT kafka.produce($1, 'after')", &[&t])
-        .unwrap();
+    c.execute("SELECT kafka.produce($1, 'after')", &[&t]).unwrap();
     assert_eq!(r.read_at_least(2)[1].text().as_deref(), Some("after"));
 }
 
@@ -195,8 +155,7 @@ fn close_reconnects_and_keeps_delivering() {
 fn worker_is_visible_and_reports_deliveries() {
     let mut c = pg();
     let t = topic("status");
-    c.execute("SELECT kafka.produce($1, 'counted')", &[&t])
-        .unwrap();
+    c.execute("SELECT kafka.produce($1, 'counted')", &[&t]).unwrap();
     TopicReader::new(&t).read_at_least(1);
     let s = status(&mut c);
     assert!(s.running);
@@ -218,28 +177,14 @@ fn worker_survives_drop_extension_and_serves_it_again() {
     let pid = status(&mut c).pid.expect("worker runs");
     c.batch_execute("DROP EXTENSION kafka").unwrap();
     // The worker reports each pass in pg_stat_activity: wait for one that began after the DROP.
-    let dropped_at: std::time::SystemTime =
-        c.query_one("SELECT clock_timestamp()", &[]).unwrap().get(0);
+    let dropped_at: std::time::SystemTime = c.query_one("SELECT clock_timestamp()", &[]).unwrap().get(0);
     wait_until("a worker pass without the extension", || {
-        let row = c
-            .query_opt(
-                "SELECT query_start FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .unwrap();
+        let row = c.query_opt("SELECT query_start FROM pg_stat_activity WHERE pid = $1", &[&pid]).unwrap();
         row.is_some_and(|r| r.get::<_, std::time::SystemTime>(0) > dropped_at)
     });
     let mut c = pg(); // creates the extension again
     let t = topic("recreated");
-    c.execute("SELECT kafka.produce($1, 'served again')", &[&t])
-        .unwrap();
-    assert_eq!(
-        TopicReader::new(&t).read_at_least(1)[0].text().as_deref(),
-        Some("served again")
-    );
-    assert_eq!(
-        status(&mut c).pid,
-        Some(pid),
-        "the same worker, not a restarted one"
-    );
+    c.execute("SELECT kafka.produce($1, 'served again')", &[&t]).unwrap();
+    assert_eq!(TopicReader::new(&t).read_at_least(1)[0].text().as_deref(), Some("served again"));
+    assert_eq!(status(&mut c).pid, Some(pid), "the same worker, not a restarted one");
 }

@@ -10,8 +10,7 @@ impl Drop for Restore {
     fn drop(&mut self) {
         stack(&["up"]);
         let mut c = pg();
-        c.batch_execute("ALTER SYSTEM RESET kafka.message_timeout")
-            .unwrap();
+        c.batch_execute("ALTER SYSTEM RESET kafka.message_timeout").unwrap();
         c.batch_execute("SELECT pg_reload_conf()").unwrap();
     }
 }
@@ -20,32 +19,20 @@ impl Drop for Restore {
 fn kafka_outage_longer_than_message_timeout_loses_nothing() {
     let _restore = Restore;
     let mut c = pg();
-    c.batch_execute("ALTER SYSTEM SET kafka.message_timeout = '1s'")
-        .unwrap();
+    c.batch_execute("ALTER SYSTEM SET kafka.message_timeout = '1s'").unwrap();
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
     let t = topic("outage");
     stack(&["down", "kafka"]);
-    c.execute(
-        "SELECT kafka.produce($1, 'm' || i) FROM generate_series(1, 500) i",
-        &[&t],
-    )
-    .unwrap();
+    c.execute("SELECT kafka.produce($1, 'm' || i) FROM generate_series(1, 500) i", &[&t]).unwrap();
     wait_until("a delivery attempt to time out while Kafka is down", || {
         let s = status(&mut c);
         s.backlog >= 500 && s.last_error.is_some_and(|e| e.contains("timed out"))
     });
-    let age: bool = c
-        .query_one("SELECT oldest_age > interval '0' FROM kafka.status", &[])
-        .unwrap()
-        .get(0);
+    let age: bool = c.query_one("SELECT oldest_age > interval '0' FROM kafka.status", &[]).unwrap().get(0);
     assert!(age, "status shows how old the waiting backlog is");
     stack(&["up", "kafka"]);
     let mut r = TopicReader::new(&t);
-    let got: Vec<String> = r
-        .read_at_least(500)
-        .iter()
-        .map(|m| m.text().unwrap())
-        .collect();
+    let got: Vec<String> = r.read_at_least(500).iter().map(|m| m.text().unwrap()).collect();
     let want: Vec<String> = (1..=500).map(|i| format!("m{i}")).collect();
     assert_eq!(got, want);
 }
@@ -56,45 +43,27 @@ fn postgres_crash_with_a_backlog_loses_nothing() {
     let mut c = pg();
     let t = topic("crash");
     stack(&["down", "kafka"]);
-    c.execute(
-        "SELECT kafka.produce($1, 'm' || i) FROM generate_series(1, 2000) i",
-        &[&t],
-    )
-    .unwrap();
+    c.execute("SELECT kafka.produce($1, 'm' || i) FROM generate_series(1, 2000) i", &[&t]).unwrap();
     assert!(status(&mut c).backlog >= 2000);
     drop(c);
     stack(&["crash", "pg"]);
     stack(&["up", "pg"]);
     stack(&["up", "kafka"]);
     let mut r = TopicReader::new(&t);
-    let got: BTreeSet<String> = r
-        .read_at_least(2000)
-        .iter()
-        .map(|m| m.text().unwrap())
-        .collect();
+    let got: BTreeSet<String> = r.read_at_least(2000).iter().map(|m| m.text().unwrap()).collect();
     let want: BTreeSet<String> = (1..=2000).map(|i| format!("m{i}")).collect();
-    assert_eq!(
-        got, want,
-        "every committed message arrives (duplicates are allowed after a crash)"
-    );
+    assert_eq!(got, want, "every committed message arrives (duplicates are allowed after a crash)");
 }
 
 #[test]
 fn killed_worker_is_restarted_and_delivers() {
     let mut c = pg();
     let old = status(&mut c).pid.expect("worker runs");
-    c.execute("SELECT pg_terminate_backend($1)", &[&old])
-        .unwrap();
+    c.execute("SELECT pg_terminate_backend($1)", &[&old]).unwrap();
     let t = topic("restart");
-    c.execute("SELECT kafka.produce($1, 'after restart')", &[&t])
-        .unwrap();
-    wait_until("a new worker", || {
-        status(&mut c).pid.is_some_and(|p| p != old)
-    });
-    assert_eq!(
-        TopicReader::new(&t).read_at_least(1)[0].text().as_deref(),
-        Some("after restart")
-    );
+    c.execute("SELECT kafka.produce($1, 'after restart')", &[&t]).unwrap();
+    wait_until("a new worker", || status(&mut c).pid.is_some_and(|p| p != old));
+    assert_eq!(TopicReader::new(&t).read_at_least(1)[0].text().as_deref(), Some("after restart"));
 }
 
 #[test]
@@ -109,25 +78,10 @@ fn oversized_message_goes_to_dead_letter_and_the_queue_moves_on() {
     let mut r = TopicReader::new(&t);
     let got: Vec<String> = r.texts_until("after");
     assert_eq!(got, ["before"]);
-    let row = c
-        .query_one(
-            "SELECT length(payload), error FROM kafka.dead_letter WHERE topic = $1",
-            &[&t],
-        )
-        .unwrap();
-    assert_eq!(
-        row.get::<_, i32>(0),
-        2_000_000,
-        "the payload is kept for inspection"
-    );
-    assert!(
-        row.get::<_, String>(1).contains("too large"),
-        "{}",
-        row.get::<_, String>(1)
-    );
-    let dead: i64 = c
-        .query_one("SELECT dead_letters FROM kafka.status", &[])
-        .unwrap()
-        .get(0);
+    let row =
+        c.query_one("SELECT length(payload), error FROM kafka.dead_letter WHERE topic = $1", &[&t]).unwrap();
+    assert_eq!(row.get::<_, i32>(0), 2_000_000, "the payload is kept for inspection");
+    assert!(row.get::<_, String>(1).contains("too large"), "{}", row.get::<_, String>(1));
+    let dead: i64 = c.query_one("SELECT dead_letters FROM kafka.status", &[]).unwrap().get(0);
     assert!(dead >= 1);
 }

@@ -46,10 +46,7 @@ fn bad_broker_rows_are_refused() {
         assert!(hint.is_some(), "{sql}");
     }
     let n: i64 = c
-        .query_one(
-            "SELECT count(*) FROM kafka.broker WHERE port NOT BETWEEN 1 AND 65535",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM kafka.broker WHERE port NOT BETWEEN 1 AND 65535", &[])
         .unwrap()
         .get(0);
     assert_eq!(n, 0);
@@ -58,8 +55,7 @@ fn bad_broker_rows_are_refused() {
 #[test]
 fn produce_in_a_database_the_worker_does_not_serve_is_refused() {
     let mut c = pg();
-    c.batch_execute("DROP DATABASE IF EXISTS e2e_other")
-        .unwrap();
+    c.batch_execute("DROP DATABASE IF EXISTS e2e_other").unwrap();
     c.batch_execute("CREATE DATABASE e2e_other").unwrap();
     let mut other = connect_to("e2e_other");
     other.batch_execute("CREATE EXTENSION kafka").unwrap();
@@ -73,14 +69,9 @@ fn produce_in_a_database_the_worker_does_not_serve_is_refused() {
 #[test]
 fn public_cannot_produce_or_read_the_queue() {
     let mut c = pg();
-    c.batch_execute("DROP ROLE IF EXISTS e2e_plain; CREATE ROLE e2e_plain LOGIN")
-        .unwrap();
+    c.batch_execute("DROP ROLE IF EXISTS e2e_plain; CREATE ROLE e2e_plain LOGIN").unwrap();
     c.batch_execute("SET ROLE e2e_plain").unwrap();
-    for sql in [
-        "SELECT kafka.produce('t', 'm')",
-        "SELECT * FROM kafka.outbox",
-        "SELECT kafka.close()",
-    ] {
+    for sql in ["SELECT kafka.produce('t', 'm')", "SELECT * FROM kafka.outbox", "SELECT kafka.close()"] {
         let (state, _) = error_of(&mut c, sql);
         assert_eq!(state, "42501", "{sql}");
     }
@@ -98,12 +89,8 @@ fn a_role_granted_produce_needs_nothing_else() {
     )
     .unwrap();
     c.batch_execute("SET ROLE e2e_producer").unwrap();
-    c.execute("SELECT kafka.produce($1, 'from a granted role')", &[&t])
-        .unwrap();
+    c.execute("SELECT kafka.produce($1, 'from a granted role')", &[&t]).unwrap();
     c.batch_execute("RESET ROLE").unwrap();
-    assert_eq!(
-        TopicReader::new(&t).read_at_least(1)[0].text().as_deref(),
-        Some("from a granted role")
-    );
+    assert_eq!(TopicReader::new(&t).read_at_least(1)[0].text().as_deref(), Some("from a granted role"));
     c.batch_execute("REVOKE ALL ON SCHEMA kafka FROM e2e_producer; REVOKE ALL ON FUNCTION kafka.produce(text, text) FROM e2e_producer; DROP ROLE e2e_producer").unwrap();
 }

@@ -1,0 +1,342 @@
+//! Immediate sends (`kafka.autonomous_publish`): a record sent now, outside the caller's
+//! transaction, with Kafka's answer (partition and offset, or the error) returned to the caller.
+//!
+//! librdkafka still lives only in the worker. The backend encodes the record into a dynamic
+//! shared memory segment, claims one of [`SLOTS`] request slots (under an LWLock), sets the
+//! worker's latch and waits on its own latch. The worker takes the request (READY → TAKEN),
+//! copies the record out of the segment, sends it, and when the delivery report arrives writes
+//! the result into the slot (DONE) and sets the backend's latch. A backend that stops waiting
+//! (timeout, cancel) marks its slot ABANDONED and the worker frees it; the record may still be
+//! delivered, as with any producer whose caller gave up waiting.
+
+use crate::outbox::OutboxMessage;
+use crate::producer::{Producer, Record};
+use crate::shared;
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+use std::time::{Duration, Instant};
+
+pub const SLOTS: usize = 16;
+const ERROR_LEN: usize = 400;
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum State {
+    Free,
+    Ready,
+    Taken,
+    Done,
+    Abandoned,
+}
+
+#[derive(Copy, Clone)]
+struct Slot {
+    state: State,
+    /// The waiting backend's latch.
+    latch: usize,
+    dsm: u32,
+    /// Bumped each time the slot is claimed, so that a late answer cannot reach a new caller.
+    generation: u64,
+    partition: i32,
+    offset: i64,
+    error_len: usize,
+    error: [u8; ERROR_LEN],
+}
+
+unsafe impl PGRXSharedMemory for Slot {}
+
+const FREE_SLOT: Slot = Slot {
+    state: State::Free,
+    latch: 0,
+    dsm: 0,
+    generation: 0,
+    partition: -1,
+    offset: -1,
+    error_len: 0,
+    error: [0; ERROR_LEN],
+};
+
+static TABLE: PgLwLock<[Slot; SLOTS]> = unsafe { PgLwLock::new(c"pg_kafka_immediate") };
+
+pub fn init_shmem() {
+    pg_shmem_init!(TABLE = [FREE_SLOT; SLOTS]);
+}
+
+/// Why an immediate send did not return an offset.
+pub enum Failure {
+    NoSlot,
+    Kafka(String),
+    TimedOut,
+}
+
+// ---- backend side -------------------------------------------------------------------------
+
+/// Sends `msg` through the worker and waits up to `timeout` for Kafka's answer.
+pub fn send(msg: &OutboxMessage, timeout: Duration) -> Result<(i32, i64), Failure> {
+    let bytes = encode(msg);
+    let seg = unsafe { pg_sys::dsm_create(bytes.len(), 0) };
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), pg_sys::dsm_segment_address(seg).cast(), bytes.len());
+    }
+    let claimed = {
+        let mut table = TABLE.exclusive();
+        table.iter().position(|s| s.state == State::Free).map(|i| {
+            let s = &mut table[i];
+            s.generation += 1;
+            *s = Slot {
+                state: State::Ready,
+                latch: unsafe { pg_sys::MyLatch } as usize,
+                dsm: unsafe { pg_sys::dsm_segment_handle(seg) },
+                generation: s.generation,
+                ..FREE_SLOT
+            };
+            (i, s.generation)
+        })
+    };
+    let Some((i, generation)) = claimed else {
+        unsafe { pg_sys::dsm_detach(seg) };
+        return Err(Failure::NoSlot);
+    };
+    shared::wake_worker();
+    // Whatever ends the wait (answer, timeout, cancel), the slot must not stay ours.
+    let result = PgTryBuilder::new(|| wait(i, timeout))
+        .finally(|| {
+            let mut table = TABLE.exclusive();
+            let s = &mut table[i];
+            if s.generation == generation {
+                s.state = match s.state {
+                    State::Taken => State::Abandoned,
+                    _ => State::Free,
+                };
+            }
+        })
+        .execute();
+    unsafe { pg_sys::dsm_detach(seg) };
+    result
+}
+
+fn wait(i: usize, timeout: Duration) -> Result<(i32, i64), Failure> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        {
+            let table = TABLE.share();
+            let s = &table[i];
+            if s.state == State::Done {
+                return if s.error_len == 0 {
+                    Ok((s.partition, s.offset))
+                } else {
+                    Err(Failure::Kafka(String::from_utf8_lossy(&s.error[..s.error_len]).into_owned()))
+                };
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Failure::TimedOut);
+        }
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                left.as_millis().max(1) as i64,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pg_sys::check_for_interrupts!();
+    }
+}
+
+// ---- worker side --------------------------------------------------------------------------
+
+/// Whether a request waits to be taken.
+pub fn requested() -> bool {
+    TABLE.share().iter().any(|s| s.state == State::Ready)
+}
+
+/// Whether a taken request still waits for its delivery report.
+pub fn in_flight() -> bool {
+    TABLE.share().iter().any(|s| matches!(s.state, State::Taken | State::Abandoned))
+}
+
+/// Takes new requests and sends them, then hands out the answers that arrived. With no
+/// producer (no broker, or it could not be made), requests are answered with `no_producer`.
+pub fn serve(producer: Option<&Producer>, no_producer: &str) {
+    let taken: Vec<(usize, u32)> = {
+        let mut table = TABLE.exclusive();
+        table
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, s)| s.state == State::Ready)
+            .map(|(i, s)| {
+                s.state = State::Taken;
+                (i, s.dsm)
+            })
+            .collect()
+    };
+    for (i, handle) in taken {
+        let Some(producer) = producer else {
+            finish(i, Err(no_producer.to_owned()));
+            continue;
+        };
+        let Some(msg) = read_segment(handle) else {
+            finish(i, Err("the request was abandoned".into()));
+            continue;
+        };
+        let headers: Vec<(&str, Option<&[u8]>)> = msg
+            .headers
+            .iter()
+            .flatten()
+            .map(|(n, v)| (n.as_str(), v.as_deref().map(str::as_bytes)))
+            .collect();
+        let record = Record {
+            topic: &msg.topic,
+            key: msg.key.as_deref(),
+            payload: msg.payload.as_deref(),
+            headers,
+            partition: msg.partition,
+            timestamp_ms: msg.timestamp_ms,
+        };
+        if let Err(e) = producer.send_immediate(&record, i) {
+            finish(i, Err(e));
+        }
+    }
+    if let Some(producer) = producer {
+        for (i, r) in producer.take_immediate(Duration::ZERO) {
+            finish(i, r);
+        }
+    }
+}
+
+fn read_segment(handle: u32) -> Option<OutboxMessage> {
+    unsafe {
+        let seg = pg_sys::dsm_attach(handle);
+        if seg.is_null() {
+            return None;
+        }
+        let len = pg_sys::dsm_segment_map_length(seg);
+        let bytes = std::slice::from_raw_parts(pg_sys::dsm_segment_address(seg) as *const u8, len).to_vec();
+        pg_sys::dsm_detach(seg);
+        decode(&bytes)
+    }
+}
+
+fn finish(i: usize, result: Result<(i32, i64), String>) {
+    let mut table = TABLE.exclusive();
+    let s = &mut table[i];
+    match s.state {
+        State::Taken => {
+            match result {
+                Ok((p, o)) => (s.partition, s.offset, s.error_len) = (p, o, 0),
+                Err(e) => {
+                    let n = floor_char_boundary(&e, ERROR_LEN);
+                    s.error[..n].copy_from_slice(&e.as_bytes()[..n]);
+                    s.error_len = n.max(1);
+                }
+            }
+            s.state = State::Done;
+            unsafe { pg_sys::SetLatch(s.latch as *mut pg_sys::Latch) };
+        }
+        State::Abandoned => s.state = State::Free,
+        _ => {}
+    }
+}
+
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    let mut n = s.len().min(max);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    n
+}
+
+// ---- the record in the segment ------------------------------------------------------------
+
+fn put(out: &mut Vec<u8>, field: Option<&[u8]>) {
+    match field {
+        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+        Some(b) => {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+fn encode(m: &OutboxMessage) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.size() + 64);
+    put(&mut out, Some(m.topic.as_bytes()));
+    put(&mut out, m.key.as_deref());
+    put(&mut out, m.payload.as_deref());
+    let headers = m.headers.as_deref().unwrap_or_default();
+    out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+    for (n, v) in headers {
+        put(&mut out, Some(n.as_bytes()));
+        put(&mut out, v.as_deref().map(str::as_bytes));
+    }
+    out.extend_from_slice(&m.partition.unwrap_or(-1).to_le_bytes());
+    out.extend_from_slice(&m.timestamp_ms.unwrap_or(-1).to_le_bytes());
+    out
+}
+
+fn decode(mut b: &[u8]) -> Option<OutboxMessage> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (b.get(..n)?, b.get(n..)?);
+        *b = rest;
+        Some(head)
+    }
+    fn u32_(b: &mut &[u8]) -> Option<u32> {
+        Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?))
+    }
+    fn field(b: &mut &[u8]) -> Option<Option<Vec<u8>>> {
+        match u32_(b)? {
+            u32::MAX => Some(None),
+            n => Some(Some(take(b, n as usize)?.to_vec())),
+        }
+    }
+    let text = |v: Vec<u8>| String::from_utf8(v).ok();
+    let topic = text(field(&mut b)??)?;
+    let key = field(&mut b)?;
+    let payload = field(&mut b)?;
+    let count = u32_(&mut b)?;
+    let mut headers = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let name = text(field(&mut b)??)?;
+        let value = match field(&mut b)? {
+            Some(v) => Some(text(v)?),
+            None => None,
+        };
+        headers.push((name, value));
+    }
+    let partition = i32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?);
+    let ts = i64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
+    Some(OutboxMessage {
+        id: 0,
+        topic,
+        key,
+        payload,
+        headers: (count > 0).then_some(headers),
+        partition: (partition >= 0).then_some(partition),
+        timestamp_ms: (ts >= 0).then_some(ts),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_the_segment() {
+        let m = OutboxMessage {
+            id: 0,
+            topic: "t".into(),
+            key: Some(vec![0, 1]),
+            payload: None,
+            headers: Some(vec![("a".into(), Some("x".into())), ("a".into(), None)]),
+            partition: Some(3),
+            timestamp_ms: Some(0),
+        };
+        let back = decode(&encode(&m)).unwrap();
+        assert_eq!(format!("{m:?}"), format!("{back:?}"));
+        let bare = OutboxMessage { topic: "u".into(), payload: Some(b"p".to_vec()), ..Default::default() };
+        assert_eq!(format!("{bare:?}"), format!("{:?}", decode(&encode(&bare)).unwrap()));
+        assert!(decode(&encode(&m)[..5]).is_none());
+    }
+}

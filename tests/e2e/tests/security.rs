@@ -1,0 +1,120 @@
+//! Privileges and secrets, with real roles: PUBLIC gets nothing that sends, kafka_producer may
+//! produce, kafka_admin manages brokers, settings and dead letters, and no one but a superuser
+//! reads a password back.
+
+use pg_kafka_e2e::*;
+use postgres::Client;
+
+/// Runs `f` as a fresh role that is a member of `grants`, and drops the role afterwards.
+fn as_role(c: &mut Client, name: &str, grants: &[&str], f: impl FnOnce(&mut Client)) {
+    c.batch_execute(&format!("DROP ROLE IF EXISTS {name}; CREATE ROLE {name}")).unwrap();
+    for g in grants {
+        c.batch_execute(&format!("GRANT {g} TO {name}")).unwrap();
+    }
+    c.batch_execute(&format!("SET ROLE {name}")).unwrap();
+    f(c);
+    c.batch_execute(&format!("RESET ROLE; DROP ROLE {name}")).unwrap();
+}
+
+#[test]
+fn plain_user_is_refused_with_a_hint_naming_the_role() {
+    let mut c = pg();
+    as_role(&mut c, "e2e_plain", &[], |c| {
+        for (sql, role) in [
+            ("SELECT kafka.produce('t', 'm')", "kafka_producer"),
+            ("SELECT kafka.publish('t', 'm')", "kafka_producer"),
+            ("SELECT kafka.autonomous_publish('t', 'm')", "kafka_producer"),
+            ("INSERT INTO kafka.broker VALUES ('evil.example', 9092)", "kafka_admin"),
+        ] {
+            let (state, hint) = error_of(c, sql);
+            assert_eq!(state, "42501", "{sql}");
+            assert!(hint.as_deref().is_some_and(|h| h.contains(role)), "{sql}: {hint:?}");
+        }
+    });
+    let public: bool = c
+        .query_one(
+            "SELECT bool_or(has_function_privilege('public', p.oid, 'EXECUTE'))
+               FROM pg_proc p WHERE p.pronamespace = 'kafka'::regnamespace",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!public, "PUBLIC can execute nothing in schema kafka");
+}
+
+#[test]
+fn producer_role_produces_and_cannot_administer() {
+    let mut c = pg();
+    let t = topic("producer_role");
+    as_role(&mut c, "e2e_prod", &["kafka_producer"], |c| {
+        c.execute("SELECT kafka.publish($1, 'from kafka_producer', key => 'k')", &[&t]).unwrap();
+        c.execute("SELECT kafka.produce($1, 'seed api too')", &[&t]).unwrap();
+        let (state, hint) = error_of(c, "DELETE FROM kafka.broker");
+        assert_eq!(state, "42501");
+        assert!(hint.unwrap().contains("kafka_admin"));
+        assert_eq!(error_of(c, "SELECT * FROM kafka.outbox").0, "42501");
+    });
+    let mut r = TopicReader::new(&t);
+    let got: Vec<String> = r.read_at_least(2).iter().map(|m| m.text().unwrap()).collect();
+    assert_eq!(got, ["from kafka_producer", "seed api too"]);
+}
+
+#[test]
+fn admin_role_manages_but_cannot_produce_or_read_secrets() {
+    let mut c = pg();
+    c.batch_execute("DELETE FROM kafka.config WHERE name IN ('sasl.password', 'compression.type')").unwrap();
+    as_role(&mut c, "e2e_admin", &["kafka_admin"], |c| {
+        c.batch_execute("INSERT INTO kafka.config VALUES ('sasl.password', 'hunter2-secret')").unwrap();
+        c.batch_execute("INSERT INTO kafka.config VALUES ('compression.type', 'lz4')").unwrap();
+        let rows = c.query("SELECT name, value FROM kafka.settings ORDER BY name", &[]).unwrap();
+        let shown: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert!(shown.contains(&("compression.type".into(), "lz4".into())));
+        assert!(shown.contains(&("sasl.password".into(), "********".into())));
+        assert_eq!(error_of(c, "SELECT value FROM kafka.config").0, "42501");
+        assert_eq!(error_of(c, "SELECT kafka.produce('t', 'm')").0, "42501");
+        // Dangerous settings are the superuser's.
+        for sql in [
+            "INSERT INTO kafka.config VALUES ('ssl.ca.location', '/etc/passwd')",
+            "INSERT INTO kafka.config VALUES ('enable.ssl.certificate.verification', 'false')",
+            "INSERT INTO kafka.config VALUES ('sasl.kerberos.kinit.cmd', 'touch /tmp/x')",
+            "INSERT INTO kafka.config VALUES ('plugin.library.paths', 'evil.so')",
+        ] {
+            let (state, hint) = error_of(c, sql);
+            assert_eq!(state, "42501", "{sql}");
+            assert!(hint.is_some(), "{sql}");
+        }
+        // Unknown names and invalid values: librdkafka's own words.
+        let e = c.batch_execute("INSERT INTO kafka.config VALUES ('linger.ms', 'soon')").unwrap_err();
+        assert!(e.as_db_error().unwrap().message().contains("Invalid value"), "{e}");
+        let e = c.batch_execute("INSERT INTO kafka.config VALUES ('no.such.thing', '1')").unwrap_err();
+        assert!(e.as_db_error().unwrap().message().contains("No such configuration property"), "{e}");
+        c.batch_execute("DELETE FROM kafka.config WHERE name IN ('sasl.password', 'compression.type')")
+            .unwrap();
+    });
+    let log = std::fs::read_to_string(server_log()).unwrap();
+    assert!(!log.contains("hunter2-secret"), "the password reached the server log");
+}
+
+#[test]
+fn secrets_stay_out_of_the_log_even_when_statements_are_logged() {
+    let mut c = pg();
+    c.batch_execute("SET log_statement = 'all'").unwrap();
+    c.batch_execute("INSERT INTO kafka.config VALUES ('ssl.key.password', 'pa55-in-the-log?')").unwrap();
+    let _ = c.batch_execute("INSERT INTO kafka.config VALUES ('ssl.key.password', 'pa55-in-the-log?')"); // duplicate key
+    c.batch_execute("DELETE FROM kafka.config WHERE name = 'ssl.key.password'; RESET log_statement").unwrap();
+    let log = std::fs::read_to_string(server_log()).unwrap();
+    assert!(!log.contains("pa55-in-the-log?"), "the password reached the server log");
+    assert!(
+        log.contains("a statement writing kafka.config"),
+        "the statement was replaced, not dropped silently"
+    );
+}
+
+#[test]
+fn status_is_readable_by_pg_monitor() {
+    let mut c = pg();
+    as_role(&mut c, "e2e_monitor", &["pg_monitor"], |c| {
+        let running: bool = c.query_one("SELECT worker_running FROM kafka.status", &[]).unwrap().get(0);
+        assert!(running);
+    });
+}
