@@ -24,9 +24,10 @@ pub fn init() {
 pub fn role_for(message: &str) -> Option<&'static str> {
     let object = message.strip_prefix("permission denied for ")?;
     Some(match object {
-        "schema kafka" | "function produce" | "function publish" | "function autonomous_publish" => {
-            "kafka_producer"
+        "schema kafka" => {
+            "kafka_producer (to produce) or kafka_admin (to manage brokers, settings and dead letters)"
         }
+        "function produce" | "function publish" | "function autonomous_publish" => "kafka_producer",
         "function close"
         | "function requeue_dead_letters"
         | "function purge_dead_letters"
@@ -63,7 +64,7 @@ unsafe fn edit(e: &mut pg_sys::ErrorData) {
     if e.sqlerrcode == PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32 && e.hint.is_null() {
         if let Some(role) = message().as_deref().and_then(role_for) {
             // No catalog lookup here (we are reporting an error): the user's name is left to them.
-            let hint = format!("pg_kafka grants this through the role {role}: GRANT {role} TO <your role>;");
+            let hint = format!("pg_kafka grants this through the role {role}: GRANT <role> TO <your role>;");
             if let Ok(h) = CString::new(hint) {
                 e.hint = unsafe { pg_sys::pstrdup(h.as_ptr()) };
             }
@@ -90,7 +91,7 @@ mod tests {
     #[test]
     fn hints_name_the_right_role() {
         assert_eq!(role_for("permission denied for function produce"), Some("kafka_producer"));
-        assert_eq!(role_for("permission denied for schema kafka"), Some("kafka_producer"));
+        assert!(role_for("permission denied for schema kafka").unwrap().contains("kafka_admin"));
         assert_eq!(role_for("permission denied for table broker"), Some("kafka_admin"));
         assert_eq!(role_for("permission denied for view status"), Some("pg_monitor"));
         assert_eq!(role_for("permission denied for table orders"), None);

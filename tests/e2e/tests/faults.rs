@@ -85,3 +85,35 @@ fn oversized_message_goes_to_dead_letter_and_the_queue_moves_on() {
     let dead: i64 = c.query_one("SELECT dead_letters FROM kafka.status", &[]).unwrap().get(0);
     assert!(dead >= 1);
 }
+
+#[test]
+fn immediate_send_times_out_or_is_cancelled_while_kafka_is_down() {
+    let _restore = Restore;
+    let mut c = pg();
+    let t = topic("immediate_down");
+    stack(&["down", "kafka"]);
+    let (state, hint) =
+        error_of(&mut c, &format!("SELECT * FROM kafka.autonomous_publish('{t}', 'x', timeout => '1s')"));
+    assert_eq!(state, "08000");
+    assert!(hint.unwrap().contains("may still reach Kafka"));
+
+    // A long wait is interruptible: cancel it from outside.
+    let cancel = c.cancel_token();
+    let waiting = std::thread::spawn(move || {
+        let r = c.query_one("SELECT * FROM kafka.autonomous_publish('t', 'x', timeout => '1 hour')", &[]);
+        r.unwrap_err().as_db_error().map(|e| e.code().code().to_owned())
+    });
+    let mut other = pg();
+    wait_until("the call to wait for Kafka", || {
+        other
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%timeout => ''1 hour''%' AND wait_event_type = 'Extension'",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    });
+    cancel.cancel_query(postgres::NoTls).unwrap();
+    assert_eq!(waiting.join().unwrap().as_deref(), Some("57014"), "canceled like any query");
+}
