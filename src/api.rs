@@ -202,12 +202,13 @@ fn worker_state() -> TableIterator<
     ))
 }
 
-/// Trigger on `kafka.broker`: the worker picks up the new brokers when the change commits.
+/// Trigger on `kafka.broker` and `kafka.config`: when the change commits, the worker stops what
+/// it is waiting for and makes a new producer from the new brokers and settings.
 #[pg_trigger]
 fn broker_changed<'a>(
     _trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
-    pending::wake_at_commit();
+    pending::reload_at_commit();
     Ok(None)
 }
 

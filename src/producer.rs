@@ -76,6 +76,9 @@ pub struct Context {
 /// A delivery report: the partition and offset Kafka stored the record at, or the error.
 pub type Report = Result<(i32, i64), KafkaError>;
 
+/// Where Kafka stored an immediate record (partition, offset), or why not.
+pub type Answer = Result<(i32, i64), String>;
+
 /// Tags from here on mark records sent one by one ([`Producer::send_immediate`]), not in a batch.
 pub const IMMEDIATE_TAG: usize = 1 << 40;
 
@@ -187,7 +190,7 @@ impl Producer {
     }
 
     /// Polls once (serving delivery reports) and returns the reports of immediate records.
-    pub fn take_immediate(&self, timeout: Duration) -> Vec<(usize, Result<(i32, i64), String>)> {
+    pub fn take_immediate(&self, timeout: Duration) -> Vec<(usize, Answer)> {
         self.inner.poll(timeout);
         let reports =
             std::mem::take(&mut *self.inner.context().immediate.lock().unwrap_or_else(|p| p.into_inner()));
@@ -264,7 +267,7 @@ mod tests {
     use rdkafka::mocking::MockCluster;
 
     fn records<'a>(topic: &'a str, payloads: &'a [Vec<u8>]) -> Vec<Record<'a>> {
-        payloads.iter().map(|p| Record { topic, key: None, payload: Some(p) }).collect()
+        payloads.iter().map(|p| Record { topic, payload: Some(p), ..Default::default() }).collect()
     }
 
     #[test]

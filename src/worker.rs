@@ -226,6 +226,10 @@ fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: u64) ->
     // Every poll of the batch also serves immediate sends, so they never wait behind a batch.
     let mut stop = || {
         immediate::serve(Some(producer), "");
+        // Show what librdkafka says (refused connection, failed authentication) while we wait.
+        if let Some(event) = producer.take_events().pop() {
+            record_error(&event);
+        }
         shutdown_requested() || shared::close_requests() != close_requests
     };
     let outcomes = producer.deliver(&records, &mut stop);
@@ -256,11 +260,16 @@ fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: u64) ->
     for (id, e) in &refused {
         warning!("pg_kafka: message {id} moved to kafka.dead_letter: {e}");
     }
-    let events = producer.take_events();
     match retry {
         Some(e) => {
-            let detail = events.last().map(|ev| format!(" ({ev})")).unwrap_or_default();
+            let last = shared::STATE.share().last_error().unwrap_or_default();
+            let detail = if last.is_empty() || last.starts_with(e) {
+                String::new()
+            } else {
+                format!(" (last: {last})")
+            };
             record_error(&format!("{e}{detail}"));
+            warning!("pg_kafka: {} messages wait for Kafka: {e}{detail}", retried.len());
             true
         }
         None => {

@@ -94,7 +94,7 @@ fn plain_rate(servers: &str, topic: &str, n: usize) -> Duration {
     let p = producer::Producer::new(&producer::base_config(servers, 30_000)).expect("producer");
     let payload = vec![b'x'; PAYLOAD_BYTES];
     let records: Vec<producer::Record> =
-        (0..n).map(|_| producer::Record { topic, key: None, payload: Some(&payload) }).collect();
+        (0..n).map(|_| producer::Record { topic, payload: Some(&payload), ..Default::default() }).collect();
     // Warm up: topic creation and metadata are not part of the measurement.
     let warm = p.deliver(&records[..1], &mut || false);
     assert_eq!(warm, vec![producer::Outcome::Delivered]);
