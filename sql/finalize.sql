@@ -106,5 +106,14 @@ GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.is_secret(t
                           kafka.requeue_dead_letters(bigint[], text), kafka.purge_dead_letters(bigint[], text)
     TO kafka_admin;
 
+GRANT SELECT, INSERT, DELETE ON kafka.capture_config TO kafka_admin;
+GRANT SELECT ON kafka.captures, kafka.backfills TO kafka_admin;
+GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean), kafka.uncapture(regclass),
+                          kafka.capture_outbox(regclass, text, boolean), kafka.capture_triggers(oid, text),
+                          kafka.capture_function(oid), kafka.check_topic(text), kafka.drop_capture_trigger(regclass, name),
+                          kafka.backfill_chunk(oid, integer)
+    TO kafka_admin;
+GRANT EXECUTE ON PROCEDURE kafka.backfill(regclass, integer) TO kafka_admin;
+
 GRANT SELECT ON kafka.status TO pg_monitor;
 GRANT EXECUTE ON FUNCTION kafka.worker_state() TO pg_monitor;

@@ -4,7 +4,7 @@
 use crate::error::KafkaError;
 use crate::immediate::{self, Failure};
 use crate::outbox::{self, OutboxMessage};
-use crate::record::{check_partition, check_topic, kafka_timestamp_ms, parse_headers};
+use crate::record::{check_partition, kafka_timestamp_ms, parse_headers};
 use crate::{gucs, pending, settings, shared};
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -14,7 +14,7 @@ use std::time::Duration;
 /// A NULL message is a record with a null value (a tombstone). Returns true once queued.
 #[pg_extern(volatile, parallel_unsafe)]
 fn produce(topic: Option<&str>, message: Option<&str>) -> bool {
-    let topic = check_topic(topic).unwrap_or_else(|e| e.raise());
+    let topic = crate::record::check_topic(topic).unwrap_or_else(|e| e.raise());
     ensure_deliverable();
     let payload = message.map(|m| m.as_bytes().to_vec());
     pending::push(OutboxMessage { topic: topic.to_owned(), payload, ..Default::default() });
@@ -132,7 +132,7 @@ pub(crate) fn record(
     ts: Option<TimestampWithTimeZone>,
 ) -> OutboxMessage {
     let check = || -> Result<OutboxMessage, KafkaError> {
-        let topic = check_topic(topic)?.to_owned();
+        let topic = crate::record::check_topic(topic)?.to_owned();
         let key = match (key, key_bytes) {
             (Some(_), Some(_)) => return Err(KafkaError::TwoKeys),
             (k, kb) => k.map(|k| k.as_bytes().to_vec()).or(kb.map(<[u8]>::to_vec)),
@@ -200,6 +200,19 @@ fn worker_state() -> TableIterator<
         s.last_error(),
         ts(s.last_error_at),
     ))
+}
+
+/// Raises the error produce() would raise for this topic name; used by kafka.capture().
+#[pg_extern(immutable, parallel_safe)]
+fn check_topic(topic: Option<&str>) {
+    crate::record::check_topic(topic).unwrap_or_else(|e| e.raise());
+}
+
+/// For pg_kafka's own SQL (capture triggers) that writes `kafka.outbox` directly: wake the
+/// worker when the transaction commits. Not granted to anyone.
+#[pg_extern(volatile, parallel_unsafe)]
+fn wake_at_commit() {
+    pending::wake_at_commit();
 }
 
 /// Trigger on `kafka.broker` and `kafka.config`: when the change commits, the worker stops what

@@ -21,6 +21,7 @@ mod worker;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/tables.sql", name = "tables", bootstrap);
+extension_sql_file!("../sql/capture.sql", name = "capture", requires = [api::check_topic]);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

@@ -84,6 +84,11 @@ pub fn push(mut msg: OutboxMessage) -> i64 {
     id
 }
 
+/// Wakes the worker when the current transaction commits (for rows written to the outbox by SQL).
+pub fn wake_at_commit() {
+    TXN.with_borrow_mut(|t| t.wake_at_commit = true);
+}
+
 /// Makes the worker start a new producer (fresh metadata) when the current transaction commits.
 pub fn reload_at_commit() {
     TXN.with_borrow_mut(|t| t.reload_at_commit = true);
