@@ -55,7 +55,9 @@ BEGIN
             THEN format('to_json(((extract(year FROM %1$s) * 12 + extract(month FROM %1$s)) * 2629800000000'
                         ' + extract(day FROM %1$s) * 86400000000 + extract(hour FROM %1$s) * 3600000000'
                         ' + extract(minute FROM %1$s) * 60000000 + extract(microseconds FROM %1$s))::int8)::text', expr)
-        ELSE format('to_json(%s::text)::text', expr)   -- text, uuid, json, jsonb, enums, everything else
+        WHEN t.typcategory IN ('S', 'E') OR typ = 'uuid'::regtype
+            THEN format('to_json(%s)::text', expr)      -- text, varchar, char (padded), enums, uuid
+        ELSE format('to_json(%s::text)::text', expr)     -- json and jsonb as strings, and everything else
     END;
 END $$;
 

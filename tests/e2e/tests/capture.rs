@@ -1,0 +1,283 @@
+//! Row-change capture: Debezium-shaped events for INSERT, UPDATE, DELETE and TRUNCATE, the type
+//! mappings (exact JSON per type group), options, refusals, the outbox relay and backfill.
+
+use pg_kafka_e2e::*;
+use postgres::Client;
+use serde_json::{json, Value};
+
+/// A fresh table named after the test, captured with `options` (SQL named arguments).
+fn captured(c: &mut Client, name: &str, columns: &str, options: &str) -> String {
+    let t = topic(name);
+    c.batch_execute(&format!("DROP TABLE IF EXISTS {name}; CREATE TABLE {name} ({columns})")).unwrap();
+    c.execute(&format!("SELECT kafka.capture('{name}', topic => $1 {options})"), &[&t]).unwrap();
+    t
+}
+
+fn drop_table(c: &mut Client, name: &str) {
+    c.batch_execute(&format!("SELECT kafka.uncapture('{name}'); DROP TABLE {name}")).unwrap();
+}
+
+/// The first n events of a topic as (key, value) JSON; a tombstone has value None.
+fn events(t: &str, n: usize) -> Vec<(Option<Value>, Option<Value>)> {
+    let mut r = TopicReader::new(t);
+    let parse = |b: &Option<Vec<u8>>| b.as_ref().map(|b| serde_json::from_slice::<Value>(b).unwrap());
+    r.read_at_least(n).iter().take(n).map(|m| (parse(&m.key), parse(&m.payload))).collect()
+}
+
+fn after(e: &(Option<Value>, Option<Value>)) -> &Value {
+    &e.1.as_ref().unwrap()["after"]
+}
+
+#[test]
+fn every_operation_becomes_a_debezium_event() {
+    let mut c = pg();
+    let t = captured(&mut c, "cap_ops", "id int PRIMARY KEY, name text", "");
+    c.batch_execute(
+        "INSERT INTO cap_ops VALUES (1, 'one'), (2, 'two');
+         UPDATE cap_ops SET name = 'uno' WHERE id = 1;
+         UPDATE cap_ops SET id = 3 WHERE id = 2;
+         DELETE FROM cap_ops WHERE id = 1;
+         TRUNCATE cap_ops;",
+    )
+    .unwrap();
+    let ev = events(&t, 9);
+    let ops: Vec<&str> = ev.iter().map(|(_, v)| v.as_ref().map_or("tombstone", |v| v["op"].as_str().unwrap())).collect();
+    assert_eq!(ops, ["c", "c", "u", "d", "tombstone", "c", "d", "tombstone", "t"]);
+    assert_eq!(ev[0].0, Some(json!({"id": 1})));
+    assert_eq!(after(&ev[0]), &json!({"id": 1, "name": "one"}));
+    let u = ev[2].1.as_ref().unwrap();
+    assert_eq!((&u["before"], &u["after"]), (&json!({"id": 1, "name": "one"}), &json!({"id": 1, "name": "uno"})));
+    // A key change: delete on the old key, its tombstone, create on the new key.
+    assert_eq!((ev[3].0.clone(), ev[4].0.clone(), ev[5].0.clone()), (Some(json!({"id": 2})), Some(json!({"id": 2})), Some(json!({"id": 3}))));
+    let src = &ev[0].1.as_ref().unwrap()["source"];
+    assert_eq!(src["connector"], "postgresql");
+    assert_eq!((src["db"].as_str(), src["schema"].as_str(), src["table"].as_str()), (Some("postgres"), Some("public"), Some("cap_ops")));
+    assert!(src["txId"].is_i64() && src["ts_ms"].is_i64() && src["lsn"].is_null());
+    assert_eq!(src["snapshot"], "false");
+    assert!(ev[0].1.as_ref().unwrap()["ts_ms"].is_i64());
+    assert_eq!(ev[8].1.as_ref().unwrap()["before"], Value::Null);
+    drop_table(&mut c, "cap_ops");
+}
+
+#[test]
+fn numbers_and_booleans() {
+    let mut c = pg();
+    let t = captured(&mut c, "cap_num", "id int PRIMARY KEY, a smallint, b bigint, n numeric(10,2), f float8, r real, ok bool", "");
+    c.batch_execute("INSERT INTO cap_num VALUES (1, -2, 9007199254740993, 12.50, 1.5, 0.25, true)").unwrap();
+    assert_eq!(
+        after(&events(&t, 1)[0]),
+        &json!({"id": 1, "a": -2, "b": 9007199254740993i64, "n": "12.50", "f": 1.5, "r": 0.25, "ok": true})
+    );
+    drop_table(&mut c, "cap_num");
+}
+
+#[test]
+fn strings_bytes_uuids_and_enums() {
+    let mut c = pg();
+    c.batch_execute("DROP TYPE IF EXISTS cap_mood CASCADE; CREATE TYPE cap_mood AS ENUM ('sad', 'happy')").unwrap();
+    let t = captured(&mut c, "cap_str", "id int PRIMARY KEY, s text, v varchar(5), ch char(3), b bytea, u uuid, m cap_mood", "");
+    c.batch_execute(
+        "INSERT INTO cap_str VALUES (1, 'naïve \"q\"', 'abc', 'ab', '\\x00ff80', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'happy')",
+    )
+    .unwrap();
+    assert_eq!(
+        after(&events(&t, 1)[0]),
+        &json!({"id": 1, "s": "naïve \"q\"", "v": "abc", "ch": "ab ", "b": "AP+A",
+                "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "m": "happy"})
+    );
+    drop_table(&mut c, "cap_str");
+    c.batch_execute("DROP TYPE cap_mood").unwrap();
+}
+
+#[test]
+fn dates_times_and_intervals() {
+    let mut c = pg();
+    let t = captured(
+        &mut c,
+        "cap_time",
+        "id int PRIMARY KEY, d date, t time, t3 time(3), tz timetz, ts timestamp, ts3 timestamp(3), tstz timestamptz, i interval",
+        "",
+    );
+    c.batch_execute(
+        "SET TimeZone = 'Europe/Paris';
+         INSERT INTO cap_time VALUES (1, '2021-02-03', '04:05:06.789', '04:05:06.789', '04:05:06+02',
+           '2021-02-03 04:05:06.789', '2021-02-03 04:05:06.789', '2021-02-03 04:05:06.789+02', '1 month 1 day 02:00:00.5');
+         RESET TimeZone;",
+    )
+    .unwrap();
+    assert_eq!(
+        after(&events(&t, 1)[0]),
+        &json!({"id": 1, "d": 18661, "t": 14706789000i64, "t3": 14706789, "tz": "02:05:06Z",
+                "ts": 1612325106789000i64, "ts3": 1612325106789i64, "tstz": "2021-02-03T02:05:06.789Z",
+                "i": 2629800000000i64 + 86400000000i64 + 7200500000i64})
+    );
+    drop_table(&mut c, "cap_time");
+}
+
+#[test]
+fn json_arrays_and_nulls() {
+    let mut c = pg();
+    let t = captured(&mut c, "cap_json", "id int PRIMARY KEY, j json, jb jsonb, ia int[], ta text[], e int[], n text", "");
+    c.batch_execute(
+        "INSERT INTO cap_json VALUES (1, '{\"b\": 1,  \"a\": [1]}', '{\"b\": 1, \"a\": [1]}', '{1,2}', '{a,NULL}', '{}', NULL),
+                                     (2, NULL, NULL, NULL, NULL, NULL, NULL)",
+    )
+    .unwrap();
+    let ev = events(&t, 2);
+    assert_eq!(
+        after(&ev[0]),
+        &json!({"id": 1, "j": "{\"b\": 1,  \"a\": [1]}", "jb": "{\"a\": [1], \"b\": 1}", "ia": [1, 2],
+                "ta": ["a", null], "e": [], "n": null})
+    );
+    assert_eq!(after(&ev[1]), &json!({"id": 2, "j": null, "jb": null, "ia": null, "ta": null, "e": null, "n": null}));
+    drop_table(&mut c, "cap_json");
+}
+
+#[test]
+fn unchanged_toasted_values_are_still_in_after() {
+    let mut c = pg();
+    let t = captured(&mut c, "cap_toast", "id int PRIMARY KEY, big text, n int", "");
+    c.batch_execute(
+        "ALTER TABLE cap_toast ALTER big SET STORAGE EXTERNAL;
+         INSERT INTO cap_toast SELECT 1, string_agg(md5(i::text), '') , 0 FROM generate_series(1, 3000) i;
+         UPDATE cap_toast SET n = 1;",
+    )
+    .unwrap();
+    let big: String = c.query_one("SELECT big FROM cap_toast", &[]).unwrap().get(0);
+    assert_eq!(big.len(), 96_000);
+    let ev = events(&t, 2);
+    assert_eq!(after(&ev[1])["big"].as_str(), Some(big.as_str()));
+    assert_eq!(ev[1].1.as_ref().unwrap()["before"]["big"].as_str(), Some(big.as_str()));
+    assert_eq!(after(&ev[1])["n"], 1);
+    drop_table(&mut c, "cap_toast");
+}
+
+#[test]
+fn options_key_columns_exclusions_before_and_tombstones() {
+    let mut c = pg();
+    let t = captured(
+        &mut c,
+        "cap_opts",
+        "code text, region text, secret text, v int",
+        ", key_columns => ARRAY['region', 'code'], exclude_columns => ARRAY['secret'], emit_before => false, tombstones => false",
+    );
+    c.batch_execute(
+        "INSERT INTO cap_opts VALUES ('a', 'eu', 'pw', 1);
+         UPDATE cap_opts SET v = 2;
+         DELETE FROM cap_opts;
+         INSERT INTO cap_opts VALUES ('end', 'eu', 'pw', 0);",
+    )
+    .unwrap();
+    let ev = events(&t, 4);
+    assert_eq!(ev[0].0, Some(json!({"code": "a", "region": "eu"})));
+    assert_eq!(after(&ev[0]), &json!({"code": "a", "region": "eu", "v": 1}));
+    assert_eq!(ev[1].1.as_ref().unwrap()["before"], Value::Null, "emit_before => false");
+    assert_eq!(ev[2].1.as_ref().unwrap()["op"], "d");
+    assert_eq!(ev[3].1.as_ref().unwrap()["op"], "c", "no tombstone after the delete");
+    drop_table(&mut c, "cap_opts");
+}
+
+#[test]
+fn only_committed_changes_are_sent() {
+    let mut c = pg();
+    let t = captured(&mut c, "cap_tx", "id int PRIMARY KEY", "");
+    c.batch_execute(
+        "BEGIN; INSERT INTO cap_tx VALUES (1); ROLLBACK;
+         BEGIN; INSERT INTO cap_tx VALUES (2); SAVEPOINT s; INSERT INTO cap_tx VALUES (3); ROLLBACK TO s; COMMIT;
+         INSERT INTO cap_tx VALUES (4);",
+    )
+    .unwrap();
+    let keys: Vec<Value> = events(&t, 2).into_iter().map(|e| e.0.unwrap()["id"].clone()).collect();
+    assert_eq!(keys, [json!(2), json!(4)]);
+    drop_table(&mut c, "cap_tx");
+}
+
+#[test]
+fn refusals_are_clear() {
+    let mut c = pg();
+    c.batch_execute(
+        "DROP TABLE IF EXISTS cap_nopk, cap_unlogged; DROP VIEW IF EXISTS cap_view;
+         CREATE TABLE cap_nopk (a int); CREATE VIEW cap_view AS SELECT 1 AS x;
+         CREATE UNLOGGED TABLE cap_unlogged (id int PRIMARY KEY);",
+    )
+    .unwrap();
+    for (sql, state) in [
+        ("SELECT kafka.capture('cap_nopk')", "55000"),
+        ("SELECT kafka.capture('cap_view')", "42809"),
+        ("SELECT kafka.capture('cap_nopk', key_columns => ARRAY['nope'])", "42703"),
+        ("SELECT kafka.capture('cap_nopk', topic => 'bad topic', key_columns => ARRAY['a'])", "22023"),
+        ("CREATE TEMP TABLE cap_temp (id int PRIMARY KEY); SELECT kafka.capture('cap_temp')", "0A000"),
+    ] {
+        let (got, hint) = error_of(&mut c, sql);
+        assert_eq!(got, state, "{sql}");
+        assert!(hint.is_some(), "{sql}");
+    }
+    c.batch_execute("SELECT kafka.capture('cap_unlogged')").unwrap();
+    let (twice, _) = error_of(&mut c, "SELECT kafka.capture('cap_unlogged')");
+    assert_eq!(twice, "42710");
+    let listed: i64 = c.query_one("SELECT count(*) FROM kafka.captures WHERE \"table\" = 'cap_unlogged'::regclass", &[]).unwrap().get(0);
+    assert_eq!(listed, 1);
+    let uncaptured: bool = c.query_one("SELECT kafka.uncapture('cap_unlogged')", &[]).unwrap().get(0);
+    assert!(uncaptured);
+    let triggers: i64 = c.query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'cap_unlogged'::regclass", &[]).unwrap().get(0);
+    assert_eq!(triggers, 0);
+    c.batch_execute("DROP TABLE cap_nopk, cap_unlogged; DROP VIEW cap_view").unwrap();
+}
+
+#[test]
+fn outbox_table_relay_in_debeziums_shape() {
+    let mut c = pg();
+    let kind = topic("order").replace('_', "");
+    c.batch_execute(
+        "DROP TABLE IF EXISTS cap_outbox;
+         CREATE TABLE cap_outbox (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), aggregatetype text NOT NULL,
+                                  aggregateid text NOT NULL, type text NOT NULL, payload jsonb);
+         SELECT kafka.capture_outbox('cap_outbox', delete_after_queue => true);",
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO cap_outbox (aggregatetype, aggregateid, type, payload) VALUES ($1, 'o-1', 'OrderCreated', '{\"total\": 5}')",
+        &[&kind],
+    )
+    .unwrap();
+    let left: i64 = c.query_one("SELECT count(*) FROM cap_outbox", &[]).unwrap().get(0);
+    assert_eq!(left, 0, "rows are deleted once queued");
+    let mut r = TopicReader::new(&format!("outbox.event.{kind}"));
+    let m = &r.read_at_least(1)[0];
+    assert_eq!(m.key.as_deref(), Some(&b"o-1"[..]));
+    assert_eq!(m.text().as_deref(), Some("{\"total\": 5}"));
+    drop_table(&mut c, "cap_outbox");
+}
+
+#[test]
+fn backfill_resumes_after_interruption_without_duplicates() {
+    let mut c = pg();
+    let t = captured(&mut c, "cap_fill", "id int PRIMARY KEY, v text", "");
+    c.batch_execute("ALTER TABLE cap_fill DISABLE TRIGGER USER; INSERT INTO cap_fill SELECT i, 'v' || i FROM generate_series(1, 20000) i; ALTER TABLE cap_fill ENABLE TRIGGER USER;").unwrap();
+    // First run, killed once it has committed some chunks.
+    let mut victim = pg();
+    let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let run = std::thread::spawn(move || victim.batch_execute("CALL kafka.backfill('cap_fill', 100)").is_err());
+    wait_until("some committed progress", || {
+        c.query_opt("SELECT rows_done FROM kafka.backfills WHERE \"table\" = 'cap_fill'::regclass", &[])
+            .unwrap()
+            .is_some_and(|r| r.get::<_, i64>(0) >= 500)
+    });
+    c.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+    let interrupted = run.join().unwrap();
+    let (done, finished): (i64, bool) = {
+        let r = c.query_one("SELECT rows_done, finished_at IS NOT NULL FROM kafka.backfills WHERE \"table\" = 'cap_fill'::regclass", &[]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(interrupted && !finished && done < 20000, "the first run was cut off ({done} rows)");
+    c.batch_execute("CALL kafka.backfill('cap_fill', 1000)").unwrap();
+    let r = c.query_one("SELECT rows_done, finished_at IS NOT NULL FROM kafka.backfills WHERE \"table\" = 'cap_fill'::regclass", &[]).unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, bool>(1)), (20000, true));
+    let ev = events(&t, 20000);
+    let mut ids: Vec<i64> = ev.iter().map(|e| e.0.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+    assert!(ev.iter().all(|e| e.1.as_ref().unwrap()["op"] == "r"));
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20000, "every row once");
+    drop_table(&mut c, "cap_fill");
+}
