@@ -48,12 +48,12 @@ BEGIN
             THEN format('((extract(epoch FROM %s) * 1000)::int)::text', expr)
         WHEN typ = 'time'::regtype THEN format('((extract(epoch FROM %s) * 1000000)::int8)::text', expr)
         WHEN typ = 'timetz'::regtype
-            THEN format($e$'"' || ((%s) AT TIME ZONE 'UTC')::time::text || 'Z"'$e$, expr)
+            THEN format($e$'"' || rtrim(rtrim(to_char(DATE '2000-01-01' + ((%s) AT TIME ZONE 'UTC')::time, 'HH24:MI:SS.US'), '0'), '.') || 'Z"'$e$, expr)
         WHEN typ = 'timestamp'::regtype AND typmod BETWEEN 0 AND 3
             THEN format('((extract(epoch FROM %s) * 1000)::int8)::text', expr)
         WHEN typ = 'timestamp'::regtype THEN format('((extract(epoch FROM %s) * 1000000)::int8)::text', expr)
-        WHEN typ = 'timestamptz'::regtype
-            THEN format($e$'"' || replace(((%s) AT TIME ZONE 'UTC')::text, ' ', 'T') || 'Z"'$e$, expr)
+        WHEN typ = 'timestamptz'::regtype   -- independent of DateStyle
+            THEN format($e$'"' || rtrim(rtrim(to_char((%s) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '0'), '.') || 'Z"'$e$, expr)
         WHEN typ = 'interval'::regtype
             THEN format('(((extract(year FROM %1$s) * 12 + extract(month FROM %1$s)) * 2629800000000'
                         ' + extract(day FROM %1$s) * 86400000000 + extract(hour FROM %1$s) * 3600000000'
@@ -189,7 +189,7 @@ $f$, fn, ins);
 
     body := format($f$
 CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET datestyle = 'ISO, YMD' AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     snap text := 'false';
     op text := 'c';
@@ -378,7 +378,7 @@ FROM kafka.backfill_progress;
 -- One chunk of a backfill: the next `chunk_size` rows after the recorded key (in key order) as
 -- op "r" events; records the progress. Returns how many rows it queued (0: done).
 CREATE FUNCTION kafka.backfill_chunk(relid oid, chunk_size integer) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET datestyle = 'ISO, YMD' AS $body$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
 DECLARE
     cfg kafka.capture_config;
     cols text[];

@@ -11,7 +11,13 @@ use std::time::Instant;
 fn main() {
     let n: i64 = std::env::args().nth(1).map(|a| a.parse().expect("N must be a number")).unwrap_or(1_000_000);
     let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run scripts/bench"));
-    let conf = format!("host={} port={} user={} dbname={}", env("PGHOST"), env("PGPORT"), env("PGUSER"), env("PGDATABASE"));
+    let conf = format!(
+        "host={} port={} user={} dbname={}",
+        env("PGHOST"),
+        env("PGPORT"),
+        env("PGUSER"),
+        env("PGDATABASE")
+    );
     let mut pg = Client::connect(&conf, NoTls).expect("connect to PostgreSQL");
     pg.batch_execute(
         "CREATE EXTENSION IF NOT EXISTS kafka;
@@ -23,7 +29,9 @@ fn main() {
     .unwrap();
     pg.execute("SELECT kafka.capture('bench_captured', topic => 'bench_capture_' || extract(epoch FROM now())::int8)", &[])
         .unwrap();
-    println!("bulk capture: INSERT ... SELECT of {n} rows (bigint key, text, numeric, timestamptz), one statement");
+    println!(
+        "bulk capture: INSERT ... SELECT of {n} rows (bigint key, text, numeric, timestamptz), one statement"
+    );
     let insert = |pg: &mut Client, table: &str| {
         pg.batch_execute("CHECKPOINT").unwrap();
         let started = Instant::now();
@@ -41,7 +49,15 @@ fn main() {
     let captured = insert(&mut pg, "bench_captured");
     let rate = |d: std::time::Duration| n as f64 / d.as_secs_f64();
     println!("plain table:        {:>9.0} rows/s  ({:.2} s)", rate(plain), plain.as_secs_f64());
-    println!("captured table:     {:>9.0} rows/s  ({:.2} s, events included)", rate(captured), captured.as_secs_f64());
-    println!("capture cost ratio: {:>9.2}x (captured time / plain time; target <= 2)", captured.as_secs_f64() / plain.as_secs_f64());
-    pg.batch_execute("SELECT kafka.uncapture('bench_captured'); DROP TABLE bench_plain, bench_captured;").unwrap();
+    println!(
+        "captured table:     {:>9.0} rows/s  ({:.2} s, events included)",
+        rate(captured),
+        captured.as_secs_f64()
+    );
+    println!(
+        "capture cost ratio: {:>9.2}x (captured time / plain time; target <= 2)",
+        captured.as_secs_f64() / plain.as_secs_f64()
+    );
+    pg.batch_execute("SELECT kafka.uncapture('bench_captured'); DROP TABLE bench_plain, bench_captured;")
+        .unwrap();
 }

@@ -39,6 +39,12 @@ fn main() {
          INSERT INTO kafka.broker VALUES ('localhost', 9092) ON CONFLICT DO NOTHING;",
     )
     .unwrap();
+    // Start from an empty queue, so that the worker's counter counts this run's messages only.
+    let started = Instant::now();
+    while pg.query_one("SELECT backlog FROM kafka.status", &[]).unwrap().get::<_, i64>(0) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(600), "an earlier backlog did not drain");
+        std::thread::sleep(Duration::from_millis(100)); // sampling period while an earlier backlog drains
+    }
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     println!("pg_kafka throughput: {n} messages of {PAYLOAD_BYTES} bytes, one transaction");
 

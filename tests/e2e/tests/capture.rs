@@ -41,17 +41,27 @@ fn every_operation_becomes_a_debezium_event() {
     )
     .unwrap();
     let ev = events(&t, 9);
-    let ops: Vec<&str> = ev.iter().map(|(_, v)| v.as_ref().map_or("tombstone", |v| v["op"].as_str().unwrap())).collect();
+    let ops: Vec<&str> =
+        ev.iter().map(|(_, v)| v.as_ref().map_or("tombstone", |v| v["op"].as_str().unwrap())).collect();
     assert_eq!(ops, ["c", "c", "u", "d", "tombstone", "c", "d", "tombstone", "t"]);
     assert_eq!(ev[0].0, Some(json!({"id": 1})));
     assert_eq!(after(&ev[0]), &json!({"id": 1, "name": "one"}));
     let u = ev[2].1.as_ref().unwrap();
-    assert_eq!((&u["before"], &u["after"]), (&json!({"id": 1, "name": "one"}), &json!({"id": 1, "name": "uno"})));
+    assert_eq!(
+        (&u["before"], &u["after"]),
+        (&json!({"id": 1, "name": "one"}), &json!({"id": 1, "name": "uno"}))
+    );
     // A key change: delete on the old key, its tombstone, create on the new key.
-    assert_eq!((ev[3].0.clone(), ev[4].0.clone(), ev[5].0.clone()), (Some(json!({"id": 2})), Some(json!({"id": 2})), Some(json!({"id": 3}))));
+    assert_eq!(
+        (ev[3].0.clone(), ev[4].0.clone(), ev[5].0.clone()),
+        (Some(json!({"id": 2})), Some(json!({"id": 2})), Some(json!({"id": 3})))
+    );
     let src = &ev[0].1.as_ref().unwrap()["source"];
     assert_eq!(src["connector"], "postgresql");
-    assert_eq!((src["db"].as_str(), src["schema"].as_str(), src["table"].as_str()), (Some("postgres"), Some("public"), Some("cap_ops")));
+    assert_eq!(
+        (src["db"].as_str(), src["schema"].as_str(), src["table"].as_str()),
+        (Some("postgres"), Some("public"), Some("cap_ops"))
+    );
     assert!(src["txId"].is_i64() && src["ts_ms"].is_i64() && src["lsn"].is_null());
     assert_eq!(src["snapshot"], "false");
     assert!(ev[0].1.as_ref().unwrap()["ts_ms"].is_i64());
@@ -62,7 +72,12 @@ fn every_operation_becomes_a_debezium_event() {
 #[test]
 fn numbers_and_booleans() {
     let mut c = pg();
-    let t = captured(&mut c, "cap_num", "id int PRIMARY KEY, a smallint, b bigint, n numeric(10,2), f float8, r real, ok bool", "");
+    let t = captured(
+        &mut c,
+        "cap_num",
+        "id int PRIMARY KEY, a smallint, b bigint, n numeric(10,2), f float8, r real, ok bool",
+        "",
+    );
     c.batch_execute("INSERT INTO cap_num VALUES (1, -2, 9007199254740993, 12.50, 1.5, 0.25, true)").unwrap();
     assert_eq!(
         after(&events(&t, 1)[0]),
@@ -74,8 +89,14 @@ fn numbers_and_booleans() {
 #[test]
 fn strings_bytes_uuids_and_enums() {
     let mut c = pg();
-    c.batch_execute("DROP TYPE IF EXISTS cap_mood CASCADE; CREATE TYPE cap_mood AS ENUM ('sad', 'happy')").unwrap();
-    let t = captured(&mut c, "cap_str", "id int PRIMARY KEY, s text, v varchar(5), ch char(3), b bytea, u uuid, m cap_mood", "");
+    c.batch_execute("DROP TYPE IF EXISTS cap_mood CASCADE; CREATE TYPE cap_mood AS ENUM ('sad', 'happy')")
+        .unwrap();
+    let t = captured(
+        &mut c,
+        "cap_str",
+        "id int PRIMARY KEY, s text, v varchar(5), ch char(3), b bytea, u uuid, m cap_mood",
+        "",
+    );
     c.batch_execute(
         "INSERT INTO cap_str VALUES (1, 'naïve \"q\"', 'abc', 'ab', '\\x00ff80', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'happy')",
     )
@@ -117,7 +138,12 @@ fn dates_times_and_intervals() {
 #[test]
 fn json_arrays_and_nulls() {
     let mut c = pg();
-    let t = captured(&mut c, "cap_json", "id int PRIMARY KEY, j json, jb jsonb, ia int[], ta text[], e int[], n text", "");
+    let t = captured(
+        &mut c,
+        "cap_json",
+        "id int PRIMARY KEY, j json, jb jsonb, ia int[], ta text[], e int[], n text",
+        "",
+    );
     c.batch_execute(
         "INSERT INTO cap_json VALUES (1, '{\"b\": 1,  \"a\": [1]}', '{\"b\": 1, \"a\": [1]}', '{1,2}', '{a,NULL}', '{}', NULL),
                                      (2, NULL, NULL, NULL, NULL, NULL, NULL)",
@@ -129,7 +155,10 @@ fn json_arrays_and_nulls() {
         &json!({"id": 1, "j": "{\"b\": 1,  \"a\": [1]}", "jb": "{\"a\": [1], \"b\": 1}", "ia": [1, 2],
                 "ta": ["a", null], "e": [], "n": null})
     );
-    assert_eq!(after(&ev[1]), &json!({"id": 2, "j": null, "jb": null, "ia": null, "ta": null, "e": null, "n": null}));
+    assert_eq!(
+        after(&ev[1]),
+        &json!({"id": 2, "j": null, "jb": null, "ia": null, "ta": null, "e": null, "n": null})
+    );
     drop_table(&mut c, "cap_json");
 }
 
@@ -215,11 +244,17 @@ fn refusals_are_clear() {
     c.batch_execute("SELECT kafka.capture('cap_unlogged')").unwrap();
     let (twice, _) = error_of(&mut c, "SELECT kafka.capture('cap_unlogged')");
     assert_eq!(twice, "42710");
-    let listed: i64 = c.query_one("SELECT count(*) FROM kafka.captures WHERE \"table\" = 'cap_unlogged'::regclass", &[]).unwrap().get(0);
+    let listed: i64 = c
+        .query_one("SELECT count(*) FROM kafka.captures WHERE \"table\" = 'cap_unlogged'::regclass", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(listed, 1);
     let uncaptured: bool = c.query_one("SELECT kafka.uncapture('cap_unlogged')", &[]).unwrap().get(0);
     assert!(uncaptured);
-    let triggers: i64 = c.query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'cap_unlogged'::regclass", &[]).unwrap().get(0);
+    let triggers: i64 = c
+        .query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'cap_unlogged'::regclass", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(triggers, 0);
     c.batch_execute("DROP TABLE cap_nopk, cap_unlogged; DROP VIEW cap_view").unwrap();
 }
@@ -257,7 +292,8 @@ fn backfill_resumes_after_interruption_without_duplicates() {
     // First run, killed once it has committed some chunks.
     let mut victim = pg();
     let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-    let run = std::thread::spawn(move || victim.batch_execute("CALL kafka.backfill('cap_fill', 100)").is_err());
+    let run =
+        std::thread::spawn(move || victim.batch_execute("CALL kafka.backfill('cap_fill', 100)").is_err());
     wait_until("some committed progress", || {
         c.query_opt("SELECT rows_done FROM kafka.backfills WHERE \"table\" = 'cap_fill'::regclass", &[])
             .unwrap()
