@@ -463,3 +463,36 @@ BEGIN
     UPDATE kafka.backfill_progress SET finished_at = pg_catalog.now(), updated_at = pg_catalog.now() WHERE relid = "table";
     COMMIT;
 END $$;
+
+-- Keeps captures in step with their tables: after ALTER TABLE the trigger function is generated
+-- again (new columns appear in events, dropped ones leave them, nothing breaks the DML); after
+-- DROP TABLE its configuration and function go too. Runs as the extension's owner.
+CREATE FUNCTION kafka.capture_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM kafka.capture_function(c.relid)
+       FROM kafka.capture_config c
+      WHERE c.relid IN (SELECT d.objid FROM pg_event_trigger_ddl_commands() d
+                         WHERE d.classid = 'pg_class'::regclass);
+END $$;
+
+CREATE FUNCTION kafka.capture_dropped() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    gone oid;
+BEGIN
+    FOR gone IN
+        DELETE FROM kafka.capture_config c
+         USING pg_event_trigger_dropped_objects() d
+         WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND d.objid = c.relid
+        RETURNING c.relid
+    LOOP
+        DELETE FROM kafka.backfill_progress WHERE relid = gone;
+        PERFORM kafka.capture_function(gone);  -- without its row: drops the function
+    END LOOP;
+END $$;
+
+CREATE EVENT TRIGGER kafka_capture_ddl ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION kafka.capture_ddl();
+CREATE EVENT TRIGGER kafka_capture_dropped ON sql_drop WHEN TAG IN ('DROP TABLE')
+    EXECUTE FUNCTION kafka.capture_dropped();

@@ -75,7 +75,7 @@ FROM kafka.worker_state() w;
 -- and dead letters (but cannot read secret setting values, nor produce).
 REVOKE ALL ON ALL TABLES IN SCHEMA kafka FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA kafka FROM PUBLIC;
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA kafka FROM PUBLIC;
+REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA kafka FROM PUBLIC;   -- functions and procedures
 
 DO $$
 BEGIN

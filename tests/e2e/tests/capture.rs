@@ -317,3 +317,25 @@ fn backfill_resumes_after_interruption_without_duplicates() {
     assert_eq!(ids.len(), 20000, "every row once");
     drop_table(&mut c, "cap_fill");
 }
+
+#[test]
+fn altered_and_dropped_tables_keep_working() {
+    let mut c = pg();
+    let t = captured(&mut c, "cap_alter", "id int PRIMARY KEY, old text, gone int", "");
+    c.batch_execute(
+        "ALTER TABLE cap_alter ADD COLUMN added date DEFAULT '1970-01-02';
+         ALTER TABLE cap_alter DROP COLUMN gone;
+         INSERT INTO cap_alter (id, old) VALUES (1, 'x');",
+    )
+    .unwrap();
+    assert_eq!(after(&events(&t, 1)[0]), &json!({"id": 1, "old": "x", "added": 1}));
+    c.batch_execute("DROP TABLE cap_alter").unwrap();
+    let left: i64 = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM kafka.capture_config) - (SELECT count(*) FROM pg_class WHERE oid IN (SELECT relid FROM kafka.capture_config))",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "no capture is left pointing at a dropped table");
+}
