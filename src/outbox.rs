@@ -156,9 +156,9 @@ pub fn producer_settings() -> Vec<(String, String)> {
     })
 }
 
-/// The oldest waiting messages, in id order: at most `limit` messages and about `max_bytes`
-/// bytes (the first message always comes, whatever its size).
-pub fn read_batch(limit: usize, max_bytes: i64) -> Vec<OutboxMessage> {
+/// The oldest waiting messages with an id above `after`, in id order: at most `limit` messages
+/// and about `max_bytes` bytes (the first message always comes, whatever its size).
+pub fn read_batch(after: Option<i64>, limit: usize, max_bytes: i64) -> Vec<OutboxMessage> {
     Spi::connect(|client| {
         let rows = client
             .select(
@@ -167,10 +167,10 @@ pub fn read_batch(limit: usize, max_bytes: i64) -> Vec<OutboxMessage> {
                    FROM (SELECT id, topic, key, payload, headers, partition, timestamp_ms,
                                 pg_catalog.octet_length(topic) + coalesce(pg_catalog.octet_length(key), 0)
                                   + coalesce(pg_catalog.octet_length(payload), 0) AS sz
-                         FROM kafka.outbox ORDER BY id LIMIT $1) first) sized
+                         FROM kafka.outbox WHERE id > $3 ORDER BY id LIMIT $1) first) sized
                  WHERE before < $2 ORDER BY id",
                 None,
-                &[(limit as i64).into(), max_bytes.into()],
+                &[(limit as i64).into(), max_bytes.into(), after.unwrap_or(i64::MIN).into()],
             )
             .unwrap_or_else(|e| panic!("could not read kafka.outbox: {e}"));
         rows.map(|row| OutboxMessage {

@@ -13,6 +13,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::{ClientContext, Message};
+use std::cell::{Cell, RefCell};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -80,7 +81,7 @@ pub type Report = Result<(i32, i64), KafkaError>;
 pub type Answer = Result<(i32, i64), String>;
 
 /// Tags from here on mark records sent one by one ([`Producer::send_immediate`]), not in a batch.
-pub const IMMEDIATE_TAG: usize = 1 << 40;
+pub const IMMEDIATE_TAG: usize = 1 << 62;
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
@@ -113,12 +114,27 @@ impl ProducerContext for Context {
 
 pub struct Producer {
     inner: BaseProducer<Context>,
+    next_seq: Cell<usize>,
+    /// Reports that arrived while collecting for an earlier batch.
+    stash: RefCell<Vec<(usize, Report)>>,
 }
+
+/// A batch handed to librdkafka whose delivery reports are not all in yet.
+pub struct InFlight {
+    seq: usize,
+    outcomes: Vec<Option<Outcome>>,
+    pending: usize,
+    stopped: bool,
+}
+
+/// A record's tag is its batch number shifted left by this, plus its index in the batch.
+const SEQ_SHIFT: u32 = 32;
+const MAX_SEQ: usize = 1 << 28;
 
 impl Producer {
     pub fn new(config: &ClientConfig) -> Result<Producer, String> {
         let inner = config.create_with_context(Context::default()).map_err(|e| e.to_string())?;
-        Ok(Producer { inner })
+        Ok(Producer { inner, next_seq: Cell::new(0), stash: RefCell::new(Vec::new()) })
     }
 
     /// Errors and warnings librdkafka reported since the last call (connection refused, auth...).
@@ -133,44 +149,56 @@ impl Producer {
 
     /// Sends `records` and waits for every delivery report, or until `stop()` says to give up.
     pub fn deliver(&self, records: &[Record], stop: &mut dyn FnMut() -> bool) -> Vec<Outcome> {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
-        let mut pending = 0usize;
-        let mut stopped = false;
+        let batch = self.send_batch(records, stop);
+        self.wait(batch, stop)
+    }
+
+    /// Hands a batch to librdkafka (waiting only while its queue is full) and returns at once;
+    /// [`Producer::wait`] collects the reports. Batches must be waited for in the order sent.
+    pub fn send_batch(&self, records: &[Record], stop: &mut dyn FnMut() -> bool) -> InFlight {
+        let seq = self.next_seq.get();
+        self.next_seq.set((seq + 1) % MAX_SEQ);
+        let mut b = InFlight { seq, outcomes: vec![None; records.len()], pending: 0, stopped: false };
         'send: for (i, r) in records.iter().enumerate() {
-            let mut rec = base_record(r, i);
+            let mut rec = base_record(r, (seq << SEQ_SHIFT) | i);
             loop {
                 match self.inner.send(rec) {
                     Ok(()) => {
-                        pending += 1;
+                        b.pending += 1;
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         rec = back;
-                        pending -= self.collect(&mut outcomes, Duration::from_millis(20));
+                        self.collect(&mut b, Duration::from_millis(20));
                         if stop() {
-                            stopped = true;
+                            b.stopped = true;
                             break 'send;
                         }
                     }
                     Err((e, _)) => {
-                        outcomes[i] = Some(classify(&e));
+                        b.outcomes[i] = Some(classify(&e));
                         break;
                     }
                 }
             }
             if i % 1024 == 1023 {
-                pending -= self.collect(&mut outcomes, Duration::ZERO);
+                self.collect(&mut b, Duration::ZERO);
             }
         }
-        while pending > 0 {
-            pending -= self.collect(&mut outcomes, Duration::from_millis(50));
-            if pending > 0 && (stopped || stop()) {
-                stopped = true;
+        b
+    }
+
+    /// Waits for every report of a batch, or until `stop()` says to give up; one outcome per record.
+    pub fn wait(&self, mut b: InFlight, stop: &mut dyn FnMut() -> bool) -> Vec<Outcome> {
+        while b.pending > 0 {
+            self.collect(&mut b, Duration::from_millis(50));
+            if b.pending > 0 && (b.stopped || stop()) {
+                b.stopped = true;
                 break;
             }
         }
-        let why = if stopped { "delivery interrupted" } else { "no delivery report" };
-        outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Retry(why.into()))).collect()
+        let why = if b.stopped { "delivery interrupted" } else { "no delivery report" };
+        b.outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Retry(why.into()))).collect()
     }
 
     /// Sends one record outside any batch; its report comes from [`Producer::take_immediate`].
@@ -197,18 +225,26 @@ impl Producer {
         reports.into_iter().map(|(tag, r)| (tag - IMMEDIATE_TAG, r.map_err(|e| e.to_string()))).collect()
     }
 
-    /// Polls once and records the delivery reports that arrived; returns how many.
-    fn collect(&self, outcomes: &mut [Option<Outcome>], timeout: Duration) -> usize {
+    /// Polls once and records the reports of batch `b` that arrived; reports of a later batch
+    /// wait in the stash, those of an earlier (given up) batch are dropped.
+    fn collect(&self, b: &mut InFlight, timeout: Duration) {
         self.inner.poll(timeout);
-        let reports =
+        let mut reports =
             std::mem::take(&mut *self.inner.context().reports.lock().unwrap_or_else(|p| p.into_inner()));
-        for (i, r) in &reports {
-            outcomes[*i] = Some(match r {
-                Ok(_) => Outcome::Delivered,
-                Err(e) => classify(e),
-            });
+        let mut stash = self.stash.borrow_mut();
+        reports.append(&mut stash);
+        for (tag, r) in reports {
+            let seq = tag >> SEQ_SHIFT;
+            if seq == b.seq {
+                b.outcomes[tag & ((1 << SEQ_SHIFT) - 1)] = Some(match r {
+                    Ok(_) => Outcome::Delivered,
+                    Err(e) => classify(&e),
+                });
+                b.pending -= 1;
+            } else if seq > b.seq || b.seq - seq > MAX_SEQ / 2 {
+                stash.push((tag, r)); // a later batch (allowing for the counter wrapping)
+            }
         }
-        reports.len()
     }
 }
 
@@ -334,6 +370,21 @@ mod tests {
             .unwrap_err()
             .contains("No such configuration property"));
         assert!(check_setting("linger.ms", "soon").is_err());
+    }
+
+    #[test]
+    fn two_batches_in_flight_get_their_own_reports() {
+        let cluster = MockCluster::new(1).unwrap();
+        let p = Producer::new(&base_config(&cluster.bootstrap_servers(), 5_000)).unwrap();
+        let first: Vec<Vec<u8>> = (0..3000).map(|i| format!("a{i}").into_bytes()).collect();
+        let second = vec![b"b".to_vec(), vec![b'x'; 2_000_000]];
+        let a = p.send_batch(&records("t", &first), &mut || false);
+        let b = p.send_batch(&records("t", &second), &mut || false);
+        let out_a = p.wait(a, &mut || false);
+        let out_b = p.wait(b, &mut || false);
+        assert!(out_a.iter().all(|o| *o == Outcome::Delivered));
+        assert_eq!(out_b[0], Outcome::Delivered);
+        assert!(matches!(out_b[1], Outcome::Refused(_)));
     }
 
     #[test]

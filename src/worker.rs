@@ -4,6 +4,8 @@
 //! hand it to librdkafka and wait for every delivery report (no transaction open, so vacuum is
 //! never held back by the network), then record the outcome in a second transaction: delivered
 //! rows are deleted, refused ones moved to `kafka.dead_letter`, the rest stay for the next pass.
+//! While a batch is in flight the next one is read, and it is sent before the first is recorded
+//! ([`stream`]); it is sent only if the first needs no retry, so a failure never reorders.
 //! A crash between Kafka's acknowledgement and that commit re-sends the batch (at least once).
 //!
 //! It sleeps on its latch, which committing backends set; `kafka.poll_interval` is only the
@@ -151,7 +153,7 @@ impl Worker {
                     settings: outbox::producer_settings(),
                     close_requests: shared::close_requests(),
                 };
-                (source, outbox::read_batch(gucs::batch_size(), gucs::batch_bytes()))
+                (source, outbox::read_batch(None, gucs::batch_size(), gucs::batch_bytes()))
             })
         });
         let Some((source, batch)) = read else {
@@ -191,11 +193,7 @@ impl Worker {
         if batch.is_empty() {
             return Pass::Idle;
         }
-        let failed = deliver(&connected.producer, &batch, close_requests);
-        if let Some(fatal) = connected.producer.fatal_error() {
-            record_error(&format!("fatal producer error, recreating the producer: {fatal}"));
-            self.producer = None;
-        }
+        let failed = stream(&connected.producer, batch, close_requests);
         if failed {
             Pass::Failed
         } else {
@@ -204,10 +202,58 @@ impl Worker {
     }
 }
 
-/// Sends one batch and records its outcome; returns whether some messages must be retried.
-fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: u64) -> bool {
-    activity(&format!("delivering {} messages", batch.len()));
-    let records: Vec<Record> = batch
+/// How long the worker keeps reading ahead (ids above the batch in flight) before it goes back
+/// to the start of the outbox, where rows of transactions that committed late may wait.
+const READ_AHEAD_FOR: Duration = Duration::from_secs(1);
+
+/// Sends `first` and the batches after it with one batch always in flight: the next batch is
+/// read while the current one is sent, and the current one is recorded while the next is sent.
+/// The next batch is sent only when the current one had no failure to retry, so order holds.
+/// Returns whether some messages must be retried.
+fn stream(producer: &Producer, first: Vec<OutboxMessage>, close_requests: u64) -> bool {
+    // Every poll also serves immediate sends, so they never wait behind a batch.
+    let mut stop = || {
+        immediate::serve(Some(producer), "");
+        // Show what librdkafka says (refused connection, failed authentication) while we wait.
+        if let Some(event) = producer.take_events().pop() {
+            record_error(&event);
+        }
+        shutdown_requested() || shared::close_requests() != close_requests
+    };
+    let started = std::time::Instant::now();
+    let mut current = first;
+    activity(&format!("delivering {} messages", current.len()));
+    let mut in_flight = producer.send_batch(&records_of(&current), &mut stop);
+    loop {
+        let last_id = current.last().map(|m| m.id);
+        let next = if started.elapsed() < READ_AHEAD_FOR && current.len() >= gucs::batch_size() {
+            BackgroundWorker::transaction(|| {
+                if outbox::installed() {
+                    outbox::read_batch(last_id, gucs::batch_size(), gucs::batch_bytes())
+                } else {
+                    Vec::new()
+                }
+            })
+        } else {
+            Vec::new()
+        };
+        let outcomes = producer.wait(in_flight, &mut stop);
+        let failed = outcomes.iter().any(|o| matches!(o, Outcome::Retry(_)));
+        let next_in_flight =
+            (!failed && !next.is_empty()).then(|| producer.send_batch(&records_of(&next), &mut stop));
+        record(&current, &outcomes);
+        match next_in_flight {
+            Some(f) if !failed => {
+                current = next;
+                in_flight = f;
+            }
+            _ => return failed,
+        }
+    }
+}
+
+fn records_of(batch: &[OutboxMessage]) -> Vec<Record<'_>> {
+    batch
         .iter()
         .map(|m| Record {
             topic: &m.topic,
@@ -222,23 +268,17 @@ fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: u64) ->
             partition: m.partition,
             timestamp_ms: m.timestamp_ms,
         })
-        .collect();
-    // Every poll of the batch also serves immediate sends, so they never wait behind a batch.
-    let mut stop = || {
-        immediate::serve(Some(producer), "");
-        // Show what librdkafka says (refused connection, failed authentication) while we wait.
-        if let Some(event) = producer.take_events().pop() {
-            record_error(&event);
-        }
-        shutdown_requested() || shared::close_requests() != close_requests
-    };
-    let outcomes = producer.deliver(&records, &mut stop);
+        .collect()
+}
 
+/// Records the outcome of one batch: removes what Kafka acknowledged, dead-letters what it
+/// refused, and reports what must be retried.
+fn record(batch: &[OutboxMessage], outcomes: &[Outcome]) {
     let mut delivered = Vec::with_capacity(batch.len());
     let mut refused = Vec::new();
     let mut retried = Vec::new();
     let mut retry: Option<&str> = None;
-    for (m, o) in batch.iter().zip(&outcomes) {
+    for (m, o) in batch.iter().zip(outcomes) {
         match o {
             Outcome::Delivered => delivered.push(m.id),
             Outcome::Refused(e) => refused.push((m.id, e.clone())),
@@ -270,13 +310,11 @@ fn deliver(producer: &Producer, batch: &[OutboxMessage], close_requests: u64) ->
             };
             record_error(&format!("{e}{detail}"));
             warning!("pg_kafka: {} messages wait for Kafka: {e}{detail}", retried.len());
-            true
         }
         None => {
             if let Some((_, e)) = refused.last() {
                 record_error(e);
             }
-            false
         }
     }
 }
