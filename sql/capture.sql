@@ -233,6 +233,33 @@ BEGIN
                    'FOR EACH STATEMENT EXECUTE FUNCTION %s()', rel, fn);
 END $body$;
 
+-- Checks shared by capture() and capture_outbox(): an ordinary or partitioned table, not yet
+-- captured; and named columns that exist.
+CREATE FUNCTION kafka.capture_check_table("table" regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = "table") NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', "table" USING ERRCODE = '42809',
+            HINT = 'Only ordinary and partitioned tables can be captured; capture the tables a view reads.';
+    END IF;
+    IF EXISTS (SELECT FROM kafka.capture_config WHERE relid = "table") THEN
+        RAISE EXCEPTION '% is already captured', "table" USING ERRCODE = '42710',
+            HINT = 'Call kafka.uncapture() first to capture it with other options.';
+    END IF;
+END $$;
+
+CREATE FUNCTION kafka.capture_check_columns("table" regclass, columns text[], hint text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    missing text;
+BEGIN
+    SELECT string_agg(k, ', ') INTO missing FROM unnest(columns) k
+     WHERE NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "table" AND attname = k AND attnum > 0 AND NOT attisdropped);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'no column % in %', missing, "table" USING ERRCODE = '42703', HINT = hint;
+    END IF;
+END $$;
+
 -- Starts capturing a table: every committed INSERT, UPDATE, DELETE and TRUNCATE becomes a
 -- Debezium-shaped change event on `topic`.
 CREATE FUNCTION kafka.capture(
@@ -249,22 +276,14 @@ DECLARE
     nsp text;
     keys text[];
     cfg kafka.capture_config;
-    missing text;
 BEGIN
     SELECT * INTO c FROM pg_class WHERE oid = "table";
     nsp := (SELECT nspname FROM pg_namespace WHERE oid = c.relnamespace);
-    IF c.relkind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '% is not a table', "table" USING ERRCODE = '42809',
-            HINT = 'Only ordinary and partitioned tables can be captured; capture the tables a view reads.';
-    END IF;
-    IF c.relpersistence = 't' THEN
+    IF c.relkind IN ('r', 'p') AND c.relpersistence = 't' THEN
         RAISE EXCEPTION '% is a temporary table', "table" USING ERRCODE = '0A000',
             HINT = 'Temporary tables live in one session only; capture a permanent table.';
     END IF;
-    IF EXISTS (SELECT FROM kafka.capture_config WHERE relid = "table") THEN
-        RAISE EXCEPTION '% is already captured', "table" USING ERRCODE = '42710',
-            HINT = 'Call kafka.uncapture() first to capture it with other options.';
-    END IF;
+    PERFORM kafka.capture_check_table("table");
     keys := coalesce(key_columns, (
         SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
           FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
@@ -273,12 +292,8 @@ BEGIN
         RAISE EXCEPTION '% has no primary key', "table" USING ERRCODE = '55000',
             HINT = 'Add a primary key, or name the key columns: kafka.capture(''t'', key_columns => ARRAY[''id'']).';
     END IF;
-    SELECT string_agg(k, ', ') INTO missing FROM unnest(keys || exclude_columns) k
-     WHERE NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "table" AND attname = k AND attnum > 0 AND NOT attisdropped);
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'no column % in %', missing, "table" USING ERRCODE = '42703',
-            HINT = 'Name existing columns in key_columns and exclude_columns.';
-    END IF;
+    PERFORM kafka.capture_check_columns("table", keys || exclude_columns,
+                                        'Name existing columns in key_columns and exclude_columns.');
     IF keys && exclude_columns THEN
         RAISE EXCEPTION 'key columns cannot be excluded' USING ERRCODE = '22023',
             HINT = 'Leave key columns out of exclude_columns.';
@@ -332,23 +347,11 @@ CREATE FUNCTION kafka.capture_outbox(
 ) RETURNS kafka.capture_config
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    missing text;
     cfg kafka.capture_config;
 BEGIN
-    IF (SELECT relkind FROM pg_class WHERE oid = "table") NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '% is not a table', "table" USING ERRCODE = '42809',
-            HINT = 'Pass the outbox table itself.';
-    END IF;
-    IF EXISTS (SELECT FROM kafka.capture_config WHERE relid = "table") THEN
-        RAISE EXCEPTION '% is already captured', "table" USING ERRCODE = '42710',
-            HINT = 'Call kafka.uncapture() first to capture it with other options.';
-    END IF;
-    SELECT string_agg(k, ', ') INTO missing FROM unnest(ARRAY['id', 'aggregatetype', 'aggregateid', 'type', 'payload']) k
-     WHERE NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "table" AND attname = k AND attnum > 0 AND NOT attisdropped);
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION '% lacks the outbox column(s) %', "table", missing USING ERRCODE = '42703',
-            HINT = 'An outbox table has columns id, aggregatetype, aggregateid, type and payload.';
-    END IF;
+    PERFORM kafka.capture_check_table("table");
+    PERFORM kafka.capture_check_columns("table", ARRAY['id', 'aggregatetype', 'aggregateid', 'type', 'payload'],
+                                        'An outbox table has columns id, aggregatetype, aggregateid, type and payload.');
     IF strpos(topic_pattern, '%s') = 0 THEN
         PERFORM kafka.check_topic(topic_pattern);
     ELSE

@@ -111,7 +111,8 @@ GRANT SELECT ON kafka.captures, kafka.backfills TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean), kafka.uncapture(regclass),
                           kafka.capture_outbox(regclass, text, boolean), kafka.capture_triggers(oid, text),
                           kafka.capture_function(oid), kafka.check_topic(text), kafka.drop_capture_trigger(regclass, name),
-                          kafka.backfill_chunk(oid, integer)
+                          kafka.backfill_chunk(oid, integer), kafka.capture_check_table(regclass),
+                          kafka.capture_check_columns(regclass, text[], text)
     TO kafka_admin;
 GRANT EXECUTE ON PROCEDURE kafka.backfill(regclass, integer) TO kafka_admin;
 

@@ -5,24 +5,16 @@
 //!
 //! Run with `scripts/bench capture [N]`.
 
-use postgres::{Client, NoTls};
+mod stack;
+
+use postgres::Client;
 use std::time::Instant;
 
 fn main() {
-    let n: i64 = std::env::args().nth(1).map(|a| a.parse().expect("N must be a number")).unwrap_or(1_000_000);
-    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run scripts/bench"));
-    let conf = format!(
-        "host={} port={} user={} dbname={}",
-        env("PGHOST"),
-        env("PGPORT"),
-        env("PGUSER"),
-        env("PGDATABASE")
-    );
-    let mut pg = Client::connect(&conf, NoTls).expect("connect to PostgreSQL");
+    let n = stack::count_arg(1_000_000);
+    let mut pg = stack::connect();
     pg.batch_execute(
-        "CREATE EXTENSION IF NOT EXISTS kafka;
-         INSERT INTO kafka.broker VALUES ('localhost', 9092) ON CONFLICT DO NOTHING;
-         DROP TABLE IF EXISTS bench_plain, bench_captured;
+        "DROP TABLE IF EXISTS bench_plain, bench_captured;
          CREATE TABLE bench_plain (id bigint PRIMARY KEY, name text, amount numeric(12,2), created timestamptz);
          CREATE TABLE bench_captured (LIKE bench_plain INCLUDING ALL);",
     )

@@ -11,34 +11,19 @@
 #[allow(dead_code)]
 mod producer;
 
-use postgres::{Client, NoTls};
+mod stack;
+
+use postgres::Client;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const PAYLOAD_BYTES: usize = 100;
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/bench"))
-}
-
 fn main() {
-    let n: usize =
-        std::env::args().nth(1).map(|a| a.parse().expect("N must be a number")).unwrap_or(1_000_000);
-    let servers = env("KAFKA_BOOTSTRAP_SERVERS");
-    let conf = format!(
-        "host={} port={} user={} dbname={}",
-        env("PGHOST"),
-        env("PGPORT"),
-        env("PGUSER"),
-        env("PGDATABASE")
-    );
-    let mut pg = Client::connect(&conf, NoTls).expect("connect to PostgreSQL");
-    pg.batch_execute(
-        "CREATE EXTENSION IF NOT EXISTS kafka;
-         INSERT INTO kafka.broker VALUES ('localhost', 9092) ON CONFLICT DO NOTHING;",
-    )
-    .unwrap();
+    let n = stack::count_arg(1_000_000) as usize;
+    let servers = stack::env("KAFKA_BOOTSTRAP_SERVERS");
+    let mut pg = stack::connect();
     // Start from an empty queue, so that the worker's counter counts this run's messages only.
     let started = Instant::now();
     while pg.query_one("SELECT backlog FROM kafka.status", &[]).unwrap().get::<_, i64>(0) > 0 {

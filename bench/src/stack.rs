@@ -1,0 +1,31 @@
+//! What both benchmarks need from the local stack: its settings (from `scripts/stack env`), a
+//! PostgreSQL connection with the extension ready, and the N given on the command line.
+
+use postgres::{Client, NoTls};
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/bench"))
+}
+
+/// The first command-line argument as a count, or `default`.
+pub fn count_arg(default: i64) -> i64 {
+    std::env::args().nth(1).map(|a| a.parse().expect("N must be a number")).unwrap_or(default)
+}
+
+/// A connection to the stack's database with the extension created and the seed's broker row.
+pub fn connect() -> Client {
+    let conf = format!(
+        "host={} port={} user={} dbname={}",
+        env("PGHOST"),
+        env("PGPORT"),
+        env("PGUSER"),
+        env("PGDATABASE")
+    );
+    let mut pg = Client::connect(&conf, NoTls).expect("connect to PostgreSQL");
+    pg.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS kafka;
+         INSERT INTO kafka.broker VALUES ('localhost', 9092) ON CONFLICT DO NOTHING;",
+    )
+    .unwrap();
+    pg
+}
