@@ -109,7 +109,8 @@ GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.is_secret(t
 GRANT SELECT, INSERT, DELETE ON kafka.capture_config TO kafka_admin;
 GRANT SELECT ON kafka.captures, kafka.backfills TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean), kafka.uncapture(regclass),
-                          kafka.capture_outbox(regclass, text, boolean), kafka.capture_triggers(oid, text),
+                          kafka.capture_outbox(regclass, text, boolean), kafka.capture_triggers(oid),
+                          kafka.capture_changes(), kafka.capture_attnums(oid, text[]), kafka.capture_names(oid, int2[]),
                           kafka.capture_function(oid), kafka.check_topic(text), kafka.drop_capture_trigger(regclass, name),
                           kafka.backfill_chunk(oid, integer), kafka.capture_check_table(regclass),
                           kafka.capture_check_columns(regclass, text[], text)

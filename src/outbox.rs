@@ -57,17 +57,27 @@ pub struct Sequence {
     owner: pg_sys::Oid,
 }
 
-/// Looks up the outbox sequence (once per transaction).
+/// Looks up the outbox sequence and the outbox's owner in the catalog caches (no SQL, so cheap
+/// enough for every transaction; a re-created extension is found by name).
 pub fn sequence() -> Sequence {
-    let row = Spi::get_two::<pg_sys::Oid, pg_sys::Oid>(
-        "SELECT s.oid, o.relowner FROM pg_catalog.pg_class s, pg_catalog.pg_class o
-          WHERE s.oid = 'kafka.outbox_id_seq'::pg_catalog.regclass
-            AND o.oid = 'kafka.outbox'::pg_catalog.regclass",
-    );
-    match row {
-        Ok((Some(oid), Some(owner))) => Sequence { oid, owner },
-        other => panic!("pg_kafka's outbox is missing ({other:?}); recreate the extension"),
+    let found = unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
+        let seq = pg_sys::get_relname_relid(c"outbox_id_seq".as_ptr(), nsp);
+        let outbox = pg_sys::get_relname_relid(c"outbox".as_ptr(), nsp);
+        (nsp != pg_sys::InvalidOid && seq != pg_sys::InvalidOid).then(|| relation_owner(outbox)).flatten().map(|owner| Sequence { oid: seq, owner })
+    };
+    found.unwrap_or_else(|| panic!("pg_kafka's outbox is missing; recreate the extension"))
+}
+
+/// The owner of a relation, from the catalog cache.
+unsafe fn relation_owner(relid: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    let tuple = unsafe { pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as _, relid.into_datum()?) };
+    if tuple.is_null() {
+        return None;
     }
+    let owner = unsafe { (*pg_sys::GETSTRUCT(tuple).cast::<pg_sys::FormData_pg_class>()).relowner };
+    unsafe { pg_sys::ReleaseSysCache(tuple) };
+    Some(owner)
 }
 
 /// Runs `f` as the owner of the outbox, like a SECURITY DEFINER function would.
@@ -121,11 +131,29 @@ pub fn insert(batch: &[OutboxMessage], seq: Sequence) {
     if own_snapshot {
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     }
-    as_owner(seq, || Spi::run_with_args(sql, &args))
+    as_owner(seq, || run_kept(usize::from(extras), sql, &args))
         .unwrap_or_else(|e| panic!("could not write to kafka.outbox: {e}"));
     if own_snapshot {
         unsafe { pg_sys::PopActiveSnapshot() };
     }
+}
+
+thread_local! {
+    /// The two INSERT statements, planned once per backend (PostgreSQL re-plans a kept plan when
+    /// the outbox changes, e.g. when the extension is re-created).
+    static KEPT: std::cell::RefCell<[Option<pgrx::spi::OwnedPreparedStatement>; 2]> = Default::default();
+}
+
+/// Runs statement `sql` (kept in slot `slot`) with `args`.
+fn run_kept(slot: usize, sql: &str, args: &[DatumWithOid]) -> pgrx::spi::SpiResult<()> {
+    Spi::connect_mut(|client| {
+        if KEPT.with_borrow(|k| k[slot].is_none()) {
+            let types: Vec<pg_sys::PgOid> = args.iter().map(|a| pg_sys::PgOid::from(a.oid())).collect();
+            let stmt = client.prepare_mut(sql, &types)?.keep();
+            KEPT.with_borrow_mut(|k| k[slot] = Some(stmt));
+        }
+        KEPT.with_borrow(|k| client.update(k[slot].as_ref().expect("prepared above"), None, args).map(drop))
+    })
 }
 
 /// Whether the extension is installed in the worker's database.

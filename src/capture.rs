@@ -1,0 +1,294 @@
+//! Row-change capture: the statement-level trigger that turns the rows of an INSERT, UPDATE,
+//! DELETE or TRUNCATE (read from its transition tables) into Debezium change events, and the
+//! function that makes backfill (`op: "r"`) events. Events join the transaction's pending
+//! messages (`pending`), so they reach Kafka if and only if the transaction commits, in order.
+//!
+//! What to capture is in the trigger's arguments, set by `kafka.capture()` (sql/capture.sql):
+//! topic, key attribute numbers, excluded attribute numbers, emit_before, tombstones. Attribute
+//! numbers survive column renames; new and dropped columns are picked up at the next statement.
+
+use crate::debezium::{string, RowEnc};
+use crate::outbox::OutboxMessage;
+use crate::pending;
+use pgrx::pg_sys::{self, Datum};
+use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
+use std::ffi::CStr;
+
+/// The options a capture trigger is created with.
+struct Options {
+    topic: String,
+    key: Vec<i16>,
+    exclude: Vec<i16>,
+    emit_before: bool,
+    tombstones: bool,
+}
+
+impl Options {
+    fn from_args(args: &[String]) -> Options {
+        let attnums = |s: &str| s.split(',').filter(|a| !a.is_empty()).filter_map(|a| a.parse().ok()).collect();
+        match args {
+            [topic, key, exclude, before, tombstones] => Options {
+                topic: topic.clone(),
+                key: attnums(key),
+                exclude: attnums(exclude),
+                emit_before: flag(before),
+                tombstones: flag(tombstones),
+            },
+            _ => error!("kafka.capture_changes() takes 5 trigger arguments; use kafka.capture()"),
+        }
+    }
+}
+
+/// A boolean as PostgreSQL writes it (`t`, or `true` from a cast to text).
+fn flag(s: &str) -> bool {
+    matches!(s, "t" | "true")
+}
+
+/// Encodes the events of one statement on one table.
+struct Events {
+    opts: Options,
+    key: RowEnc,
+    row: RowEnc,
+    source: String,
+    now_ms: i64,
+}
+
+impl Events {
+    fn new(opts: Options, rel: pg_sys::Relation, snapshot: bool) -> Events {
+        let desc = unsafe { (*rel).rd_att };
+        let key = RowEnc::new(desc, |a| opts.key.contains(&a));
+        let row = RowEnc::new(desc, |a| !opts.exclude.contains(&a));
+        let source = source(rel, snapshot);
+        let now_ms = unix_ms(unsafe { pg_sys::GetCurrentTimestamp() });
+        Events { opts, key, row, source, now_ms }
+    }
+
+    /// Queues one event: key `key`, value `{"before":…,"after":…,"source":…,"op":…,"ts_ms":…}`.
+    fn push(&self, key: Option<&str>, before: Option<&str>, after: Option<&str>, op: char) {
+        let mut v = String::with_capacity(
+            before.map_or(4, str::len) + after.map_or(4, str::len) + self.source.len() + 64,
+        );
+        v.push_str("{\"before\":");
+        v.push_str(before.unwrap_or("null"));
+        v.push_str(",\"after\":");
+        v.push_str(after.unwrap_or("null"));
+        v.push_str(",\"source\":");
+        v.push_str(&self.source);
+        v.push_str(",\"op\":\"");
+        v.push(op);
+        v.push_str("\",\"ts_ms\":");
+        v.push_str(&self.now_ms.to_string());
+        v.push('}');
+        self.queue(key, Some(v));
+    }
+
+    fn queue(&self, key: Option<&str>, value: Option<String>) {
+        pending::push(OutboxMessage {
+            topic: self.opts.topic.clone(),
+            key: key.map(|k| k.as_bytes().to_vec()),
+            payload: value.map(String::into_bytes),
+            ..Default::default()
+        });
+    }
+
+    /// (key, row) JSON of one tuple; the row only if `with_row`.
+    fn encode(&self, t: Tuple, with_row: bool) -> (String, Option<String>) {
+        let mut key = String::with_capacity(32);
+        unsafe { self.key.write(&mut key, t.0, t.1) };
+        let row = with_row.then(|| {
+            let mut row = String::with_capacity(256);
+            unsafe { self.row.write(&mut row, t.0, t.1) };
+            row
+        });
+        (key, row)
+    }
+
+    fn inserted(&self, new: Tuple, op: char) {
+        let (key, after) = self.encode(new, true);
+        self.push(Some(&key), None, after.as_deref(), op);
+    }
+
+    fn deleted(&self, old: Tuple) {
+        let (key, before) = self.encode(old, self.opts.emit_before);
+        self.push(Some(&key), before.as_deref(), None, 'd');
+        if self.opts.tombstones {
+            self.queue(Some(&key), None);
+        }
+    }
+
+    fn updated(&self, old: Tuple, new: Tuple) {
+        let (old_key, before) = self.encode(old, self.opts.emit_before);
+        let (new_key, after) = self.encode(new, true);
+        if old_key == new_key {
+            self.push(Some(&new_key), before.as_deref(), after.as_deref(), 'u');
+        } else {
+            // The key changed: a delete on the old key (and its tombstone), a create on the new.
+            self.push(Some(&old_key), before.as_deref(), None, 'd');
+            if self.opts.tombstones {
+                self.queue(Some(&old_key), None);
+            }
+            self.push(Some(&new_key), None, after.as_deref(), 'c');
+        }
+    }
+}
+
+/// A deformed tuple: values and nulls by attribute index.
+#[derive(Clone, Copy)]
+struct Tuple<'a>(&'a [Datum], &'a [bool]);
+
+/// Trigger of captured tables (created by `kafka.capture()`): AFTER INSERT/UPDATE/DELETE with
+/// transition tables, and AFTER TRUNCATE, all FOR EACH STATEMENT.
+#[pg_trigger]
+fn capture_changes<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
+    let data = trigger.trigger_data();
+    let args = trigger.extra_args().unwrap_or_default();
+    let events = Events::new(Options::from_args(&args), data.tg_relation, false);
+    let desc = unsafe { (*data.tg_relation).rd_att };
+    match data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
+        pg_sys::TRIGGER_EVENT_INSERT => unsafe {
+            rows(data.tg_newtable, desc, |new| events.inserted(new, 'c'));
+        },
+        pg_sys::TRIGGER_EVENT_DELETE => unsafe {
+            rows(data.tg_oldtable, desc, |old| events.deleted(old));
+        },
+        pg_sys::TRIGGER_EVENT_UPDATE => unsafe {
+            row_pairs(data.tg_oldtable, data.tg_newtable, desc, |old, new| events.updated(old, new));
+        },
+        _ => events.push(None, None, None, 't'),
+    }
+    Ok(None)
+}
+
+/// Queues an `op: "r"` (snapshot) event for each of `rows`, rows of captured table `rel`, in
+/// order; returns how many. Used by `kafka.backfill()`; not granted to anyone.
+#[pg_extern(volatile, parallel_unsafe)]
+fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
+    let options = Spi::get_one_with_args::<Vec<String>>(
+        "SELECT ARRAY[topic, array_to_string(key_attnums, ','), array_to_string(exclude_attnums, ','),
+                      emit_before::text, tombstones::text]
+           FROM kafka.capture_config WHERE relid = $1 AND kind = 'table'",
+        &[rel.into()],
+    );
+    let Ok(Some(args)) = options else { error!("table {rel:?} is not captured") };
+    unsafe {
+        let relation = pg_sys::RelationIdGetRelation(rel);
+        let events = Events::new(Options::from_args(&args), relation, true);
+        let desc = (*relation).rd_att;
+        let natts = (*desc).natts as usize;
+        let arr = pg_sys::pg_detoast_datum(rows.datum().cast_mut_ptr()).cast::<pg_sys::ArrayType>();
+        let (mut elems, mut nulls, mut n) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
+        let elem_type = (*arr).elemtype;
+        pg_sys::deconstruct_array(arr, elem_type, -1, false, pg_sys::TYPALIGN_DOUBLE as _, &mut elems, &mut nulls, &mut n);
+        let (mut values, mut isnull) = (vec![Datum::from(0); natts], vec![true; natts]);
+        for i in 0..n as usize {
+            let header = pg_sys::pg_detoast_datum((*elems.add(i)).cast_mut_ptr()).cast::<pg_sys::HeapTupleHeaderData>();
+            let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
+            tuple.t_len = pgrx::varlena::varsize_any(header.cast()) as u32;
+            tuple.t_data = header;
+            pg_sys::heap_deform_tuple(&mut tuple, desc, values.as_mut_ptr(), isnull.as_mut_ptr());
+            events.inserted(Tuple(&values, &isnull), 'r');
+        }
+        pg_sys::RelationClose(relation);
+        n.into()
+    }
+}
+
+/// The `source` block of the events of the current statement.
+fn source(rel: pg_sys::Relation, snapshot: bool) -> String {
+    let db = unsafe { CStr::from_ptr(pg_sys::get_database_name(pg_sys::MyDatabaseId)) };
+    let schema = unsafe { CStr::from_ptr(pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace)) };
+    let table = unsafe { CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()) };
+    let (mut db_json, mut schema_json, mut table_json) = (String::new(), String::new(), String::new());
+    string(&mut db_json, &db.to_string_lossy());
+    string(&mut schema_json, &schema.to_string_lossy());
+    string(&mut table_json, &table.to_string_lossy());
+    let ts_ms = unix_ms(unsafe { pg_sys::GetCurrentStatementStartTimestamp() });
+    let tx_id = unsafe { pg_sys::GetTopFullTransactionId() }.value;
+    format!(
+        "{{\"version\":\"pg_kafka-{}\",\"connector\":\"postgresql\",\"name\":{db_json},\"ts_ms\":{ts_ms},\
+         \"snapshot\":\"{snapshot}\",\"db\":{db_json},\"sequence\":null,\"schema\":{schema_json},\
+         \"table\":{table_json},\"txId\":{tx_id},\"lsn\":null,\"xmin\":null}}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Milliseconds since 1970 of a PostgreSQL timestamp (microseconds since 2000).
+fn unix_ms(ts: pg_sys::TimestampTz) -> i64 {
+    (ts + 946_684_800_000_000).div_euclid(1000)
+}
+
+/// A read position of its own on a transition table (other triggers may be reading it too).
+struct Reader {
+    store: *mut pg_sys::Tuplestorestate,
+    slot: *mut pg_sys::TupleTableSlot,
+    pointer: i32,
+}
+
+impl Reader {
+    unsafe fn new(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) -> Reader {
+        unsafe {
+            let pointer = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
+            pg_sys::tuplestore_select_read_pointer(store, pointer);
+            pg_sys::tuplestore_rescan(store);
+            let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
+            Reader { store, slot, pointer }
+        }
+    }
+
+    /// The next row, deformed; valid until the next call.
+    unsafe fn next(&mut self) -> Option<Tuple<'_>> {
+        unsafe {
+            pg_sys::tuplestore_select_read_pointer(self.store, self.pointer);
+            if !pg_sys::tuplestore_gettupleslot(self.store, true, false, self.slot) {
+                return None;
+            }
+            pg_sys::slot_getallattrs(self.slot);
+            let n = (*self.slot).tts_nvalid as usize;
+            Some(Tuple(
+                std::slice::from_raw_parts((*self.slot).tts_values, n),
+                std::slice::from_raw_parts((*self.slot).tts_isnull, n),
+            ))
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        unsafe { pg_sys::ExecDropSingleTupleTableSlot(self.slot) };
+    }
+}
+
+/// Calls `f` for each row of a transition table, in a memory context reset after each row.
+unsafe fn rows(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc, mut f: impl FnMut(Tuple)) {
+    let mut reader = unsafe { Reader::new(store, desc) };
+    per_row(|| unsafe { reader.next() }.map(&mut f).is_some());
+}
+
+/// Calls `f` for each (old, new) pair of an UPDATE's transition tables (same order in both).
+unsafe fn row_pairs(
+    old: *mut pg_sys::Tuplestorestate,
+    new: *mut pg_sys::Tuplestorestate,
+    desc: pg_sys::TupleDesc,
+    mut f: impl FnMut(Tuple, Tuple),
+) {
+    let (mut old, mut new) = unsafe { (Reader::new(old, desc), Reader::new(new, desc)) };
+    per_row(|| match unsafe { (old.next(), new.next()) } {
+        (Some(o), Some(n)) => {
+            f(o, n);
+            true
+        }
+        _ => false,
+    });
+}
+
+/// Runs `step` until it returns false, each time in a fresh short-lived memory context (detoasted
+/// values and output strings do not pile up over a million-row statement).
+fn per_row(mut step: impl FnMut() -> bool) {
+    let mut ctx = PgMemoryContexts::new("pg_kafka capture row");
+    while unsafe { ctx.switch_to(|_| step()) } {
+        unsafe { ctx.reset() };
+    }
+}
