@@ -60,7 +60,7 @@ CREATE VIEW kafka.status AS
 SELECT w.running AS worker_running,
        w.pid AS worker_pid,
        w.started_at AS worker_started_at,
-       (SELECT pg_catalog.count(*) FROM kafka.outbox) AS backlog,
+       (SELECT coalesce(pg_catalog.sum(coalesce(packed, 1)), 0) FROM kafka.outbox)::bigint AS backlog,
        (SELECT pg_catalog.now() - o.produced_at FROM kafka.outbox o ORDER BY o.id LIMIT 1) AS oldest_age,
        w.delivered,
        w.dead_lettered,

@@ -15,12 +15,13 @@ CREATE TABLE kafka.outbox (
     id bigint PRIMARY KEY,
     topic text NOT NULL,
     key bytea,
-    payload bytea,
+    payload bytea COMPRESSION lz4,
     headers jsonb,                 -- [["name", "value" or null], ...] in order; NULL: none
     partition integer,             -- NULL: Kafka's partitioner decides (by key)
     timestamp_ms bigint,           -- record timestamp; NULL: the time librdkafka sends it
     produced_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    first_attempt_at timestamptz   -- set when a delivery attempt failed and will be retried
+    first_attempt_at timestamptz,  -- set when a delivery attempt failed and will be retried
+    packed integer                 -- NULL: one message; n: payload packs n messages (src/pack.rs)
 ) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.02);
 ALTER SEQUENCE kafka.outbox_id_seq OWNED BY kafka.outbox.id;
 

@@ -148,7 +148,7 @@ pub(crate) fn record(
                 kafka_timestamp_ms(micros, || t.to_string())
             })
             .transpose()?;
-        Ok(OutboxMessage { id: 0, topic, key, payload: value, headers, partition, timestamp_ms })
+        Ok(OutboxMessage { topic, key, payload: value, headers, partition, timestamp_ms, ..Default::default() })
     };
     let msg = check().unwrap_or_else(|e| e.raise());
     ensure_deliverable();

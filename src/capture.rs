@@ -88,6 +88,7 @@ impl Events {
             topic: self.opts.topic.clone(),
             key: key.map(|k| k.as_bytes().to_vec()),
             payload: value.map(String::into_bytes),
+            pack: true,
             ..Default::default()
         });
     }
@@ -225,6 +226,9 @@ struct Reader {
     store: *mut pg_sys::Tuplestorestate,
     slot: *mut pg_sys::TupleTableSlot,
     pointer: i32,
+    /// Where tuples read back from disk are allocated: the slot frees each one when it takes the
+    /// next, so they must outlive the per-row context.
+    context: pg_sys::MemoryContext,
 }
 
 impl Reader {
@@ -234,7 +238,7 @@ impl Reader {
             pg_sys::tuplestore_select_read_pointer(store, pointer);
             pg_sys::tuplestore_rescan(store);
             let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
-            Reader { store, slot, pointer }
+            Reader { store, slot, pointer, context: pg_sys::CurrentMemoryContext }
         }
     }
 
@@ -242,7 +246,10 @@ impl Reader {
     unsafe fn next(&mut self) -> Option<Tuple<'_>> {
         unsafe {
             pg_sys::tuplestore_select_read_pointer(self.store, self.pointer);
-            if !pg_sys::tuplestore_gettupleslot(self.store, true, false, self.slot) {
+            let row_context = pg_sys::MemoryContextSwitchTo(self.context);
+            let found = pg_sys::tuplestore_gettupleslot(self.store, true, false, self.slot);
+            pg_sys::MemoryContextSwitchTo(row_context);
+            if !found {
                 return None;
             }
             pg_sys::slot_getallattrs(self.slot);

@@ -308,13 +308,13 @@ fn decode(mut b: &[u8]) -> Option<OutboxMessage> {
     let partition = i32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?);
     let ts = i64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
     Some(OutboxMessage {
-        id: 0,
         topic,
         key,
         payload,
         headers: (count > 0).then_some(headers),
         partition: (partition >= 0).then_some(partition),
         timestamp_ms: (ts >= 0).then_some(ts),
+        ..Default::default()
     })
 }
 
@@ -325,13 +325,13 @@ mod tests {
     #[test]
     fn records_survive_the_segment() {
         let m = OutboxMessage {
-            id: 0,
             topic: "t".into(),
             key: Some(vec![0, 1]),
             payload: None,
             headers: Some(vec![("a".into(), Some("x".into())), ("a".into(), None)]),
             partition: Some(3),
             timestamp_ms: Some(0),
+            ..Default::default()
         };
         let back = decode(&encode(&m)).unwrap();
         assert_eq!(format!("{m:?}"), format!("{back:?}"));

@@ -12,6 +12,7 @@ mod error;
 mod gucs;
 mod immediate;
 mod outbox;
+mod pack;
 mod pending;
 pub mod producer;
 mod record;

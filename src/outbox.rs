@@ -13,6 +13,10 @@ use pgrx::prelude::*;
 #[derive(Debug, Clone, Default)]
 pub struct OutboxMessage {
     pub id: i64,
+    /// The outbox row it is stored in: its own id, or the first id of a packed row (`pack`).
+    pub row: i64,
+    /// May be packed with its neighbours into one outbox row (capture events).
+    pub pack: bool,
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
@@ -32,6 +36,10 @@ impl OutboxMessage {
 
     fn has_extras(&self) -> bool {
         self.headers.is_some() || self.partition.is_some() || self.timestamp_ms.is_some()
+    }
+
+    pub fn packable(&self) -> bool {
+        self.pack && !self.has_extras()
     }
 }
 
@@ -101,30 +109,49 @@ pub fn next_id(seq: Sequence) -> i64 {
     .expect("nextval returned NULL")
 }
 
-/// Appends messages to the outbox in one multi-row INSERT.
+/// Appends messages to the outbox in one multi-row INSERT; runs of packable messages become
+/// packed rows (`pack`).
 pub fn insert(batch: &[OutboxMessage], seq: Sequence) {
-    let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
-    let topics: Vec<&str> = batch.iter().map(|m| m.topic.as_str()).collect();
-    let keys: Vec<Option<&[u8]>> = batch.iter().map(|m| m.key.as_deref()).collect();
-    let payloads: Vec<Option<&[u8]>> = batch.iter().map(|m| m.payload.as_deref()).collect();
-    let mut args: Vec<DatumWithOid> = vec![ids.into(), topics.into(), keys.into(), payloads.into()];
+    let runs = crate::pack::runs(batch);
+    let packed: Vec<Vec<u8>> =
+        runs.iter().filter(|r| r.2).map(|&(start, end, _)| crate::pack::pack(&batch[start..end])).collect();
+    let mut packed_payloads = packed.iter();
+    let (mut ids, mut topics, mut keys, mut payloads, mut counts) = (vec![], vec![], vec![], vec![], vec![]);
+    for &(start, end, is_packed) in &runs {
+        let m = &batch[start];
+        ids.push(m.id);
+        topics.push(m.topic.as_str());
+        if is_packed {
+            keys.push(None);
+            payloads.push(packed_payloads.next().map(Vec::as_slice));
+            counts.push(Some((end - start) as i32));
+        } else {
+            keys.push(m.key.as_deref());
+            payloads.push(m.payload.as_deref());
+            counts.push(None);
+        }
+    }
+    let mut args: Vec<DatumWithOid> =
+        vec![ids.into(), topics.into(), keys.into(), payloads.into(), counts.into()];
     // The seed's produce() has no headers, partition or timestamp: skip three arrays of NULLs.
     let extras = batch.iter().any(OutboxMessage::has_extras);
     let sql = if extras {
-        let headers: Vec<Option<pgrx::JsonB>> =
-            batch.iter().map(|m| m.headers.as_ref().map(headers_to_json)).collect();
-        let partitions: Vec<Option<i32>> = batch.iter().map(|m| m.partition).collect();
-        let timestamps: Vec<Option<i64>> = batch.iter().map(|m| m.timestamp_ms).collect();
+        let singles = || runs.iter().map(|r| &batch[r.0]);
+        let headers: Vec<Option<pgrx::JsonB>> = singles().map(|m| m.headers.as_ref().map(headers_to_json)).collect();
+        let partitions: Vec<Option<i32>> = singles().map(|m| m.partition).collect();
+        let timestamps: Vec<Option<i64>> = singles().map(|m| m.timestamp_ms).collect();
         args.extend([headers.into(), partitions.into(), timestamps.into()]);
-        "INSERT INTO kafka.outbox (id, topic, key, payload, headers, partition, timestamp_ms)
+        "INSERT INTO kafka.outbox (id, topic, key, payload, packed, headers, partition, timestamp_ms)
          SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[]),
                                   pg_catalog.unnest($3::pg_catalog.bytea[]), pg_catalog.unnest($4::pg_catalog.bytea[]),
-                                  pg_catalog.unnest($5::pg_catalog.jsonb[]), pg_catalog.unnest($6::pg_catalog.int4[]),
-                                  pg_catalog.unnest($7::pg_catalog.int8[]))"
+                                  pg_catalog.unnest($5::pg_catalog.int4[]),
+                                  pg_catalog.unnest($6::pg_catalog.jsonb[]), pg_catalog.unnest($7::pg_catalog.int4[]),
+                                  pg_catalog.unnest($8::pg_catalog.int8[]))"
     } else {
-        "INSERT INTO kafka.outbox (id, topic, key, payload)
+        "INSERT INTO kafka.outbox (id, topic, key, payload, packed)
          SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[]),
-                                  pg_catalog.unnest($3::pg_catalog.bytea[]), pg_catalog.unnest($4::pg_catalog.bytea[]))"
+                                  pg_catalog.unnest($3::pg_catalog.bytea[]), pg_catalog.unnest($4::pg_catalog.bytea[]),
+                                  pg_catalog.unnest($5::pg_catalog.int4[]))"
     };
     // At COMMIT or RELEASE SAVEPOINT no statement is running: bring a snapshot of our own.
     let own_snapshot = unsafe { !pg_sys::ActiveSnapshotSet() };
@@ -190,37 +217,51 @@ pub fn read_batch(after: Option<i64>, limit: usize, max_bytes: i64) -> Vec<Outbo
     Spi::connect(|client| {
         let rows = client
             .select(
-                "SELECT id, topic, key, payload, headers, partition, timestamp_ms FROM (
-                   SELECT *, pg_catalog.sum(sz) OVER (ORDER BY id) - sz AS before
-                   FROM (SELECT id, topic, key, payload, headers, partition, timestamp_ms,
+                "SELECT id, topic, key, payload, headers, partition, timestamp_ms, packed FROM (
+                   SELECT *, pg_catalog.sum(sz) OVER (ORDER BY id) - sz AS before,
+                          pg_catalog.sum(n) OVER (ORDER BY id) - n AS before_n
+                   FROM (SELECT id, topic, key, payload, headers, partition, timestamp_ms, packed,
+                                coalesce(packed, 1) AS n,
                                 pg_catalog.octet_length(topic) + coalesce(pg_catalog.octet_length(key), 0)
                                   + coalesce(pg_catalog.octet_length(payload), 0) AS sz
                          FROM kafka.outbox WHERE id > $3 ORDER BY id LIMIT $1) first) sized
-                 WHERE before < $2 ORDER BY id",
+                 WHERE before < $2 AND before_n < $1 ORDER BY id",
                 None,
                 &[(limit as i64).into(), max_bytes.into(), after.unwrap_or(i64::MIN).into()],
             )
             .unwrap_or_else(|e| panic!("could not read kafka.outbox: {e}"));
-        rows.map(|row| OutboxMessage {
-            id: row.get(1).ok().flatten().expect("outbox id is NULL"),
-            topic: row.get(2).ok().flatten().expect("outbox topic is NULL"),
-            key: row.get(3).ok().flatten(),
-            payload: row.get(4).ok().flatten(),
-            headers: row.get::<pgrx::JsonB>(5).ok().flatten().map(headers_from_json),
-            partition: row.get(6).ok().flatten(),
-            timestamp_ms: row.get(7).ok().flatten(),
+        rows.flat_map(|row| {
+            let id: i64 = row.get(1).ok().flatten().expect("outbox id is NULL");
+            let single = OutboxMessage {
+                id,
+                row: id,
+                pack: false,
+                topic: row.get(2).ok().flatten().expect("outbox topic is NULL"),
+                key: row.get(3).ok().flatten(),
+                payload: row.get(4).ok().flatten(),
+                headers: row.get::<pgrx::JsonB>(5).ok().flatten().map(headers_from_json),
+                partition: row.get(6).ok().flatten(),
+                timestamp_ms: row.get(7).ok().flatten(),
+            };
+            match row.get::<i32>(8).ok().flatten() {
+                None => vec![single],
+                Some(_) => crate::pack::unpack(id, single.payload.as_deref().unwrap_or_default())
+                    .unwrap_or_else(|| panic!("outbox row {id} is packed but malformed")),
+            }
         })
         .collect()
     })
 }
 
-/// Records the outcome of a batch: acknowledged messages leave the outbox, refused ones move to
-/// `kafka.dead_letter` with Kafka's error, retried ones remember their first attempt.
-/// Returns (removed, dead-lettered).
-pub fn finish(delivered: &[i64], refused: &[(i64, String)], retried: &[i64]) -> (i64, i64) {
+/// Records the outcome of a batch, by outbox row: rows whose messages were all acknowledged or
+/// refused leave the outbox (refused messages move to `kafka.dead_letter` with Kafka's error),
+/// rows with a message to retry stay and remember their first attempt.
+/// `refused` holds (message, error); `done` the finished rows; `retried` the rows that stay.
+/// Returns how many messages were dead-lettered.
+pub fn finish(done: &[i64], refused: &[(&OutboxMessage, String)], retried: &[i64]) -> i64 {
     Spi::connect_mut(|client| {
         if !installed() {
-            return (0, 0);
+            return 0;
         }
         let mut run = |what: &str, sql: &str, args: &[DatumWithOid]| -> i64 {
             client
@@ -228,32 +269,38 @@ pub fn finish(delivered: &[i64], refused: &[(i64, String)], retried: &[i64]) -> 
                 .map(|t| t.len() as i64)
                 .unwrap_or_else(|e| panic!("could not {what}: {e}"))
         };
-        let mut removed = 0;
-        if !delivered.is_empty() {
-            removed = run(
-                "delete from kafka.outbox",
-                "DELETE FROM kafka.outbox WHERE id = ANY($1::pg_catalog.int8[])",
-                &[delivered.to_vec().into()],
-            );
-        }
         let mut dead = 0;
         if !refused.is_empty() {
-            let ids: Vec<i64> = refused.iter().map(|r| r.0).collect();
-            let errors: Vec<&str> = refused.iter().map(|r| r.1.as_str()).collect();
+            let column = |f: fn(&OutboxMessage) -> Option<&[u8]>| -> Vec<Option<&[u8]>> {
+                refused.iter().map(|(m, _)| f(m)).collect()
+            };
+            let args: Vec<DatumWithOid> = vec![
+                refused.iter().map(|(m, _)| m.id).collect::<Vec<_>>().into(),
+                refused.iter().map(|(m, _)| m.row).collect::<Vec<_>>().into(),
+                refused.iter().map(|(m, _)| m.topic.as_str()).collect::<Vec<_>>().into(),
+                column(|m| m.key.as_deref()).into(),
+                column(|m| m.payload.as_deref()).into(),
+                refused.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().into(),
+            ];
             dead = run(
                 "move messages to kafka.dead_letter",
-                "WITH gone AS (
-                   DELETE FROM kafka.outbox o
-                    USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
-                                     pg_catalog.unnest($2::pg_catalog.text[])) AS f(id, error)
-                    WHERE o.id = f.id
-                   RETURNING o.*, f.error)
-                 INSERT INTO kafka.dead_letter (id, topic, key, payload, headers, partition, timestamp_ms,
+                "INSERT INTO kafka.dead_letter (id, topic, key, payload, headers, partition, timestamp_ms,
                                                 produced_at, first_attempt_at, error)
-                 SELECT id, topic, key, payload, headers, partition, timestamp_ms,
-                        produced_at, coalesce(first_attempt_at, pg_catalog.now()), error
-                 FROM gone",
-                &[ids.into(), errors.into()],
+                 SELECT f.id, f.topic, f.key, f.payload, o.headers, o.partition, o.timestamp_ms,
+                        o.produced_at, coalesce(o.first_attempt_at, pg_catalog.now()), f.error
+                 FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int8[]),
+                                 pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.bytea[]),
+                                 pg_catalog.unnest($5::pg_catalog.bytea[]), pg_catalog.unnest($6::pg_catalog.text[]))
+                      AS f(id, row_id, topic, key, payload, error)
+                 JOIN kafka.outbox o ON o.id = f.row_id",
+                &args,
+            );
+        }
+        if !done.is_empty() {
+            run(
+                "delete from kafka.outbox",
+                "DELETE FROM kafka.outbox WHERE id = ANY($1::pg_catalog.int8[])",
+                &[done.to_vec().into()],
             );
         }
         if !retried.is_empty() {
@@ -264,7 +311,7 @@ pub fn finish(delivered: &[i64], refused: &[(i64, String)], retried: &[i64]) -> 
                 &[retried.to_vec().into()],
             );
         }
-        (removed, dead)
+        dead
     })
 }
 

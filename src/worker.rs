@@ -272,33 +272,47 @@ fn records_of(batch: &[OutboxMessage]) -> Vec<Record<'_>> {
 }
 
 /// Records the outcome of one batch: removes what Kafka acknowledged, dead-letters what it
-/// refused, and reports what must be retried.
+/// refused, and reports what must be retried. A packed outbox row (many messages) stays whole
+/// while any of its messages must be retried (those delivered are then sent again).
 fn record(batch: &[OutboxMessage], outcomes: &[Outcome]) {
-    let mut delivered = Vec::with_capacity(batch.len());
+    let mut done = Vec::with_capacity(batch.len());
     let mut refused = Vec::new();
     let mut retried = Vec::new();
     let mut retry: Option<&str> = None;
-    for (m, o) in batch.iter().zip(outcomes) {
-        match o {
-            Outcome::Delivered => delivered.push(m.id),
-            Outcome::Refused(e) => refused.push((m.id, e.clone())),
-            Outcome::Retry(e) => {
-                retried.push(m.id);
-                retry.get_or_insert(e);
+    let mut delivered = 0;
+    let mut start = 0;
+    while start < batch.len() {
+        let row = batch[start].row;
+        let end = start + batch[start..].iter().take_while(|m| m.row == row).count();
+        let messages = batch[start..end].iter().zip(&outcomes[start..end]);
+        if let Some(e) = messages.clone().find_map(|(_, o)| match o {
+            Outcome::Retry(e) => Some(e),
+            _ => None,
+        }) {
+            retried.push(row);
+            retry.get_or_insert(e);
+        } else {
+            done.push(row);
+            for (m, o) in messages {
+                match o {
+                    Outcome::Refused(e) => refused.push((m, e.clone())),
+                    _ => delivered += 1,
+                }
             }
         }
+        start = end;
     }
-    let (removed, dead) = BackgroundWorker::transaction(|| outbox::finish(&delivered, &refused, &retried));
+    let dead = BackgroundWorker::transaction(|| outbox::finish(&done, &refused, &retried));
     {
         let mut s = shared::STATE.exclusive();
-        s.delivered += removed;
+        s.delivered += delivered;
         s.dead_lettered += dead;
-        if removed > 0 {
+        if delivered > 0 {
             s.last_delivery_at = now();
         }
     }
-    for (id, e) in &refused {
-        warning!("pg_kafka: message {id} moved to kafka.dead_letter: {e}");
+    for (m, e) in &refused {
+        warning!("pg_kafka: message {} moved to kafka.dead_letter: {e}", m.id);
     }
     match retry {
         Some(e) => {
