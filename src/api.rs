@@ -148,7 +148,15 @@ pub(crate) fn record(
                 kafka_timestamp_ms(micros, || t.to_string())
             })
             .transpose()?;
-        Ok(OutboxMessage { topic, key, payload: value, headers, partition, timestamp_ms, ..Default::default() })
+        Ok(OutboxMessage {
+            topic,
+            key,
+            payload: value,
+            headers,
+            partition,
+            timestamp_ms,
+            ..Default::default()
+        })
     };
     let msg = check().unwrap_or_else(|e| e.raise());
     ensure_deliverable();

@@ -26,7 +26,8 @@ struct Options {
 
 impl Options {
     fn from_args(args: &[String]) -> Options {
-        let attnums = |s: &str| s.split(',').filter(|a| !a.is_empty()).filter_map(|a| a.parse().ok()).collect();
+        let attnums =
+            |s: &str| s.split(',').filter(|a| !a.is_empty()).filter_map(|a| a.parse().ok()).collect();
         match args {
             [topic, key, exclude, before, tombstones] => Options {
                 topic: topic.clone(),
@@ -182,10 +183,20 @@ fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
         let arr = pg_sys::pg_detoast_datum(rows.datum().cast_mut_ptr()).cast::<pg_sys::ArrayType>();
         let (mut elems, mut nulls, mut n) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
         let elem_type = (*arr).elemtype;
-        pg_sys::deconstruct_array(arr, elem_type, -1, false, pg_sys::TYPALIGN_DOUBLE as _, &mut elems, &mut nulls, &mut n);
+        pg_sys::deconstruct_array(
+            arr,
+            elem_type,
+            -1,
+            false,
+            pg_sys::TYPALIGN_DOUBLE as _,
+            &mut elems,
+            &mut nulls,
+            &mut n,
+        );
         let (mut values, mut isnull) = (vec![Datum::from(0); natts], vec![true; natts]);
         for i in 0..n as usize {
-            let header = pg_sys::pg_detoast_datum((*elems.add(i)).cast_mut_ptr()).cast::<pg_sys::HeapTupleHeaderData>();
+            let header = pg_sys::pg_detoast_datum((*elems.add(i)).cast_mut_ptr())
+                .cast::<pg_sys::HeapTupleHeaderData>();
             let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
             tuple.t_len = pgrx::varlena::varsize_any(header.cast()) as u32;
             tuple.t_data = header;

@@ -31,9 +31,13 @@ pub enum Enc {
     Text,
     Bytea,
     Date,
-    Time { millis: bool },
+    Time {
+        millis: bool,
+    },
     TimeTz,
-    Timestamp { millis: bool },
+    Timestamp {
+        millis: bool,
+    },
     TimestampTz,
     Interval,
     /// The JSON string of the type's output function's text.
@@ -112,7 +116,9 @@ impl Enc {
                 Ok(out.push('"'))
             }
             Enc::Date => match d.value() as i32 {
-                i32::MIN | i32::MAX => Ok(string(out, unsafe { &output(pg_sys::Oid::from(pg_sys::F_DATE_OUT), d) })),
+                i32::MIN | i32::MAX => {
+                    Ok(string(out, unsafe { &output(pg_sys::Oid::from(pg_sys::F_DATE_OUT), d) }))
+                }
                 days => write!(out, "{}", days + PG_EPOCH_DAYS),
             },
             Enc::Time { millis } => {
@@ -127,11 +133,15 @@ impl Enc {
                 Ok(out.push_str("Z\""))
             }
             Enc::Timestamp { millis } => match d.value() as i64 {
-                i64::MIN | i64::MAX => Ok(string(out, unsafe { &output(pg_sys::Oid::from(pg_sys::F_TIMESTAMP_OUT), d) })),
+                i64::MIN | i64::MAX => {
+                    Ok(string(out, unsafe { &output(pg_sys::Oid::from(pg_sys::F_TIMESTAMP_OUT), d) }))
+                }
                 us => write!(out, "{}", if *millis { (us + PG_EPOCH_US) / 1000 } else { us + PG_EPOCH_US }),
             },
             Enc::TimestampTz => match d.value() as i64 {
-                i64::MIN | i64::MAX => Ok(string(out, unsafe { &output(pg_sys::Oid::from(pg_sys::F_TIMESTAMPTZ_OUT), d) })),
+                i64::MIN | i64::MAX => {
+                    Ok(string(out, unsafe { &output(pg_sys::Oid::from(pg_sys::F_TIMESTAMPTZ_OUT), d) }))
+                }
                 us => {
                     out.push('"');
                     iso_utc(out, us + PG_EPOCH_US);

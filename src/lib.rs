@@ -24,7 +24,11 @@ mod worker;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/tables.sql", name = "tables", bootstrap);
-extension_sql_file!("../sql/capture.sql", name = "capture", requires = [api::check_topic, capture::capture_changes, capture::backfill_events]);
+extension_sql_file!(
+    "../sql/capture.sql",
+    name = "capture",
+    requires = [api::check_topic, capture::capture_changes, capture::backfill_events]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

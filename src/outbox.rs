@@ -72,14 +72,18 @@ pub fn sequence() -> Sequence {
         let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
         let seq = pg_sys::get_relname_relid(c"outbox_id_seq".as_ptr(), nsp);
         let outbox = pg_sys::get_relname_relid(c"outbox".as_ptr(), nsp);
-        (nsp != pg_sys::InvalidOid && seq != pg_sys::InvalidOid).then(|| relation_owner(outbox)).flatten().map(|owner| Sequence { oid: seq, owner })
+        (nsp != pg_sys::InvalidOid && seq != pg_sys::InvalidOid)
+            .then(|| relation_owner(outbox))
+            .flatten()
+            .map(|owner| Sequence { oid: seq, owner })
     };
     found.unwrap_or_else(|| panic!("pg_kafka's outbox is missing; recreate the extension"))
 }
 
 /// The owner of a relation, from the catalog cache.
 unsafe fn relation_owner(relid: pg_sys::Oid) -> Option<pg_sys::Oid> {
-    let tuple = unsafe { pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as _, relid.into_datum()?) };
+    let tuple =
+        unsafe { pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as _, relid.into_datum()?) };
     if tuple.is_null() {
         return None;
     }
@@ -137,7 +141,8 @@ pub fn insert(batch: &[OutboxMessage], seq: Sequence) {
     let extras = batch.iter().any(OutboxMessage::has_extras);
     let sql = if extras {
         let singles = || runs.iter().map(|r| &batch[r.0]);
-        let headers: Vec<Option<pgrx::JsonB>> = singles().map(|m| m.headers.as_ref().map(headers_to_json)).collect();
+        let headers: Vec<Option<pgrx::JsonB>> =
+            singles().map(|m| m.headers.as_ref().map(headers_to_json)).collect();
         let partitions: Vec<Option<i32>> = singles().map(|m| m.partition).collect();
         let timestamps: Vec<Option<i64>> = singles().map(|m| m.timestamp_ms).collect();
         args.extend([headers.into(), partitions.into(), timestamps.into()]);

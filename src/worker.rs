@@ -25,6 +25,11 @@ const RESTART_AFTER: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the worker polls librdkafka while an immediate send waits for its report.
 const IMMEDIATE_POLL: Duration = Duration::from_millis(5);
+/// After a batch smaller than `SMALL_BATCH` the worker waits this long before reading again, so
+/// that a steady trickle of commits makes fewer, larger batches (each pass costs two
+/// transactions of the worker's own, CPU taken from the sessions); like librdkafka's linger.ms.
+const LINGER: Duration = Duration::from_millis(10);
+const SMALL_BATCH: usize = 1000;
 
 /// Registers the worker with the postmaster; only while preloading.
 pub fn register() {
@@ -80,8 +85,8 @@ unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
 enum Pass {
     /// Nothing to send: sleep until woken.
     Idle,
-    /// Sent a batch: look for more at once.
-    More,
+    /// Sent a batch of this many messages: look for more (after `LINGER` if it was small).
+    More(usize),
     /// Something failed: back off before the next try.
     Failed,
 }
@@ -122,7 +127,8 @@ impl Worker {
             immediate::serve(self.producer.as_ref().map(|c| &c.producer), &self.no_producer);
             let wait = match pass {
                 _ if immediate::in_flight() => IMMEDIATE_POLL,
-                Pass::More => Duration::ZERO,
+                Pass::More(sent) if sent < SMALL_BATCH => LINGER,
+                Pass::More(_) => Duration::ZERO,
                 Pass::Idle => {
                     self.backoff = Duration::ZERO;
                     gucs::poll_interval()
@@ -133,10 +139,13 @@ impl Worker {
                 }
             };
             if !wait.is_zero() {
-                if self.backoff.is_zero() {
+                if matches!(pass, Pass::Idle) {
                     activity("idle");
                 }
-                if !BackgroundWorker::wait_latch(Some(wait)) {
+                // Lingering and backing off are not cut short by commits, only by what needs
+                // the worker at once.
+                let hold = matches!(pass, Pass::More(_) | Pass::Failed) && !immediate::in_flight();
+                if !sleep(wait, hold) {
                     return;
                 }
             } else {
@@ -193,11 +202,12 @@ impl Worker {
         if batch.is_empty() {
             return Pass::Idle;
         }
+        let sent = batch.len();
         let failed = stream(&connected.producer, batch, close_requests);
         if failed {
             Pass::Failed
         } else {
-            Pass::More
+            Pass::More(sent)
         }
     }
 }
@@ -329,6 +339,25 @@ fn record(batch: &[OutboxMessage], outcomes: &[Outcome]) {
             if let Some((_, e)) = refused.last() {
                 record_error(e);
             }
+        }
+    }
+}
+
+/// Waits `wait` on the latch; with `hold`, latch sets (commits) do not end the wait, only an
+/// immediate send or a close request does. Returns false when the worker must exit.
+fn sleep(wait: Duration, hold: bool) -> bool {
+    let until = std::time::Instant::now() + wait;
+    let closes = shared::close_requests();
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        if !BackgroundWorker::wait_latch(Some(left)) {
+            return false;
+        }
+        if !hold || shutdown_requested() || immediate::requested() || shared::close_requests() != closes {
+            return true;
         }
     }
 }

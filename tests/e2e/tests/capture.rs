@@ -328,7 +328,17 @@ fn altered_and_dropped_tables_keep_working() {
          INSERT INTO cap_alter (id, old) VALUES (1, 'x');",
     )
     .unwrap();
-    assert_eq!(after(&events(&t, 1)[0]), &json!({"id": 1, "old": "x", "added": 1}));
+    c.batch_execute(
+        "ALTER TABLE cap_alter RENAME old TO renamed; ALTER TABLE cap_alter RENAME id TO key;
+                     INSERT INTO cap_alter (key, renamed) VALUES (2, 'y');",
+    )
+    .unwrap();
+    let ev = events(&t, 2);
+    assert_eq!(after(&ev[0]), &json!({"id": 1, "old": "x", "added": 1}));
+    assert_eq!(ev[1].0, Some(json!({"key": 2})), "a renamed key column keeps being the key");
+    assert_eq!(after(&ev[1]), &json!({"key": 2, "renamed": "y", "added": 1}));
+    let (state, hint) = error_of(&mut c, "ALTER TABLE cap_alter DROP COLUMN key");
+    assert_eq!((state.as_str(), hint.is_some()), ("2BP01", true), "a key column cannot be dropped");
     c.batch_execute("DROP TABLE cap_alter").unwrap();
     let left: i64 = c
         .query_one(
@@ -338,4 +348,27 @@ fn altered_and_dropped_tables_keep_working() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0, "no capture is left pointing at a dropped table");
+}
+
+#[test]
+fn a_bulk_statement_is_packed_and_arrives_whole_and_in_order() {
+    let mut c = pg();
+    let t = captured(&mut c, "cap_bulk", "id int PRIMARY KEY, v text", "");
+    let mut tx = c.transaction().unwrap();
+    tx.execute("INSERT INTO cap_bulk SELECT i, 'v' || i FROM generate_series(1, 12000) i", &[]).unwrap();
+    // 10,000 events were written during the statement: packed, they take a few outbox rows.
+    let r = tx
+        .query_one(
+            "SELECT count(*), sum(coalesce(packed, 1))::int8 FROM kafka.outbox WHERE topic = $1",
+            &[&t],
+        )
+        .unwrap();
+    let (rows, messages): (i64, i64) = (r.get(0), r.get(1));
+    assert_eq!(messages, 10_000);
+    assert!(rows <= 100, "{rows} outbox rows for {messages} events");
+    tx.commit().unwrap();
+    let ids: Vec<i64> =
+        events(&t, 12_000).iter().map(|e| e.0.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (1..=12_000).collect::<Vec<i64>>());
+    drop_table(&mut c, "cap_bulk");
 }
