@@ -93,13 +93,14 @@ impl Enc {
     /// # Safety
     /// `d` must be a valid Datum of the type this encoding was made for.
     pub unsafe fn write(&self, out: &mut String, d: Datum) {
-        use std::fmt::Write;
+        let number = |out: &mut String, n: i64| out.push_str(&n.to_string());
+        let text_of = |out: &mut String, f: u32| string(out, unsafe { &output(Oid::from(f), d) });
         match self {
-            Enc::Int2 => write!(out, "{}", d.value() as i16),
-            Enc::Int4 => write!(out, "{}", d.value() as i32),
-            Enc::Int8 => write!(out, "{}", d.value() as i64),
-            Enc::Oid => write!(out, "{}", d.value() as u32),
-            Enc::Bool => Ok(out.push_str(if d.value() != 0 { "true" } else { "false" })),
+            Enc::Int2 => number(out, (d.value() as i16).into()),
+            Enc::Int4 => number(out, (d.value() as i32).into()),
+            Enc::Int8 => number(out, d.value() as i64),
+            Enc::Oid => number(out, (d.value() as u32).into()),
+            Enc::Bool => out.push_str(if d.value() != 0 { "true" } else { "false" }),
             Enc::Float(f) => {
                 let text = unsafe { output(*f, d) };
                 if text.parse::<f64>().is_ok_and(f64::is_finite) {
@@ -107,55 +108,47 @@ impl Enc {
                 } else {
                     string(out, &text);
                 }
-                Ok(())
             }
-            Enc::Text => Ok(string(out, &String::from_utf8_lossy(unsafe { varlena_bytes(d) }))),
+            Enc::Text => string(out, &String::from_utf8_lossy(unsafe { varlena_bytes(d) })),
             Enc::Bytea => {
                 out.push('"');
                 base64(out, unsafe { varlena_bytes(d) });
-                Ok(out.push('"'))
+                out.push('"');
             }
             Enc::Date => match d.value() as i32 {
-                i32::MIN | i32::MAX => {
-                    Ok(string(out, unsafe { &output(pg_sys::Oid::from(pg_sys::F_DATE_OUT), d) }))
-                }
-                days => write!(out, "{}", days + PG_EPOCH_DAYS),
+                i32::MIN | i32::MAX => text_of(out, pg_sys::F_DATE_OUT),
+                days => number(out, (days + PG_EPOCH_DAYS).into()),
             },
             Enc::Time { millis } => {
                 let us = d.value() as i64;
-                write!(out, "{}", if *millis { us / 1000 } else { us })
+                number(out, if *millis { us / 1000 } else { us });
             }
             Enc::TimeTz => {
                 let t = unsafe { &*d.cast_mut_ptr::<pg_sys::TimeTzADT>() };
                 let utc = (t.time + i64::from(t.zone) * 1_000_000).rem_euclid(DAY_US);
                 out.push('"');
                 clock(out, utc);
-                Ok(out.push_str("Z\""))
+                out.push_str("Z\"");
             }
             Enc::Timestamp { millis } => match d.value() as i64 {
-                i64::MIN | i64::MAX => {
-                    Ok(string(out, unsafe { &output(pg_sys::Oid::from(pg_sys::F_TIMESTAMP_OUT), d) }))
-                }
-                us => write!(out, "{}", if *millis { (us + PG_EPOCH_US) / 1000 } else { us + PG_EPOCH_US }),
+                i64::MIN | i64::MAX => text_of(out, pg_sys::F_TIMESTAMP_OUT),
+                us => number(out, if *millis { (us + PG_EPOCH_US) / 1000 } else { us + PG_EPOCH_US }),
             },
             Enc::TimestampTz => match d.value() as i64 {
-                i64::MIN | i64::MAX => {
-                    Ok(string(out, unsafe { &output(pg_sys::Oid::from(pg_sys::F_TIMESTAMPTZ_OUT), d) }))
-                }
+                i64::MIN | i64::MAX => text_of(out, pg_sys::F_TIMESTAMPTZ_OUT),
                 us => {
                     out.push('"');
                     iso_utc(out, us + PG_EPOCH_US);
-                    Ok(out.push_str("Z\""))
+                    out.push_str("Z\"");
                 }
             },
             Enc::Interval => {
                 let i = unsafe { &*d.cast_mut_ptr::<pg_sys::Interval>() };
-                write!(out, "{}", i64::from(i.month) * MONTH_US + i64::from(i.day) * DAY_US + i.time)
+                number(out, i64::from(i.month) * MONTH_US + i64::from(i.day) * DAY_US + i.time);
             }
-            Enc::Output(f) => Ok(string(out, unsafe { &output(*f, d) })),
-            Enc::Array(a) => Ok(unsafe { a.write(out, d) }),
+            Enc::Output(f) => string(out, unsafe { &output(*f, d) }),
+            Enc::Array(a) => unsafe { a.write(out, d) },
         }
-        .expect("writing to a String cannot fail");
     }
 }
 

@@ -45,8 +45,7 @@ pub fn unpack(row: i64, bytes: &[u8]) -> Option<Vec<OutboxMessage>> {
         Some(head)
     };
     let mut msgs = Vec::new();
-    loop {
-        let Some(id) = take(8) else { break };
+    while let Some(id) = take(8) {
         let id = i64::from_le_bytes(id.try_into().ok()?);
         let mut field = || -> Option<Option<Vec<u8>>> {
             let len = u32::from_le_bytes(take(4)?.try_into().ok()?);
