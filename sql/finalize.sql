@@ -18,12 +18,18 @@ END $$;
 
 CREATE TRIGGER broker_check BEFORE INSERT OR UPDATE ON kafka.broker
     FOR EACH ROW EXECUTE FUNCTION kafka.broker_check();
-CREATE TRIGGER broker_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.broker
+-- Only rows that really changed restart the producer (the seed's INSERT ... ON CONFLICT DO
+-- NOTHING, run by every new session of some applications, does not interrupt deliveries).
+CREATE TRIGGER broker_changed AFTER INSERT OR UPDATE OR DELETE ON kafka.broker
+    FOR EACH ROW EXECUTE FUNCTION kafka.broker_changed();
+CREATE TRIGGER broker_truncated AFTER TRUNCATE ON kafka.broker
     FOR EACH STATEMENT EXECUTE FUNCTION kafka.broker_changed();
 
 CREATE TRIGGER config_check BEFORE INSERT OR UPDATE ON kafka.config
     FOR EACH ROW EXECUTE FUNCTION kafka.config_check();
-CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.config
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE ON kafka.config
+    FOR EACH ROW EXECUTE FUNCTION kafka.broker_changed();
+CREATE TRIGGER config_truncated AFTER TRUNCATE ON kafka.config
     FOR EACH STATEMENT EXECUTE FUNCTION kafka.broker_changed();
 
 -- Whether a setting's value is a secret (kept in step with src/settings.rs).

@@ -8,7 +8,6 @@
 //! numbers survive column renames; new and dropped columns are picked up at the next statement.
 
 use crate::debezium::{string, RowEnc};
-use crate::outbox::OutboxMessage;
 use crate::pending;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
@@ -85,13 +84,7 @@ impl Events {
     }
 
     fn queue(&self, key: Option<&str>, value: Option<String>) {
-        pending::push(OutboxMessage {
-            topic: self.opts.topic.clone(),
-            key: key.map(|k| k.as_bytes().to_vec()),
-            payload: value.map(String::into_bytes),
-            pack: true,
-            ..Default::default()
-        });
+        pending::push_event(&self.opts.topic, key.map(str::as_bytes), value.as_deref().map(str::as_bytes));
     }
 
     /// (key, row) JSON of one tuple; the row only if `with_row`.

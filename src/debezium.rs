@@ -93,7 +93,10 @@ impl Enc {
     /// # Safety
     /// `d` must be a valid Datum of the type this encoding was made for.
     pub unsafe fn write(&self, out: &mut String, d: Datum) {
-        let number = |out: &mut String, n: i64| out.push_str(&n.to_string());
+        use std::fmt::Write;
+        let number = |out: &mut String, n: i64| {
+            let _ = write!(out, "{n}");
+        };
         let text_of = |out: &mut String, f: u32| string(out, unsafe { &output(Oid::from(f), d) });
         match self {
             Enc::Int2 => number(out, (d.value() as i16).into()),
@@ -291,13 +294,17 @@ fn base64(out: &mut String, bytes: &[u8]) {
 
 /// `HH:MM:SS[.ffffff]` of microseconds since midnight, trailing zeros of the fraction trimmed.
 fn clock(out: &mut String, us: i64) {
+    use std::fmt::Write;
     let secs = us / 1_000_000;
-    out.push_str(&format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60));
-    let frac = format!("{:06}", us % 1_000_000);
-    let frac = frac.trim_end_matches('0');
-    if !frac.is_empty() {
-        out.push('.');
-        out.push_str(frac);
+    let _ = write!(out, "{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    let mut frac = us % 1_000_000;
+    if frac != 0 {
+        let mut digits = 6;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        let _ = write!(out, ".{frac:0digits$}");
     }
 }
 
@@ -305,7 +312,7 @@ fn clock(out: &mut String, us: i64) {
 fn iso_utc(out: &mut String, us: i64) {
     let days = us.div_euclid(DAY_US);
     let (y, m, d) = civil_from_days(days);
-    out.push_str(&format!("{y:04}-{m:02}-{d:02}T"));
+    let _ = std::fmt::Write::write_fmt(out, format_args!("{y:04}-{m:02}-{d:02}T"));
     clock(out, us.rem_euclid(DAY_US));
 }
 

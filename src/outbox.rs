@@ -13,10 +13,12 @@ use pgrx::prelude::*;
 #[derive(Debug, Clone, Default)]
 pub struct OutboxMessage {
     pub id: i64,
-    /// The outbox row it is stored in: its own id, or the first id of a packed row (`pack`).
+    /// The outbox row it was read from (the worker's side).
     pub row: i64,
-    /// May be packed with its neighbours into one outbox row (capture events).
-    pub pack: bool,
+    /// A pack of this many messages, `payload` in `pack`'s format (the backends' side).
+    pub packed: Option<i32>,
+    /// Read out of a packed row: shares the row's id (the worker's side).
+    pub unpacked: bool,
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
@@ -36,10 +38,6 @@ impl OutboxMessage {
 
     fn has_extras(&self) -> bool {
         self.headers.is_some() || self.partition.is_some() || self.timestamp_ms.is_some()
-    }
-
-    pub fn packable(&self) -> bool {
-        self.pack && !self.has_extras()
     }
 }
 
@@ -113,38 +111,22 @@ pub fn next_id(seq: Sequence) -> i64 {
     .expect("nextval returned NULL")
 }
 
-/// Appends messages to the outbox in one multi-row INSERT; runs of packable messages become
-/// packed rows (`pack`).
+/// Appends messages (and packs of messages) to the outbox in one multi-row INSERT.
 pub fn insert(batch: &[OutboxMessage], seq: Sequence) {
-    let runs = crate::pack::runs(batch);
-    let packed: Vec<Vec<u8>> =
-        runs.iter().filter(|r| r.2).map(|&(start, end, _)| crate::pack::pack(&batch[start..end])).collect();
-    let mut packed_payloads = packed.iter();
-    let (mut ids, mut topics, mut keys, mut payloads, mut counts) = (vec![], vec![], vec![], vec![], vec![]);
-    for &(start, end, is_packed) in &runs {
-        let m = &batch[start];
-        ids.push(m.id);
-        topics.push(m.topic.as_str());
-        if is_packed {
-            keys.push(None);
-            payloads.push(packed_payloads.next().map(Vec::as_slice));
-            counts.push(Some((end - start) as i32));
-        } else {
-            keys.push(m.key.as_deref());
-            payloads.push(m.payload.as_deref());
-            counts.push(None);
-        }
-    }
+    let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
+    let topics: Vec<&str> = batch.iter().map(|m| m.topic.as_str()).collect();
+    let keys: Vec<Option<&[u8]>> = batch.iter().map(|m| m.key.as_deref()).collect();
+    let payloads: Vec<Option<&[u8]>> = batch.iter().map(|m| m.payload.as_deref()).collect();
+    let counts: Vec<Option<i32>> = batch.iter().map(|m| m.packed).collect();
     let mut args: Vec<DatumWithOid> =
         vec![ids.into(), topics.into(), keys.into(), payloads.into(), counts.into()];
     // The seed's produce() has no headers, partition or timestamp: skip three arrays of NULLs.
     let extras = batch.iter().any(OutboxMessage::has_extras);
     let sql = if extras {
-        let singles = || runs.iter().map(|r| &batch[r.0]);
         let headers: Vec<Option<pgrx::JsonB>> =
-            singles().map(|m| m.headers.as_ref().map(headers_to_json)).collect();
-        let partitions: Vec<Option<i32>> = singles().map(|m| m.partition).collect();
-        let timestamps: Vec<Option<i64>> = singles().map(|m| m.timestamp_ms).collect();
+            batch.iter().map(|m| m.headers.as_ref().map(headers_to_json)).collect();
+        let partitions: Vec<Option<i32>> = batch.iter().map(|m| m.partition).collect();
+        let timestamps: Vec<Option<i64>> = batch.iter().map(|m| m.timestamp_ms).collect();
         args.extend([headers.into(), partitions.into(), timestamps.into()]);
         "INSERT INTO kafka.outbox (id, topic, key, payload, packed, headers, partition, timestamp_ms)
          SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[]),
@@ -240,13 +222,13 @@ pub fn read_batch(after: Option<i64>, limit: usize, max_bytes: i64) -> Vec<Outbo
             let single = OutboxMessage {
                 id,
                 row: id,
-                pack: false,
                 topic: row.get(2).ok().flatten().expect("outbox topic is NULL"),
                 key: row.get(3).ok().flatten(),
                 payload: row.get(4).ok().flatten(),
                 headers: row.get::<pgrx::JsonB>(5).ok().flatten().map(headers_from_json),
                 partition: row.get(6).ok().flatten(),
                 timestamp_ms: row.get(7).ok().flatten(),
+                ..Default::default()
             };
             match row.get::<i32>(8).ok().flatten() {
                 None => vec![single],
@@ -262,6 +244,7 @@ pub fn read_batch(after: Option<i64>, limit: usize, max_bytes: i64) -> Vec<Outbo
 /// refused leave the outbox (refused messages move to `kafka.dead_letter` with Kafka's error),
 /// rows with a message to retry stay and remember their first attempt.
 /// `refused` holds (message, error); `done` the finished rows; `retried` the rows that stay.
+/// A refused message of a packed row gets an id of its own in `kafka.dead_letter`.
 /// Returns how many messages were dead-lettered.
 pub fn finish(done: &[i64], refused: &[(&OutboxMessage, String)], retried: &[i64]) -> i64 {
     Spi::connect_mut(|client| {
@@ -280,7 +263,7 @@ pub fn finish(done: &[i64], refused: &[(&OutboxMessage, String)], retried: &[i64
                 refused.iter().map(|(m, _)| f(m)).collect()
             };
             let args: Vec<DatumWithOid> = vec![
-                refused.iter().map(|(m, _)| m.id).collect::<Vec<_>>().into(),
+                refused.iter().map(|(m, _)| (!m.unpacked).then_some(m.id)).collect::<Vec<_>>().into(),
                 refused.iter().map(|(m, _)| m.row).collect::<Vec<_>>().into(),
                 refused.iter().map(|(m, _)| m.topic.as_str()).collect::<Vec<_>>().into(),
                 column(|m| m.key.as_deref()).into(),
@@ -291,7 +274,8 @@ pub fn finish(done: &[i64], refused: &[(&OutboxMessage, String)], retried: &[i64
                 "move messages to kafka.dead_letter",
                 "INSERT INTO kafka.dead_letter (id, topic, key, payload, headers, partition, timestamp_ms,
                                                 produced_at, first_attempt_at, error)
-                 SELECT f.id, f.topic, f.key, f.payload, o.headers, o.partition, o.timestamp_ms,
+                 SELECT coalesce(f.id, pg_catalog.nextval('kafka.outbox_id_seq')), f.topic, f.key, f.payload,
+                        o.headers, o.partition, o.timestamp_ms,
                         o.produced_at, coalesce(o.first_attempt_at, pg_catalog.now()), f.error
                  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int8[]),
                                  pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.bytea[]),

@@ -11,7 +11,7 @@
 //! - at COMMIT only the worker's latch is set, which cannot fail.
 
 use crate::outbox::{self, OutboxMessage, Sequence};
-use crate::shared;
+use crate::{pack, shared};
 use pgrx::pg_sys::{self, SubTransactionId};
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -84,6 +84,42 @@ pub fn push(mut msg: OutboxMessage) -> i64 {
     id
 }
 
+/// Queues one captured change event. Events are packed (`pack`): appended to the current
+/// subtransaction's open pack, or to a new one (with a new outbox id) when there is none or it
+/// is full. A `produce()` in between closes the pack, so order holds.
+pub fn push_event(topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) {
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    let appended = TXN.with_borrow_mut(|t| {
+        let size = match t.entries.last_mut() {
+            Some(e) if e.subxact == subxact && pack::has_room(&e.msg) => {
+                let payload = e.msg.payload.as_mut().expect("a pack has a payload");
+                let before = payload.len();
+                pack::append(payload, topic, key, value);
+                e.msg.packed = e.msg.packed.map(|n| n + 1);
+                payload.len() - before
+            }
+            _ => return None,
+        };
+        t.tail_len += 1;
+        t.tail_bytes += size;
+        Some(t.tail_len >= FLUSH_MESSAGES || t.tail_bytes >= FLUSH_BYTES)
+    });
+    match appended {
+        Some(true) => flush_tail(subxact),
+        Some(false) => {}
+        None => {
+            let mut payload = Vec::with_capacity(1024);
+            pack::append(&mut payload, topic, key, value);
+            push(OutboxMessage {
+                topic: topic.to_owned(),
+                payload: Some(payload),
+                packed: Some(1),
+                ..Default::default()
+            });
+        }
+    }
+}
+
 /// Wakes the worker when the current transaction commits (for rows written to the outbox by SQL).
 pub fn wake_at_commit() {
     TXN.with_borrow_mut(|t| t.wake_at_commit = true);
@@ -111,7 +147,8 @@ fn flush_tail(subxact: SubTransactionId) {
 fn recount_tail(t: &mut Txn) {
     let last = t.entries.last().map(|e| e.subxact);
     let tail = t.entries.iter().rev().take_while(|e| Some(e.subxact) == last);
-    (t.tail_len, t.tail_bytes) = tail.fold((0, 0), |(n, b), e| (n + 1, b + e.msg.size()));
+    (t.tail_len, t.tail_bytes) =
+        tail.fold((0, 0), |(n, b), e| (n + e.msg.packed.unwrap_or(1) as usize, b + e.msg.size()));
 }
 
 fn reset() {
