@@ -6,6 +6,7 @@
 use pgrx::prelude::*;
 
 mod api;
+mod append;
 mod capture;
 mod debezium;
 mod error;

@@ -35,10 +35,6 @@ impl OutboxMessage {
             + self.payload.as_ref().map_or(0, Vec::len)
             + headers.map(|(n, v)| n.len() + v.as_ref().map_or(0, String::len)).sum::<usize>()
     }
-
-    fn has_extras(&self) -> bool {
-        self.headers.is_some() || self.partition.is_some() || self.timestamp_ms.is_some()
-    }
 }
 
 fn headers_to_json(h: &Headers) -> pgrx::JsonB {
@@ -61,6 +57,7 @@ fn headers_from_json(j: pgrx::JsonB) -> Headers {
 pub struct Sequence {
     oid: pg_sys::Oid,
     owner: pg_sys::Oid,
+    outbox: pg_sys::Oid,
 }
 
 /// Looks up the outbox sequence and the outbox's owner in the catalog caches (no SQL, so cheap
@@ -73,7 +70,7 @@ pub fn sequence() -> Sequence {
         (nsp != pg_sys::InvalidOid && seq != pg_sys::InvalidOid)
             .then(|| relation_owner(outbox))
             .flatten()
-            .map(|owner| Sequence { oid: seq, owner })
+            .map(|owner| Sequence { oid: seq, owner, outbox })
     };
     found.unwrap_or_else(|| panic!("pg_kafka's outbox is missing; recreate the extension"))
 }
@@ -111,63 +108,18 @@ pub fn next_id(seq: Sequence) -> i64 {
     .expect("nextval returned NULL")
 }
 
-/// Appends messages (and packs of messages) to the outbox in one multi-row INSERT.
+/// Appends messages (and packs of messages) to the outbox (`append`).
 pub fn insert(batch: &[OutboxMessage], seq: Sequence) {
-    let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
-    let topics: Vec<&str> = batch.iter().map(|m| m.topic.as_str()).collect();
-    let keys: Vec<Option<&[u8]>> = batch.iter().map(|m| m.key.as_deref()).collect();
-    let payloads: Vec<Option<&[u8]>> = batch.iter().map(|m| m.payload.as_deref()).collect();
-    let counts: Vec<Option<i32>> = batch.iter().map(|m| m.packed).collect();
-    let mut args: Vec<DatumWithOid> =
-        vec![ids.into(), topics.into(), keys.into(), payloads.into(), counts.into()];
-    // The seed's produce() has no headers, partition or timestamp: skip three arrays of NULLs.
-    let extras = batch.iter().any(OutboxMessage::has_extras);
-    let sql = if extras {
-        let headers: Vec<Option<pgrx::JsonB>> =
-            batch.iter().map(|m| m.headers.as_ref().map(headers_to_json)).collect();
-        let partitions: Vec<Option<i32>> = batch.iter().map(|m| m.partition).collect();
-        let timestamps: Vec<Option<i64>> = batch.iter().map(|m| m.timestamp_ms).collect();
-        args.extend([headers.into(), partitions.into(), timestamps.into()]);
-        "INSERT INTO kafka.outbox (id, topic, key, payload, packed, headers, partition, timestamp_ms)
-         SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[]),
-                                  pg_catalog.unnest($3::pg_catalog.bytea[]), pg_catalog.unnest($4::pg_catalog.bytea[]),
-                                  pg_catalog.unnest($5::pg_catalog.int4[]),
-                                  pg_catalog.unnest($6::pg_catalog.jsonb[]), pg_catalog.unnest($7::pg_catalog.int4[]),
-                                  pg_catalog.unnest($8::pg_catalog.int8[]))"
-    } else {
-        "INSERT INTO kafka.outbox (id, topic, key, payload, packed)
-         SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[]),
-                                  pg_catalog.unnest($3::pg_catalog.bytea[]), pg_catalog.unnest($4::pg_catalog.bytea[]),
-                                  pg_catalog.unnest($5::pg_catalog.int4[]))"
-    };
-    // At COMMIT or RELEASE SAVEPOINT no statement is running: bring a snapshot of our own.
+    // At COMMIT or RELEASE SAVEPOINT no statement is running: bring a snapshot of our own (TOAST
+    // and unique checks may want one).
     let own_snapshot = unsafe { !pg_sys::ActiveSnapshotSet() };
     if own_snapshot {
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     }
-    as_owner(seq, || run_kept(usize::from(extras), sql, &args))
-        .unwrap_or_else(|e| panic!("could not write to kafka.outbox: {e}"));
+    crate::append::insert(seq.outbox, batch, |m| m.headers.as_ref().map(headers_to_json));
     if own_snapshot {
         unsafe { pg_sys::PopActiveSnapshot() };
     }
-}
-
-thread_local! {
-    /// The two INSERT statements, planned once per backend (PostgreSQL re-plans a kept plan when
-    /// the outbox changes, e.g. when the extension is re-created).
-    static KEPT: std::cell::RefCell<[Option<pgrx::spi::OwnedPreparedStatement>; 2]> = Default::default();
-}
-
-/// Runs statement `sql` (kept in slot `slot`) with `args`.
-fn run_kept(slot: usize, sql: &str, args: &[DatumWithOid]) -> pgrx::spi::SpiResult<()> {
-    Spi::connect_mut(|client| {
-        if KEPT.with_borrow(|k| k[slot].is_none()) {
-            let types: Vec<pg_sys::PgOid> = args.iter().map(|a| pg_sys::PgOid::from(a.oid())).collect();
-            let stmt = client.prepare_mut(sql, &types)?.keep();
-            KEPT.with_borrow_mut(|k| k[slot] = Some(stmt));
-        }
-        KEPT.with_borrow(|k| client.update(k[slot].as_ref().expect("prepared above"), None, args).map(drop))
-    })
 }
 
 /// Whether the extension is installed in the worker's database.
