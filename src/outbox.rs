@@ -150,45 +150,56 @@ pub fn producer_settings() -> Vec<(String, String)> {
     })
 }
 
-/// The oldest waiting messages with an id above `after`, in id order: at most `limit` messages
-/// and about `max_bytes` bytes (the first message always comes, whatever its size).
+/// The oldest waiting messages with an id above `after`, in id order: about `limit` messages
+/// and `max_bytes` bytes (the first row always comes, whatever its size; a packed row comes
+/// whole). Read through a cursor in id order, so the plan follows the primary key and stops
+/// as soon as the batch is full.
 pub fn read_batch(after: Option<i64>, limit: usize, max_bytes: i64) -> Vec<OutboxMessage> {
+    const FETCH: i64 = 1000;
+    // Always the primary key in order: never a scan and sort of the whole queue, which the planner
+    // may pick when the statistics are those of an empty outbox (the usual state after vacuum).
+    Spi::run(
+        "SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off",
+    )
+    .unwrap_or_else(|e| panic!("could not set the outbox scan: {e}"));
     Spi::connect(|client| {
-        let rows = client
-            .select(
-                "SELECT id, topic, key, payload, headers, partition, timestamp_ms, packed FROM (
-                   SELECT *, pg_catalog.sum(sz) OVER (ORDER BY id) - sz AS before,
-                          pg_catalog.sum(n) OVER (ORDER BY id) - n AS before_n
-                   FROM (SELECT id, topic, key, payload, headers, partition, timestamp_ms, packed,
-                                coalesce(packed, 1) AS n,
-                                pg_catalog.octet_length(topic) + coalesce(pg_catalog.octet_length(key), 0)
-                                  + coalesce(pg_catalog.octet_length(payload), 0) AS sz
-                         FROM kafka.outbox WHERE id > $3 ORDER BY id LIMIT $1) first) sized
-                 WHERE before < $2 AND before_n < $1 ORDER BY id",
-                None,
-                &[(limit as i64).into(), max_bytes.into(), after.unwrap_or(i64::MIN).into()],
-            )
-            .unwrap_or_else(|e| panic!("could not read kafka.outbox: {e}"));
-        rows.flat_map(|row| {
-            let id: i64 = row.get(1).ok().flatten().expect("outbox id is NULL");
-            let single = OutboxMessage {
-                id,
-                row: id,
-                topic: row.get(2).ok().flatten().expect("outbox topic is NULL"),
-                key: row.get(3).ok().flatten(),
-                payload: row.get(4).ok().flatten(),
-                headers: row.get::<pgrx::JsonB>(5).ok().flatten().map(headers_from_json),
-                partition: row.get(6).ok().flatten(),
-                timestamp_ms: row.get(7).ok().flatten(),
-                ..Default::default()
-            };
-            match row.get::<i32>(8).ok().flatten() {
-                None => vec![single],
-                Some(_) => crate::pack::unpack(id, single.payload.as_deref().unwrap_or_default())
-                    .unwrap_or_else(|| panic!("outbox row {id} is packed but malformed")),
+        let mut cursor = client.open_cursor(
+            "SELECT id, topic, key, payload, headers, partition, timestamp_ms, packed
+               FROM kafka.outbox WHERE id > $1 ORDER BY id",
+            &[after.unwrap_or(i64::MIN).into()],
+        );
+        let (mut batch, mut bytes) = (Vec::new(), 0_i64);
+        loop {
+            let rows = cursor.fetch(FETCH).unwrap_or_else(|e| panic!("could not read kafka.outbox: {e}"));
+            if rows.is_empty() {
+                return batch;
             }
-        })
-        .collect()
+            for row in rows {
+                if !batch.is_empty() && (batch.len() >= limit || bytes >= max_bytes) {
+                    return batch;
+                }
+                let id: i64 = row.get(1).ok().flatten().expect("outbox id is NULL");
+                let single = OutboxMessage {
+                    id,
+                    row: id,
+                    topic: row.get(2).ok().flatten().expect("outbox topic is NULL"),
+                    key: row.get(3).ok().flatten(),
+                    payload: row.get(4).ok().flatten(),
+                    headers: row.get::<pgrx::JsonB>(5).ok().flatten().map(headers_from_json),
+                    partition: row.get(6).ok().flatten(),
+                    timestamp_ms: row.get(7).ok().flatten(),
+                    ..Default::default()
+                };
+                bytes += single.size() as i64;
+                match row.get::<i32>(8).ok().flatten() {
+                    None => batch.push(single),
+                    Some(_) => batch.extend(
+                        crate::pack::unpack(id, single.payload.as_deref().unwrap_or_default())
+                            .unwrap_or_else(|| panic!("outbox row {id} is packed but malformed")),
+                    ),
+                }
+            }
+        }
     })
 }
 
@@ -240,7 +251,11 @@ pub fn finish(done: &[i64], refused: &[(&OutboxMessage, String)], retried: &[i64
         if !done.is_empty() {
             run(
                 "delete from kafka.outbox",
-                "DELETE FROM kafka.outbox WHERE id = ANY($1::pg_catalog.int8[])",
+                // The id range keeps the plan on the primary key whatever the statistics say
+                // (a batch is a narrow slice of a possibly large outbox).
+                "DELETE FROM kafka.outbox WHERE id = ANY($1::pg_catalog.int8[])
+                    AND id BETWEEN (SELECT pg_catalog.min(i) FROM pg_catalog.unnest($1::pg_catalog.int8[]) i)
+                               AND (SELECT pg_catalog.max(i) FROM pg_catalog.unnest($1::pg_catalog.int8[]) i)",
                 &[done.to_vec().into()],
             );
         }
