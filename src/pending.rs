@@ -2,11 +2,12 @@
 //! them to the outbox.
 //!
 //! `produce()` gives each message its outbox id at once (`nextval`, so ids follow the order the
-//! session produced them in) and keeps it in backend memory; it is written to `kafka.outbox` in
-//! multi-row INSERTs: when the current (sub)transaction has buffered enough, before a
-//! subtransaction commits (`PRE_COMMIT_SUB`), and before the transaction commits or prepares. So:
+//! session produced them in) and keeps it in backend memory; capture events are appended to an
+//! open pack that took one id (`pack`). They are written to `kafka.outbox` (`append`): when the
+//! current (sub)transaction has buffered enough, before a subtransaction commits
+//! (`PRE_COMMIT_SUB`), and before the transaction commits or prepares. So:
 //! - what an aborted subtransaction produced is dropped with it (buffered entries are tagged with
-//!   their subtransaction; written ones roll back with the subtransaction's INSERT);
+//!   their subtransaction; written rows roll back with the subtransaction);
 //! - memory is bounded by the flush threshold times the subtransaction nesting depth;
 //! - at COMMIT only the worker's latch is set, which cannot fail.
 
