@@ -168,7 +168,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
             if reload {
                 shared::request_close();
             } else if wake {
-                shared::wake_worker();
+                shared::wake_for_commit();
             }
             reset();
         }

@@ -68,6 +68,10 @@ pub struct Signals {
     latch: AtomicUsize,
     /// Bumped by kafka.close() and by re-queued dead letters: the worker makes a new producer.
     close_requests: AtomicU64,
+    /// False while the worker lingers or backs off: it reads the outbox when that ends anyway,
+    /// so committing backends need not wake it (a wake-up per commit would cost both sides a
+    /// context switch for nothing).
+    wants_commits: AtomicBool,
 }
 
 unsafe impl PGRXSharedMemory for Signals {}
@@ -86,7 +90,13 @@ pub fn init() {
     PRELOADED.store(true, Ordering::Relaxed);
     pg_shmem_init!(STATE = WorkerState::new());
     crate::immediate::init_shmem();
-    pg_shmem_init!(SIGNALS = Signals { latch: AtomicUsize::new(0), close_requests: AtomicU64::new(0) });
+    pg_shmem_init!(
+        SIGNALS = Signals {
+            latch: AtomicUsize::new(0),
+            close_requests: AtomicU64::new(0),
+            wants_commits: AtomicBool::new(true),
+        }
+    );
 }
 
 /// Wakes the worker if it runs. Cannot fail: safe in a commit callback.
@@ -97,8 +107,24 @@ pub fn wake_worker() {
     }
 }
 
+/// Tells the worker that a transaction that wrote to the outbox committed, unless it is lingering
+/// or backing off (it reads the outbox when that ends). Cannot fail: safe in a commit callback.
+pub fn wake_for_commit() {
+    // SeqCst pairs with `hold_commits(false)`: either this load sees the worker listening again,
+    // or the worker's next read of the outbox (a new snapshot, after its store) sees this commit.
+    if SIGNALS.get().wants_commits.load(Ordering::SeqCst) {
+        wake_worker();
+    }
+}
+
+/// Worker only: while `hold`, commits do not wake it.
+pub fn hold_commits(hold: bool) {
+    SIGNALS.get().wants_commits.store(!hold, Ordering::SeqCst);
+}
+
 /// Publishes (or, with null, withdraws) the worker's latch.
 pub fn publish_latch(latch: *mut pg_sys::Latch) {
+    hold_commits(false);
     SIGNALS.get().latch.store(latch as usize, Ordering::Release);
 }
 

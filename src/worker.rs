@@ -6,7 +6,8 @@
 //! rows are deleted, refused ones moved to `kafka.dead_letter`, the rest stay for the next pass.
 //! While a batch is in flight the next one is read, and it is sent before the first is recorded
 //! ([`stream`]); it is sent only if the first needs no retry, so a failure never reorders.
-//! A crash between Kafka's acknowledgement and that commit re-sends the batch (at least once).
+//! A crash between Kafka's acknowledgement and that commit reaching disk (the worker commits
+//! asynchronously: within `wal_writer_delay` × 3) re-sends the batch (at least once).
 //!
 //! It sleeps on its latch, which committing backends set; `kafka.poll_interval` is only the
 //! fallback. After a failure it backs off exponentially up to `kafka.retry_backoff_max`. It keeps
@@ -49,6 +50,16 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = gucs::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // The worker's commits only record deliveries: losing the last of them in a crash re-sends
+    // those messages (at least once), so they need not wait for the WAL flush (backends do).
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"synchronous_commit".as_ptr(),
+            c"off".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        )
+    };
     unsafe {
         pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(0));
         shared::publish_latch(pg_sys::MyLatch);
@@ -343,10 +354,17 @@ fn record(batch: &[OutboxMessage], outcomes: &[Outcome]) {
     }
 }
 
-/// Waits `wait` on the latch; with `hold`, latch sets (commits) do not end the wait, only an
-/// immediate send or a close request does. Returns false when the worker must exit.
+/// Waits `wait` on the latch; with `hold`, commits neither wake it (`shared::hold_commits`) nor
+/// end the wait, only an immediate send or a close request does. Returns false when the worker
+/// must exit.
 fn sleep(wait: Duration, hold: bool) -> bool {
-    let until = std::time::Instant::now() + wait;
+    shared::hold_commits(hold);
+    let woken = wait_latch_until(std::time::Instant::now() + wait, hold);
+    shared::hold_commits(false);
+    woken
+}
+
+fn wait_latch_until(until: std::time::Instant, hold: bool) -> bool {
     let closes = shared::close_requests();
     loop {
         let left = until.saturating_duration_since(std::time::Instant::now());
