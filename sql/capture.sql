@@ -51,7 +51,9 @@ DECLARE
 BEGIN
     SELECT * INTO cfg FROM kafka.capture_config c WHERE c.relid = capture_function.relid;
     IF NOT FOUND THEN
-        EXECUTE format('DROP FUNCTION IF EXISTS %s()', fn);
+        IF to_regprocedure(fn || '()') IS NOT NULL THEN  -- only outbox relays have one
+            EXECUTE format('DROP FUNCTION %s()', fn);
+        END IF;
         RETURN NULL;
     END IF;
     -- Debezium's Outbox Event Router: topic from aggregatetype, key aggregateid, value payload,

@@ -95,12 +95,12 @@ pub fn insert(
 unsafe fn check_columns(desc: pg_sys::TupleDesc) {
     let natts = unsafe { (*desc).natts } as usize;
     let attrs = unsafe { (*desc).attrs.as_slice(natts) };
-    let names: Vec<String> = attrs
-        .iter()
-        .filter(|a| !a.attisdropped)
-        .map(|a| unsafe { CStr::from_ptr(a.attname.data.as_ptr()) }.to_string_lossy().into_owned())
-        .collect();
-    if natts != COLUMNS.len() || names != COLUMNS {
+    let name = |a: &pg_sys::FormData_pg_attribute| unsafe { CStr::from_ptr(a.attname.data.as_ptr()) };
+    let expected = natts == COLUMNS.len()
+        && attrs.iter().zip(COLUMNS).all(|(a, c)| !a.attisdropped && name(a).to_bytes() == c.as_bytes());
+    if !expected {
+        let names: Vec<_> =
+            attrs.iter().filter(|a| !a.attisdropped).map(|a| name(a).to_string_lossy()).collect();
         panic!("kafka.outbox does not have the columns pg_kafka writes ({names:?}); recreate the extension");
     }
 }

@@ -5,63 +5,29 @@
 //!
 //! What to capture is in the trigger's arguments, set by `kafka.capture()` (sql/capture.sql):
 //! topic, key attribute numbers, excluded attribute numbers, emit_before, tombstones. Attribute
-//! numbers survive column renames; new and dropped columns are picked up at the next statement.
+//! numbers survive column renames; new and dropped columns are picked up at the next statement
+//! (`capture_plan`).
 
-use crate::debezium::{string, RowEnc};
+use crate::capture_plan::{self, Options, Plan};
 use crate::pending;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
-use std::ffi::CStr;
-
-/// The options a capture trigger is created with.
-struct Options {
-    topic: String,
-    key: Vec<i16>,
-    exclude: Vec<i16>,
-    emit_before: bool,
-    tombstones: bool,
-}
-
-impl Options {
-    fn from_args(args: &[String]) -> Options {
-        let attnums =
-            |s: &str| s.split(',').filter(|a| !a.is_empty()).filter_map(|a| a.parse().ok()).collect();
-        match args {
-            [topic, key, exclude, before, tombstones] => Options {
-                topic: topic.clone(),
-                key: attnums(key),
-                exclude: attnums(exclude),
-                emit_before: flag(before),
-                tombstones: flag(tombstones),
-            },
-            _ => error!("kafka.capture_changes() takes 5 trigger arguments; use kafka.capture()"),
-        }
-    }
-}
-
-/// A boolean as PostgreSQL writes it (`t`, or `true` from a cast to text).
-fn flag(s: &str) -> bool {
-    matches!(s, "t" | "true")
-}
+use std::fmt::Write;
+use std::rc::Rc;
 
 /// Encodes the events of one statement on one table.
 struct Events {
-    opts: Options,
-    key: RowEnc,
-    row: RowEnc,
+    plan: Rc<Plan>,
     source: String,
     now_ms: i64,
 }
 
 impl Events {
-    fn new(opts: Options, rel: pg_sys::Relation, snapshot: bool) -> Events {
-        let desc = unsafe { (*rel).rd_att };
-        let key = RowEnc::new(desc, |a| opts.key.contains(&a));
-        let row = RowEnc::new(desc, |a| !opts.exclude.contains(&a));
-        let source = source(rel, snapshot);
+    fn new(plan: Rc<Plan>, snapshot: bool) -> Events {
+        let source = source(&plan, snapshot);
         let now_ms = unix_ms(unsafe { pg_sys::GetCurrentTimestamp() });
-        Events { opts, key, row, source, now_ms }
+        Events { plan, source, now_ms }
     }
 
     /// Queues one event: key `key`, value `{"before":…,"after":…,"source":…,"op":…,"ts_ms":…}`.
@@ -77,23 +43,25 @@ impl Events {
         v.push_str(&self.source);
         v.push_str(",\"op\":\"");
         v.push(op);
-        v.push_str("\",\"ts_ms\":");
-        v.push_str(&self.now_ms.to_string());
-        v.push('}');
+        let _ = write!(v, "\",\"ts_ms\":{}}}", self.now_ms);
         self.queue(key, Some(v));
     }
 
     fn queue(&self, key: Option<&str>, value: Option<String>) {
-        pending::push_event(&self.opts.topic, key.map(str::as_bytes), value.as_deref().map(str::as_bytes));
+        pending::push_event(
+            &self.plan.opts.topic,
+            key.map(str::as_bytes),
+            value.as_deref().map(str::as_bytes),
+        );
     }
 
     /// (key, row) JSON of one tuple; the row only if `with_row`.
     fn encode(&self, t: Tuple, with_row: bool) -> (String, Option<String>) {
         let mut key = String::with_capacity(32);
-        unsafe { self.key.write(&mut key, t.0, t.1) };
+        unsafe { self.plan.key.write(&mut key, t.0, t.1) };
         let row = with_row.then(|| {
             let mut row = String::with_capacity(256);
-            unsafe { self.row.write(&mut row, t.0, t.1) };
+            unsafe { self.plan.row.write(&mut row, t.0, t.1) };
             row
         });
         (key, row)
@@ -105,22 +73,22 @@ impl Events {
     }
 
     fn deleted(&self, old: Tuple) {
-        let (key, before) = self.encode(old, self.opts.emit_before);
+        let (key, before) = self.encode(old, self.plan.opts.emit_before);
         self.push(Some(&key), before.as_deref(), None, 'd');
-        if self.opts.tombstones {
+        if self.plan.opts.tombstones {
             self.queue(Some(&key), None);
         }
     }
 
     fn updated(&self, old: Tuple, new: Tuple) {
-        let (old_key, before) = self.encode(old, self.opts.emit_before);
+        let (old_key, before) = self.encode(old, self.plan.opts.emit_before);
         let (new_key, after) = self.encode(new, true);
         if old_key == new_key {
             self.push(Some(&new_key), before.as_deref(), after.as_deref(), 'u');
         } else {
             // The key changed: a delete on the old key (and its tombstone), a create on the new.
             self.push(Some(&old_key), before.as_deref(), None, 'd');
-            if self.opts.tombstones {
+            if self.plan.opts.tombstones {
                 self.queue(Some(&old_key), None);
             }
             self.push(Some(&new_key), None, after.as_deref(), 'c');
@@ -139,8 +107,8 @@ fn capture_changes<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
     let data = trigger.trigger_data();
-    let args = trigger.extra_args().unwrap_or_default();
-    let events = Events::new(Options::from_args(&args), data.tg_relation, false);
+    let plan = unsafe { capture_plan::of_trigger(data.tg_trigger, data.tg_relation) };
+    let events = Events::new(plan, false);
     let desc = unsafe { (*data.tg_relation).rd_att };
     match data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
         pg_sys::TRIGGER_EVENT_INSERT => unsafe {
@@ -170,7 +138,7 @@ fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
     let Ok(Some(args)) = options else { error!("table {rel:?} is not captured") };
     unsafe {
         let relation = pg_sys::RelationIdGetRelation(rel);
-        let events = Events::new(Options::from_args(&args), relation, true);
+        let events = Events::new(Rc::new(Plan::new(Options::from_args(&args), relation)), true);
         let desc = (*relation).rd_att;
         let natts = (*desc).natts as usize;
         let arr = pg_sys::pg_detoast_datum(rows.datum().cast_mut_ptr()).cast::<pg_sys::ArrayType>();
@@ -202,20 +170,14 @@ fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
 }
 
 /// The `source` block of the events of the current statement.
-fn source(rel: pg_sys::Relation, snapshot: bool) -> String {
-    let db = unsafe { CStr::from_ptr(pg_sys::get_database_name(pg_sys::MyDatabaseId)) };
-    let schema = unsafe { CStr::from_ptr(pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace)) };
-    let table = unsafe { CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()) };
-    let (mut db_json, mut schema_json, mut table_json) = (String::new(), String::new(), String::new());
-    string(&mut db_json, &db.to_string_lossy());
-    string(&mut schema_json, &schema.to_string_lossy());
-    string(&mut table_json, &table.to_string_lossy());
+fn source(plan: &Plan, snapshot: bool) -> String {
     let ts_ms = unix_ms(unsafe { pg_sys::GetCurrentStatementStartTimestamp() });
     let tx_id = unsafe { pg_sys::GetTopFullTransactionId() }.value;
+    let Plan { db, schema, table, .. } = plan;
     format!(
-        "{{\"version\":\"pg_kafka-{}\",\"connector\":\"postgresql\",\"name\":{db_json},\"ts_ms\":{ts_ms},\
-         \"snapshot\":\"{snapshot}\",\"db\":{db_json},\"sequence\":null,\"schema\":{schema_json},\
-         \"table\":{table_json},\"txId\":{tx_id},\"lsn\":null,\"xmin\":null}}",
+        "{{\"version\":\"pg_kafka-{}\",\"connector\":\"postgresql\",\"name\":{db},\"ts_ms\":{ts_ms},\
+         \"snapshot\":\"{snapshot}\",\"db\":{db},\"sequence\":null,\"schema\":{schema},\
+         \"table\":{table},\"txId\":{tx_id},\"lsn\":null,\"xmin\":null}}",
         env!("CARGO_PKG_VERSION")
     )
 }

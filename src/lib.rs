@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 mod api;
 mod append;
 mod capture;
+mod capture_plan;
 mod debezium;
 mod error;
 mod gucs;
@@ -36,6 +37,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     pending::init();
+    capture_plan::init();
     reports::init();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         shared::init();

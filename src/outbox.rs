@@ -122,12 +122,14 @@ pub fn insert(batch: &[OutboxMessage], seq: Sequence) {
     }
 }
 
-/// Whether the extension is installed in the worker's database.
+/// Whether the extension is installed in the worker's database (catalog caches, no SQL).
 pub fn installed() -> bool {
-    Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('kafka.outbox') IS NOT NULL AND pg_catalog.to_regclass('kafka.dead_letter') IS NOT NULL")
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
+        nsp != pg_sys::InvalidOid
+            && pg_sys::get_relname_relid(c"outbox".as_ptr(), nsp) != pg_sys::InvalidOid
+            && pg_sys::get_relname_relid(c"dead_letter".as_ptr(), nsp) != pg_sys::InvalidOid
+    }
 }
 
 /// The brokers as a librdkafka `bootstrap.servers` list, in a stable order.

@@ -31,6 +31,7 @@ const IMMEDIATE_POLL: Duration = Duration::from_millis(5);
 /// transactions of the worker's own, CPU taken from the sessions); like librdkafka's linger.ms.
 const LINGER: Duration = Duration::from_millis(10);
 const SMALL_BATCH: usize = 1000;
+const SOURCE_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Registers the worker with the postmaster; only while preloading.
 pub fn register() {
@@ -80,7 +81,8 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
         gucs::retry_backoff_max().as_millis(),
         gucs::message_timeout_ms()
     );
-    Worker { database, no_producer: String::new(), producer: None, backoff: Duration::ZERO }.run();
+    Worker { database, no_producer: String::new(), producer: None, source: None, backoff: Duration::ZERO }
+        .run();
     unsafe { pg_sys::proc_exit(1) };
 }
 
@@ -102,8 +104,10 @@ enum Pass {
     Failed,
 }
 
-/// What the producer was made from: a change in any of it makes a new producer.
-#[derive(PartialEq)]
+/// What the producer was made from: a change in any of it makes a new producer. Read again when
+/// `kafka.close()` or a change to `kafka.broker` or `kafka.config` bumped `close_requests`, and
+/// at least every `SOURCE_MAX_AGE` (for changes made with triggers disabled).
+#[derive(PartialEq, Clone)]
 struct Source {
     servers: String,
     settings: Vec<(String, String)>,
@@ -120,6 +124,8 @@ struct Worker {
     /// Why there is no producer, for immediate sends that arrive meanwhile.
     no_producer: String,
     producer: Option<Connected>,
+    /// The last `Source` read, and when.
+    source: Option<(Source, std::time::Instant)>,
     backoff: Duration,
 }
 
@@ -166,22 +172,32 @@ impl Worker {
     }
 
     fn pass(&mut self) -> Pass {
-        let read = BackgroundWorker::transaction(|| {
+        // Read before the transaction's snapshot: a change that bumped it is visible to it.
+        let close_requests = shared::close_requests();
+        let reread = !self
+            .source
+            .as_ref()
+            .is_some_and(|(s, at)| s.close_requests == close_requests && at.elapsed() < SOURCE_MAX_AGE);
+        let read = BackgroundWorker::transaction(move || {
             outbox::installed().then(|| {
-                let source = Source {
+                let source = reread.then(|| Source {
                     servers: outbox::bootstrap_servers(),
                     settings: outbox::producer_settings(),
-                    close_requests: shared::close_requests(),
-                };
+                    close_requests,
+                });
                 (source, outbox::read_batch(None, gucs::batch_size(), gucs::batch_bytes()))
             })
         });
-        let Some((source, batch)) = read else {
+        let Some((reread, batch)) = read else {
             self.producer = None;
+            self.source = None;
             return Pass::Idle;
         };
-        let close_requests = source.close_requests;
-        if self.producer.as_ref().is_some_and(|c| c.source != source) {
+        if let Some(source) = reread {
+            self.source = Some((source, std::time::Instant::now()));
+        }
+        let source = &self.source.as_ref().expect("the source was just read").0;
+        if self.producer.as_ref().is_some_and(|c| c.source != *source) {
             log!("pg_kafka worker: closing the Kafka producer (brokers, kafka.config or kafka.close())");
             self.producer = None;
         }
@@ -201,7 +217,7 @@ impl Worker {
                 config.set(name, value);
             }
             match Producer::new(&config) {
-                Ok(producer) => self.producer = Some(Connected { producer, source }),
+                Ok(producer) => self.producer = Some(Connected { producer, source: source.clone() }),
                 Err(e) => {
                     self.no_producer = format!("could not create the Kafka producer: {e}");
                     record_error(&self.no_producer);

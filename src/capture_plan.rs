@@ -1,0 +1,136 @@
+//! What a capture trigger needs to encode a statement's events: its options, the column encoders
+//! of key and row, and the JSON of the database, schema and table names. Built the first time a
+//! trigger fires in a session and kept until PostgreSQL invalidates a relation or a schema (an
+//! ALTER TABLE, a new `kafka.capture()`, a renamed schema, a VACUUM's new statistics...), so that a
+//! one-row statement does no catalog lookups.
+
+use crate::debezium::{string, RowEnc};
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::prelude::*;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::rc::Rc;
+
+/// The options a capture trigger is created with (its arguments, set by `kafka.capture()`).
+pub struct Options {
+    pub topic: String,
+    pub key: Vec<i16>,
+    pub exclude: Vec<i16>,
+    pub emit_before: bool,
+    pub tombstones: bool,
+}
+
+impl Options {
+    pub fn from_args(args: &[String]) -> Options {
+        let attnums =
+            |s: &str| s.split(',').filter(|a| !a.is_empty()).filter_map(|a| a.parse().ok()).collect();
+        match args {
+            [topic, key, exclude, before, tombstones] => Options {
+                topic: topic.clone(),
+                key: attnums(key),
+                exclude: attnums(exclude),
+                emit_before: flag(before),
+                tombstones: flag(tombstones),
+            },
+            _ => error!("kafka.capture_changes() takes 5 trigger arguments; use kafka.capture()"),
+        }
+    }
+}
+
+/// A boolean as PostgreSQL writes it (`t`, or `true` from a cast to text).
+fn flag(s: &str) -> bool {
+    matches!(s, "t" | "true")
+}
+
+pub struct Plan {
+    pub opts: Options,
+    pub key: RowEnc,
+    pub row: RowEnc,
+    /// JSON strings of the names, for the `source` block.
+    pub db: String,
+    pub schema: String,
+    pub table: String,
+}
+
+impl Plan {
+    pub fn new(opts: Options, rel: pg_sys::Relation) -> Plan {
+        let desc = unsafe { (*rel).rd_att };
+        let json = |name: &CStr| {
+            let mut s = String::new();
+            string(&mut s, &name.to_string_lossy());
+            s
+        };
+        unsafe {
+            Plan {
+                key: RowEnc::new(desc, |a| opts.key.contains(&a)),
+                row: RowEnc::new(desc, |a| !opts.exclude.contains(&a)),
+                opts,
+                db: json(CStr::from_ptr(pg_sys::get_database_name(pg_sys::MyDatabaseId))),
+                schema: json(CStr::from_ptr(pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace))),
+                table: json(CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr())),
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Plans by trigger oid (a trigger's arguments never change; a new capture makes new triggers).
+    static PLANS: RefCell<HashMap<Oid, Rc<Plan>>> = RefCell::new(HashMap::new());
+    /// Bumped by every invalidation; `PLANS` holds plans made in epoch `PLANS_EPOCH`.
+    static EPOCH: Cell<u64> = const { Cell::new(0) };
+    static PLANS_EPOCH: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Registers the invalidation callbacks; called once from `_PG_init`.
+pub fn init() {
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache), Datum::from(0));
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            Some(on_namespace),
+            Datum::from(0),
+        );
+    }
+}
+
+/// The plan of capture trigger `trigger` on `rel`.
+///
+/// # Safety
+/// `trigger` and `rel` must be the firing trigger and its relation.
+pub unsafe fn of_trigger(trigger: *const pg_sys::Trigger, rel: pg_sys::Relation) -> Rc<Plan> {
+    let tgoid = unsafe { (*trigger).tgoid };
+    let epoch = EPOCH.get();
+    if PLANS_EPOCH.replace(epoch) != epoch {
+        PLANS.with_borrow_mut(HashMap::clear);
+    }
+    if let Some(plan) = PLANS.with_borrow(|p| p.get(&tgoid).cloned()) {
+        return plan;
+    }
+    let args = unsafe { trigger_args(trigger) };
+    let plan = Rc::new(Plan::new(Options::from_args(&args), rel));
+    // Building it looked up catalogs, which may have processed invalidations: keep it only if
+    // none came meanwhile.
+    if EPOCH.get() == epoch {
+        PLANS.with_borrow_mut(|p| p.insert(tgoid, plan.clone()));
+    }
+    plan
+}
+
+unsafe fn trigger_args(trigger: *const pg_sys::Trigger) -> Vec<String> {
+    unsafe {
+        let n = (*trigger).tgnargs as usize;
+        (0..n).map(|i| CStr::from_ptr(*(*trigger).tgargs.add(i)).to_string_lossy().into_owned()).collect()
+    }
+}
+
+// Invalidation callbacks only bump a counter: they may run in the middle of anything.
+#[pg_guard]
+unsafe extern "C-unwind" fn on_relcache(_arg: Datum, _relid: Oid) {
+    EPOCH.set(EPOCH.get().wrapping_add(1));
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_namespace(_arg: Datum, _cacheid: i32, _hash: u32) {
+    EPOCH.set(EPOCH.get().wrapping_add(1));
+}
