@@ -15,6 +15,9 @@ static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 static BATCH_BYTES: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024 * 1024);
 /// How long an idle worker sleeps when no commit wakes it (milliseconds).
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+/// How long the worker waits after a small batch so that a steady stream of commits makes fewer,
+/// larger batches (milliseconds; like librdkafka's linger.ms).
+static LINGER_MS: GucSetting<i32> = GucSetting::<i32>::new(20);
 /// Upper bound of the worker's exponential back-off after Kafka errors (milliseconds).
 static RETRY_BACKOFF_MAX_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 /// librdkafka `message.timeout.ms` for one delivery attempt; undelivered messages stay queued.
@@ -52,6 +55,14 @@ pub fn init() {
         &POLL_INTERVAL_MS,
         10,
         3_600_000,
+        GucFlags::UNIT_MS,
+    );
+    int(
+        c"kafka.linger",
+        c"How long the worker waits after a small batch for more commits to gather.",
+        &LINGER_MS,
+        0,
+        10_000,
         GucFlags::UNIT_MS,
     );
     int(
@@ -97,6 +108,10 @@ pub fn batch_bytes() -> i64 {
 
 pub fn poll_interval() -> Duration {
     Duration::from_millis(POLL_INTERVAL_MS.get() as u64)
+}
+
+pub fn linger() -> Duration {
+    Duration::from_millis(LINGER_MS.get() as u64)
 }
 
 pub fn retry_backoff_max() -> Duration {

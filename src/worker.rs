@@ -26,10 +26,10 @@ const RESTART_AFTER: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the worker polls librdkafka while an immediate send waits for its report.
 const IMMEDIATE_POLL: Duration = Duration::from_millis(5);
-/// After a batch smaller than `SMALL_BATCH` the worker waits this long before reading again, so
-/// that a steady trickle of commits makes fewer, larger batches (each pass costs two
-/// transactions of the worker's own, CPU taken from the sessions); like librdkafka's linger.ms.
-const LINGER: Duration = Duration::from_millis(10);
+/// After a batch smaller than `SMALL_BATCH` the worker waits `kafka.linger` before reading
+/// again, so that a steady trickle of commits makes fewer, larger batches: each pass costs two
+/// transactions of the worker's own and a produce request per partition, CPU taken from the
+/// sessions. A commit after an idle spell is still sent at once.
 const SMALL_BATCH: usize = 1000;
 const SOURCE_MAX_AGE: Duration = Duration::from_secs(1);
 
@@ -98,7 +98,7 @@ unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
 enum Pass {
     /// Nothing to send: sleep until woken.
     Idle,
-    /// Sent a batch of this many messages: look for more (after `LINGER` if it was small).
+    /// Sent a batch of this many messages: look for more (after `kafka.linger` if it was small).
     More(usize),
     /// Something failed: back off before the next try.
     Failed,
@@ -144,7 +144,7 @@ impl Worker {
             immediate::serve(self.producer.as_ref().map(|c| &c.producer), &self.no_producer);
             let wait = match pass {
                 _ if immediate::in_flight() => IMMEDIATE_POLL,
-                Pass::More(sent) if sent < SMALL_BATCH => LINGER,
+                Pass::More(sent) if sent < SMALL_BATCH => gucs::linger(),
                 Pass::More(_) => Duration::ZERO,
                 Pass::Idle => {
                     self.backoff = Duration::ZERO;
