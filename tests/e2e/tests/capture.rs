@@ -372,3 +372,31 @@ fn a_bulk_statement_is_packed_and_arrives_whole_and_in_order() {
     assert_eq!(ids, (1..=12_000).collect::<Vec<i64>>());
     drop_table(&mut c, "cap_bulk");
 }
+
+#[test]
+fn a_small_transactions_events_are_stored_compressed_and_arrive_intact() {
+    let mut c = pg();
+    let t = captured(&mut c, "cap_small", "id int PRIMARY KEY, note text", "");
+    let note = "the same words again and again ".repeat(4);
+    let mut tx = c.transaction().unwrap();
+    // RELEASE writes the subtransaction's events to the outbox, so they can be looked at here.
+    tx.batch_execute("SAVEPOINT s").unwrap();
+    tx.execute("INSERT INTO cap_small VALUES (1, $1), (2, $1)", &[&note]).unwrap();
+    tx.batch_execute("RELEASE s").unwrap();
+    let r = tx
+        .query_one(
+            "SELECT packed, pg_column_compression(payload), length(payload), pg_column_size(payload)
+               FROM kafka.outbox WHERE topic = $1",
+            &[&t],
+        )
+        .unwrap();
+    let (packed, method, size, stored): (i32, Option<String>, i32, i32) =
+        (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert_eq!((packed, method.as_deref()), (2, Some("lz4")), "two events in one lz4-compressed row");
+    assert!(stored < size, "{stored} bytes stored for a {size}-byte pack");
+    tx.commit().unwrap();
+    let ev = events(&t, 2);
+    assert_eq!(after(&ev[0]), &json!({"id": 1, "note": note}));
+    assert_eq!(after(&ev[1]), &json!({"id": 2, "note": note}));
+    drop_table(&mut c, "cap_small");
+}
