@@ -42,8 +42,9 @@ unsafe extern "C-unwind" {
 
 /// The payload Datum of `m`, compressed if it is a pack worth compressing.
 unsafe fn payload_datum(m: &OutboxMessage) -> Option<Datum> {
-    let datum = m.payload.as_deref().into_datum()?;
-    if m.packed.is_none() || m.payload.as_ref().is_none_or(|p| p.len() < COMPRESS_FROM) {
+    let payload = m.payload.as_deref()?;
+    let datum = payload.into_datum()?;
+    if m.packed.is_none() || payload.len() < COMPRESS_FROM {
         return Some(datum);
     }
     let compressed =

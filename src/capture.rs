@@ -107,8 +107,7 @@ fn capture_changes<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
     let data = trigger.trigger_data();
-    let plan = unsafe { capture_plan::of_trigger(data.tg_trigger, data.tg_relation) };
-    let events = Events::new(plan, false);
+    let events = Events::new(capture_plan::of_trigger(trigger), false);
     let desc = unsafe { (*data.tg_relation).rd_att };
     match data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
         pg_sys::TRIGGER_EVENT_INSERT => unsafe {

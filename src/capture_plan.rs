@@ -94,12 +94,10 @@ pub fn init() {
     }
 }
 
-/// The plan of capture trigger `trigger` on `rel`.
-///
-/// # Safety
-/// `trigger` and `rel` must be the firing trigger and its relation.
-pub unsafe fn of_trigger(trigger: *const pg_sys::Trigger, rel: pg_sys::Relation) -> Rc<Plan> {
-    let tgoid = unsafe { (*trigger).tgoid };
+/// The plan of the firing capture trigger.
+pub fn of_trigger(trigger: &pgrx::PgTrigger) -> Rc<Plan> {
+    let data = trigger.trigger_data();
+    let tgoid = unsafe { (*data.tg_trigger).tgoid };
     let epoch = EPOCH.get();
     if PLANS_EPOCH.replace(epoch) != epoch {
         PLANS.with_borrow_mut(HashMap::clear);
@@ -107,21 +105,14 @@ pub unsafe fn of_trigger(trigger: *const pg_sys::Trigger, rel: pg_sys::Relation)
     if let Some(plan) = PLANS.with_borrow(|p| p.get(&tgoid).cloned()) {
         return plan;
     }
-    let args = unsafe { trigger_args(trigger) };
-    let plan = Rc::new(Plan::new(Options::from_args(&args), rel));
+    let args = trigger.extra_args().unwrap_or_default();
+    let plan = Rc::new(Plan::new(Options::from_args(&args), data.tg_relation));
     // Building it looked up catalogs, which may have processed invalidations: keep it only if
     // none came meanwhile.
     if EPOCH.get() == epoch {
         PLANS.with_borrow_mut(|p| p.insert(tgoid, plan.clone()));
     }
     plan
-}
-
-unsafe fn trigger_args(trigger: *const pg_sys::Trigger) -> Vec<String> {
-    unsafe {
-        let n = (*trigger).tgnargs as usize;
-        (0..n).map(|i| CStr::from_ptr(*(*trigger).tgargs.add(i)).to_string_lossy().into_owned()).collect()
-    }
 }
 
 // Invalidation callbacks only bump a counter: they may run in the middle of anything.
