@@ -38,49 +38,6 @@ SELECT relid::regclass AS "table", kind, topic, kafka.capture_names(relid, key_a
        delete_after_queue, created_at
 FROM kafka.capture_config;
 
--- (Re)creates the trigger function of a relayed outbox table (capture_outbox) from its row in
--- kafka.capture_config, or drops it when the row is gone. Runs as the extension's owner (it
--- creates a function in schema kafka); the trigger that uses it is created by the caller of
--- capture_outbox(), so PostgreSQL checks their privileges.
-CREATE FUNCTION kafka.capture_function(relid oid) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
-DECLARE
-    cfg kafka.capture_config;
-    fn text := format('kafka.%I', 'capture_' || relid);
-    ins text;
-BEGIN
-    SELECT * INTO cfg FROM kafka.capture_config c WHERE c.relid = capture_function.relid;
-    IF NOT FOUND THEN
-        IF to_regprocedure(fn || '()') IS NOT NULL THEN  -- only outbox relays have one
-            EXECUTE format('DROP FUNCTION %s()', fn);
-        END IF;
-        RETURN NULL;
-    END IF;
-    -- Debezium's Outbox Event Router: topic from aggregatetype, key aggregateid, value payload,
-    -- headers id and type.
-    ins := format($q$
-        INSERT INTO kafka.outbox (id, topic, key, payload, headers)
-        SELECT nextval('kafka.outbox_id_seq'), replace(%1$L, '%%s', n.aggregatetype::text),
-               convert_to(n.aggregateid::text, 'UTF8'), convert_to(n.payload::text, 'UTF8'),
-               jsonb_build_array(jsonb_build_array('id', n.id::text), jsonb_build_array('type', n.type::text))
-        FROM kafka_new n$q$, cfg.topic);
-    IF cfg.delete_after_queue THEN
-        ins := ins || format('; DELETE FROM %s t WHERE t.id IN (SELECT n.id FROM kafka_new n)', cfg.relid::regclass);
-    END IF;
-    EXECUTE format($f$
-CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-BEGIN
-%2$s;
-PERFORM kafka.wake_at_commit();
-RETURN NULL;
-END $fn$;
-REVOKE ALL ON FUNCTION %1$s() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION %1$s() TO kafka_admin;
-$f$, fn, ins);
-    RETURN fn;
-END $body$;
-
 -- Creates the triggers of a captured table (as the caller: PostgreSQL checks its privileges).
 CREATE FUNCTION kafka.capture_triggers(relid oid) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
@@ -92,7 +49,8 @@ BEGIN
     SELECT * INTO STRICT cfg FROM kafka.capture_config c WHERE c.relid = capture_triggers.relid;
     IF cfg.kind = 'outbox' THEN
         EXECUTE format('CREATE TRIGGER kafka_capture_outbox AFTER INSERT ON %s REFERENCING NEW TABLE AS kafka_new '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION %s()', rel, kafka.capture_function(relid));
+                       'FOR EACH STATEMENT EXECUTE FUNCTION kafka.capture_outbox_relay(%L, %L)',
+                       rel, cfg.topic, cfg.delete_after_queue);
         RETURN;
     END IF;
     call := format('kafka.capture_changes(%L, %L, %L, %L, %L)', cfg.topic, array_to_string(cfg.key_attnums, ','),
@@ -202,7 +160,6 @@ BEGIN
      WHERE t.tgrelid = "table" AND t.tgname LIKE 'kafka\_capture\_%';
     DELETE FROM kafka.capture_config WHERE relid = "table";
     DELETE FROM kafka.backfill_progress WHERE relid = "table";
-    PERFORM kafka.capture_function("table"::oid);  -- without its row: drops the function
     RETURN true;
 END $$;
 
@@ -331,9 +288,7 @@ BEGIN
                 WHERE c.relid IN (SELECT d.objid FROM pg_event_trigger_ddl_commands() d
                                    WHERE d.classid = 'pg_class'::regclass)
     LOOP
-        IF cfg.kind = 'outbox' THEN
-            PERFORM kafka.capture_function(cfg.relid);
-        ELSIF cardinality(kafka.capture_names(cfg.relid, cfg.key_attnums)) < cardinality(cfg.key_attnums) THEN
+        IF cfg.kind = 'table' AND cardinality(kafka.capture_names(cfg.relid, cfg.key_attnums)) < cardinality(cfg.key_attnums) THEN
             RAISE EXCEPTION 'cannot drop a key column of captured table %', cfg.relid::regclass
                 USING ERRCODE = '2BP01',
                       HINT = 'Call kafka.uncapture() first, then kafka.capture() with the new key.';
@@ -353,7 +308,6 @@ BEGIN
         RETURNING c.relid
     LOOP
         DELETE FROM kafka.backfill_progress WHERE relid = gone;
-        PERFORM kafka.capture_function(gone);  -- without its row: drops the function
     END LOOP;
 END $$;
 

@@ -66,8 +66,8 @@ CREATE VIEW kafka.status AS
 SELECT w.running AS worker_running,
        w.pid AS worker_pid,
        w.started_at AS worker_started_at,
-       (SELECT coalesce(pg_catalog.sum(coalesce(packed, 1)), 0) FROM kafka.outbox)::bigint AS backlog,
-       (SELECT pg_catalog.now() - o.produced_at FROM kafka.outbox o ORDER BY o.id LIMIT 1) AS oldest_age,
+       (SELECT coalesce(pg_catalog.sum(o.messages), 0) FROM kafka.outbox o)::bigint AS backlog,
+       (SELECT pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(o.produced_at) FROM kafka.outbox o) AS oldest_age,
        w.delivered,
        w.dead_lettered,
        (SELECT pg_catalog.count(*) FROM kafka.dead_letter) AS dead_letters,
@@ -107,7 +107,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.broker TO kafka_admin;
 GRANT SELECT (name), INSERT, UPDATE, DELETE ON kafka.config TO kafka_admin;
 GRANT SELECT ON kafka.settings TO kafka_admin;
 GRANT SELECT, DELETE ON kafka.dead_letter TO kafka_admin;
-GRANT SELECT ON kafka.outbox, kafka.status TO kafka_admin;
+GRANT SELECT ON kafka.outbox, kafka.outbox_commit, kafka.status TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.is_secret(text),
                           kafka.requeue_dead_letters(bigint[], text), kafka.purge_dead_letters(bigint[], text)
     TO kafka_admin;
@@ -117,7 +117,7 @@ GRANT SELECT ON kafka.captures, kafka.backfills TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean), kafka.uncapture(regclass),
                           kafka.capture_outbox(regclass, text, boolean), kafka.capture_triggers(oid),
                           kafka.capture_changes(), kafka.capture_attnums(oid, text[]), kafka.capture_names(oid, int2[]),
-                          kafka.capture_function(oid), kafka.check_topic(text), kafka.drop_capture_trigger(regclass, name),
+                          kafka.capture_outbox_relay(), kafka.check_topic(text), kafka.drop_capture_trigger(regclass, name),
                           kafka.backfill_chunk(oid, integer), kafka.capture_check_table(regclass),
                           kafka.capture_check_columns(regclass, text[], text)
     TO kafka_admin;

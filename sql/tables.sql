@@ -7,23 +7,31 @@ CREATE TABLE kafka.broker (
     PRIMARY KEY (host, port)
 );
 
--- Messages of committed transactions that Kafka has not acknowledged yet. Ordinary WAL-logged
--- table: it survives crashes and follows physical replication. Ids come from the sequence at
--- produce() time, so a session's messages keep the order it produced them in.
-CREATE SEQUENCE kafka.outbox_id_seq AS bigint CACHE 100;
+-- Messages of committed transactions that Kafka has not acknowledged yet, in packs of up to 512
+-- (src/pack.rs). Ordinary WAL-logged tables: they survive crashes and follow physical replication.
+-- Delivery order is commit order: each transaction that wrote packs also writes one row of
+-- kafka.outbox_commit just before it commits, numbered from kafka.commit_seq; the worker sends
+-- transactions in that order and a transaction's packs in id order (README, "How it works").
+CREATE SEQUENCE kafka.outbox_id_seq AS bigint INCREMENT BY 512 CACHE 16;  -- message i of a pack: id + i
 CREATE TABLE kafka.outbox (
-    id bigint PRIMARY KEY,
-    topic text NOT NULL,
-    key bytea,
-    payload bytea COMPRESSION lz4,
-    headers jsonb,                 -- [["name", "value" or null], ...] in order; NULL: none
-    partition integer,             -- NULL: Kafka's partitioner decides (by key)
-    timestamp_ms bigint,           -- record timestamp; NULL: the time librdkafka sends it
+    id bigint PRIMARY KEY,          -- the pack's first message id
+    xid xid8 NOT NULL,              -- the transaction that wrote it
+    messages integer NOT NULL,      -- how many messages the pack holds
+    payload bytea NOT NULL,         -- the pack (src/pack.rs), lz4-compressed from 256 bytes
     produced_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    first_attempt_at timestamptz,  -- set when a delivery attempt failed and will be retried
-    packed integer                 -- NULL: one message; n: payload packs n messages (src/pack.rs)
+    first_attempt_at timestamptz    -- set when a delivery attempt failed and will be retried
 ) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.02);
+CREATE INDEX outbox_xid ON kafka.outbox (xid);
 ALTER SEQUENCE kafka.outbox_id_seq OWNED BY kafka.outbox.id;
+
+-- One row per committed transaction with packs waiting: its place in commit order. The number is
+-- taken at PRE-COMMIT, after every lock the transaction waited for was granted, so transactions the
+-- database orders (one session's, or serialized by a lock) are numbered in their commit order.
+CREATE SEQUENCE kafka.commit_seq AS bigint;  -- no cache: numbers are handed out in time order
+CREATE TABLE kafka.outbox_commit (
+    csn bigint PRIMARY KEY,
+    xid xid8 NOT NULL
+) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.02);
 
 -- Messages Kafka refused for good (too large, invalid or forbidden topic...), with its error.
 CREATE TABLE kafka.dead_letter (
@@ -45,6 +53,8 @@ CREATE INDEX dead_letter_topic ON kafka.dead_letter (topic);
 SELECT pg_catalog.pg_extension_config_dump('kafka.broker', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('kafka.outbox_commit', '');
+SELECT pg_catalog.pg_extension_config_dump('kafka.commit_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.dead_letter', '');
 
 -- librdkafka producer settings (name, value), checked by librdkafka when written; applied by the

@@ -4,6 +4,7 @@
 use crate::error::KafkaError;
 use crate::immediate::{self, Failure};
 use crate::outbox::{self, OutboxMessage};
+use crate::pack::Parts;
 use crate::record::{check_partition, kafka_timestamp_ms, parse_headers};
 use crate::{gucs, pending, settings, shared};
 use pgrx::prelude::*;
@@ -16,8 +17,7 @@ use std::time::Duration;
 fn produce(topic: Option<&str>, message: Option<&str>) -> bool {
     let topic = crate::record::check_topic(topic).unwrap_or_else(|e| e.raise());
     ensure_deliverable();
-    let payload = message.map(|m| m.as_bytes().to_vec());
-    pending::push(OutboxMessage { topic: topic.to_owned(), payload, ..Default::default() });
+    pending::push(&Parts { topic, payload: message.map(str::as_bytes), ..Default::default() });
     true
 }
 
@@ -34,7 +34,7 @@ fn publish_text(
     ts: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> i64 {
     let value = value.map(|v| v.as_bytes().to_vec());
-    pending::push(record(topic, value, key, key_bytes, headers, partition, ts))
+    pending::push(&record(topic, value, key, key_bytes, headers, partition, ts).parts())
 }
 
 /// Queues a full Kafka record whose value is bytes, exactly as given.
@@ -48,7 +48,7 @@ fn publish_bytea(
     partition: default!(Option<i32>, "NULL"),
     ts: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> i64 {
-    pending::push(record(topic, value.map(<[u8]>::to_vec), key, key_bytes, headers, partition, ts))
+    pending::push(&record(topic, value.map(<[u8]>::to_vec), key, key_bytes, headers, partition, ts).parts())
 }
 
 /// Sends a record now, outside the transaction (it stays sent if the caller rolls back), and
@@ -102,14 +102,18 @@ fn send_now(
     }
 }
 
-/// Moves dead letters back to the outbox (all, or those with the given ids and/or topic);
-/// they are sent again once this transaction commits. Returns how many.
+/// Moves dead letters back to the outbox (all, or those with the given ids and/or topic), in id
+/// order; they are sent again, with new ids, once this transaction commits. Returns how many.
 #[pg_extern(volatile, parallel_unsafe)]
 fn requeue_dead_letters(
     ids: default!(Option<Vec<i64>>, "NULL"),
     topic: default!(Option<&str>, "NULL"),
 ) -> i64 {
-    let n = outbox::requeue_dead_letters(ids, topic);
+    let letters = outbox::take_dead_letters(ids, topic).unwrap_or_else(|e| e.raise());
+    for m in &letters {
+        pending::push(&m.parts());
+    }
+    let n = letters.len() as i64;
     // A fix (new partitions, a new ACL) is often what made them deliverable: fresh metadata.
     pending::reload_at_commit();
     n
@@ -214,13 +218,6 @@ fn worker_state() -> TableIterator<
 #[pg_extern(immutable, parallel_safe)]
 fn check_topic(topic: Option<&str>) {
     crate::record::check_topic(topic).unwrap_or_else(|e| e.raise());
-}
-
-/// For pg_kafka's own SQL (capture triggers) that writes `kafka.outbox` directly: wake the
-/// worker when the transaction commits. Not granted to anyone.
-#[pg_extern(volatile, parallel_unsafe)]
-fn wake_at_commit() {
-    pending::wake_at_commit();
 }
 
 /// Trigger on `kafka.broker` and `kafka.config`: when the change commits, the worker stops what

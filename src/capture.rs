@@ -9,6 +9,8 @@
 //! (`capture_plan`).
 
 use crate::capture_plan::{self, Options, Plan};
+use crate::pack::Parts;
+use crate::error::KafkaError;
 use crate::pending;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
@@ -48,11 +50,12 @@ impl Events {
     }
 
     fn queue(&self, key: Option<&str>, value: Option<String>) {
-        pending::push_event(
-            &self.plan.opts.topic,
-            key.map(str::as_bytes),
-            value.as_deref().map(str::as_bytes),
-        );
+        pending::push(&Parts {
+            topic: &self.plan.opts.topic,
+            key: key.map(str::as_bytes),
+            payload: value.as_deref().map(str::as_bytes),
+            ..Default::default()
+        });
     }
 
     /// (key, row) JSON of one tuple; the row only if `with_row`.
@@ -98,7 +101,7 @@ impl Events {
 
 /// A deformed tuple: values and nulls by attribute index.
 #[derive(Clone, Copy)]
-struct Tuple<'a>(&'a [Datum], &'a [bool]);
+pub(crate) struct Tuple<'a>(pub &'a [Datum], pub &'a [bool]);
 
 /// Trigger of captured tables (created by `kafka.capture()`): AFTER INSERT/UPDATE/DELETE with
 /// transition tables, and AFTER TRUNCATE, all FOR EACH STATEMENT.
@@ -107,6 +110,7 @@ fn capture_changes<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
     let data = trigger.trigger_data();
+    check_trigger(data, "kafka.capture_changes()", false).unwrap_or_else(|e| e.raise());
     let events = Events::new(capture_plan::of_trigger(trigger), false);
     let desc = unsafe { (*data.tg_relation).rd_att };
     match data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
@@ -122,6 +126,29 @@ fn capture_changes<'a>(
         _ => events.push(None, None, None, 't'),
     }
     Ok(None)
+}
+
+/// Refuses to run as anything but a statement-level AFTER trigger with the transition tables its
+/// event needs (`insert_only`: only AFTER INSERT), so no SQL can make it read what is not there.
+pub(crate) fn check_trigger(data: &pg_sys::TriggerData, name: &str, insert_only: bool) -> Result<(), KafkaError> {
+    let event = data.tg_event;
+    let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
+    let statement = event & pg_sys::TRIGGER_EVENT_ROW == 0;
+    let after = event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_AFTER;
+    let tables = match op {
+        pg_sys::TRIGGER_EVENT_INSERT => !data.tg_newtable.is_null(),
+        pg_sys::TRIGGER_EVENT_DELETE => !data.tg_oldtable.is_null() && !insert_only,
+        pg_sys::TRIGGER_EVENT_UPDATE => !data.tg_oldtable.is_null() && !data.tg_newtable.is_null() && !insert_only,
+        pg_sys::TRIGGER_EVENT_TRUNCATE => !insert_only,
+        _ => false,
+    };
+    if statement && after && tables {
+        Ok(())
+    } else {
+        Err(KafkaError::BadTrigger(format!(
+            "{name} must run as a FOR EACH STATEMENT AFTER trigger with the transition tables of its event"
+        )))
+    }
 }
 
 /// Queues an `op: "r"` (snapshot) event for each of `rows`, rows of captured table `rel`, in
@@ -234,7 +261,7 @@ impl Drop for Reader {
 }
 
 /// Calls `f` for each row of a transition table, in a memory context reset after each row.
-unsafe fn rows(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc, mut f: impl FnMut(Tuple)) {
+pub(crate) unsafe fn rows(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc, mut f: impl FnMut(Tuple)) {
     let mut reader = unsafe { Reader::new(store, desc) };
     per_row(|| unsafe { reader.next() }.map(&mut f).is_some());
 }

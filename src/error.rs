@@ -48,6 +48,12 @@ pub enum KafkaError {
     NotPreloaded,
     /// `produce()` ran in a database the worker does not serve.
     WrongDatabase { current: String, served: String },
+    /// pg_kafka's tables are missing or were altered.
+    OutboxMissing,
+    /// A trigger function called the wrong way (not as the statement-level AFTER trigger it is).
+    BadTrigger(String),
+    /// A failure inside pg_kafka that no input explains (a database call failed).
+    Internal(String),
 }
 
 impl KafkaError {
@@ -69,7 +75,11 @@ impl KafkaError {
             BadTimeout => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             ImmediateRefused(_) | ImmediateTimeout(_) => PgSqlErrorCode::ERRCODE_CONNECTION_EXCEPTION,
             NoValueNoKey => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            NotPreloaded | WrongDatabase { .. } => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            NotPreloaded | WrongDatabase { .. } | OutboxMissing => {
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            BadTrigger(_) => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
 
@@ -119,6 +129,11 @@ impl KafkaError {
                 "The pg_kafka worker serves the database named by kafka.database; set \
                  kafka.database = '{current}' and reload, or produce from that database."
             ),
+            OutboxMissing => "Recreate the extension: DROP EXTENSION kafka; CREATE EXTENSION kafka;".into(),
+            BadTrigger(_) => "Use kafka.capture() or kafka.capture_outbox(), which create the triggers \
+                              the right way."
+                .into(),
+            Internal(_) => "This is a bug or a damaged installation; the server log has the details.".into(),
         }
     }
 
@@ -161,6 +176,9 @@ impl fmt::Display for KafkaError {
                 f,
                 "the pg_kafka worker delivers messages from database \"{served}\", not \"{current}\""
             ),
+            OutboxMissing => write!(f, "pg_kafka's outbox tables are missing or altered"),
+            BadTrigger(why) => write!(f, "{why}"),
+            Internal(why) => write!(f, "pg_kafka: {why}"),
         }
     }
 }
@@ -190,6 +208,9 @@ mod tests {
             KafkaError::SuperuserSetting("x".into()),
             KafkaError::BadSetting { name: "x".into(), why: "y".into() },
             KafkaError::WrongDatabase { current: "a".into(), served: "b".into() },
+            KafkaError::OutboxMissing,
+            KafkaError::BadTrigger("x".into()),
+            KafkaError::Internal("x".into()),
         ];
         for e in all {
             assert!(!e.hint().is_empty(), "{e}");

@@ -250,72 +250,16 @@ fn floor_char_boundary(s: &str, max: usize) -> usize {
 
 // ---- the record in the segment ------------------------------------------------------------
 
-fn put(out: &mut Vec<u8>, field: Option<&[u8]>) {
-    match field {
-        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
-        Some(b) => {
-            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-            out.extend_from_slice(b);
-        }
-    }
-}
-
+/// A record crosses the segment in the outbox's pack format (a pack of one).
 fn encode(m: &OutboxMessage) -> Vec<u8> {
-    let mut out = Vec::with_capacity(m.size() + 64);
-    put(&mut out, Some(m.topic.as_bytes()));
-    put(&mut out, m.key.as_deref());
-    put(&mut out, m.payload.as_deref());
-    let headers = m.headers.as_deref().unwrap_or_default();
-    out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
-    for (n, v) in headers {
-        put(&mut out, Some(n.as_bytes()));
-        put(&mut out, v.as_deref().map(str::as_bytes));
-    }
-    out.extend_from_slice(&m.partition.unwrap_or(-1).to_le_bytes());
-    out.extend_from_slice(&m.timestamp_ms.unwrap_or(-1).to_le_bytes());
-    out
+    let mut pack = crate::pack::Pack::new(0);
+    pack.push(&m.parts());
+    pack.bytes
 }
 
-fn decode(mut b: &[u8]) -> Option<OutboxMessage> {
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = (b.get(..n)?, b.get(n..)?);
-        *b = rest;
-        Some(head)
-    }
-    fn u32_(b: &mut &[u8]) -> Option<u32> {
-        Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?))
-    }
-    fn field(b: &mut &[u8]) -> Option<Option<Vec<u8>>> {
-        match u32_(b)? {
-            u32::MAX => Some(None),
-            n => Some(Some(take(b, n as usize)?.to_vec())),
-        }
-    }
-    let text = |v: Vec<u8>| String::from_utf8(v).ok();
-    let topic = text(field(&mut b)??)?;
-    let key = field(&mut b)?;
-    let payload = field(&mut b)?;
-    let count = u32_(&mut b)?;
-    let mut headers = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        let name = text(field(&mut b)??)?;
-        let value = match field(&mut b)? {
-            Some(v) => Some(text(v)?),
-            None => None,
-        };
-        headers.push((name, value));
-    }
-    let partition = i32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?);
-    let ts = i64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
-    Some(OutboxMessage {
-        topic,
-        key,
-        payload,
-        headers: (count > 0).then_some(headers),
-        partition: (partition >= 0).then_some(partition),
-        timestamp_ms: (ts >= 0).then_some(ts),
-        ..Default::default()
-    })
+fn decode(b: &[u8]) -> Option<OutboxMessage> {
+    let mut msgs = crate::pack::unpack(0, b)?;
+    (msgs.len() == 1).then(|| msgs.pop()).flatten()
 }
 
 #[cfg(test)]
@@ -338,5 +282,6 @@ mod tests {
         let bare = OutboxMessage { topic: "u".into(), payload: Some(b"p".to_vec()), ..Default::default() };
         assert_eq!(format!("{bare:?}"), format!("{:?}", decode(&encode(&bare)).unwrap()));
         assert!(decode(&encode(&m)[..5]).is_none());
+        assert!(decode(&[encode(&m), encode(&bare)].concat()).is_none(), "one record per segment");
     }
 }

@@ -18,6 +18,7 @@ mod pack;
 mod pending;
 pub mod producer;
 mod record;
+mod relay;
 mod reports;
 mod settings;
 mod shared;
@@ -29,7 +30,7 @@ extension_sql_file!("../sql/tables.sql", name = "tables", bootstrap);
 extension_sql_file!(
     "../sql/capture.sql",
     name = "capture",
-    requires = [api::check_topic, capture::capture_changes, capture::backfill_events]
+    requires = [api::check_topic, capture::capture_changes, capture::backfill_events, relay::capture_outbox_relay]
 );
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 

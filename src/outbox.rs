@@ -5,20 +5,21 @@
 //! id order and removes what Kafka acknowledged or refused ([`finish`]) in one transaction, so a
 //! message leaves the outbox only once its fate is recorded.
 
+use crate::error::KafkaError;
+use crate::pack::Pack;
 use crate::record::Headers;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
-/// One message as stored in the outbox.
+/// One message: what a backend queues, and what the worker reads back out of a pack.
 #[derive(Debug, Clone, Default)]
 pub struct OutboxMessage {
+    /// Its id (`kafka.publish()` returns it; a dead letter keeps it).
     pub id: i64,
-    /// The outbox row it was read from (the worker's side).
+    /// The outbox row (pack) it was read from (the worker's side).
     pub row: i64,
-    /// A pack of this many messages, `payload` in `pack`'s format (the backends' side).
-    pub packed: Option<i32>,
-    /// Read out of a packed row: shares the row's id (the worker's side).
-    pub unpacked: bool,
+    /// Its transaction's place in commit order (the worker's side).
+    pub csn: i64,
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
@@ -27,52 +28,30 @@ pub struct OutboxMessage {
     pub timestamp_ms: Option<i64>,
 }
 
-impl OutboxMessage {
-    pub fn size(&self) -> usize {
-        let headers = self.headers.iter().flatten();
-        self.topic.len()
-            + self.key.as_ref().map_or(0, Vec::len)
-            + self.payload.as_ref().map_or(0, Vec::len)
-            + headers.map(|(n, v)| n.len() + v.as_ref().map_or(0, String::len)).sum::<usize>()
-    }
-}
-
-fn headers_to_json(h: &Headers) -> pgrx::JsonB {
-    pgrx::JsonB(serde_json::Value::Array(h.iter().map(|(n, v)| serde_json::json!([n, v])).collect()))
-}
-
-fn headers_from_json(j: pgrx::JsonB) -> Headers {
-    let pairs = j.0.as_array().cloned().unwrap_or_default();
-    pairs
-        .iter()
-        .filter_map(|p| {
-            let name = p.get(0)?.as_str()?.to_owned();
-            Some((name, p.get(1).and_then(|v| v.as_str()).map(str::to_owned)))
-        })
-        .collect()
-}
-
-/// The outbox id sequence and the role that owns the outbox, for appends made on a caller's behalf.
+/// pg_kafka's relations and the role that owns them, for appends made on a caller's behalf.
 #[derive(Debug, Clone, Copy)]
-pub struct Sequence {
-    oid: pg_sys::Oid,
+pub struct Store {
+    id_seq: pg_sys::Oid,
+    commit_seq: pg_sys::Oid,
     owner: pg_sys::Oid,
     outbox: pg_sys::Oid,
+    commits: pg_sys::Oid,
 }
 
-/// Looks up the outbox sequence and the outbox's owner in the catalog caches (no SQL, so cheap
-/// enough for every transaction; a re-created extension is found by name).
-pub fn sequence() -> Sequence {
+/// Looks up the outbox's relations and owner in the catalog caches (no SQL, so cheap enough for
+/// every transaction; a re-created extension is found by name).
+pub fn store() -> Store {
     let found = unsafe {
         let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
-        let seq = pg_sys::get_relname_relid(c"outbox_id_seq".as_ptr(), nsp);
-        let outbox = pg_sys::get_relname_relid(c"outbox".as_ptr(), nsp);
-        (nsp != pg_sys::InvalidOid && seq != pg_sys::InvalidOid)
-            .then(|| relation_owner(outbox))
+        let rel = |name: &std::ffi::CStr| pg_sys::get_relname_relid(name.as_ptr(), nsp);
+        let (id_seq, commit_seq) = (rel(c"outbox_id_seq"), rel(c"commit_seq"));
+        let (outbox, commits) = (rel(c"outbox"), rel(c"outbox_commit"));
+        let all = [nsp, id_seq, commit_seq, outbox, commits].iter().all(|o| *o != pg_sys::InvalidOid);
+        all.then(|| relation_owner(outbox))
             .flatten()
-            .map(|owner| Sequence { oid: seq, owner, outbox })
+            .map(|owner| Store { id_seq, commit_seq, owner, outbox, commits })
     };
-    found.unwrap_or_else(|| panic!("pg_kafka's outbox is missing; recreate the extension"))
+    found.unwrap_or_else(|| KafkaError::OutboxMissing.raise())
 }
 
 /// The owner of a relation, from the catalog cache.
@@ -88,11 +67,11 @@ unsafe fn relation_owner(relid: pg_sys::Oid) -> Option<pg_sys::Oid> {
 }
 
 /// Runs `f` as the owner of the outbox, like a SECURITY DEFINER function would.
-fn as_owner<R>(seq: Sequence, f: impl FnOnce() -> R) -> R {
+fn as_owner<R>(store: Store, f: impl FnOnce() -> R) -> R {
     let (mut user, mut sec) = (pg_sys::Oid::INVALID, 0);
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
-        pg_sys::SetUserIdAndSecContext(seq.owner, sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+        pg_sys::SetUserIdAndSecContext(store.owner, sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
     }
     let r = f();
     // On error the transaction's abort restores the user; on success we do.
@@ -100,23 +79,54 @@ fn as_owner<R>(seq: Sequence, f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// The next outbox id: ids grow in the order a session produces.
-pub fn next_id(seq: Sequence) -> i64 {
-    as_owner(seq, || unsafe {
-        pgrx::direct_function_call::<i64>(pg_sys::nextval_oid, &[seq.oid.into_datum()])
-    })
-    .expect("nextval returned NULL")
+fn nextval(store: Store, seq: pg_sys::Oid) -> i64 {
+    as_owner(store, || unsafe { pgrx::direct_function_call::<i64>(pg_sys::nextval_oid, &[seq.into_datum()]) })
+        .expect("nextval returned NULL")
 }
 
-/// Appends messages (and packs of messages) to the outbox (`append`).
-pub fn insert(batch: &[OutboxMessage], seq: Sequence) {
-    // At COMMIT or RELEASE SAVEPOINT no statement is running: bring a snapshot of our own (TOAST
-    // and unique checks may want one).
+/// The id of a new pack: ids grow in the order a session asks for them.
+pub fn next_pack_id(store: Store) -> i64 {
+    nextval(store, store.id_seq)
+}
+
+/// The current transaction's full id as an `xid8` Datum (assigns one if it has none yet).
+fn xid_datum() -> pg_sys::Datum {
+    let xid = unsafe { pg_sys::GetTopFullTransactionId() };
+    pg_sys::Datum::from(xid.value)
+}
+
+const OUTBOX_COLUMNS: [&str; 6] = ["id", "xid", "messages", "payload", "produced_at", "first_attempt_at"];
+const COMMIT_COLUMNS: [&str; 2] = ["csn", "xid"];
+
+/// Appends packs to the outbox in the current transaction (`append`).
+pub fn insert(packs: &[Pack], store: Store) {
+    with_snapshot(|| {
+        let xid = xid_datum();
+        let produced_at = pg_sys::Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
+        crate::append::insert(store.outbox, &OUTBOX_COLUMNS, packs.len(), |i| {
+            let p = &packs[i];
+            vec![p.id.into_datum(), Some(xid), p.count.into_datum(), crate::append::compressed(&p.bytes), Some(produced_at), None]
+        });
+    })
+}
+
+/// Records the current transaction's place in commit order; called last before it commits.
+pub fn insert_commit(store: Store) {
+    with_snapshot(|| {
+        let csn = nextval(store, store.commit_seq);
+        let xid = xid_datum();
+        crate::append::insert(store.commits, &COMMIT_COLUMNS, 1, |_| vec![csn.into_datum(), Some(xid)]);
+    })
+}
+
+/// At COMMIT or RELEASE SAVEPOINT no statement is running: bring a snapshot of our own (TOAST
+/// and unique checks may want one).
+fn with_snapshot(f: impl FnOnce()) {
     let own_snapshot = unsafe { !pg_sys::ActiveSnapshotSet() };
     if own_snapshot {
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     }
-    crate::append::insert(seq.outbox, batch, |m| m.headers.as_ref().map(headers_to_json));
+    f();
     if own_snapshot {
         unsafe { pg_sys::PopActiveSnapshot() };
     }
@@ -132,164 +142,228 @@ pub fn installed() -> bool {
     }
 }
 
-/// The brokers as a librdkafka `bootstrap.servers` list, in a stable order.
-pub fn bootstrap_servers() -> String {
+/// The brokers as a librdkafka `bootstrap.servers` list, in a stable order. Every operator is
+/// qualified: the worker runs this as a superuser in a database other roles may own.
+pub fn bootstrap_servers() -> Result<String, KafkaError> {
     Spi::get_one::<String>(
-        "SELECT pg_catalog.string_agg(host || ':' || port, ',' ORDER BY host, port) FROM kafka.broker",
+        "SELECT pg_catalog.string_agg(pg_catalog.concat(b.host, ':', b.port), ',' ORDER BY b.host, b.port)
+           FROM kafka.broker b",
     )
-    .ok()
-    .flatten()
-    .unwrap_or_default()
+    .map(Option::unwrap_or_default)
+    .map_err(|e| KafkaError::Internal(format!("could not read kafka.broker: {e}")))
 }
 
 /// The rows of `kafka.config`, in name order.
-pub fn producer_settings() -> Vec<(String, String)> {
+pub fn producer_settings() -> Result<Vec<(String, String)>, KafkaError> {
     Spi::connect(|client| {
         let rows = client
-            .select("SELECT name, value FROM kafka.config ORDER BY name", None, &[])
-            .unwrap_or_else(|e| panic!("could not read kafka.config: {e}"));
-        rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??))).collect()
+            .select("SELECT c.name, c.value FROM kafka.config c ORDER BY c.name COLLATE \"C\"", None, &[])
+            .map_err(|e| KafkaError::Internal(format!("could not read kafka.config: {e}")))?;
+        Ok(rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??))).collect())
     })
 }
 
-/// The oldest waiting messages with an id above `after`, in id order: about `limit` messages
-/// and `max_bytes` bytes (the first row always comes, whatever its size; a packed row comes
-/// whole). Read through a cursor in id order, so the plan follows the primary key and stops
-/// as soon as the batch is full.
-pub fn read_batch(after: Option<i64>, limit: usize, max_bytes: i64) -> Vec<OutboxMessage> {
-    const FETCH: i64 = 1000;
-    // Always the primary key in order: never a scan and sort of the whole queue, which the planner
+/// Where the worker is in the log of commits.
+///
+/// A *round* is the set of transactions that committed after snapshot `after` (all of them when
+/// it is None) and before snapshot `upto`: fixed once `upto` is taken, however long it takes to
+/// read and whatever commits meanwhile. A round is read in commit order (`csn`), each
+/// transaction's packs in id order, in chunks that resume after `pos`. A transaction that
+/// commits late (with a smaller `csn` than one already sent) falls in the next round: it was not
+/// ordered before anything already sent, or it would have been visible first.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub after: Option<String>,
+    pub upto: String,
+    pub pos: (i64, i64),
+}
+
+impl Round {
+    /// A new round: what committed after `after` and before now.
+    pub fn start(after: Option<String>) -> Result<Round, KafkaError> {
+        let upto = Spi::get_one::<String>("SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text")
+            .map_err(|e| KafkaError::Internal(format!("could not take a snapshot: {e}")))?
+            .unwrap_or_default();
+        Ok(Round { after, upto, pos: (i64::MIN, i64::MIN) })
+    }
+}
+
+/// The next chunk of `round`, in commit order: whole packs, about `limit` messages and
+/// `max_bytes` bytes (the first pack always comes, whatever its size). Advances `round.pos`.
+pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec<OutboxMessage>, KafkaError> {
+    const FETCH: i64 = 64;
+    let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not read kafka.outbox: {e}"));
+    // Always the indexes in order: never a scan and sort of the whole queue, which the planner
     // may pick when the statistics are those of an empty outbox (the usual state after vacuum).
     Spi::run(
-        "SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off",
+        "SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off;
+         SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
     )
-    .unwrap_or_else(|e| panic!("could not set the outbox scan: {e}"));
+    .map_err(failed)?;
     Spi::connect(|client| {
         let mut cursor = client.open_cursor(
-            "SELECT id, topic, key, payload, headers, partition, timestamp_ms, packed
-               FROM kafka.outbox WHERE id > $1 ORDER BY id",
-            &[after.unwrap_or(i64::MIN).into()],
+            "SELECT c.csn, o.id, o.payload
+               FROM kafka.outbox_commit c JOIN kafka.outbox o ON o.xid OPERATOR(pg_catalog.=) c.xid
+              WHERE c.csn OPERATOR(pg_catalog.>=) $1
+                AND (c.csn OPERATOR(pg_catalog.>) $1 OR o.id OPERATOR(pg_catalog.>) $2)
+                AND pg_catalog.pg_visible_in_snapshot(c.xid, $3::pg_catalog.text::pg_catalog.pg_snapshot)
+                AND ($4::pg_catalog.text IS NULL
+                     OR NOT pg_catalog.pg_visible_in_snapshot(c.xid, $4::pg_catalog.text::pg_catalog.pg_snapshot))
+              ORDER BY c.csn, o.id",
+            &[round.pos.0.into(), round.pos.1.into(), round.upto.as_str().into(), round.after.as_deref().into()],
         );
         let (mut batch, mut bytes) = (Vec::new(), 0_i64);
         loop {
-            let rows = cursor.fetch(FETCH).unwrap_or_else(|e| panic!("could not read kafka.outbox: {e}"));
+            let rows = cursor.fetch(FETCH).map_err(failed)?;
             if rows.is_empty() {
-                return batch;
+                return Ok(batch);
             }
             for row in rows {
                 if !batch.is_empty() && (batch.len() >= limit || bytes >= max_bytes) {
-                    return batch;
+                    return Ok(batch);
                 }
-                let id: i64 = row.get(1).ok().flatten().expect("outbox id is NULL");
-                let single = OutboxMessage {
-                    id,
-                    row: id,
-                    topic: row.get(2).ok().flatten().expect("outbox topic is NULL"),
-                    key: row.get(3).ok().flatten(),
-                    payload: row.get(4).ok().flatten(),
-                    headers: row.get::<pgrx::JsonB>(5).ok().flatten().map(headers_from_json),
-                    partition: row.get(6).ok().flatten(),
-                    timestamp_ms: row.get(7).ok().flatten(),
-                    ..Default::default()
-                };
-                bytes += single.size() as i64;
-                match row.get::<i32>(8).ok().flatten() {
-                    None => batch.push(single),
-                    Some(_) => batch.extend(
-                        crate::pack::unpack(id, single.payload.as_deref().unwrap_or_default())
-                            .unwrap_or_else(|| panic!("outbox row {id} is packed but malformed")),
-                    ),
-                }
+                let csn: i64 = row.get(1).map_err(failed)?.unwrap_or_default();
+                let id: i64 = row.get(2).map_err(failed)?.unwrap_or_default();
+                let payload: Vec<u8> = row.get(3).map_err(failed)?.unwrap_or_default();
+                bytes += payload.len() as i64;
+                let msgs = crate::pack::unpack(id, &payload)
+                    .ok_or_else(|| KafkaError::Internal(format!("outbox row {id} is malformed")))?;
+                batch.extend(msgs.into_iter().map(|m| OutboxMessage { csn, ..m }));
+                round.pos = (csn, id);
             }
         }
     })
 }
 
-/// Records the outcome of a batch, by outbox row: rows whose messages were all acknowledged or
+/// Records the outcome of a chunk, by outbox row: rows whose messages were all acknowledged or
 /// refused leave the outbox (refused messages move to `kafka.dead_letter` with Kafka's error),
-/// rows with a message to retry stay and remember their first attempt.
-/// `refused` holds (message, error); `done` the finished rows; `retried` the rows that stay.
-/// A refused message of a packed row gets an id of its own in `kafka.dead_letter`.
-/// Returns how many messages were dead-lettered.
-pub fn finish(done: &[i64], refused: &[(&OutboxMessage, String)], retried: &[i64]) -> i64 {
+/// rows with a message to retry stay and remember their first attempt; a transaction whose rows
+/// are all gone leaves `kafka.outbox_commit`.
+/// `refused` holds (message, error); `done` the finished rows; `retried` the rows that stay;
+/// `csns` the transactions the chunk touched. Returns how many messages were dead-lettered.
+pub fn finish(
+    done: &[i64],
+    refused: &[(&OutboxMessage, String)],
+    retried: &[i64],
+    csns: &[i64],
+) -> Result<i64, KafkaError> {
     Spi::connect_mut(|client| {
         if !installed() {
-            return 0;
+            return Ok(0);
         }
-        let mut run = |what: &str, sql: &str, args: &[DatumWithOid]| -> i64 {
+        let mut run = |what: &str, sql: &str, args: &[DatumWithOid]| -> Result<i64, KafkaError> {
             client
                 .update(sql, None, args)
                 .map(|t| t.len() as i64)
-                .unwrap_or_else(|e| panic!("could not {what}: {e}"))
+                .map_err(|e| KafkaError::Internal(format!("could not {what}: {e}")))
         };
         let mut dead = 0;
         if !refused.is_empty() {
             let column = |f: fn(&OutboxMessage) -> Option<&[u8]>| -> Vec<Option<&[u8]>> {
                 refused.iter().map(|(m, _)| f(m)).collect()
             };
+            let headers: Vec<Option<String>> =
+                refused.iter().map(|(m, _)| m.headers.as_ref().map(|h| headers_json(h).to_string())).collect();
             let args: Vec<DatumWithOid> = vec![
-                refused.iter().map(|(m, _)| (!m.unpacked).then_some(m.id)).collect::<Vec<_>>().into(),
+                refused.iter().map(|(m, _)| m.id).collect::<Vec<_>>().into(),
                 refused.iter().map(|(m, _)| m.row).collect::<Vec<_>>().into(),
                 refused.iter().map(|(m, _)| m.topic.as_str()).collect::<Vec<_>>().into(),
                 column(|m| m.key.as_deref()).into(),
                 column(|m| m.payload.as_deref()).into(),
+                headers.into(),
+                refused.iter().map(|(m, _)| m.partition).collect::<Vec<_>>().into(),
+                refused.iter().map(|(m, _)| m.timestamp_ms).collect::<Vec<_>>().into(),
                 refused.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().into(),
             ];
             dead = run(
                 "move messages to kafka.dead_letter",
                 "INSERT INTO kafka.dead_letter (id, topic, key, payload, headers, partition, timestamp_ms,
                                                 produced_at, first_attempt_at, error)
-                 SELECT coalesce(f.id, pg_catalog.nextval('kafka.outbox_id_seq')), f.topic, f.key, f.payload,
-                        o.headers, o.partition, o.timestamp_ms,
+                 SELECT f.id, f.topic, f.key, f.payload, f.headers::pg_catalog.jsonb, f.partition, f.ts,
                         o.produced_at, coalesce(o.first_attempt_at, pg_catalog.now()), f.error
                  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int8[]),
                                  pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.bytea[]),
-                                 pg_catalog.unnest($5::pg_catalog.bytea[]), pg_catalog.unnest($6::pg_catalog.text[]))
-                      AS f(id, row_id, topic, key, payload, error)
-                 JOIN kafka.outbox o ON o.id = f.row_id",
+                                 pg_catalog.unnest($5::pg_catalog.bytea[]), pg_catalog.unnest($6::pg_catalog.text[]),
+                                 pg_catalog.unnest($7::pg_catalog.int4[]), pg_catalog.unnest($8::pg_catalog.int8[]),
+                                 pg_catalog.unnest($9::pg_catalog.text[]))
+                      AS f(id, row_id, topic, key, payload, headers, partition, ts, error)
+                 JOIN kafka.outbox o ON o.id OPERATOR(pg_catalog.=) f.row_id
+                 ON CONFLICT (id) DO NOTHING",
                 &args,
-            );
+            )?;
         }
         if !done.is_empty() {
             run(
                 "delete from kafka.outbox",
-                // The id range keeps the plan on the primary key whatever the statistics say
-                // (a batch is a narrow slice of a possibly large outbox).
-                "DELETE FROM kafka.outbox WHERE id = ANY($1::pg_catalog.int8[])
-                    AND id BETWEEN (SELECT pg_catalog.min(i) FROM pg_catalog.unnest($1::pg_catalog.int8[]) i)
-                               AND (SELECT pg_catalog.max(i) FROM pg_catalog.unnest($1::pg_catalog.int8[]) i)",
+                "DELETE FROM kafka.outbox WHERE id OPERATOR(pg_catalog.=) ANY($1::pg_catalog.int8[])",
                 &[done.to_vec().into()],
-            );
+            )?;
         }
         if !retried.is_empty() {
             run(
                 "record a failed attempt",
                 "UPDATE kafka.outbox SET first_attempt_at = pg_catalog.now()
-                  WHERE id = ANY($1::pg_catalog.int8[]) AND first_attempt_at IS NULL",
+                  WHERE id OPERATOR(pg_catalog.=) ANY($1::pg_catalog.int8[]) AND first_attempt_at IS NULL",
                 &[retried.to_vec().into()],
-            );
+            )?;
         }
-        dead
+        if !csns.is_empty() {
+            run(
+                "forget delivered transactions",
+                "DELETE FROM kafka.outbox_commit c
+                  WHERE c.csn OPERATOR(pg_catalog.=) ANY($1::pg_catalog.int8[])
+                    AND NOT EXISTS (SELECT FROM kafka.outbox o WHERE o.xid OPERATOR(pg_catalog.=) c.xid)",
+                &[csns.to_vec().into()],
+            )?;
+        }
+        Ok(dead)
     })
 }
 
-/// Moves dead letters back to the outbox, keeping their ids (so their place in the order).
-/// `ids` and `topic` narrow the choice; both NULL means all. Returns how many.
-pub fn requeue_dead_letters(ids: Option<Vec<i64>>, topic: Option<&str>) -> i64 {
+/// Headers as stored in `kafka.dead_letter`: `[["name", "value" or null], ...]`.
+fn headers_json(h: &Headers) -> serde_json::Value {
+    serde_json::Value::Array(h.iter().map(|(n, v)| serde_json::json!([n, v])).collect())
+}
+
+/// Headers back from `kafka.dead_letter`'s form.
+fn headers_from_json(j: &serde_json::Value) -> Headers {
+    let pairs = j.as_array().cloned().unwrap_or_default();
+    pairs
+        .iter()
+        .filter_map(|p| Some((p.get(0)?.as_str()?.to_owned(), p.get(1).and_then(|v| v.as_str()).map(str::to_owned))))
+        .collect()
+}
+
+/// Takes dead letters out of `kafka.dead_letter` (`ids` and `topic` narrow the choice; both NULL
+/// means all), in id order, for the caller to queue again in its transaction.
+pub fn take_dead_letters(ids: Option<Vec<i64>>, topic: Option<&str>) -> Result<Vec<OutboxMessage>, KafkaError> {
+    let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not requeue dead letters: {e}"));
     Spi::connect_mut(|client| {
-        client
+        let rows = client
             .update(
                 "WITH back AS (
                    DELETE FROM kafka.dead_letter
-                    WHERE ($1::pg_catalog.int8[] IS NULL OR id = ANY($1)) AND ($2::pg_catalog.text IS NULL OR topic = $2)
-                   RETURNING id, topic, key, payload, headers, partition, timestamp_ms, produced_at)
-                 INSERT INTO kafka.outbox (id, topic, key, payload, headers, partition, timestamp_ms, produced_at)
-                 SELECT * FROM back",
+                    WHERE ($1::pg_catalog.int8[] IS NULL OR id OPERATOR(pg_catalog.=) ANY($1))
+                      AND ($2::pg_catalog.text IS NULL OR topic OPERATOR(pg_catalog.=) $2)
+                   RETURNING id, topic, key, payload, headers, partition, timestamp_ms)
+                 SELECT * FROM back ORDER BY id",
                 None,
                 &[ids.into(), topic.into()],
             )
-            .map(|t| t.len() as i64)
-            .unwrap_or_else(|e| panic!("could not requeue dead letters: {e}"))
+            .map_err(failed)?;
+        rows.map(|r| {
+            Ok(OutboxMessage {
+                id: r.get(1).map_err(failed)?.unwrap_or_default(),
+                topic: r.get(2).map_err(failed)?.unwrap_or_default(),
+                key: r.get(3).map_err(failed)?,
+                payload: r.get(4).map_err(failed)?,
+                headers: r.get::<pgrx::JsonB>(5).map_err(failed)?.map(|j| headers_from_json(&j.0)),
+                partition: r.get(6).map_err(failed)?,
+                timestamp_ms: r.get(7).map_err(failed)?,
+                ..Default::default()
+            })
+        })
+        .collect()
     })
 }
 

@@ -1,64 +1,172 @@
-//! Packed outbox rows: many small messages in one `kafka.outbox` row, so that a statement that
-//! changes a million captured rows writes a few thousand outbox rows (compressed by PostgreSQL's
-//! TOAST) instead of a million, and takes one outbox id per row instead of one per message.
-//! No pgrx here.
+//! Packed outbox rows: every message waits in `kafka.outbox` inside a pack of up to
+//! [`MAX_MESSAGES`] messages of one transaction, so that a million `produce()` calls or a
+//! million-row captured statement write a few thousand outbox rows (compressed) instead of a
+//! million, each row taking one heap and one index entry. No pgrx here.
 //!
-//! Format of a packed payload, per message, little-endian: topic length (u32) and bytes, key
-//! length (u32, `u32::MAX` for NULL) and bytes, value length (same) and bytes. Packed messages
-//! have no headers, partition or timestamp. The messages of a row share its id; one that goes to
-//! `kafka.dead_letter` gets an id of its own there.
+//! A pack's row id `id` comes from `kafka.outbox_id_seq`, which counts in steps of
+//! [`MAX_MESSAGES`]: message `i` of the pack has the id `id + i`, unique across the database.
+//!
+//! Format of a packed payload, per message, little-endian: a flags byte (which optional parts
+//! follow), the topic (u32 length and bytes), then if flagged: key (u32 length, bytes), value
+//! (same), headers (u32 count, then per header a name as u32 length and bytes, and a value as
+//! u32 length and bytes or `u32::MAX` for null), partition (i32), timestamp in ms (i64).
 
 use crate::outbox::OutboxMessage;
 
-/// A pack takes at most this many messages...
+/// A pack takes at most this many messages (the step of `kafka.outbox_id_seq`)...
 pub const MAX_MESSAGES: i32 = 512;
 /// ...and is closed once it holds this many bytes.
 pub const MAX_BYTES: usize = 256 * 1024;
 const NULL: u32 = u32::MAX;
+const KEY: u8 = 1;
+const VALUE: u8 = 2;
+const HEADERS: u8 = 4;
+const PARTITION: u8 = 8;
+const TIMESTAMP: u8 = 16;
 
-/// Whether `pack` (a packed message being filled) takes one more message.
-pub fn has_room(pack: &OutboxMessage) -> bool {
-    pack.packed.is_some_and(|n| n < MAX_MESSAGES)
-        && pack.payload.as_ref().is_some_and(|p| p.len() < MAX_BYTES)
+/// One message as a backend hands it over: borrowed, so nothing is copied but into the pack.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Parts<'a> {
+    pub topic: &'a str,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub headers: Option<&'a [(String, Option<String>)]>,
+    pub partition: Option<i32>,
+    pub timestamp_ms: Option<i64>,
 }
 
-/// Appends one message to a packed payload.
-pub fn append(payload: &mut Vec<u8>, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) {
-    payload.reserve(12 + topic.len() + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len));
-    field(payload, Some(topic.as_bytes()));
-    field(payload, key);
-    field(payload, value);
-}
-
-fn field(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
-    match bytes {
-        Some(b) => {
-            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-            out.extend_from_slice(b);
+impl OutboxMessage {
+    pub fn parts(&self) -> Parts<'_> {
+        Parts {
+            topic: &self.topic,
+            key: self.key.as_deref(),
+            payload: self.payload.as_deref(),
+            headers: self.headers.as_deref(),
+            partition: self.partition,
+            timestamp_ms: self.timestamp_ms,
         }
-        None => out.extend_from_slice(&NULL.to_le_bytes()),
     }
 }
 
-/// The messages of a packed payload of outbox row `row`; None if it is malformed.
-pub fn unpack(row: i64, bytes: &[u8]) -> Option<Vec<OutboxMessage>> {
-    let mut rest = bytes;
-    let mut msgs = Vec::new();
-    while !rest.is_empty() {
-        let mut field = || -> Option<Option<Vec<u8>>> {
-            let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
-            rest = &rest[4..];
-            if len == NULL {
-                return Some(None);
+/// A pack being filled by a backend.
+#[derive(Debug, Default)]
+pub struct Pack {
+    /// Its row id (the id of its first message).
+    pub id: i64,
+    /// How many messages it holds.
+    pub count: i32,
+    pub bytes: Vec<u8>,
+}
+
+impl Pack {
+    pub fn new(id: i64) -> Pack {
+        Pack { id, count: 0, bytes: Vec::with_capacity(1024) }
+    }
+
+    /// Whether it takes one more message.
+    pub fn has_room(&self) -> bool {
+        self.count < MAX_MESSAGES && self.bytes.len() < MAX_BYTES
+    }
+
+    /// Appends one message; returns its id and how many bytes it took.
+    pub fn push(&mut self, m: &Parts) -> (i64, usize) {
+        let before = self.bytes.len();
+        let out = &mut self.bytes;
+        let flags = (m.key.is_some() as u8 * KEY)
+            | (m.payload.is_some() as u8 * VALUE)
+            | (m.headers.is_some() as u8 * HEADERS)
+            | (m.partition.is_some() as u8 * PARTITION)
+            | (m.timestamp_ms.is_some() as u8 * TIMESTAMP);
+        out.push(flags);
+        bytes(out, m.topic.as_bytes());
+        if let Some(k) = m.key {
+            bytes(out, k);
+        }
+        if let Some(v) = m.payload {
+            bytes(out, v);
+        }
+        if let Some(h) = m.headers {
+            out.extend_from_slice(&(h.len() as u32).to_le_bytes());
+            for (name, value) in h {
+                bytes(out, name.as_bytes());
+                match value {
+                    Some(v) => bytes(out, v.as_bytes()),
+                    None => out.extend_from_slice(&NULL.to_le_bytes()),
+                }
             }
-            let bytes = rest.get(..len as usize)?.to_vec();
-            rest = &rest[len as usize..];
-            Some(Some(bytes))
-        };
-        let topic = String::from_utf8(field()??).ok()?;
-        let key = field()?;
-        let payload = field()?;
-        msgs.push(OutboxMessage { id: row, row, topic, key, payload, unpacked: true, ..Default::default() });
+        }
+        if let Some(p) = m.partition {
+            out.extend_from_slice(&p.to_le_bytes());
+        }
+        if let Some(t) = m.timestamp_ms {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        self.count += 1;
+        (self.id + i64::from(self.count) - 1, self.bytes.len() - before)
+    }
+}
+
+fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()?;
+        self.take(n as usize)
+    }
+    fn text(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+}
+
+/// The messages of the packed payload of outbox row `row`; None if it is malformed.
+pub fn unpack(row: i64, payload: &[u8]) -> Option<Vec<OutboxMessage>> {
+    let mut r = Reader(payload);
+    let mut msgs = Vec::new();
+    while !r.0.is_empty() {
+        let flags = r.take(1)?[0];
+        let mut m = OutboxMessage { id: row + msgs.len() as i64, row, topic: r.text()?, ..Default::default() };
+        if flags & KEY != 0 {
+            m.key = Some(r.bytes()?.to_vec());
+        }
+        if flags & VALUE != 0 {
+            m.payload = Some(r.bytes()?.to_vec());
+        }
+        if flags & HEADERS != 0 {
+            let n = r.u32()?;
+            let mut headers = Vec::with_capacity(n.min(1024) as usize);
+            for _ in 0..n {
+                let name = r.text()?;
+                let value = match u32::from_le_bytes(r.0.get(..4)?.try_into().ok()?) {
+                    NULL => {
+                        r.take(4)?;
+                        None
+                    }
+                    _ => Some(r.text()?),
+                };
+                headers.push((name, value));
+            }
+            m.headers = Some(headers);
+        }
+        if flags & PARTITION != 0 {
+            m.partition = Some(i32::from_le_bytes(r.take(4)?.try_into().ok()?));
+        }
+        if flags & TIMESTAMP != 0 {
+            m.timestamp_ms = Some(i64::from_le_bytes(r.take(8)?.try_into().ok()?));
+        }
+        msgs.push(m);
     }
     Some(msgs)
 }
@@ -67,36 +175,46 @@ pub fn unpack(row: i64, bytes: &[u8]) -> Option<Vec<OutboxMessage>> {
 mod unit {
     use super::*;
 
+    fn msg(topic: &str) -> OutboxMessage {
+        OutboxMessage { topic: topic.into(), ..Default::default() }
+    }
+
     #[test]
-    fn round_trip_keeps_order_and_nulls() {
-        let mut payload = Vec::new();
-        append(&mut payload, "a", Some(b"k"), Some(b"{}"));
-        append(&mut payload, "b", None, None);
-        append(&mut payload, "c", Some(b""), Some("é".as_bytes()));
-        let back = unpack(7, &payload).unwrap();
-        let got: Vec<_> =
-            back.iter().map(|m| (m.topic.as_str(), m.key.as_deref(), m.payload.as_deref())).collect();
-        assert_eq!(
-            got,
-            [
-                ("a", Some(&b"k"[..]), Some(&b"{}"[..])),
-                ("b", None, None),
-                ("c", Some(&b""[..]), Some("é".as_bytes()))
-            ]
-        );
-        assert!(back.iter().all(|m| m.row == 7 && m.id == 7));
-        assert!(unpack(7, &payload[..10]).is_none(), "a cut payload is refused");
+    fn round_trip_keeps_order_nulls_and_every_part() {
+        let mut pack = Pack::new(1024);
+        let full = OutboxMessage {
+            key: Some(b"k".to_vec()),
+            payload: Some(b"{}".to_vec()),
+            headers: Some(vec![("a".into(), Some("1".into())), ("a".into(), None)]),
+            partition: Some(3),
+            timestamp_ms: Some(1_577_836_800_000),
+            ..msg("a")
+        };
+        let empty = OutboxMessage { key: Some(Vec::new()), payload: Some("é".as_bytes().to_vec()), ..msg("c") };
+        assert_eq!(pack.push(&full.parts()).0, 1024);
+        assert_eq!(pack.push(&msg("b").parts()).0, 1025);
+        assert_eq!(pack.push(&empty.parts()).0, 1026);
+        let back = unpack(1024, &pack.bytes).unwrap();
+        let strip = |m: &OutboxMessage| {
+            (m.topic.clone(), m.key.clone(), m.payload.clone(), m.headers.clone(), m.partition, m.timestamp_ms)
+        };
+        assert_eq!(back.iter().map(strip).collect::<Vec<_>>(), [&full, &msg("b"), &empty].map(strip));
+        assert_eq!(back.iter().map(|m| (m.row, m.id)).collect::<Vec<_>>(), [(1024, 1024), (1024, 1025), (1024, 1026)]);
+        for cut in 1..pack.bytes.len() {
+            if let Some(partial) = unpack(1024, &pack.bytes[..cut]) {
+                assert!(partial.len() < 3, "a cut payload never yields the whole pack ({cut})");
+            }
+        }
     }
 
     #[test]
     fn a_pack_closes_at_its_limits() {
-        let mut pack = OutboxMessage { packed: Some(1), payload: Some(vec![0; 10]), ..Default::default() };
-        assert!(has_room(&pack));
-        pack.packed = Some(MAX_MESSAGES);
-        assert!(!has_room(&pack));
-        pack.packed = Some(1);
-        pack.payload = Some(vec![0; MAX_BYTES]);
-        assert!(!has_room(&pack));
-        assert!(!has_room(&OutboxMessage::default()), "a plain message is not a pack");
+        let mut pack = Pack::new(0);
+        assert!(pack.has_room());
+        pack.count = MAX_MESSAGES;
+        assert!(!pack.has_room());
+        pack.count = 1;
+        pack.bytes = vec![0; MAX_BYTES];
+        assert!(!pack.has_room());
     }
 }

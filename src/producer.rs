@@ -48,7 +48,7 @@ pub fn base_config(bootstrap_servers: &str, message_timeout_ms: i32) -> ClientCo
         .set("client.id", "pg_kafka")
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
+        .set("linger.ms", "1")
         .set("message.timeout.ms", message_timeout_ms.to_string())
         .set("log.connection.close", "false")
         .set_log_level(RDKafkaLogLevel::Warning);
@@ -291,7 +291,10 @@ pub fn classify(e: &KafkaError) -> Outcome {
             | PolicyViolation
             | InvalidRequiredAcks
             | InvalidArgument
-            | InvalidPartitions,
+            | InvalidPartitions
+            | InvalidTimestamp
+            | UnsupportedCompressionType
+            | UnsupportedForMessageFormat,
         ) => Outcome::Refused(text),
         _ => Outcome::Retry(text),
     }

@@ -1,36 +1,42 @@
 //! The background worker: the only process that talks to Kafka.
 //!
-//! One loop, one pass at a time: read a batch from the outbox in id order (one short transaction),
-//! hand it to librdkafka and wait for every delivery report (no transaction open, so vacuum is
-//! never held back by the network), then record the outcome in a second transaction: delivered
-//! rows are deleted, refused ones moved to `kafka.dead_letter`, the rest stay for the next pass.
-//! While a batch is in flight the next one is read, and it is sent before the first is recorded
-//! ([`stream`]); it is sent only if the first needs no retry, so a failure never reorders.
-//! A crash between Kafka's acknowledgement and that commit reaching disk (the worker commits
-//! asynchronously: within `wal_writer_delay` × 3) re-sends the batch (at least once).
+//! One loop, one pass at a time: read a chunk of committed transactions from the outbox in commit
+//! order (one short transaction; `outbox::Round` says how late commits are never skipped), hand
+//! it to librdkafka and wait for every delivery report (no transaction open, so vacuum is never
+//! held back by the network), then record the outcome in a second transaction: delivered rows
+//! are deleted, refused ones moved to `kafka.dead_letter`, the rest stay for the next pass.
+//! While a chunk is in flight the next one is read, and it is sent before the first is recorded
+//! ([`stream`]); it is sent only if the first needs no retry. After any failure the worker reads
+//! the outbox again from its start, so what follows a failed message is sent again after it,
+//! never before it. A crash between Kafka's acknowledgement and that commit reaching disk (the
+//! worker commits asynchronously: within `wal_writer_delay` × 3) re-sends the chunk (at least once).
 //!
 //! It sleeps on its latch, which committing backends set; `kafka.poll_interval` is only the
 //! fallback. After a failure it backs off exponentially up to `kafka.retry_backoff_max`. It keeps
 //! running when the extension does not exist (yet), reloads on SIGHUP, and exits with code 1 so
 //! that the postmaster restarts it (after `RESTART_AFTER`) whatever ended it.
 
-use crate::outbox::{self, OutboxMessage};
+use crate::error::KafkaError;
+use crate::outbox::{self, OutboxMessage, Round};
 use crate::producer::{base_config, Outcome, Producer, Record};
 use crate::{gucs, immediate, shared};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::ffi::CString;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the worker polls librdkafka while an immediate send waits for its report.
 const IMMEDIATE_POLL: Duration = Duration::from_millis(5);
-/// After a batch smaller than `SMALL_BATCH` the worker waits `kafka.linger` before reading
-/// again, so that a steady trickle of commits makes fewer, larger batches: each pass costs two
+/// After a chunk smaller than `SMALL_BATCH` that still held `BUSY_FROM` transactions or more
+/// (commits arrive faster than the worker makes passes) the worker waits `kafka.linger` before
+/// reading again, so that a stream of commits makes fewer, larger chunks: each pass costs two
 /// transactions of the worker's own and a produce request per partition, CPU taken from the
-/// sessions. A commit after an idle spell is still sent at once.
+/// sessions. A trickle (a transaction or two per pass) is sent at once and never lingers.
 const SMALL_BATCH: usize = 1000;
+const BUSY_FROM: usize = 4;
 const SOURCE_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Registers the worker with the postmaster; only while preloading.
@@ -81,8 +87,24 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
         gucs::retry_backoff_max().as_millis(),
         gucs::message_timeout_ms()
     );
-    Worker { database, no_producer: String::new(), producer: None, source: None, backoff: Duration::ZERO }
-        .run();
+    // Only pg_catalog: nothing another role creates in the served database runs as the worker.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        )
+    };
+    Worker {
+        database,
+        no_producer: String::new(),
+        producer: None,
+        source: None,
+        backoff: Duration::ZERO,
+        log: Log::default(),
+    }
+    .run();
     unsafe { pg_sys::proc_exit(1) };
 }
 
@@ -98,8 +120,9 @@ unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
 enum Pass {
     /// Nothing to send: sleep until woken.
     Idle,
-    /// Sent a batch of this many messages: look for more (after `kafka.linger` if it was small).
-    More(usize),
+    /// Sent chunks; the last held this many messages of this many transactions: look for more
+    /// (after `kafka.linger` if it was small but busy).
+    More(usize, usize),
     /// Something failed: back off before the next try.
     Failed,
 }
@@ -127,6 +150,44 @@ struct Worker {
     /// The last `Source` read, and when.
     source: Option<(Source, std::time::Instant)>,
     backoff: Duration,
+    /// Where the worker is in the log of commits.
+    log: Log,
+}
+
+/// The worker's place in the log of commits: the round being read, and where the last one ended.
+#[derive(Default)]
+struct Log {
+    /// Where the last finished round ended (None: read everything from the start).
+    after: Option<String>,
+    round: Option<Round>,
+}
+
+impl Log {
+    /// The next chunk in commit order, or an empty one when nothing more has committed. Runs
+    /// inside a transaction.
+    fn next_chunk(&mut self) -> Result<Vec<OutboxMessage>, KafkaError> {
+        loop {
+            let fresh = self.round.is_none();
+            if fresh {
+                self.round = Some(Round::start(self.after.clone())?);
+            }
+            let round = self.round.as_mut().expect("a round was just started");
+            let chunk = outbox::read_chunk(round, gucs::batch_size(), gucs::batch_bytes())?;
+            if !chunk.is_empty() {
+                return Ok(chunk);
+            }
+            self.after = self.round.take().map(|r| r.upto);
+            if fresh {
+                return Ok(chunk);
+            }
+        }
+    }
+
+    /// After a failure: read the outbox again from its start (what was sent and not recorded
+    /// is sent again, in order).
+    fn restart(&mut self) {
+        *self = Log::default();
+    }
 }
 
 impl Worker {
@@ -144,8 +205,8 @@ impl Worker {
             immediate::serve(self.producer.as_ref().map(|c| &c.producer), &self.no_producer);
             let wait = match pass {
                 _ if immediate::in_flight() => IMMEDIATE_POLL,
-                Pass::More(sent) if sent < SMALL_BATCH => gucs::linger(),
-                Pass::More(_) => Duration::ZERO,
+                Pass::More(sent, txns) if sent < SMALL_BATCH && txns >= BUSY_FROM => gucs::linger(),
+                Pass::More(..) => Duration::ZERO,
                 Pass::Idle => {
                     self.backoff = Duration::ZERO;
                     gucs::poll_interval()
@@ -161,7 +222,7 @@ impl Worker {
                 }
                 // Lingering and backing off are not cut short by commits, only by what needs
                 // the worker at once.
-                let hold = matches!(pass, Pass::More(_) | Pass::Failed) && !immediate::in_flight();
+                let hold = matches!(pass, Pass::More(..) | Pass::Failed) && !immediate::in_flight();
                 if !sleep(wait, hold) {
                     return;
                 }
@@ -178,20 +239,35 @@ impl Worker {
             .source
             .as_ref()
             .is_some_and(|(s, at)| s.close_requests == close_requests && at.elapsed() < SOURCE_MAX_AGE);
-        let read = BackgroundWorker::transaction(move || {
-            outbox::installed().then(|| {
-                let source = reread.then(|| Source {
-                    servers: outbox::bootstrap_servers(),
-                    settings: outbox::producer_settings(),
+        let log = &mut self.log;
+        let read = BackgroundWorker::transaction(AssertUnwindSafe(|| -> Result<_, KafkaError> {
+            if !outbox::installed() {
+                return Ok(None);
+            }
+            let source = if reread {
+                Some(Source {
+                    servers: outbox::bootstrap_servers()?,
+                    settings: outbox::producer_settings()?,
                     close_requests,
-                });
-                (source, outbox::read_batch(None, gucs::batch_size(), gucs::batch_bytes()))
-            })
-        });
-        let Some((reread, batch)) = read else {
-            self.producer = None;
-            self.source = None;
-            return Pass::Idle;
+                })
+            } else {
+                None
+            };
+            Ok(Some((source, log.next_chunk()?)))
+        }));
+        let (reread, batch) = match read {
+            Ok(Some(read)) => read,
+            Ok(None) => {
+                self.producer = None;
+                self.source = None;
+                self.log.restart();
+                return Pass::Idle;
+            }
+            Err(e) => {
+                self.log.restart();
+                record_error(&e.to_string());
+                return Pass::Failed;
+            }
         };
         if let Some(source) = reread {
             self.source = Some((source, std::time::Instant::now()));
@@ -206,6 +282,7 @@ impl Worker {
             return Pass::Idle;
         }
         if source.servers.is_empty() {
+            self.log.restart();
             self.no_producer =
                 "no Kafka broker configured: INSERT INTO kafka.broker VALUES ('host', 9092)".into();
             record_error(&self.no_producer);
@@ -219,6 +296,7 @@ impl Worker {
             match Producer::new(&config) {
                 Ok(producer) => self.producer = Some(Connected { producer, source: source.clone() }),
                 Err(e) => {
+                    self.log.restart();
                     self.no_producer = format!("could not create the Kafka producer: {e}");
                     record_error(&self.no_producer);
                     return Pass::Failed;
@@ -229,25 +307,22 @@ impl Worker {
         if batch.is_empty() {
             return Pass::Idle;
         }
-        let sent = batch.len();
-        let failed = stream(&connected.producer, batch, close_requests);
-        if failed {
-            Pass::Failed
-        } else {
-            Pass::More(sent)
+        match stream(&connected.producer, batch, close_requests, &mut self.log) {
+            Some(last) => Pass::More(last.0, last.1),
+            None => {
+                self.log.restart();
+                Pass::Failed
+            }
         }
     }
 }
 
-/// How long the worker keeps reading ahead (ids above the batch in flight) before it goes back
-/// to the start of the outbox, where rows of transactions that committed late may wait.
-const READ_AHEAD_FOR: Duration = Duration::from_secs(1);
-
-/// Sends `first` and the batches after it with one batch always in flight: the next batch is
+/// Sends `first` and the chunks after it with one chunk always in flight: the next chunk is
 /// read while the current one is sent, and the current one is recorded while the next is sent.
-/// The next batch is sent only when the current one had no failure to retry, so order holds.
-/// Returns whether some messages must be retried.
-fn stream(producer: &Producer, first: Vec<OutboxMessage>, close_requests: u64) -> bool {
+/// The next chunk is sent only when the current one had no failure to retry, so order holds.
+/// Returns the size of the last chunk (messages, transactions), or None if some messages must
+/// be retried (the caller then restarts the log).
+fn stream(producer: &Producer, first: Vec<OutboxMessage>, close_requests: u64, log: &mut Log) -> Option<(usize, usize)> {
     // Every poll also serves immediate sends, so they never wait behind a batch.
     let mut stop = || {
         immediate::serve(Some(producer), "");
@@ -257,36 +332,52 @@ fn stream(producer: &Producer, first: Vec<OutboxMessage>, close_requests: u64) -
         }
         shutdown_requested() || shared::close_requests() != close_requests
     };
-    let started = std::time::Instant::now();
     let mut current = first;
     activity(&format!("delivering {} messages", current.len()));
     let mut in_flight = producer.send_batch(&records_of(&current), &mut stop);
     loop {
-        let last_id = current.last().map(|m| m.id);
-        let next = if started.elapsed() < READ_AHEAD_FOR && current.len() >= gucs::batch_size() {
-            BackgroundWorker::transaction(|| {
-                if outbox::installed() {
-                    outbox::read_batch(last_id, gucs::batch_size(), gucs::batch_bytes())
-                } else {
-                    Vec::new()
-                }
-            })
-        } else {
-            Vec::new()
-        };
+        let next = BackgroundWorker::transaction(AssertUnwindSafe(|| {
+            if outbox::installed() {
+                log.next_chunk()
+            } else {
+                Ok(Vec::new())
+            }
+        }));
         let outcomes = producer.wait(in_flight, &mut stop);
         let failed = outcomes.iter().any(|o| matches!(o, Outcome::Retry(_)));
+        let next = match next {
+            Ok(next) => next,
+            Err(e) => {
+                record_error(&e.to_string());
+                let _recorded = record(&current, &outcomes); // the log restarts either way
+                return None;
+            }
+        };
         let next_in_flight =
             (!failed && !next.is_empty()).then(|| producer.send_batch(&records_of(&next), &mut stop));
-        record(&current, &outcomes);
+        let size = (current.len(), transactions(&current));
+        let recorded = record(&current, &outcomes);
         match next_in_flight {
-            Some(f) if !failed => {
+            // The next chunk is on its way: let it be recorded (or retried) in turn, but come
+            // back to the start of the log afterwards.
+            Some(f) if !recorded => {
+                let outcomes = producer.wait(f, &mut stop);
+                let _recorded = record(&next, &outcomes);
+                return None;
+            }
+            Some(f) => {
                 current = next;
                 in_flight = f;
             }
-            _ => return failed,
+            None if failed => return None,
+            None => return Some(size),
         }
     }
+}
+
+/// How many transactions a chunk holds messages of.
+fn transactions(chunk: &[OutboxMessage]) -> usize {
+    chunk.windows(2).filter(|w| w[0].csn != w[1].csn).count() + usize::from(!chunk.is_empty())
 }
 
 fn records_of(batch: &[OutboxMessage]) -> Vec<Record<'_>> {
@@ -311,23 +402,33 @@ fn records_of(batch: &[OutboxMessage]) -> Vec<Record<'_>> {
 /// Records the outcome of one batch: removes what Kafka acknowledged, dead-letters what it
 /// refused, and reports what must be retried. A packed outbox row (many messages) stays whole
 /// while any of its messages must be retried (those delivered are then sent again).
-fn record(batch: &[OutboxMessage], outcomes: &[Outcome]) {
+/// Returns false if the outcome could not be recorded (the caller restarts the log).
+fn record(batch: &[OutboxMessage], outcomes: &[Outcome]) -> bool {
     let mut done = Vec::with_capacity(batch.len());
     let mut refused = Vec::new();
     let mut retried = Vec::new();
     let mut retry: Option<&str> = None;
     let mut delivered = 0;
+    let mut csns = Vec::new();
     let mut start = 0;
     while start < batch.len() {
         let row = batch[start].row;
+        if csns.last() != Some(&batch[start].csn) {
+            csns.push(batch[start].csn);
+        }
         let end = start + batch[start..].iter().take_while(|m| m.row == row).count();
         let messages = batch[start..end].iter().zip(&outcomes[start..end]);
-        if let Some(e) = messages.clone().find_map(|(_, o)| match o {
+        let must_retry = messages.clone().find_map(|(_, o)| match o {
             Outcome::Retry(e) => Some(e),
             _ => None,
-        }) {
+        });
+        if let Some(e) = must_retry {
+            retry.get_or_insert(e.as_str());
+        }
+        if retry.is_some() {
+            // This row, and every row after the first one that must be retried, stays: sent
+            // again after it, so nothing overtakes a message that failed.
             retried.push(row);
-            retry.get_or_insert(e);
         } else {
             done.push(row);
             for (m, o) in messages {
@@ -339,7 +440,13 @@ fn record(batch: &[OutboxMessage], outcomes: &[Outcome]) {
         }
         start = end;
     }
-    let dead = BackgroundWorker::transaction(|| outbox::finish(&done, &refused, &retried));
+    let dead = match BackgroundWorker::transaction(|| outbox::finish(&done, &refused, &retried, &csns)) {
+        Ok(dead) => dead,
+        Err(e) => {
+            record_error(&e.to_string());
+            return false;
+        }
+    };
     {
         let mut s = shared::STATE.exclusive();
         s.delivered += delivered;
@@ -368,6 +475,7 @@ fn record(batch: &[OutboxMessage], outcomes: &[Outcome]) {
             }
         }
     }
+    true
 }
 
 /// Waits `wait` on the latch; with `hold`, commits neither wake it (`shared::hold_commits`) nor

@@ -359,8 +359,8 @@ fn a_bulk_statement_is_packed_and_arrives_whole_and_in_order() {
     // 10,000 events were written during the statement: packed, they take a few outbox rows.
     let r = tx
         .query_one(
-            "SELECT count(*), sum(coalesce(packed, 1))::int8 FROM kafka.outbox WHERE topic = $1",
-            &[&t],
+            "SELECT count(*), sum(messages)::int8 FROM kafka.outbox WHERE xid = pg_current_xact_id()",
+            &[],
         )
         .unwrap();
     let (rows, messages): (i64, i64) = (r.get(0), r.get(1));
@@ -385,9 +385,9 @@ fn a_small_transactions_events_are_stored_compressed_and_arrive_intact() {
     tx.batch_execute("RELEASE s").unwrap();
     let r = tx
         .query_one(
-            "SELECT packed, pg_column_compression(payload), length(payload), pg_column_size(payload)
-               FROM kafka.outbox WHERE topic = $1",
-            &[&t],
+            "SELECT messages, pg_column_compression(payload), length(payload), pg_column_size(payload)
+               FROM kafka.outbox WHERE xid = pg_current_xact_id()",
+            &[],
         )
         .unwrap();
     let (packed, method, size, stored): (i32, Option<String>, i32, i32) =

@@ -1,0 +1,107 @@
+//! The relay of a user's own outbox table (`kafka.capture_outbox()`, Debezium's Outbox Event
+//! Router shape): one native statement-level trigger that turns each inserted row into one
+//! message, queued like `produce()` in the inserting transaction. It runs with the rights of the
+//! session that inserted (no SECURITY DEFINER, no generated code): the message goes to
+//! `<pattern with %s replaced by aggregatetype>`, key `aggregateid`, value `payload`, headers
+//! `id` and `type`. With `delete_after_queue`, the queued rows are deleted again by the same
+//! session, as Debezium's docs suggest for an outbox that should stay empty.
+
+use crate::capture::{check_trigger, rows, Tuple};
+use crate::error::KafkaError;
+use crate::pack::Parts;
+use crate::pending;
+use pgrx::prelude::*;
+use std::ffi::CStr;
+
+/// The columns of an outbox table the relay reads, in this order.
+const COLUMNS: [&str; 5] = ["id", "aggregatetype", "aggregateid", "type", "payload"];
+
+/// Trigger of relayed outbox tables: AFTER INSERT FOR EACH STATEMENT with a NEW TABLE; arguments
+/// are the topic pattern and whether to delete the rows once queued.
+#[pg_trigger]
+fn capture_outbox_relay<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
+    let data = trigger.trigger_data();
+    check_trigger(data, "kafka.capture_outbox_relay()", true).unwrap_or_else(|e| e.raise());
+    let args = trigger.extra_args().unwrap_or_default();
+    let [pattern, delete] = args.as_slice() else {
+        KafkaError::BadTrigger("kafka.capture_outbox_relay() takes 2 trigger arguments".into()).raise()
+    };
+    let delete = matches!(delete.as_str(), "t" | "true");
+    let desc = unsafe { (*data.tg_relation).rd_att };
+    let columns = unsafe { column_outputs(desc) }.unwrap_or_else(|e| e.raise());
+    let mut ids = Vec::new();
+    unsafe {
+        rows(data.tg_newtable, desc, |row| {
+            let [id, aggregatetype, aggregateid, kind, payload] = columns.map(|c| c.text(row));
+            let aggregatetype = aggregatetype.unwrap_or_default();
+            let topic = pattern.replace("%s", &aggregatetype);
+            crate::record::check_topic(Some(&topic)).unwrap_or_else(|e| e.raise());
+            let headers = [("id".to_owned(), id.clone()), ("type".to_owned(), kind)];
+            pending::push(&Parts {
+                topic: &topic,
+                key: aggregateid.as_deref().map(str::as_bytes),
+                payload: payload.as_deref().map(str::as_bytes),
+                headers: Some(&headers),
+                ..Default::default()
+            });
+            if delete {
+                ids.extend(id);
+            }
+        });
+    }
+    if delete && !ids.is_empty() {
+        let name = unsafe {
+            let rel = data.tg_relation;
+            let nsp = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
+            CStr::from_ptr(pg_sys::quote_qualified_identifier(nsp, (*(*rel).rd_rel).relname.data.as_ptr()))
+                .to_string_lossy()
+                .into_owned()
+        };
+        // As the inserting session, with its privileges; only pg_catalog's operator and cast.
+        let sql = format!(
+            "DELETE FROM {name} t WHERE t.id::pg_catalog.text OPERATOR(pg_catalog.=) ANY($1::pg_catalog.text[])"
+        );
+        Spi::run_with_args(&sql, &[ids.into()])
+            .unwrap_or_else(|e| KafkaError::Internal(format!("could not delete relayed rows: {e}")).raise());
+    }
+    Ok(None)
+}
+
+/// One column of the outbox table and its type's output function.
+#[derive(Clone, Copy)]
+struct Column {
+    index: usize,
+    output: pg_sys::Oid,
+}
+
+impl Column {
+    /// The column's value as text, NULL as None.
+    unsafe fn text(self, row: Tuple) -> Option<String> {
+        if row.1[self.index] {
+            return None;
+        }
+        let out = unsafe { pg_sys::OidOutputFunctionCall(self.output, row.0[self.index]) };
+        Some(unsafe { CStr::from_ptr(out) }.to_string_lossy().into_owned())
+    }
+}
+
+/// Finds the relay's columns by name; refuses a table that lacks one.
+unsafe fn column_outputs(desc: pg_sys::TupleDesc) -> Result<[Column; 5], KafkaError> {
+    let natts = unsafe { (*desc).natts } as usize;
+    let attrs = unsafe { (*desc).attrs.as_slice(natts) };
+    let find = |name: &str| {
+        attrs.iter().position(|a| !a.attisdropped && unsafe { CStr::from_ptr(a.attname.data.as_ptr()) }.to_bytes() == name.as_bytes())
+    };
+    let mut found = [Column { index: 0, output: pg_sys::InvalidOid }; 5];
+    for (slot, name) in found.iter_mut().zip(COLUMNS) {
+        let index = find(name).ok_or_else(|| {
+            KafkaError::BadTrigger(format!("a relayed outbox table needs a column \"{name}\""))
+        })?;
+        let (mut output, mut varlena) = (pg_sys::InvalidOid, false);
+        unsafe { pg_sys::getTypeOutputInfo(attrs[index].atttypid, &mut output, &mut varlena) };
+        *slot = Column { index, output };
+    }
+    Ok(found)
+}
