@@ -44,6 +44,10 @@ struct Txn {
     /// Subtransactions that wrote packs to the outbox (while none of them aborted, the
     /// transaction must take its place in commit order).
     written: Vec<SubTransactionId>,
+    /// The id of the pack opened last: only it may take more messages (a pack opened earlier
+    /// and still buffered, e.g. the top level's while a savepoint's was written, would put a
+    /// later message before the savepoint's in id order).
+    last_pack: i64,
     /// Set the worker's latch when this transaction commits.
     wake_at_commit: bool,
     /// Have the worker make a new producer when this transaction commits.
@@ -73,10 +77,13 @@ fn store() -> Store {
 /// Queues one message in the current transaction; returns its id.
 pub fn push(msg: &Parts) -> i64 {
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
-    let open = TXN.with_borrow(|t| t.entries.last().is_some_and(|e| e.subxact == subxact && e.pack.has_room()));
+    let open = TXN.with_borrow(|t| {
+        t.entries.last().is_some_and(|e| e.subxact == subxact && e.pack.id == t.last_pack && e.pack.has_room())
+    });
     if !open {
         let pack = Pack::new(outbox::next_pack_id(store()));
         TXN.with_borrow_mut(|t| {
+            t.last_pack = pack.id;
             if !t.entries.last().is_some_and(|e| e.subxact == subxact) {
                 t.tail_len = 0;
                 t.tail_bytes = 0;
