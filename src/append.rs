@@ -33,14 +33,20 @@ pub fn compressed(bytes: &[u8]) -> Option<Datum> {
     }
     // SAFETY: `datum` is a freshly built plain (uncompressed, untoasted) bytea varlena, which is
     // what toast_compress_datum expects; errors are turned into Rust panics by the guard.
-    let packed = unsafe { pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| toast_compress_datum(datum, LZ4)) };
+    let packed =
+        unsafe { pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| toast_compress_datum(datum, LZ4)) };
     Some(if packed.is_null() { datum } else { packed })
 }
 
 /// Writes `rows` rows to relation `relid` (whose columns must be exactly `columns`) in the
 /// current transaction; `row(i)` gives the values of row `i` (None: NULL), built in a memory
 /// context reset after each row.
-pub fn insert(relid: pg_sys::Oid, columns: &[&str], rows: usize, mut row: impl FnMut(usize) -> Vec<Option<Datum>>) {
+pub fn insert(
+    relid: pg_sys::Oid,
+    columns: &[&str],
+    rows: usize,
+    mut row: impl FnMut(usize) -> Vec<Option<Datum>>,
+) {
     unsafe {
         let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
         let rel = pg_sys::table_open(relid, lock);
@@ -101,7 +107,9 @@ unsafe fn check_columns(desc: pg_sys::TupleDesc, columns: &[&str]) {
     if !expected {
         let names: Vec<_> =
             attrs.iter().filter(|a| !a.attisdropped).map(|a| name(a).to_string_lossy()).collect();
-        panic!("a pg_kafka table does not have the columns pg_kafka writes ({names:?}); recreate the extension");
+        panic!(
+            "a pg_kafka table does not have the columns pg_kafka writes ({names:?}); recreate the extension"
+        );
     }
 }
 

@@ -9,8 +9,8 @@
 //! (`capture_plan`).
 
 use crate::capture_plan::{self, Options, Plan};
-use crate::pack::Parts;
 use crate::error::KafkaError;
+use crate::pack::Parts;
 use crate::pending;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
@@ -130,7 +130,11 @@ fn capture_changes<'a>(
 
 /// Refuses to run as anything but a statement-level AFTER trigger with the transition tables its
 /// event needs (`insert_only`: only AFTER INSERT), so no SQL can make it read what is not there.
-pub(crate) fn check_trigger(data: &pg_sys::TriggerData, name: &str, insert_only: bool) -> Result<(), KafkaError> {
+pub(crate) fn check_trigger(
+    data: &pg_sys::TriggerData,
+    name: &str,
+    insert_only: bool,
+) -> Result<(), KafkaError> {
     let event = data.tg_event;
     let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
     let statement = event & pg_sys::TRIGGER_EVENT_ROW == 0;
@@ -138,7 +142,9 @@ pub(crate) fn check_trigger(data: &pg_sys::TriggerData, name: &str, insert_only:
     let tables = match op {
         pg_sys::TRIGGER_EVENT_INSERT => !data.tg_newtable.is_null(),
         pg_sys::TRIGGER_EVENT_DELETE => !data.tg_oldtable.is_null() && !insert_only,
-        pg_sys::TRIGGER_EVENT_UPDATE => !data.tg_oldtable.is_null() && !data.tg_newtable.is_null() && !insert_only,
+        pg_sys::TRIGGER_EVENT_UPDATE => {
+            !data.tg_oldtable.is_null() && !data.tg_newtable.is_null() && !insert_only
+        }
         pg_sys::TRIGGER_EVENT_TRUNCATE => !insert_only,
         _ => false,
     };
@@ -261,7 +267,11 @@ impl Drop for Reader {
 }
 
 /// Calls `f` for each row of a transition table, in a memory context reset after each row.
-pub(crate) unsafe fn rows(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc, mut f: impl FnMut(Tuple)) {
+pub(crate) unsafe fn rows(
+    store: *mut pg_sys::Tuplestorestate,
+    desc: pg_sys::TupleDesc,
+    mut f: impl FnMut(Tuple),
+) {
     let mut reader = unsafe { Reader::new(store, desc) };
     per_row(|| unsafe { reader.next() }.map(&mut f).is_some());
 }

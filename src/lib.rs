@@ -30,7 +30,8 @@ extension_sql_file!("../sql/tables.sql", name = "tables", bootstrap);
 extension_sql_file!(
     "../sql/capture.sql",
     name = "capture",
-    requires = [api::check_topic, capture::capture_changes, capture::backfill_events, relay::capture_outbox_relay]
+    requires =
+        [api::check_topic, capture::capture_changes, capture::backfill_events, relay::capture_outbox_relay]
 );
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 

@@ -47,9 +47,13 @@ pub fn store() -> Store {
         let (id_seq, commit_seq) = (rel(c"outbox_id_seq"), rel(c"commit_seq"));
         let (outbox, commits) = (rel(c"outbox"), rel(c"outbox_commit"));
         let all = [nsp, id_seq, commit_seq, outbox, commits].iter().all(|o| *o != pg_sys::InvalidOid);
-        all.then(|| relation_owner(outbox))
-            .flatten()
-            .map(|owner| Store { id_seq, commit_seq, owner, outbox, commits })
+        all.then(|| relation_owner(outbox)).flatten().map(|owner| Store {
+            id_seq,
+            commit_seq,
+            owner,
+            outbox,
+            commits,
+        })
     };
     found.unwrap_or_else(|| KafkaError::OutboxMissing.raise())
 }
@@ -105,7 +109,14 @@ pub fn insert(packs: &[Pack], store: Store) {
         let produced_at = pg_sys::Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
         crate::append::insert(store.outbox, &OUTBOX_COLUMNS, packs.len(), |i| {
             let p = &packs[i];
-            vec![p.id.into_datum(), Some(xid), p.count.into_datum(), crate::append::compressed(&p.bytes), Some(produced_at), None]
+            vec![
+                p.id.into_datum(),
+                Some(xid),
+                p.count.into_datum(),
+                crate::append::compressed(&p.bytes),
+                Some(produced_at),
+                None,
+            ]
         });
     })
 }
@@ -262,8 +273,10 @@ pub fn finish(
             let column = |f: fn(&OutboxMessage) -> Option<&[u8]>| -> Vec<Option<&[u8]>> {
                 refused.iter().map(|(m, _)| f(m)).collect()
             };
-            let headers: Vec<Option<String>> =
-                refused.iter().map(|(m, _)| m.headers.as_ref().map(|h| headers_json(h).to_string())).collect();
+            let headers: Vec<Option<String>> = refused
+                .iter()
+                .map(|(m, _)| m.headers.as_ref().map(|h| headers_json(h).to_string()))
+                .collect();
             let args: Vec<DatumWithOid> = vec![
                 refused.iter().map(|(m, _)| m.id).collect::<Vec<_>>().into(),
                 refused.iter().map(|(m, _)| m.row).collect::<Vec<_>>().into(),
@@ -330,13 +343,18 @@ fn headers_from_json(j: &serde_json::Value) -> Headers {
     let pairs = j.as_array().cloned().unwrap_or_default();
     pairs
         .iter()
-        .filter_map(|p| Some((p.get(0)?.as_str()?.to_owned(), p.get(1).and_then(|v| v.as_str()).map(str::to_owned))))
+        .filter_map(|p| {
+            Some((p.get(0)?.as_str()?.to_owned(), p.get(1).and_then(|v| v.as_str()).map(str::to_owned)))
+        })
         .collect()
 }
 
 /// Takes dead letters out of `kafka.dead_letter` (`ids` and `topic` narrow the choice; both NULL
 /// means all), in id order, for the caller to queue again in its transaction.
-pub fn take_dead_letters(ids: Option<Vec<i64>>, topic: Option<&str>) -> Result<Vec<OutboxMessage>, KafkaError> {
+pub fn take_dead_letters(
+    ids: Option<Vec<i64>>,
+    topic: Option<&str>,
+) -> Result<Vec<OutboxMessage>, KafkaError> {
     let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not requeue dead letters: {e}"));
     Spi::connect_mut(|client| {
         let rows = client

@@ -137,7 +137,8 @@ pub fn unpack(row: i64, payload: &[u8]) -> Option<Vec<OutboxMessage>> {
     let mut msgs = Vec::new();
     while !r.0.is_empty() {
         let flags = r.take(1)?[0];
-        let mut m = OutboxMessage { id: row + msgs.len() as i64, row, topic: r.text()?, ..Default::default() };
+        let mut m =
+            OutboxMessage { id: row + msgs.len() as i64, row, topic: r.text()?, ..Default::default() };
         if flags & KEY != 0 {
             m.key = Some(r.bytes()?.to_vec());
         }
@@ -190,16 +191,27 @@ mod unit {
             timestamp_ms: Some(1_577_836_800_000),
             ..msg("a")
         };
-        let empty = OutboxMessage { key: Some(Vec::new()), payload: Some("é".as_bytes().to_vec()), ..msg("c") };
+        let empty =
+            OutboxMessage { key: Some(Vec::new()), payload: Some("é".as_bytes().to_vec()), ..msg("c") };
         assert_eq!(pack.push(&full.parts()).0, 1024);
         assert_eq!(pack.push(&msg("b").parts()).0, 1025);
         assert_eq!(pack.push(&empty.parts()).0, 1026);
         let back = unpack(1024, &pack.bytes).unwrap();
         let strip = |m: &OutboxMessage| {
-            (m.topic.clone(), m.key.clone(), m.payload.clone(), m.headers.clone(), m.partition, m.timestamp_ms)
+            (
+                m.topic.clone(),
+                m.key.clone(),
+                m.payload.clone(),
+                m.headers.clone(),
+                m.partition,
+                m.timestamp_ms,
+            )
         };
         assert_eq!(back.iter().map(strip).collect::<Vec<_>>(), [&full, &msg("b"), &empty].map(strip));
-        assert_eq!(back.iter().map(|m| (m.row, m.id)).collect::<Vec<_>>(), [(1024, 1024), (1024, 1025), (1024, 1026)]);
+        assert_eq!(
+            back.iter().map(|m| (m.row, m.id)).collect::<Vec<_>>(),
+            [(1024, 1024), (1024, 1025), (1024, 1026)]
+        );
         for cut in 1..pack.bytes.len() {
             if let Some(partial) = unpack(1024, &pack.bytes[..cut]) {
                 assert!(partial.len() < 3, "a cut payload never yields the whole pack ({cut})");

@@ -78,7 +78,9 @@ fn store() -> Store {
 pub fn push(msg: &Parts) -> i64 {
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     let open = TXN.with_borrow(|t| {
-        t.entries.last().is_some_and(|e| e.subxact == subxact && e.pack.id == t.last_pack && e.pack.has_room())
+        t.entries
+            .last()
+            .is_some_and(|e| e.subxact == subxact && e.pack.id == t.last_pack && e.pack.has_room())
     });
     if !open {
         let pack = Pack::new(outbox::next_pack_id(store()));

@@ -115,6 +115,9 @@ impl ProducerContext for Context {
 pub struct Producer {
     inner: BaseProducer<Context>,
     next_seq: Cell<usize>,
+    /// The oldest batch whose reports are still wanted; reports of batches before it (waited
+    /// for, or given up) are dropped.
+    oldest_seq: Cell<usize>,
     /// Reports that arrived while collecting for an earlier batch.
     stash: RefCell<Vec<(usize, Report)>>,
 }
@@ -134,7 +137,12 @@ const MAX_SEQ: usize = 1 << 28;
 impl Producer {
     pub fn new(config: &ClientConfig) -> Result<Producer, String> {
         let inner = config.create_with_context(Context::default()).map_err(|e| e.to_string())?;
-        Ok(Producer { inner, next_seq: Cell::new(0), stash: RefCell::new(Vec::new()) })
+        Ok(Producer {
+            inner,
+            next_seq: Cell::new(0),
+            oldest_seq: Cell::new(0),
+            stash: RefCell::new(Vec::new()),
+        })
     }
 
     /// Errors and warnings librdkafka reported since the last call (connection refused, auth...).
@@ -190,6 +198,9 @@ impl Producer {
 
     /// Waits for every report of a batch, or until `stop()` says to give up; one outcome per record.
     pub fn wait(&self, mut b: InFlight, stop: &mut dyn FnMut() -> bool) -> Vec<Outcome> {
+        // Reports that came in while later batches were sent wait in the stash: take them
+        // without blocking first.
+        self.collect(&mut b, Duration::ZERO);
         while b.pending > 0 {
             self.collect(&mut b, Duration::from_millis(50));
             if b.pending > 0 && (b.stopped || stop()) {
@@ -197,6 +208,7 @@ impl Producer {
                 break;
             }
         }
+        self.oldest_seq.set((b.seq + 1) % MAX_SEQ);
         let why = if b.stopped { "delivery interrupted" } else { "no delivery report" };
         b.outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Retry(why.into()))).collect()
     }
@@ -226,7 +238,8 @@ impl Producer {
     }
 
     /// Polls once and records the reports of batch `b` that arrived; reports of a later batch
-    /// wait in the stash, those of an earlier (given up) batch are dropped.
+    /// (or an earlier one still to be waited for) wait in the stash, those of a batch already
+    /// waited for or given up are dropped.
     fn collect(&self, b: &mut InFlight, timeout: Duration) {
         self.inner.poll(timeout);
         let mut reports =
@@ -241,11 +254,16 @@ impl Producer {
                     Err(e) => classify(&e),
                 });
                 b.pending -= 1;
-            } else if seq > b.seq || b.seq - seq > MAX_SEQ / 2 {
-                stash.push((tag, r)); // a later batch (allowing for the counter wrapping)
+            } else if !before(seq, self.oldest_seq.get()) {
+                stash.push((tag, r)); // another batch still in flight
             }
         }
     }
+}
+
+/// Whether batch `a` was sent before batch `b` (allowing for the counter wrapping).
+fn before(a: usize, b: usize) -> bool {
+    a != b && (b + MAX_SEQ - a) % MAX_SEQ < MAX_SEQ / 2
 }
 
 fn base_record<'a>(r: &Record<'a>, tag: usize) -> BaseRecord<'a, [u8], [u8], usize> {
@@ -391,9 +409,32 @@ mod tests {
     }
 
     #[test]
+    fn batches_sent_while_the_queue_is_full_keep_the_reports_of_earlier_ones() {
+        let cluster = MockCluster::new(1).unwrap();
+        let mut config = base_config(&cluster.bootstrap_servers(), 5_000);
+        config.set("queue.buffering.max.messages", "1000");
+        let p = Producer::new(&config).unwrap();
+        let payloads: Vec<Vec<u8>> = (0..2500).map(|i| format!("m{i}").into_bytes()).collect();
+        // The second and third batches only fit once reports of the first came in; those must
+        // still be there when the first is waited for.
+        let sent: Vec<InFlight> =
+            (0..3).map(|_| p.send_batch(&records("t", &payloads), &mut || false)).collect();
+        for b in sent {
+            let out = p.wait(b, &mut || false);
+            assert!(
+                out.iter().all(|o| *o == Outcome::Delivered),
+                "{:?}",
+                out.iter().find(|o| **o != Outcome::Delivered)
+            );
+        }
+    }
+
+    #[test]
     fn classification() {
         let refused = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
         assert!(matches!(classify(&refused), Outcome::Refused(_)));
+        let stuck = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTimestamp);
+        assert!(matches!(classify(&stuck), Outcome::Refused(_)), "no retry can fix a bad timestamp");
         let later = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
         assert!(matches!(classify(&later), Outcome::Retry(_)));
     }

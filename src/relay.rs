@@ -92,7 +92,10 @@ unsafe fn column_outputs(desc: pg_sys::TupleDesc) -> Result<[Column; 5], KafkaEr
     let natts = unsafe { (*desc).natts } as usize;
     let attrs = unsafe { (*desc).attrs.as_slice(natts) };
     let find = |name: &str| {
-        attrs.iter().position(|a| !a.attisdropped && unsafe { CStr::from_ptr(a.attname.data.as_ptr()) }.to_bytes() == name.as_bytes())
+        attrs.iter().position(|a| {
+            !a.attisdropped
+                && unsafe { CStr::from_ptr(a.attname.data.as_ptr()) }.to_bytes() == name.as_bytes()
+        })
     };
     let mut found = [Column { index: 0, output: pg_sys::InvalidOid }; 5];
     for (slot, name) in found.iter_mut().zip(COLUMNS) {

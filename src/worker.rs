@@ -317,12 +317,22 @@ impl Worker {
     }
 }
 
-/// Sends `first` and the chunks after it with one chunk always in flight: the next chunk is
-/// read while the current one is sent, and the current one is recorded while the next is sent.
-/// The next chunk is sent only when the current one had no failure to retry, so order holds.
+/// Most chunks handed to librdkafka whose reports are not all in: the next chunks are read and
+/// sent while the first ones are acknowledged, so the connection never idles between chunks.
+const IN_FLIGHT: usize = 4;
+
+/// Sends `first` and the chunks after it, up to [`IN_FLIGHT`] at a time, and records each one
+/// in order once all its reports are in. librdkafka's idempotent producer keeps every partition
+/// in order across chunks; if a message must be retried, it and everything sent after it stay
+/// in the outbox and are sent again after it, so nothing overtakes a message that failed.
 /// Returns the size of the last chunk (messages, transactions), or None if some messages must
 /// be retried (the caller then restarts the log).
-fn stream(producer: &Producer, first: Vec<OutboxMessage>, close_requests: u64, log: &mut Log) -> Option<(usize, usize)> {
+fn stream(
+    producer: &Producer,
+    first: Vec<OutboxMessage>,
+    close_requests: u64,
+    log: &mut Log,
+) -> Option<(usize, usize)> {
     // Every poll also serves immediate sends, so they never wait behind a batch.
     let mut stop = || {
         immediate::serve(Some(producer), "");
@@ -332,47 +342,38 @@ fn stream(producer: &Producer, first: Vec<OutboxMessage>, close_requests: u64, l
         }
         shutdown_requested() || shared::close_requests() != close_requests
     };
-    let mut current = first;
-    activity(&format!("delivering {} messages", current.len()));
-    let mut in_flight = producer.send_batch(&records_of(&current), &mut stop);
-    loop {
-        let next = BackgroundWorker::transaction(AssertUnwindSafe(|| {
-            if outbox::installed() {
-                log.next_chunk()
-            } else {
-                Ok(Vec::new())
+    activity(&format!("delivering {} messages", first.len()));
+    let mut in_flight = std::collections::VecDeque::new();
+    let sent = producer.send_batch(&records_of(&first), &mut stop);
+    in_flight.push_back((first, sent));
+    let mut failed = false;
+    let mut last = (0, 0);
+    while let Some((chunk, sent)) = in_flight.pop_front() {
+        while !failed && in_flight.len() + 1 < IN_FLIGHT {
+            let next = BackgroundWorker::transaction(AssertUnwindSafe(|| {
+                if outbox::installed() {
+                    log.next_chunk()
+                } else {
+                    Ok(Vec::new())
+                }
+            }));
+            match next {
+                Ok(next) if next.is_empty() => break,
+                Ok(next) => {
+                    let sent = producer.send_batch(&records_of(&next), &mut stop);
+                    in_flight.push_back((next, sent));
+                }
+                Err(e) => {
+                    record_error(&e.to_string());
+                    failed = true;
+                }
             }
-        }));
-        let outcomes = producer.wait(in_flight, &mut stop);
-        let failed = outcomes.iter().any(|o| matches!(o, Outcome::Retry(_)));
-        let next = match next {
-            Ok(next) => next,
-            Err(e) => {
-                record_error(&e.to_string());
-                let _recorded = record(&current, &outcomes); // the log restarts either way
-                return None;
-            }
-        };
-        let next_in_flight =
-            (!failed && !next.is_empty()).then(|| producer.send_batch(&records_of(&next), &mut stop));
-        let size = (current.len(), transactions(&current));
-        let recorded = record(&current, &outcomes);
-        match next_in_flight {
-            // The next chunk is on its way: let it be recorded (or retried) in turn, but come
-            // back to the start of the log afterwards.
-            Some(f) if !recorded => {
-                let outcomes = producer.wait(f, &mut stop);
-                let _recorded = record(&next, &outcomes);
-                return None;
-            }
-            Some(f) => {
-                current = next;
-                in_flight = f;
-            }
-            None if failed => return None,
-            None => return Some(size),
         }
+        let outcomes = producer.wait(sent, &mut stop);
+        last = (chunk.len(), transactions(&chunk));
+        failed = !record(&chunk, &outcomes, failed) || failed;
     }
+    (!failed).then_some(last)
 }
 
 /// How many transactions a chunk holds messages of.
@@ -402,12 +403,13 @@ fn records_of(batch: &[OutboxMessage]) -> Vec<Record<'_>> {
 /// Records the outcome of one batch: removes what Kafka acknowledged, dead-letters what it
 /// refused, and reports what must be retried. A packed outbox row (many messages) stays whole
 /// while any of its messages must be retried (those delivered are then sent again).
-/// Returns false if the outcome could not be recorded (the caller restarts the log).
-fn record(batch: &[OutboxMessage], outcomes: &[Outcome]) -> bool {
+/// With `after_failure`, an earlier chunk had a message to retry: every row stays.
+/// Returns false if some messages must be retried or the outcome could not be recorded.
+fn record(batch: &[OutboxMessage], outcomes: &[Outcome], after_failure: bool) -> bool {
     let mut done = Vec::with_capacity(batch.len());
     let mut refused = Vec::new();
     let mut retried = Vec::new();
-    let mut retry: Option<&str> = None;
+    let mut retry: Option<&str> = after_failure.then_some("an earlier message must be sent again first");
     let mut delivered = 0;
     let mut csns = Vec::new();
     let mut start = 0;
@@ -459,6 +461,7 @@ fn record(batch: &[OutboxMessage], outcomes: &[Outcome]) -> bool {
         warning!("pg_kafka: message {} moved to kafka.dead_letter: {e}", m.id);
     }
     match retry {
+        Some(_) if after_failure => return false,
         Some(e) => {
             let last = shared::STATE.share().last_error().unwrap_or_default();
             let detail = if last.is_empty() || last.starts_with(e) {
@@ -468,6 +471,7 @@ fn record(batch: &[OutboxMessage], outcomes: &[Outcome]) -> bool {
             };
             record_error(&format!("{e}{detail}"));
             warning!("pg_kafka: {} messages wait for Kafka: {e}{detail}", retried.len());
+            return false;
         }
         None => {
             if let Some((_, e)) = refused.last() {

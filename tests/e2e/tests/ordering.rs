@@ -75,8 +75,10 @@ fn a_transaction_that_straddles_other_commits_keeps_its_order() {
     const ROUNDS: usize = 30;
     for round in 0..ROUNDS {
         let mut tx = c.transaction().unwrap();
-        let first: i64 =
-            tx.query_one("SELECT kafka.publish($1, $2, key => 'k')", &[&t, &format!("{round}:1")]).unwrap().get(0);
+        let first: i64 = tx
+            .query_one("SELECT kafka.publish($1, $2, key => 'k')", &[&t, &format!("{round}:1")])
+            .unwrap()
+            .get(0);
         load.wait_commits(2);
         // The worker has gone past this transaction's first message (not committed yet).
         wait_until("the worker to deliver what was queued before the first message", || {
@@ -140,8 +142,7 @@ fn transactions_serialized_by_a_row_lock_arrive_in_commit_order() {
     let want: Vec<i64> = (1..=total as i64).collect();
 
     let mut r = TopicReader::new(&produced);
-    let got: Vec<i64> =
-        r.read_at_least(total).iter().map(|m| m.text().unwrap().parse().unwrap()).collect();
+    let got: Vec<i64> = r.read_at_least(total).iter().map(|m| m.text().unwrap().parse().unwrap()).collect();
     assert_eq!(got, want, "produced messages arrive in commit order");
 
     let mut r = TopicReader::new(&events);
