@@ -231,7 +231,7 @@ impl Producer {
 
     /// Polls once (serving delivery reports) and returns the reports of immediate records.
     pub fn take_immediate(&self, timeout: Duration) -> Vec<(usize, Answer)> {
-        self.inner.poll(timeout);
+        self.poll_until(timeout, |c| !c.immediate.lock().unwrap_or_else(|p| p.into_inner()).is_empty());
         let reports =
             std::mem::take(&mut *self.inner.context().immediate.lock().unwrap_or_else(|p| p.into_inner()));
         reports.into_iter().map(|(tag, r)| (tag - IMMEDIATE_TAG, r.map_err(|e| e.to_string()))).collect()
@@ -241,7 +241,7 @@ impl Producer {
     /// (or an earlier one still to be waited for) wait in the stash, those of a batch already
     /// waited for or given up are dropped.
     fn collect(&self, b: &mut InFlight, timeout: Duration) {
-        self.inner.poll(timeout);
+        self.poll_until(timeout, |c| !c.reports.lock().unwrap_or_else(|p| p.into_inner()).is_empty());
         let mut reports =
             std::mem::take(&mut *self.inner.context().reports.lock().unwrap_or_else(|p| p.into_inner()));
         let mut stash = self.stash.borrow_mut();
@@ -256,6 +256,23 @@ impl Producer {
                 b.pending -= 1;
             } else if !before(seq, self.oldest_seq.get()) {
                 stash.push((tag, r)); // another batch still in flight
+            }
+        }
+    }
+}
+
+impl Producer {
+    /// Polls librdkafka until `arrived` says what the caller waits for came in, or `timeout` passed. (rust-rdkafka's
+    /// `poll` serves events until its whole timeout has passed, however early they come: polled
+    /// in short steps, a report is seen within a millisecond.)
+    fn poll_until(&self, timeout: Duration, arrived: impl Fn(&Context) -> bool) {
+        const STEP: Duration = Duration::from_millis(1);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            self.inner.poll(left.min(STEP));
+            if left <= STEP || arrived(self.inner.context()) {
+                return;
             }
         }
     }

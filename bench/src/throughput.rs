@@ -3,7 +3,8 @@
 //! Prints the enqueue rate (until COMMIT returns), the drain rate (COMMIT to the last message
 //! acknowledged by Kafka, from the worker's own counter, checked against the topic's high
 //! watermark), the worker's peak private memory while draining, and, on the same broker in the
-//! same run, the rate of a plain producer built from pg_kafka's own producer module and settings.
+//! same run, the rate of a plain producer built from pg_kafka's own producer module and settings,
+//! and the rate of a plain `INSERT ... SELECT` of the same messages into an ordinary logged table.
 //!
 //! Run with `scripts/bench [N]` (the stack must be up; the script brings it up).
 
@@ -37,6 +38,9 @@ fn main() {
     let plain_topic = format!("bench_plain_{stamp}");
     let plain = plain_rate(&servers, &plain_topic, n);
     assert_eq!(high_watermark(&servers, &plain_topic), n as i64 + 1, "plain producer delivered everything");
+
+    // Baseline of the enqueue: the same messages inserted into an ordinary logged table.
+    let insert = plain_insert(&mut pg, n);
 
     // pg_kafka: enqueue in one transaction, then the worker drains.
     let topic = format!("bench_pg_kafka_{stamp}");
@@ -74,6 +78,8 @@ fn main() {
         enqueue.as_secs_f64()
     );
     println!("drain (COMMIT to last ack):     {:>9.0} msgs/s  ({:.2} s)", rate(drain), drain.as_secs_f64());
+    println!("plain INSERT into a table:      {:>9.0} msgs/s  ({:.2} s)", rate(insert), insert.as_secs_f64());
+    println!("ratio enqueue / plain INSERT:   {:>9.2}", rate(enqueue) / rate(insert));
     println!("end to end (enqueue + drain):   {:>9.0} msgs/s", rate(enqueue + drain));
     println!("plain rdkafka producer:         {:>9.0} msgs/s  ({:.2} s)", rate(plain), plain.as_secs_f64());
     println!("ratio drain / plain:            {:>9.2}", rate(drain) / rate(plain));
@@ -93,6 +99,26 @@ fn plain_rate(servers: &str, topic: &str, n: usize) -> Duration {
     let outcomes = p.deliver(&records, &mut || false);
     let took = started.elapsed();
     assert!(outcomes.iter().all(|o| *o == producer::Outcome::Delivered), "plain producer failed");
+    took
+}
+
+/// Inserts n rows (topic, 100-byte payload) into a fresh logged table in one statement, the
+/// way an application would write its own outbox; returns the time until COMMIT returned.
+fn plain_insert(pg: &mut Client, n: usize) -> Duration {
+    pg.batch_execute(
+        "DROP TABLE IF EXISTS bench_plain_outbox;
+         CREATE TABLE bench_plain_outbox (topic text NOT NULL, payload text);
+         CHECKPOINT;",
+    )
+    .unwrap();
+    let started = Instant::now();
+    pg.execute(
+        "INSERT INTO bench_plain_outbox (topic, payload) SELECT 'bench', repeat('x', $1) FROM generate_series(1, $2::int)",
+        &[&(PAYLOAD_BYTES as i32), &(n as i32)],
+    )
+    .unwrap();
+    let took = started.elapsed();
+    pg.batch_execute("DROP TABLE bench_plain_outbox; CHECKPOINT;").unwrap();
     took
 }
 
