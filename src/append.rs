@@ -90,10 +90,13 @@ pub fn insert(
             });
             row_context.reset();
         }
+        // Closed with NoLock: like any INSERT, the transaction keeps its lock until it ends, so
+        // the worker's TRUNCATE of an emptied outbox (which only tries the lock) can never
+        // take rows of a transaction still open.
         for (index, _) in indexes {
-            pg_sys::index_close(index, lock);
+            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
         }
-        pg_sys::table_close(rel, lock);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
     }
 }
 

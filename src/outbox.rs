@@ -349,6 +349,32 @@ fn headers_from_json(j: &serde_json::Value) -> Headers {
         .collect()
 }
 
+/// Empties `kafka.outbox` and `kafka.outbox_commit` with TRUNCATE (their files start over, as
+/// PgQ's rotated tables do, instead of waiting for vacuum) when both hold no row and no session
+/// is writing to them: their locks are only tried, never waited for, so no producer waits on
+/// the worker and no open or prepared transaction's rows can be lost. Returns whether it did.
+pub fn truncate_if_empty() -> Result<bool, KafkaError> {
+    let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not empty the outbox: {e}"));
+    let nsp = unsafe { pg_sys::get_namespace_oid(c"kafka".as_ptr(), true) };
+    for name in [c"outbox", c"outbox_commit"] {
+        let rel = unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) };
+        let lock = pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE;
+        if rel == pg_sys::InvalidOid || !unsafe { pg_sys::ConditionalLockRelationOid(rel, lock) } {
+            return Ok(false);
+        }
+    }
+    // Locked: a new snapshot sees every row that will ever be in them until the locks go.
+    let empty = Spi::get_one::<bool>(
+        "SELECT NOT EXISTS (SELECT FROM kafka.outbox) AND NOT EXISTS (SELECT FROM kafka.outbox_commit)",
+    )
+    .map_err(failed)?
+    .unwrap_or(false);
+    if empty {
+        Spi::run("TRUNCATE kafka.outbox, kafka.outbox_commit").map_err(failed)?;
+    }
+    Ok(empty)
+}
+
 /// Takes dead letters out of `kafka.dead_letter` (`ids` and `topic` narrow the choice; both NULL
 /// means all), in id order, for the caller to queue again in its transaction.
 pub fn take_dead_letters(

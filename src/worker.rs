@@ -103,6 +103,7 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
         source: None,
         backoff: Duration::ZERO,
         log: Log::default(),
+        delivered_since_idle: false,
     }
     .run();
     unsafe { pg_sys::proc_exit(1) };
@@ -152,6 +153,8 @@ struct Worker {
     backoff: Duration,
     /// Where the worker is in the log of commits.
     log: Log,
+    /// Whether it sent something since it last found the outbox empty.
+    delivered_since_idle: bool,
 }
 
 /// The worker's place in the log of commits: the round being read, and where the last one ended.
@@ -279,8 +282,15 @@ impl Worker {
         }
         let immediate = immediate::requested() || immediate::in_flight();
         if batch.is_empty() && !immediate {
+            if std::mem::take(&mut self.delivered_since_idle) {
+                // Drained: give the space of what was delivered back, if nobody is writing.
+                if let Err(e) = BackgroundWorker::transaction(outbox::truncate_if_empty) {
+                    record_error(&e.to_string());
+                }
+            }
             return Pass::Idle;
         }
+        self.delivered_since_idle |= !batch.is_empty();
         if source.servers.is_empty() {
             self.log.restart();
             self.no_producer =

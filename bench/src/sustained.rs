@@ -45,9 +45,10 @@ fn main() {
 
     // Sample the worker's progress and memory until everything was delivered.
     let started = Instant::now();
-    let (mut peak_kb, mut crossed) = (0_u64, Vec::new());
+    let (mut peak_kb, mut peak_size, mut crossed) = (0_u64, 0_i64, Vec::new());
     loop {
         peak_kb = peak_kb.max(rss_anon_kb(pid));
+        peak_size = peak_size.max(outbox_size(&mut sampler));
         let delivered: i64 =
             sampler.query_one("SELECT delivered FROM kafka.status", &[]).unwrap().get::<_, i64>(0) - base;
         while (crossed.len() as i64) * MILLION <= delivered && (crossed.len() as i64) * MILLION <= n {
@@ -60,6 +61,16 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20)); // sampling period of the progress counter
     }
     let first_million_size = producer.join().unwrap();
+    // After the drain: once the worker found the outbox empty and went idle.
+    let idle_since = Instant::now();
+    while sampler
+        .query_one("SELECT query <> 'idle' FROM pg_stat_activity WHERE backend_type = 'pg_kafka'", &[])
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        assert!(idle_since.elapsed() < Duration::from_secs(60), "the worker did not go idle");
+        std::thread::sleep(Duration::from_millis(20)); // sampling period of the worker's state
+    }
     let final_size = outbox_size(&mut sampler);
     let millions = crossed.len() - 1;
     let rate = |i: usize| MILLION as f64 / (crossed[i] - crossed[i - 1]).as_secs_f64();
@@ -70,6 +81,7 @@ fn main() {
     println!("ratio last / first million:        {:>9.2}", last / first);
     println!("worker peak private memory:        {:>9.1} MB (RssAnon)", peak_kb as f64 / 1024.0);
     println!("outbox on disk after 1st million:  {:>9.1} MB", first_million_size as f64 / 1048576.0);
+    println!("outbox on disk, peak (backlog):    {:>9.1} MB", peak_size as f64 / 1048576.0);
     println!("outbox on disk after the drain:    {:>9.1} MB", final_size as f64 / 1048576.0);
     println!(
         "ratio after drain / after 1st M:   {:>9.2}",
