@@ -25,19 +25,15 @@ CREATE TRIGGER broker_changed AFTER INSERT OR UPDATE OR DELETE ON kafka.broker
 CREATE TRIGGER broker_truncated AFTER TRUNCATE ON kafka.broker
     FOR EACH STATEMENT EXECUTE FUNCTION kafka.broker_changed();
 
-CREATE TRIGGER config_check BEFORE INSERT OR UPDATE ON kafka.config
+CREATE TRIGGER config_check BEFORE INSERT OR UPDATE OR DELETE ON kafka.config
     FOR EACH ROW EXECUTE FUNCTION kafka.config_check();
+-- While a secret is stored, only a superuser may point the producer at other brokers.
+CREATE TRIGGER broker_guard BEFORE INSERT OR UPDATE OR DELETE ON kafka.broker
+    FOR EACH ROW EXECUTE FUNCTION kafka.broker_guard();
 CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE ON kafka.config
     FOR EACH ROW EXECUTE FUNCTION kafka.broker_changed();
 CREATE TRIGGER config_truncated AFTER TRUNCATE ON kafka.config
     FOR EACH STATEMENT EXECUTE FUNCTION kafka.broker_changed();
-
--- Whether a setting's value is a secret (kept in step with src/settings.rs).
-CREATE FUNCTION kafka.is_secret(name text) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT name LIKE '%password%' OR name LIKE '%secret%'
-        OR name IN ('ssl.key.pem', 'ssl_key', 'sasl.oauthbearer.config')
-$$;
 
 -- kafka.config as administrators may read it: secret values masked.
 CREATE VIEW kafka.settings AS

@@ -214,6 +214,12 @@ fn worker_state() -> TableIterator<
     ))
 }
 
+/// Whether a setting's value is a secret (only superusers read it back; `kafka.settings` masks it).
+#[pg_extern(immutable, parallel_safe)]
+fn is_secret(name: &str) -> bool {
+    settings::is_secret(name)
+}
+
 /// Raises the error produce() would raise for this topic name; used by kafka.capture().
 #[pg_extern(immutable, parallel_safe)]
 fn check_topic(topic: Option<&str>) {
@@ -230,20 +236,42 @@ fn broker_changed<'a>(
     Ok(None)
 }
 
-/// Trigger on `kafka.config`: each row is checked by librdkafka, and dangerous settings are
-/// reserved to superusers, before it is written.
+/// Trigger on `kafka.config`: each row is checked by librdkafka before it is written, and a role
+/// other than a superuser may write, rename or remove only settings of the allow-list (so it
+/// can neither set a dangerous one nor move a secret's value into a readable row).
 #[pg_trigger]
 fn config_check<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
-    let new = trigger.new().expect("config_check is a row-level INSERT/UPDATE trigger");
-    let name: Option<String> = new.get_by_name("name").unwrap_or(None);
-    let value: Option<String> = new.get_by_name("value").unwrap_or(None);
-    if let (Some(name), Some(value)) = (name, value) {
-        let superuser = unsafe { pg_sys::superuser() };
+    let superuser = unsafe { pg_sys::superuser() };
+    let name_of = |t: &PgHeapTuple<'_, AllocatedByPostgres>| t.get_by_name::<String>("name").ok().flatten();
+    if let Some(old) = trigger.old() {
+        if let Some(name) = name_of(&old).filter(|n| !superuser && !settings::admin_may_set(n)) {
+            KafkaError::SuperuserSetting(name).raise();
+        }
+        if trigger.new().is_none() {
+            return Ok(Some(old)); // DELETE
+        }
+    }
+    let new =
+        trigger.new().unwrap_or_else(|| KafkaError::BadTrigger("config_check runs on rows".into()).raise());
+    let value: Option<String> = new.get_by_name("value").ok().flatten();
+    if let (Some(name), Some(value)) = (name_of(&new), value) {
         settings::check(&name, &value, superuser).unwrap_or_else(|e| e.raise());
     }
     Ok(Some(new))
+}
+
+/// Trigger on `kafka.broker`: while `kafka.config` holds a secret, only a superuser may change
+/// where it is sent.
+#[pg_trigger]
+fn broker_guard<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
+    if !unsafe { pg_sys::superuser() } && outbox::secret_stored().unwrap_or_else(|e| e.raise()) {
+        KafkaError::BrokerWithSecrets.raise();
+    }
+    Ok(trigger.new().or_else(|| trigger.old()))
 }
 
 /// Refuses to queue a message that no worker would ever deliver.

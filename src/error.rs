@@ -32,8 +32,10 @@ pub enum KafkaError {
     TwoKeys,
     /// A kafka.config name pg_kafka sets itself.
     ReservedSetting(String),
-    /// A kafka.config setting that runs commands, loads files or weakens TLS, by a non-superuser.
+    /// A kafka.config setting outside the allow-list, written (or removed) by a non-superuser.
     SuperuserSetting(String),
+    /// A kafka.broker change by a non-superuser while a secret is stored.
+    BrokerWithSecrets,
     /// A timeout that is zero or negative.
     BadTimeout,
     /// Every immediate-send slot is busy.
@@ -70,7 +72,7 @@ impl KafkaError {
             | TwoKeys => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             BadTimestamp(_) => PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
             ReservedSetting(_) | BadSetting { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            SuperuserSetting(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            SuperuserSetting(_) | BrokerWithSecrets => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             ImmediateBusy => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             BadTimeout => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             ImmediateRefused(_) | ImmediateTimeout(_) => PgSqlErrorCode::ERRCODE_CONNECTION_EXCEPTION,
@@ -104,11 +106,14 @@ impl KafkaError {
                 "List brokers in kafka.broker: INSERT INTO kafka.broker VALUES ('host', 9092).".into()
             }
             ReservedSetting(_) => "pg_kafka sets this itself; it cannot be changed.".into(),
-            SuperuserSetting(_) => {
-                "Settings that run commands, load files or turn off TLS checks can only be \
-                                    set by a superuser."
-                    .into()
-            }
+            SuperuserSetting(_) => "Roles other than superusers may change only the settings in pg_kafka's \
+                                    allow-list (batching, compression, sizes, timeouts, retries: see \
+                                    the README, Security); brokers, TLS, SASL, files and secrets are a \
+                                    superuser's."
+                .into(),
+            BrokerWithSecrets => "Brokers decide where the stored credentials are sent: while kafka.config \
+                                  holds a secret, only a superuser may change kafka.broker."
+                .into(),
             BadTimeout => "Pass a positive interval, e.g. timeout => '5 seconds'.".into(),
             ImmediateBusy => "Too many immediate sends wait at once; retry, or use kafka.publish(), which \
                               queues without limit."
@@ -166,6 +171,9 @@ impl fmt::Display for KafkaError {
             TwoKeys => write!(f, "key and key_bytes are both given"),
             ReservedSetting(name) => write!(f, "\"{name}\" cannot be set in kafka.config"),
             SuperuserSetting(name) => write!(f, "only a superuser may set \"{name}\""),
+            BrokerWithSecrets => {
+                write!(f, "only a superuser may change kafka.broker while kafka.config holds a secret")
+            }
             BadTimeout => write!(f, "timeout must be positive"),
             ImmediateBusy => write!(f, "all {} immediate-send slots are in use", crate::immediate::SLOTS),
             ImmediateRefused(why) => write!(f, "Kafka did not take the message: {why}"),
@@ -206,6 +214,7 @@ mod tests {
             KafkaError::ImmediateRefused("x".into()),
             KafkaError::ImmediateTimeout("x".into()),
             KafkaError::SuperuserSetting("x".into()),
+            KafkaError::BrokerWithSecrets,
             KafkaError::BadSetting { name: "x".into(), why: "y".into() },
             KafkaError::WrongDatabase { current: "a".into(), served: "b".into() },
             KafkaError::OutboxMissing,

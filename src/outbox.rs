@@ -174,6 +174,16 @@ pub fn producer_settings() -> Result<Vec<(String, String)>, KafkaError> {
     })
 }
 
+/// Whether `kafka.config` holds a secret (read as the table's owner: callers may not read it).
+pub fn secret_stored() -> Result<bool, KafkaError> {
+    let names = Spi::connect(|client| -> Result<Vec<String>, pgrx::spi::Error> {
+        let rows = client.select("SELECT c.name FROM kafka.config c", None, &[])?;
+        Ok(rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
+    })
+    .map_err(|e| KafkaError::Internal(format!("could not read kafka.config: {e}")))?;
+    Ok(names.iter().any(|n| crate::settings::is_secret(n)))
+}
+
 /// Where the worker is in the log of commits.
 ///
 /// A *round* is the set of transactions that committed after snapshot `after` (all of them when

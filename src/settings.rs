@@ -5,19 +5,61 @@
 use crate::error::KafkaError;
 use crate::producer;
 
-/// Names pg_kafka sets itself.
-const RESERVED: &[&str] = &["bootstrap.servers"];
+/// Names pg_kafka sets itself (and their aliases), or that would break delivery.
+const RESERVED: &[&str] = &["bootstrap.servers", "metadata.broker.list", "delivery.report.only.error"];
 
 /// Settings that librdkafka acts on as soon as they are set (it loads the named code).
-const LOADS_CODE: &[&str] = &["plugin.library.paths", "ssl.engine.location"];
+const LOADS_CODE: &[&str] = &["plugin.library.paths", "ssl.engine.location", "ssl.providers"];
 
-/// Settings that run commands, load files or code, or turn off TLS verification.
-pub fn superuser_only(name: &str, value: &str) -> bool {
-    let v = value.trim().to_ascii_lowercase();
-    matches!(name, "sasl.kerberos.kinit.cmd" | "plugin.library.paths" | "ssl.engine.location")
-        || name.ends_with(".location")
-        || (name == "enable.ssl.certificate.verification" && matches!(v.as_str(), "false" | "0" | "off"))
-        || (name == "ssl.endpoint.identification.algorithm" && v == "none")
+/// The settings a role other than a superuser may write: batching, compression, sizes,
+/// timeouts, retries and socket tuning. None of them runs code, loads a file, names a host,
+/// touches TLS or SASL, or holds a secret. Everything else (and any name not known here) is a
+/// superuser's: an allow-list, because librdkafka has aliases, shell templates and plugins.
+pub const ADMIN_SETTINGS: &[&str] = &[
+    "batch.num.messages",
+    "batch.size",
+    "broker.address.family",
+    "broker.address.ttl",
+    "client.id",
+    "client.rack",
+    "compression.codec",
+    "compression.level",
+    "compression.type",
+    "connections.max.idle.ms",
+    "delivery.timeout.ms",
+    "linger.ms",
+    "message.copy.max.bytes",
+    "message.max.bytes",
+    "message.send.max.retries",
+    "message.timeout.ms",
+    "metadata.max.age.ms",
+    "partitioner",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.ms",
+    "receive.message.max.bytes",
+    "reconnect.backoff.max.ms",
+    "reconnect.backoff.ms",
+    "request.timeout.ms",
+    "retries",
+    "retry.backoff.max.ms",
+    "retry.backoff.ms",
+    "socket.connection.setup.timeout.ms",
+    "socket.keepalive.enable",
+    "socket.nagle.disable",
+    "socket.receive.buffer.bytes",
+    "socket.send.buffer.bytes",
+    "socket.timeout.ms",
+    "statistics.interval.ms",
+    "sticky.partitioning.linger.ms",
+    "topic.metadata.propagation.max.ms",
+    "topic.metadata.refresh.fast.interval.ms",
+    "topic.metadata.refresh.interval.ms",
+];
+
+/// Whether a role that is not a superuser may write (or remove) the setting `name`.
+pub fn admin_may_set(name: &str) -> bool {
+    ADMIN_SETTINGS.contains(&name)
 }
 
 /// Settings whose values only a superuser may read back.
@@ -34,7 +76,7 @@ pub fn check(name: &str, value: &str, superuser: bool) -> Result<(), KafkaError>
     if RESERVED.contains(&name) {
         return Err(KafkaError::ReservedSetting(name.into()));
     }
-    if superuser_only(name, value) && !superuser {
+    if !superuser && !admin_may_set(name) {
         return Err(KafkaError::SuperuserSetting(name.into()));
     }
     if LOADS_CODE.contains(&name) {
@@ -53,25 +95,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dangerous_settings_need_a_superuser() {
+    fn only_the_allow_list_is_open_to_other_roles() {
         for (n, v) in [
             ("sasl.kerberos.kinit.cmd", "kinit"),
-            ("plugin.library.paths", "x.so"),
+            ("sasl.kerberos.principal", "x; id > proof.txt; #"),
             ("ssl.ca.location", "/etc/ssl/ca.pem"),
-            ("ssl.engine.location", "/x"),
-            ("enable.ssl.certificate.verification", "false"),
+            ("enable.ssl.certificate.verification", "f"),
+            ("enable.ssl.certificate.verification", "FALSE"),
             ("ssl.endpoint.identification.algorithm", "none"),
+            ("security.protocol", "PLAINTEXT"),
+            ("sasl.mechanisms", "PLAIN"),
+            ("sasl.password", "x"),
+            ("debug", "all"),
         ] {
             assert_eq!(check(n, v, false), Err(KafkaError::SuperuserSetting(n.into())), "{n}");
             assert_eq!(check(n, v, true), Ok(()), "{n}");
         }
-        assert_eq!(check("enable.ssl.certificate.verification", "true", false), Ok(()));
-        assert_eq!(check("ssl.endpoint.identification.algorithm", "https", false), Ok(()));
+        for n in ["plugin.library.paths", "ssl.engine.location", "ssl.providers", "no.such.setting"] {
+            assert_eq!(check(n, "x", false), Err(KafkaError::SuperuserSetting(n.into())), "{n}");
+        }
+        assert_eq!(check("linger.ms", "20", false), Ok(()));
+        for n in ADMIN_SETTINGS {
+            assert!(
+                !is_secret(n) && !n.contains("location") && !n.starts_with("ssl") && !n.starts_with("sasl"),
+                "{n}"
+            );
+        }
     }
 
     #[test]
     fn reserved_unknown_and_invalid_settings_are_refused() {
-        assert!(matches!(check("bootstrap.servers", "x:1", true), Err(KafkaError::ReservedSetting(_))));
+        for n in ["bootstrap.servers", "metadata.broker.list", "delivery.report.only.error"] {
+            assert!(matches!(check(n, "x:1", true), Err(KafkaError::ReservedSetting(_))), "{n}");
+        }
         assert!(matches!(check("no.such", "1", true), Err(KafkaError::BadSetting { .. })));
         assert!(matches!(check("compression.type", "best", true), Err(KafkaError::BadSetting { .. })));
         assert_eq!(check("compression.type", "lz4", false), Ok(()));

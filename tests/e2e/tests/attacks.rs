@@ -1,0 +1,192 @@
+//! Attacks on the privilege model, each run as the role that would try it: the refusal has the
+//! expected SQLSTATE, the server did not restart, queued messages were not touched, and nobody
+//! gained what they tried to get.
+
+use pg_kafka_e2e::*;
+use postgres::Client;
+
+/// Runs `f` as a fresh role that is a member of `grants`, and drops the role afterwards.
+fn as_role(c: &mut Client, name: &str, grants: &[&str], f: impl FnOnce(&mut Client)) {
+    c.batch_execute(&format!("DROP OWNED BY {name}; DROP ROLE {name}")).ok();
+    c.batch_execute(&format!("DROP ROLE IF EXISTS {name}; CREATE ROLE {name}")).unwrap();
+    for g in grants {
+        c.batch_execute(&format!("GRANT {g} TO {name}")).unwrap();
+    }
+    c.batch_execute(&format!("GRANT CREATE ON SCHEMA public TO {name}; SET ROLE {name}")).unwrap();
+    f(c);
+    c.batch_execute(&format!("RESET ROLE; DROP OWNED BY {name}; DROP ROLE {name}")).unwrap();
+}
+
+fn postmaster_start(c: &mut Client) -> String {
+    c.query_one("SELECT pg_postmaster_start_time()::text", &[]).unwrap().get(0)
+}
+
+fn is_superuser(c: &mut Client, role: &str) -> bool {
+    c.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role]).unwrap().get(0)
+}
+
+/// V1: the generated relay function spliced capture_config.topic into code run as its owner.
+/// There is no generated code any more: the forged row cannot reach anything that runs it.
+#[test]
+fn a_forged_capture_row_cannot_make_an_admin_superuser() {
+    let mut c = pg();
+    as_role(&mut c, "e2e_v1", &["kafka_admin"], |c| {
+        let _ = c.batch_execute(
+            "INSERT INTO kafka.capture_config (relid, table_name, kind, topic)
+             VALUES (4242424242, 'x', 'outbox', '$fn$; ALTER ROLE e2e_v1 SUPERUSER; SELECT $fn$')",
+        );
+        let (state, _) = error_of(c, "SELECT kafka.capture_function(4242424242)");
+        assert_eq!(state, "42883", "no code generator is left to call");
+        assert!(!is_superuser(c, "e2e_v1"));
+    });
+    c.batch_execute("DELETE FROM kafka.capture_config WHERE relid = 4242424242").unwrap();
+}
+
+/// V3: renaming a secret's row to a name whose value is readable.
+#[test]
+fn an_admin_cannot_read_a_secret_by_renaming_its_row() {
+    let mut c = pg();
+    c.batch_execute("DELETE FROM kafka.config WHERE name = 'sasl.password'").unwrap();
+    c.batch_execute("INSERT INTO kafka.config VALUES ('sasl.password', 'renamed-secret-v3')").unwrap();
+    as_role(&mut c, "e2e_v3", &["kafka_admin"], |c| {
+        for target in ["sasl.kerberos.service.name", "compression.type", "client.id"] {
+            let sql = format!("UPDATE kafka.config SET name = '{target}' WHERE name = 'sasl.password'");
+            assert_eq!(error_of(c, &sql).0, "42501", "{sql}");
+        }
+        assert_eq!(error_of(c, "DELETE FROM kafka.config WHERE name = 'sasl.password'").0, "42501");
+        let shown: Vec<String> =
+            c.query("SELECT value FROM kafka.settings", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+        assert!(!shown.iter().any(|v| v.contains("renamed-secret")), "{shown:?}");
+    });
+    c.batch_execute("DELETE FROM kafka.config WHERE name = 'sasl.password'").unwrap();
+    let log = std::fs::read_to_string(server_log()).unwrap();
+    assert!(!log.contains("renamed-secret-v3"), "the secret reached the server log");
+}
+
+/// V4: with a password stored, pointing the producer at another host would send it there.
+/// V2, V5, W4, W5: settings that run commands, weaken TLS, load libraries or replace the brokers.
+#[test]
+fn an_admin_cannot_redirect_credentials_or_weaken_the_producer() {
+    let mut c = pg();
+    c.batch_execute("DELETE FROM kafka.config WHERE name = 'sasl.password'").unwrap();
+    c.batch_execute("INSERT INTO kafka.config VALUES ('sasl.password', 'v4-secret')").unwrap();
+    as_role(&mut c, "e2e_v4", &["kafka_admin"], |c| {
+        for sql in [
+            "INSERT INTO kafka.broker VALUES ('127.0.0.1', 19092)",
+            "UPDATE kafka.broker SET port = 19092",
+            "DELETE FROM kafka.broker",
+            "INSERT INTO kafka.config VALUES ('security.protocol', 'SASL_PLAINTEXT')",
+            "INSERT INTO kafka.config VALUES ('sasl.mechanisms', 'PLAIN')",
+        ] {
+            assert_eq!(error_of(c, sql).0, "42501", "{sql}");
+        }
+    });
+    c.batch_execute("DELETE FROM kafka.config WHERE name = 'sasl.password'").unwrap();
+    as_role(&mut c, "e2e_v5", &["kafka_admin"], |c| {
+        for sql in [
+            "INSERT INTO kafka.config VALUES ('sasl.kerberos.principal', 'x; id > proof.txt; #')",
+            "INSERT INTO kafka.config VALUES ('enable.ssl.certificate.verification', 'f')",
+            "INSERT INTO kafka.config VALUES ('enable.ssl.certificate.verification', 'FALSE')",
+            "INSERT INTO kafka.config VALUES ('ssl.providers', 'legacy')",
+        ] {
+            assert_eq!(error_of(c, sql).0, "42501", "{sql}");
+        }
+        for sql in [
+            "INSERT INTO kafka.config VALUES ('metadata.broker.list', '127.0.0.1:1')",
+            "INSERT INTO kafka.config VALUES ('delivery.report.only.error', 'true')",
+        ] {
+            assert_eq!(error_of(c, sql).0, "22023", "reserved for everyone: {sql}");
+        }
+        // Without a secret stored, brokers are the admin's to manage.
+        c.batch_execute("INSERT INTO kafka.broker VALUES ('localhost', 9092) ON CONFLICT DO NOTHING")
+            .unwrap();
+    });
+    for sql in [
+        "INSERT INTO kafka.config VALUES ('metadata.broker.list', '127.0.0.1:1')",
+        "INSERT INTO kafka.config VALUES ('delivery.report.only.error', 'true')",
+    ] {
+        assert_eq!(error_of(&mut c, sql).0, "22023", "reserved even for a superuser: {sql}");
+    }
+}
+
+/// V9: pg_kafka's trigger functions attached the wrong way crashed the server.
+#[test]
+fn misused_trigger_functions_raise_errors_instead_of_crashing() {
+    let mut c = pg();
+    let started = postmaster_start(&mut c);
+    let t = topic("v9");
+    let queued = topic("v9_queued");
+    let mut other = pg();
+    let mut pending = other.transaction().unwrap();
+    pending.execute("SELECT kafka.produce($1, 'queued before the attack')", &[&queued]).unwrap();
+    as_role(&mut c, "e2e_v9", &["kafka_admin"], |c| {
+        c.batch_execute(&format!("CREATE TABLE {t} (id int)")).unwrap();
+        for (i, (timing, function)) in [
+            ("AFTER INSERT ON {t} FOR EACH ROW", "kafka.capture_changes('t','1','','t','t')"),
+            ("BEFORE INSERT ON {t} FOR EACH STATEMENT", "kafka.capture_changes('t','1','','t','t')"),
+            ("AFTER INSERT ON {t} FOR EACH STATEMENT", "kafka.capture_changes('t','1','','t','t')"),
+            ("AFTER INSERT ON {t} FOR EACH ROW", "kafka.capture_outbox_relay('x.%s', 'f')"),
+            ("AFTER INSERT ON {t} FOR EACH STATEMENT", "kafka.capture_outbox_relay('x.%s', 'f')"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let timing = timing.replace("{t}", &t);
+            c.batch_execute(&format!("CREATE TRIGGER v9_{i} {timing} EXECUTE FUNCTION {function}")).unwrap();
+            let (state, _) = error_of(c, &format!("INSERT INTO {t} VALUES (1)"));
+            assert_eq!(state, "39P01", "{timing} {function}");
+            c.batch_execute(&format!("DROP TRIGGER v9_{i} ON {t}")).unwrap();
+        }
+        c.batch_execute(&format!("DROP TABLE {t}")).unwrap();
+    });
+    assert_eq!(postmaster_start(&mut c), started, "the server did not restart");
+    pending.commit().unwrap();
+    assert_eq!(TopicReader::new(&queued).read_at_least(1)[0].text().unwrap(), "queued before the attack");
+}
+
+/// V10: a record Kafka can never take (a timestamp ten years ahead) was retried forever in front
+/// of every later message.
+#[test]
+fn a_record_kafka_refuses_for_good_does_not_stop_the_queue() {
+    let mut c = pg();
+    let t = topic("v10");
+    c.batch_execute(
+        "DROP ROLE IF EXISTS e2e_v10; CREATE ROLE e2e_v10 IN ROLE kafka_producer; SET ROLE e2e_v10",
+    )
+    .unwrap();
+    // Kafka refuses timestamps more than an hour ahead of its clock (InvalidTimestamp).
+    c.execute("SELECT kafka.publish($1, 'far', ts => now() + interval '10 years')", &[&t]).unwrap();
+    c.execute("SELECT kafka.produce($1, 'behind ' || i) FROM generate_series(1, 1000) i", &[&t]).unwrap();
+    c.batch_execute("RESET ROLE; DROP ROLE e2e_v10").unwrap();
+    let mut r = TopicReader::new(&t);
+    let got = r.texts_until("behind 1000");
+    assert_eq!(got.iter().filter(|m| m.starts_with("behind")).count(), 999, "{} arrived", got.len());
+    let error: String =
+        c.query_one("SELECT error FROM kafka.dead_letter WHERE topic = $1", &[&t]).unwrap().get(0);
+    assert!(error.contains("imestamp"), "{error}");
+}
+
+/// V8: a non-superuser who may create objects in the served database cannot make the worker
+/// run its code: every operator and function in the worker's SQL is qualified and its
+/// search_path is pg_catalog. (`host || ':' || port` picked up a `public.||(text, integer)`.)
+#[test]
+fn the_worker_runs_no_code_of_other_roles() {
+    let mut c = pg();
+    let t = topic("v8");
+    c.batch_execute("DROP OWNED BY e2e_v8").ok(); // left by an earlier, failed run
+    c.batch_execute(
+        "DROP ROLE IF EXISTS e2e_v8; CREATE ROLE e2e_v8;
+         GRANT CREATE ON SCHEMA public TO e2e_v8; SET ROLE e2e_v8;
+         CREATE FUNCTION public.v8_concat(text, integer) RETURNS text LANGUAGE sql
+           AS $$ SELECT 'owned-by-v8:1' $$;
+         CREATE OPERATOR public.|| (LEFTARG = text, RIGHTARG = integer, FUNCTION = public.v8_concat);
+         RESET ROLE;",
+    )
+    .unwrap();
+    // The worker reads the brokers again and still reaches the real one.
+    c.batch_execute("SELECT kafka.close()").unwrap();
+    c.execute("SELECT kafka.produce($1, 'still delivered')", &[&t]).unwrap();
+    let got = TopicReader::new(&t).read_at_least(1)[0].text().unwrap();
+    c.batch_execute("DROP OWNED BY e2e_v8; DROP ROLE e2e_v8").unwrap();
+    assert_eq!(got, "still delivered");
+}
