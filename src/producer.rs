@@ -39,6 +39,10 @@ pub enum Outcome {
     Refused(String),
     /// Not delivered this time (broker down, timeout, stop requested): keep it and retry.
     Retry(String),
+    /// Kafka refused the whole record batch it travelled in (an invalid timestamp or record):
+    /// one record of the batch is bad, not necessarily this one. Sent alone, it is either
+    /// delivered or refused for good.
+    BatchRefused(String),
 }
 
 /// The librdkafka settings every pg_kafka producer uses, before per-deployment settings.
@@ -316,21 +320,20 @@ pub fn classify(e: &KafkaError) -> Outcome {
         Some(
             MessageSizeTooLarge
             | InvalidMessageSize
-            | InvalidMessage
             | InvalidTopic
             | MessageBatchTooLarge
             | TopicAuthorizationFailed
             | UnknownPartition
             | UnknownTopic
-            | InvalidRecord
             | PolicyViolation
             | InvalidRequiredAcks
             | InvalidArgument
             | InvalidPartitions
-            | InvalidTimestamp
             | UnsupportedCompressionType
             | UnsupportedForMessageFormat,
         ) => Outcome::Refused(text),
+        // The broker checks these per record batch and fails the whole batch.
+        Some(InvalidTimestamp | InvalidRecord | InvalidMessage) => Outcome::BatchRefused(text),
         _ => Outcome::Retry(text),
     }
 }
@@ -451,7 +454,10 @@ mod tests {
         let refused = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
         assert!(matches!(classify(&refused), Outcome::Refused(_)));
         let stuck = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTimestamp);
-        assert!(matches!(classify(&stuck), Outcome::Refused(_)), "no retry can fix a bad timestamp");
+        assert!(
+            matches!(classify(&stuck), Outcome::BatchRefused(_)),
+            "no retry of the batch can fix a bad timestamp"
+        );
         let later = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
         assert!(matches!(classify(&later), Outcome::Retry(_)));
     }

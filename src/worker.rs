@@ -163,6 +163,9 @@ struct Log {
     /// Where the last finished round ended (None: read everything from the start).
     after: Option<String>,
     round: Option<Round>,
+    /// Kafka refused a whole record batch: send the next messages one by one, to find the one
+    /// that is bad and let the others through.
+    isolate: bool,
 }
 
 impl Log {
@@ -189,7 +192,8 @@ impl Log {
     /// After a failure: read the outbox again from its start (what was sent and not recorded
     /// is sent again, in order).
     fn restart(&mut self) {
-        *self = Log::default();
+        let isolate = self.isolate;
+        *self = Log { isolate, ..Log::default() };
     }
 }
 
@@ -353,6 +357,11 @@ fn stream(
         shutdown_requested() || shared::close_requests() != close_requests
     };
     activity(&format!("delivering {} messages", first.len()));
+    if std::mem::take(&mut log.isolate) {
+        let outcomes = send_isolated(producer, &first, &mut stop);
+        let recorded = record(&first, &outcomes, false, log);
+        return recorded.then_some((first.len(), transactions(&first)));
+    }
     let mut in_flight = std::collections::VecDeque::new();
     let sent = producer.send_batch(&records_of(&first), &mut stop);
     in_flight.push_back((first, sent));
@@ -381,9 +390,38 @@ fn stream(
         }
         let outcomes = producer.wait(sent, &mut stop);
         last = (chunk.len(), transactions(&chunk));
-        failed = !record(&chunk, &outcomes, failed) || failed;
+        failed = !record(&chunk, &outcomes, failed, log) || failed;
     }
     (!failed).then_some(last)
+}
+
+/// After Kafka refused a whole record batch: sends the chunk's messages one at a time, in
+/// order, until the pack row holding the first one refused on its own (or [`ISOLATE_MAX`]
+/// messages) is done; what follows waits for the next pass. Each message is then delivered or
+/// refused for good by itself, so one bad record never holds back or drags down the others.
+fn send_isolated(
+    producer: &Producer,
+    chunk: &[OutboxMessage],
+    stop: &mut dyn FnMut() -> bool,
+) -> Vec<Outcome> {
+    const ISOLATE_MAX: usize = 1000;
+    let records = records_of(chunk);
+    let mut outcomes = Vec::with_capacity(chunk.len());
+    let mut enough = false;
+    for (i, r) in records.iter().enumerate() {
+        if enough && chunk[i].row != chunk[i - 1].row {
+            outcomes.resize(chunk.len(), Outcome::Retry("sent after a refused record batch".into()));
+            break;
+        }
+        let outcome = match producer.deliver(std::slice::from_ref(r), stop).pop() {
+            Some(Outcome::BatchRefused(e)) => Outcome::Refused(e),
+            Some(o) => o,
+            None => Outcome::Retry("no delivery report".into()),
+        };
+        enough |= matches!(outcome, Outcome::Refused(_)) || i + 1 >= ISOLATE_MAX;
+        outcomes.push(outcome);
+    }
+    outcomes
 }
 
 /// How many transactions a chunk holds messages of.
@@ -413,9 +451,10 @@ fn records_of(batch: &[OutboxMessage]) -> Vec<Record<'_>> {
 /// Records the outcome of one batch: removes what Kafka acknowledged, dead-letters what it
 /// refused, and reports what must be retried. A packed outbox row (many messages) stays whole
 /// while any of its messages must be retried (those delivered are then sent again).
-/// With `after_failure`, an earlier chunk had a message to retry: every row stays.
+/// With `after_failure`, an earlier chunk had a message to retry: every row stays. A record
+/// batch Kafka refused as a whole is retried, one message at a time (`log.isolate`).
 /// Returns false if some messages must be retried or the outcome could not be recorded.
-fn record(batch: &[OutboxMessage], outcomes: &[Outcome], after_failure: bool) -> bool {
+fn record(batch: &[OutboxMessage], outcomes: &[Outcome], after_failure: bool, log: &mut Log) -> bool {
     let mut done = Vec::with_capacity(batch.len());
     let mut refused = Vec::new();
     let mut retried = Vec::new();
@@ -432,6 +471,10 @@ fn record(batch: &[OutboxMessage], outcomes: &[Outcome], after_failure: bool) ->
         let messages = batch[start..end].iter().zip(&outcomes[start..end]);
         let must_retry = messages.clone().find_map(|(_, o)| match o {
             Outcome::Retry(e) => Some(e),
+            Outcome::BatchRefused(e) => {
+                log.isolate = true;
+                Some(e)
+            }
             _ => None,
         });
         if let Some(e) = must_retry {

@@ -117,3 +117,108 @@ fn immediate_send_times_out_or_is_cancelled_while_kafka_is_down() {
     cancel.cancel_query(postgres::NoTls).unwrap();
     assert_eq!(waiting.join().unwrap().as_deref(), Some("57014"), "canceled like any query");
 }
+
+/// Kafka's process, paused and resumed with signals (a broker that stops answering).
+fn signal_kafka(signal: &str) {
+    let out = std::process::Command::new("pgrep").args(["-f", "kafka.Kafka"]).output().unwrap();
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        std::process::Command::new("kill").args([signal, pid]).status().unwrap();
+    }
+}
+
+/// A drain interrupted every way at once — Kafka stops answering with chunks in flight, the
+/// worker is killed with SIGKILL, PostgreSQL is stopped with `-m immediate`, Kafka restarts —
+/// while sessions keep committing and rolling back: every committed message arrives, none of a
+/// rolled-back transaction, and each session's messages keep their order (a crash may re-send a
+/// run: the first and the last arrival of each message are both in order). Several rounds.
+#[test]
+fn interrupted_drains_lose_nothing_and_keep_order() {
+    struct Resume;
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            signal_kafka("-CONT");
+        }
+    }
+    let _restore = Restore;
+    let _resume = Resume;
+    const TXS: usize = 40;
+    const EACH: usize = 2000;
+    let kept = |i: usize| i % 7 != 3;
+    for round in 0..3 {
+        let t = topic(&format!("interrupted_{round}"));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sessions: Vec<_> = (0..3)
+            .map(|s| {
+                let (t, done) = (t.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut c = pg();
+                    for i in 0..TXS {
+                        let mut tx = c.transaction().unwrap();
+                        tx.execute(
+                            "SELECT kafka.produce($1, $2 || ':' || $3 || ':' || j) FROM generate_series(1, $4::int) j",
+                            &[&t, &s.to_string(), &i.to_string(), &(EACH as i32)],
+                        )
+                        .unwrap();
+                        if kept(i) {
+                            tx.commit().unwrap();
+                        } else {
+                            tx.rollback().unwrap();
+                        }
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let mut c = pg();
+        wait_until("half of the transactions", || {
+            done.load(std::sync::atomic::Ordering::Relaxed) >= 3 * TXS / 2
+        });
+        signal_kafka("-STOP");
+        let worker = status(&mut c).pid.expect("the worker runs");
+        std::process::Command::new("kill").args(["-9", &worker.to_string()]).status().unwrap();
+        // Sessions never wait on Kafka: they finish while it is frozen and the worker is dead.
+        sessions.into_iter().for_each(|h| h.join().unwrap());
+        drop(c);
+        stack(&["crash", "pg"]);
+        stack(&["up", "pg"]);
+        signal_kafka("-CONT");
+        stack(&["down", "kafka"]);
+        stack(&["up", "kafka"]);
+
+        let per_session = (0..TXS).filter(|&i| kept(i)).count() * EACH;
+        let mut r = TopicReader::new(&t);
+        let mut seen = std::collections::HashSet::new();
+        let mut got = Vec::new();
+        while seen.len() < 3 * per_session {
+            let n = got.len() + 1;
+            let m = r.read_at_least(n)[n - 1].text().unwrap();
+            seen.insert(m.clone());
+            got.push(m);
+        }
+        let parse = |m: &String| -> (usize, usize, usize) {
+            let v: Vec<usize> = m.split(':').map(|x| x.parse().unwrap()).collect();
+            (v[0], v[1], v[2])
+        };
+        let got: Vec<(usize, usize, usize)> = got.iter().map(parse).collect();
+        assert!(got.iter().all(|m| kept(m.1)), "round {round}: a rolled-back message arrived");
+        for s in 0..3 {
+            let mine: Vec<(usize, usize)> = got.iter().filter(|m| m.0 == s).map(|m| (m.1, m.2)).collect();
+            let in_order = |ms: &mut dyn Iterator<Item = (usize, usize)>| {
+                let mut seen = std::collections::HashSet::new();
+                ms.filter(|m| seen.insert(*m)).collect::<Vec<_>>()
+            };
+            let first = in_order(&mut mine.iter().copied());
+            let mut last = in_order(&mut mine.iter().rev().copied());
+            last.reverse();
+            assert_eq!(first.len(), per_session, "round {round}, session {s}: every committed message");
+            assert!(
+                first.windows(2).all(|w| w[0] < w[1]),
+                "round {round}, session {s}: first arrivals in order"
+            );
+            assert!(
+                last.windows(2).all(|w| w[0] < w[1]),
+                "round {round}, session {s}: last arrivals in order"
+            );
+        }
+    }
+}
