@@ -25,6 +25,17 @@ pub fn bootstrap_servers() -> String {
     env("KAFKA_BOOTSTRAP_SERVERS")
 }
 
+/// The connection string of the stack's PostgreSQL (database PGDATABASE).
+pub fn connect_string() -> String {
+    format!(
+        "host={} port={} user={} dbname={}",
+        env("PGHOST"),
+        env("PGPORT"),
+        env("PGUSER"),
+        env("PGDATABASE")
+    )
+}
+
 /// A connection to the stack's PostgreSQL, to `database` (default: PGDATABASE).
 pub fn connect_to(database: &str) -> Client {
     let conf =

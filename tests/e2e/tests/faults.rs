@@ -174,13 +174,26 @@ fn interrupted_drains_lose_nothing_and_keep_order() {
             done.load(std::sync::atomic::Ordering::Relaxed) >= 3 * TXS / 2
         });
         signal_kafka("-STOP");
-        let worker = status(&mut c).pid.expect("the worker runs");
-        std::process::Command::new("kill").args(["-9", &worker.to_string()]).status().unwrap();
-        // Sessions never wait on Kafka: they finish while it is frozen and the worker is dead.
+        // Sessions never wait on Kafka: they finish while it is frozen with chunks in flight.
         sessions.into_iter().for_each(|h| h.join().unwrap());
+        let worker = status(&mut c).pid.expect("the worker runs");
         drop(c);
-        stack(&["crash", "pg"]);
-        stack(&["up", "pg"]);
+        // Killing the worker with SIGKILL makes PostgreSQL restart every process (as a crash
+        // of any backend does); then, or also, an immediate stop.
+        if round != 1 {
+            std::process::Command::new("kill").args(["-9", &worker.to_string()]).status().unwrap();
+            wait_until("PostgreSQL to restart after the killed worker", || {
+                postgres::Client::connect(&connect_string(), postgres::NoTls)
+                    .ok()
+                    .and_then(|mut c| c.query_one("SELECT worker_pid FROM kafka.status", &[]).ok())
+                    .and_then(|r| r.get::<_, Option<i32>>(0))
+                    .is_some_and(|p| p != worker)
+            });
+        }
+        if round != 0 {
+            stack(&["crash", "pg"]);
+            stack(&["up", "pg"]);
+        }
         signal_kafka("-CONT");
         stack(&["down", "kafka"]);
         stack(&["up", "kafka"]);
