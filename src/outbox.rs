@@ -362,9 +362,17 @@ fn headers_from_json(j: &serde_json::Value) -> Headers {
 /// Empties `kafka.outbox` and `kafka.outbox_commit` with TRUNCATE (their files start over, as
 /// PgQ's rotated tables do, instead of waiting for vacuum) when both hold no row and no session
 /// is writing to them: their locks are only tried, never waited for, so no producer waits on
-/// the worker and no open or prepared transaction's rows can be lost. Returns whether it did.
-pub fn truncate_if_empty() -> Result<bool, KafkaError> {
+/// the worker and no open or prepared transaction's rows can be lost. Only when the outbox takes
+/// `from_bytes` or more. Returns whether it did.
+pub fn truncate_if_empty(from_bytes: i64) -> Result<bool, KafkaError> {
     let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not empty the outbox: {e}"));
+    let size =
+        Spi::get_one::<i64>("SELECT pg_catalog.pg_total_relation_size('kafka.outbox'::pg_catalog.regclass)")
+            .map_err(failed)?
+            .unwrap_or(0);
+    if size < from_bytes {
+        return Ok(false);
+    }
     let nsp = unsafe { pg_sys::get_namespace_oid(c"kafka".as_ptr(), true) };
     for name in [c"outbox", c"outbox_commit"] {
         let rel = unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) };

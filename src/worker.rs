@@ -38,6 +38,11 @@ const IMMEDIATE_POLL: Duration = Duration::from_millis(5);
 const SMALL_BATCH: usize = 1000;
 const BUSY_FROM: usize = 4;
 const SOURCE_MAX_AGE: Duration = Duration::from_secs(1);
+/// A drained outbox is emptied with TRUNCATE (new files, a catalog change every session sees)
+/// only when it takes this many bytes, and at most once in `TRUNCATE_EVERY`: below that, vacuum
+/// reuses the space, and a trickle of commits never pays for new files.
+const TRUNCATE_FROM: i64 = 1 << 20;
+const TRUNCATE_EVERY: Duration = Duration::from_secs(5);
 
 /// Registers the worker with the postmaster; only while preloading.
 pub fn register() {
@@ -104,6 +109,7 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
         backoff: Duration::ZERO,
         log: Log::default(),
         delivered_since_idle: false,
+        last_truncate: None,
     }
     .run();
     unsafe { pg_sys::proc_exit(1) };
@@ -155,6 +161,8 @@ struct Worker {
     log: Log,
     /// Whether it sent something since it last found the outbox empty.
     delivered_since_idle: bool,
+    /// When it last tried to empty the outbox with TRUNCATE.
+    last_truncate: Option<std::time::Instant>,
 }
 
 /// The worker's place in the log of commits: the round being read, and where the last one ended.
@@ -286,9 +294,12 @@ impl Worker {
         }
         let immediate = immediate::requested() || immediate::in_flight();
         if batch.is_empty() && !immediate {
-            if std::mem::take(&mut self.delivered_since_idle) {
-                // Drained: give the space of what was delivered back, if nobody is writing.
-                if let Err(e) = BackgroundWorker::transaction(outbox::truncate_if_empty) {
+            let due = self.last_truncate.is_none_or(|at| at.elapsed() >= TRUNCATE_EVERY);
+            if due && std::mem::take(&mut self.delivered_since_idle) {
+                // Drained: give the space of what was delivered back, if it is worth a new file
+                // (vacuum reuses small amounts of space) and nobody is writing.
+                self.last_truncate = Some(std::time::Instant::now());
+                if let Err(e) = BackgroundWorker::transaction(|| outbox::truncate_if_empty(TRUNCATE_FROM)) {
                     record_error(&e.to_string());
                 }
             }

@@ -223,10 +223,15 @@ fn open_and_prepared_transactions_keep_their_messages_when_the_outbox_is_emptied
              PREPARE TRANSACTION 'pg_kafka_truncate_test';"
         ))
         .unwrap();
-    // Others' messages are delivered and the worker finds nothing more to send.
+    // Others' messages (megabytes of them) are delivered and the worker finds nothing more to
+    // send: it tries to empty the outbox, which it must not while those two hold packs there.
     let mut c = pg();
-    c.execute("SELECT kafka.produce($1, 'other')", &[&other]).unwrap();
-    TopicReader::new(&other).read_at_least(1);
+    c.execute(
+        "SELECT kafka.produce($1, repeat(md5(i::text), 4)) FROM generate_series(1, 100000) i",
+        &[&other],
+    )
+    .unwrap();
+    TopicReader::new(&other).read_at_least(100_000);
     wait_until("the worker to go idle", || {
         let q = "SELECT query = 'idle' FROM pg_stat_activity WHERE backend_type = 'pg_kafka'";
         c.query_one(q, &[]).unwrap().get(0)
@@ -246,4 +251,14 @@ fn open_and_prepared_transactions_keep_their_messages_when_the_outbox_is_emptied
         let theirs: Vec<&String> = want.iter().filter(|m| m.starts_with(prefix)).collect();
         assert_eq!(mine, theirs, "{prefix}messages in order");
     }
+    // Once nobody holds packs there, the drained outbox gives its space back.
+    c.execute(
+        "SELECT kafka.produce($1, repeat(md5(i::text), 4)) FROM generate_series(1, 100000) i",
+        &[&other],
+    )
+    .unwrap();
+    wait_until("the drained outbox to be emptied", || {
+        let q = "SELECT pg_total_relation_size('kafka.outbox') < 1048576 AND backlog = 0 FROM kafka.status";
+        c.query_one(q, &[]).unwrap().get(0)
+    });
 }
