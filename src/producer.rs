@@ -117,6 +117,9 @@ impl ProducerContext for Context {
 }
 
 pub struct Producer {
+    /// How librdkafka wakes a waiting `poll_until`. Declared before `inner`: fields drop in
+    /// order, and its queue reference must go before the client does.
+    wakeup: Wakeup,
     inner: BaseProducer<Context>,
     next_seq: Cell<usize>,
     /// The oldest batch whose reports are still wanted; reports of batches before it (waited
@@ -140,8 +143,11 @@ const MAX_SEQ: usize = 1 << 28;
 
 impl Producer {
     pub fn new(config: &ClientConfig) -> Result<Producer, String> {
-        let inner = config.create_with_context(Context::default()).map_err(|e| e.to_string())?;
+        let inner: BaseProducer<Context> =
+            config.create_with_context(Context::default()).map_err(|e| e.to_string())?;
+        let wakeup = Wakeup::new(inner.client().native_ptr())?;
         Ok(Producer {
+            wakeup,
             inner,
             next_seq: Cell::new(0),
             oldest_seq: Cell::new(0),
@@ -266,18 +272,70 @@ impl Producer {
 }
 
 impl Producer {
-    /// Polls librdkafka until `arrived` says what the caller waits for came in, or `timeout` passed. (rust-rdkafka's
-    /// `poll` serves events until its whole timeout has passed, however early they come: polled
-    /// in short steps, a report is seen within a millisecond.)
+    /// Polls librdkafka until `arrived` says what the caller waits for came in, or `timeout`
+    /// passed. It sleeps in `poll(2)` on a pipe that librdkafka writes to when its event queue
+    /// turns non-empty (`rd_kafka_queue_io_event_enable`), and serves events without blocking:
+    /// rust-rdkafka's own `poll` serves events until its whole timeout has passed, and spins
+    /// through its last millisecond, so a report would wait for the timeout, or burn CPU.
     fn poll_until(&self, timeout: Duration, arrived: impl Fn(&Context) -> bool) {
-        const STEP: Duration = Duration::from_millis(1);
         let deadline = std::time::Instant::now() + timeout;
         loop {
+            // SAFETY: `queue` is a live reference to this client's main queue (see `Wakeup`).
+            while unsafe { rdkafka::bindings::rd_kafka_queue_length(self.wakeup.queue) } > 0 {
+                self.inner.poll(Duration::ZERO);
+            }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            self.inner.poll(left.min(STEP));
-            if left <= STEP || arrived(self.inner.context()) {
+            if left.is_zero() || arrived(self.inner.context()) {
                 return;
             }
+            self.wakeup.wait(left);
+        }
+    }
+}
+
+/// The pipe librdkafka writes a byte to when its main event queue turns non-empty.
+struct Wakeup {
+    queue: *mut rdkafka::bindings::rd_kafka_queue_t,
+    read: libc::c_int,
+    write: libc::c_int,
+}
+
+impl Wakeup {
+    fn new(client: *mut rdkafka::bindings::rd_kafka_t) -> Result<Wakeup, String> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(format!("could not create a pipe: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: `client` is a live librdkafka handle; the queue reference it returns is
+        // released in Drop, after io events are disabled again.
+        let queue = unsafe { rdkafka::bindings::rd_kafka_queue_get_main(client) };
+        // SAFETY: librdkafka copies the payload; the write end stays open until Drop.
+        unsafe { rdkafka::bindings::rd_kafka_queue_io_event_enable(queue, fds[1], c"1".as_ptr().cast(), 1) };
+        Ok(Wakeup { queue, read: fds[0], write: fds[1] })
+    }
+
+    /// Sleeps until librdkafka signals an event or `timeout` passes; empties the pipe.
+    fn wait(&self, timeout: Duration) {
+        let mut pfd = libc::pollfd { fd: self.read, events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one valid pollfd; `buf` is a local buffer of the length given.
+        unsafe {
+            libc::poll(&mut pfd, 1, ms);
+            let mut buf = [0u8; 64];
+            while libc::read(self.read, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+        }
+    }
+}
+
+impl Drop for Wakeup {
+    fn drop(&mut self) {
+        // SAFETY: the queue reference and descriptors were created in `new` and are released once.
+        unsafe {
+            rdkafka::bindings::rd_kafka_queue_io_event_enable(self.queue, -1, std::ptr::null(), 0);
+            rdkafka::bindings::rd_kafka_queue_destroy(self.queue);
+            libc::close(self.read);
+            libc::close(self.write);
         }
     }
 }

@@ -34,9 +34,9 @@ const IMMEDIATE_POLL: Duration = Duration::from_millis(5);
 /// (commits arrive faster than the worker makes passes) the worker waits `kafka.linger` before
 /// reading again, so that a stream of commits makes fewer, larger chunks: each pass costs two
 /// transactions of the worker's own and a produce request per partition, CPU taken from the
-/// sessions. A trickle (a transaction or two per pass) is sent at once and never lingers.
+/// sessions. A trickle (one transaction per pass) is sent at once and never lingers.
 const SMALL_BATCH: usize = 1000;
-const BUSY_FROM: usize = 4;
+const BUSY_FROM: usize = 2;
 const SOURCE_MAX_AGE: Duration = Duration::from_secs(1);
 /// A drained outbox is emptied with TRUNCATE (new files, a catalog change every session sees)
 /// only when it takes this many bytes, and at most once in `TRUNCATE_EVERY`: below that, vacuum
@@ -379,7 +379,9 @@ fn stream(
     let mut failed = false;
     let mut last = (0, 0);
     while let Some((chunk, sent)) = in_flight.pop_front() {
-        while !failed && in_flight.len() + 1 < IN_FLIGHT {
+        // Read ahead only behind a large chunk: after a small one there is rarely more, and
+        // each read is a transaction of the worker's own.
+        while !failed && chunk.len() >= SMALL_BATCH && in_flight.len() + 1 < IN_FLIGHT {
             let next = BackgroundWorker::transaction(AssertUnwindSafe(|| {
                 if outbox::installed() {
                     log.next_chunk()
