@@ -86,7 +86,7 @@ pub fn push(msg: &Parts) -> i64 {
         let pack = Pack::new(outbox::next_pack_id(store()));
         TXN.with_borrow_mut(|t| {
             t.last_pack = pack.id;
-            if !t.entries.last().is_some_and(|e| e.subxact == subxact) {
+            if t.entries.last().is_none_or(|e| e.subxact != subxact) {
                 t.tail_len = 0;
                 t.tail_bytes = 0;
             }
