@@ -1,9 +1,11 @@
-//! Every statement that touches pg_kafka's tables: `kafka.outbox` (messages waiting for Kafka),
-//! `kafka.dead_letter` (messages Kafka refused for good) and `kafka.broker`.
+//! Every statement that touches pg_kafka's tables: `kafka.outbox` (packs of messages waiting for
+//! Kafka), `kafka.outbox_commit` (the commit order of their transactions), `kafka.dead_letter`
+//! (messages Kafka refused for good), `kafka.broker` and `kafka.config`.
 //!
-//! Backends only append (through [`insert`], as the outbox's owner); the worker reads batches in
-//! id order and removes what Kafka acknowledged or refused ([`finish`]) in one transaction, so a
-//! message leaves the outbox only once its fate is recorded.
+//! Backends only append (through [`insert`] and [`insert_commit`], as the outbox's owner); the
+//! worker reads [`Round`]s of committed transactions in commit order and removes what Kafka
+//! acknowledged or refused ([`finish`]) in one transaction, so a message leaves the outbox only
+//! once its fate is recorded.
 
 use crate::error::KafkaError;
 use crate::pack::Pack;
