@@ -14,14 +14,14 @@ CREATE TABLE kafka.broker (
 -- transactions in that order and a transaction's packs in id order (README, "How it works").
 CREATE SEQUENCE kafka.outbox_id_seq AS bigint INCREMENT BY 512 CACHE 16;  -- message i of a pack: id + i
 CREATE TABLE kafka.outbox (
-    id bigint PRIMARY KEY,          -- the pack's first message id
+    id bigint NOT NULL,             -- the pack's first message id
     xid xid8 NOT NULL,              -- the transaction that wrote it
     messages integer NOT NULL,      -- how many messages the pack holds
     payload bytea NOT NULL,         -- the pack (src/pack.rs), lz4-compressed from 256 bytes
     produced_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    first_attempt_at timestamptz    -- set when a delivery attempt failed and will be retried
+    first_attempt_at timestamptz,   -- set when a delivery attempt failed and will be retried
+    PRIMARY KEY (xid, id)           -- one index: a transaction's packs, in id order
 ) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.02);
-CREATE INDEX outbox_xid ON kafka.outbox (xid);
 ALTER SEQUENCE kafka.outbox_id_seq OWNED BY kafka.outbox.id;
 
 -- One row per committed transaction with packs waiting: its place in commit order. The number is

@@ -18,8 +18,9 @@ use pgrx::prelude::*;
 pub struct OutboxMessage {
     /// Its id (`kafka.publish()` returns it; a dead letter keeps it).
     pub id: i64,
-    /// The outbox row (pack) it was read from (the worker's side).
+    /// The outbox row (pack) it was read from, and that row's transaction (the worker's side).
     pub row: i64,
+    pub xid: i64,
     /// Its transaction's place in commit order (the worker's side).
     pub csn: i64,
     pub topic: String,
@@ -216,16 +217,10 @@ impl Round {
 pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec<OutboxMessage>, KafkaError> {
     const FETCH: i64 = 64;
     let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not read kafka.outbox: {e}"));
-    // Always the indexes in order: never a scan and sort of the whole queue, which the planner
-    // may pick when the statistics are those of an empty outbox (the usual state after vacuum).
-    Spi::run(
-        "SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off;
-         SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
-    )
-    .map_err(failed)?;
+    // The worker's planner settings keep this on the indexes (see `worker::PLANNER`).
     Spi::connect(|client| {
         let mut cursor = client.open_cursor(
-            "SELECT c.csn, o.id, o.payload
+            "SELECT c.csn, o.id, o.payload, o.xid::pg_catalog.text::pg_catalog.int8
                FROM kafka.outbox_commit c JOIN kafka.outbox o ON o.xid OPERATOR(pg_catalog.=) c.xid
               WHERE c.csn OPERATOR(pg_catalog.>=) $1
                 AND (c.csn OPERATOR(pg_catalog.>) $1 OR o.id OPERATOR(pg_catalog.>) $2)
@@ -248,10 +243,11 @@ pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec
                 let csn: i64 = row.get(1).map_err(failed)?.unwrap_or_default();
                 let id: i64 = row.get(2).map_err(failed)?.unwrap_or_default();
                 let payload: Vec<u8> = row.get(3).map_err(failed)?.unwrap_or_default();
+                let xid: i64 = row.get(4).map_err(failed)?.unwrap_or_default();
                 bytes += payload.len() as i64;
                 let msgs = crate::pack::unpack(id, &payload)
                     .ok_or_else(|| KafkaError::Internal(format!("outbox row {id} is malformed")))?;
-                batch.extend(msgs.into_iter().map(|m| OutboxMessage { csn, ..m }));
+                batch.extend(msgs.into_iter().map(|m| OutboxMessage { csn, xid, ..m }));
                 round.pos = (csn, id);
             }
         }
@@ -265,11 +261,13 @@ pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec
 /// `refused` holds (message, error); `done` the finished rows; `retried` the rows that stay;
 /// `csns` the transactions the chunk touched. Returns how many messages were dead-lettered.
 pub fn finish(
-    done: &[i64],
+    done: &[(i64, i64)],
     refused: &[(&OutboxMessage, String)],
-    retried: &[i64],
+    retried: &[(i64, i64)],
     csns: &[i64],
 ) -> Result<i64, KafkaError> {
+    let ids = |rows: &[(i64, i64)]| rows.iter().map(|r| r.0).collect::<Vec<_>>();
+    let xids = |rows: &[(i64, i64)]| rows.iter().map(|r| r.1).collect::<Vec<_>>();
     Spi::connect_mut(|client| {
         if !installed() {
             return Ok(0);
@@ -299,6 +297,7 @@ pub fn finish(
                 refused.iter().map(|(m, _)| m.partition).collect::<Vec<_>>().into(),
                 refused.iter().map(|(m, _)| m.timestamp_ms).collect::<Vec<_>>().into(),
                 refused.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().into(),
+                refused.iter().map(|(m, _)| m.xid).collect::<Vec<_>>().into(),
             ];
             dead = run(
                 "move messages to kafka.dead_letter",
@@ -310,9 +309,10 @@ pub fn finish(
                                  pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.bytea[]),
                                  pg_catalog.unnest($5::pg_catalog.bytea[]), pg_catalog.unnest($6::pg_catalog.text[]),
                                  pg_catalog.unnest($7::pg_catalog.int4[]), pg_catalog.unnest($8::pg_catalog.int8[]),
-                                 pg_catalog.unnest($9::pg_catalog.text[]))
-                      AS f(id, row_id, topic, key, payload, headers, partition, ts, error)
-                 JOIN kafka.outbox o ON o.id OPERATOR(pg_catalog.=) f.row_id
+                                 pg_catalog.unnest($9::pg_catalog.text[]), pg_catalog.unnest($10::pg_catalog.int8[]))
+                      AS f(id, row_id, topic, key, payload, headers, partition, ts, error, xid)
+                 JOIN kafka.outbox o ON o.xid OPERATOR(pg_catalog.=) f.xid::pg_catalog.text::pg_catalog.xid8
+                                    AND o.id OPERATOR(pg_catalog.=) f.row_id
                  ON CONFLICT (id) DO NOTHING",
                 &args,
             )?;
@@ -320,16 +320,19 @@ pub fn finish(
         if !done.is_empty() {
             run(
                 "delete from kafka.outbox",
-                "DELETE FROM kafka.outbox WHERE id OPERATOR(pg_catalog.=) ANY($1::pg_catalog.int8[])",
-                &[done.to_vec().into()],
+                "DELETE FROM kafka.outbox
+                  WHERE xid OPERATOR(pg_catalog.=) ANY($2::pg_catalog.int8[]::pg_catalog.text[]::pg_catalog.xid8[])
+                    AND id OPERATOR(pg_catalog.=) ANY($1::pg_catalog.int8[])",
+                &[ids(done).into(), xids(done).into()],
             )?;
         }
         if !retried.is_empty() {
             run(
                 "record a failed attempt",
                 "UPDATE kafka.outbox SET first_attempt_at = pg_catalog.now()
-                  WHERE id OPERATOR(pg_catalog.=) ANY($1::pg_catalog.int8[]) AND first_attempt_at IS NULL",
-                &[retried.to_vec().into()],
+                  WHERE xid OPERATOR(pg_catalog.=) ANY($2::pg_catalog.int8[]::pg_catalog.text[]::pg_catalog.xid8[])
+                    AND id OPERATOR(pg_catalog.=) ANY($1::pg_catalog.int8[]) AND first_attempt_at IS NULL",
+                &[ids(retried).into(), xids(retried).into()],
             )?;
         }
         if !csns.is_empty() {

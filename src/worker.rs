@@ -27,6 +27,15 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 const RESTART_AFTER: Duration = Duration::from_secs(5);
+/// The worker's session settings (see `pg_kafka_worker_main`).
+const PLANNER: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
+    (c"search_path", c"pg_catalog"),
+    (c"enable_seqscan", c"off"),
+    (c"enable_sort", c"off"),
+    (c"enable_bitmapscan", c"off"),
+    (c"enable_hashjoin", c"off"),
+    (c"enable_mergejoin", c"off"),
+];
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the worker polls librdkafka while an immediate send waits for its report.
 const IMMEDIATE_POLL: Duration = Duration::from_millis(5);
@@ -93,14 +102,19 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
         gucs::message_timeout_ms()
     );
     // Only pg_catalog: nothing another role creates in the served database runs as the worker.
-    unsafe {
-        pg_sys::SetConfigOption(
-            c"search_path".as_ptr(),
-            c"pg_catalog".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-        )
-    };
+    // And the outbox is always read along its indexes, never scanned and sorted whole, which the
+    // planner may pick when the statistics are those of an empty outbox (the usual state).
+    for (name, value) in PLANNER {
+        // SAFETY: both are NUL-terminated literals; the worker's own session settings.
+        unsafe {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_OVERRIDE,
+            )
+        };
+    }
     Worker {
         database,
         no_producer: String::new(),
@@ -496,9 +510,9 @@ fn record(batch: &[OutboxMessage], outcomes: &[Outcome], after_failure: bool, lo
         if retry.is_some() {
             // This row, and every row after the first one that must be retried, stays: sent
             // again after it, so nothing overtakes a message that failed.
-            retried.push(row);
+            retried.push((row, batch[start].xid));
         } else {
-            done.push(row);
+            done.push((row, batch[start].xid));
             for (m, o) in messages {
                 match o {
                     Outcome::Refused(e) => refused.push((m, e.clone())),
