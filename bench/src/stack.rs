@@ -1,5 +1,6 @@
-//! What both benchmarks need from the local stack: its settings (from `scripts/stack env`), a
-//! PostgreSQL connection with the extension ready, and the N given on the command line.
+//! What the benchmarks need from the local stack: its settings (from `scripts/stack env`), a
+//! PostgreSQL connection with the extension ready, the N given on the command line, and the
+//! worker's memory.
 
 use postgres::{Client, NoTls};
 
@@ -28,4 +29,15 @@ pub fn connect() -> Client {
     )
     .unwrap();
     pg
+}
+
+/// A process's private resident memory (RssAnon), in kB; 0 if it is gone.
+#[allow(dead_code)] // not every benchmark samples memory
+pub fn rss_anon_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }

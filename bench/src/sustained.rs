@@ -47,7 +47,7 @@ fn main() {
     let started = Instant::now();
     let (mut peak_kb, mut peak_size, mut crossed) = (0_u64, 0_i64, Vec::new());
     loop {
-        peak_kb = peak_kb.max(rss_anon_kb(pid));
+        peak_kb = peak_kb.max(stack::rss_anon_kb(pid));
         peak_size = peak_size.max(outbox_size(&mut sampler));
         let delivered: i64 =
             sampler.query_one("SELECT delivered FROM kafka.status", &[]).unwrap().get::<_, i64>(0) - base;
@@ -96,13 +96,4 @@ fn outbox_size(pg: &mut Client) -> i64 {
     )
     .unwrap()
     .get(0)
-}
-
-fn rss_anon_kb(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }

@@ -60,7 +60,7 @@ fn main() {
     let drain_start = Instant::now();
     let mut peak_anon_kb = 0;
     loop {
-        peak_anon_kb = peak_anon_kb.max(rss_anon_kb(worker_pid));
+        peak_anon_kb = peak_anon_kb.max(stack::rss_anon_kb(worker_pid));
         let delivered: i64 = pg.query_one("SELECT delivered FROM kafka.status", &[]).unwrap().get(0);
         if delivered - before >= n as i64 {
             break;
@@ -133,13 +133,4 @@ fn wait_delivered(pg: &mut Client, target: i64) {
 fn high_watermark(servers: &str, topic: &str) -> i64 {
     let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", servers).create().unwrap();
     c.fetch_watermarks(topic, 0, Duration::from_secs(10)).expect("watermarks").1
-}
-
-fn rss_anon_kb(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
