@@ -164,3 +164,17 @@ pub fn error_of(c: &mut Client, sql: &str) -> (String, Option<String>) {
     let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: not a database error: {e}"));
     (db.code().code().to_owned(), db.hint().map(str::to_owned))
 }
+
+/// Runs `f` as a fresh role that is granted each of `grants` (roles, or privileges such as
+/// `CREATE ON SCHEMA public`), then drops the role and whatever it created, even one left by an
+/// earlier, failed run.
+pub fn as_role(c: &mut Client, name: &str, grants: &[&str], f: impl FnOnce(&mut Client)) {
+    c.batch_execute(&format!("DROP OWNED BY {name}")).ok(); // fails only if there is no such role
+    c.batch_execute(&format!("DROP ROLE IF EXISTS {name}; CREATE ROLE {name}")).unwrap();
+    for g in grants {
+        c.batch_execute(&format!("GRANT {g} TO {name}")).unwrap();
+    }
+    c.batch_execute(&format!("SET ROLE {name}")).unwrap();
+    f(c);
+    c.batch_execute(&format!("RESET ROLE; DROP OWNED BY {name}; DROP ROLE {name}")).unwrap();
+}

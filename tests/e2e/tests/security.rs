@@ -3,18 +3,6 @@
 //! reads a password back.
 
 use pg_kafka_e2e::*;
-use postgres::Client;
-
-/// Runs `f` as a fresh role that is a member of `grants`, and drops the role afterwards.
-fn as_role(c: &mut Client, name: &str, grants: &[&str], f: impl FnOnce(&mut Client)) {
-    c.batch_execute(&format!("DROP ROLE IF EXISTS {name}; CREATE ROLE {name}")).unwrap();
-    for g in grants {
-        c.batch_execute(&format!("GRANT {g} TO {name}")).unwrap();
-    }
-    c.batch_execute(&format!("SET ROLE {name}")).unwrap();
-    f(c);
-    c.batch_execute(&format!("RESET ROLE; DROP ROLE {name}")).unwrap();
-}
 
 #[test]
 fn plain_user_is_refused_with_a_hint_naming_the_role() {
