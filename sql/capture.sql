@@ -18,6 +18,37 @@ CREATE TABLE kafka.capture_config (
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
+-- A row of kafka.capture_config makes pg_kafka emit events for a table, so writing one takes what
+-- capturing the table takes: the TRIGGER privilege on it (its owner has it). Removing one, too,
+-- unless the table is gone. Superusers (and the extension's own event triggers) pass.
+CREATE FUNCTION kafka.capture_config_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r kafka.capture_config := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+BEGIN
+    IF TG_OP <> 'DELETE' THEN
+        IF (SELECT relkind FROM pg_class WHERE oid = r.relid) IS DISTINCT FROM 'r'
+           AND (SELECT relkind FROM pg_class WHERE oid = r.relid) IS DISTINCT FROM 'p' THEN
+            RAISE EXCEPTION 'relation % is not a table', r.relid USING ERRCODE = '42809',
+                HINT = 'Capture tables with kafka.capture() or kafka.capture_outbox().';
+        END IF;
+        IF r.kind = 'table' THEN
+            PERFORM kafka.check_topic(r.topic);
+        ELSE
+            PERFORM kafka.check_topic(replace(r.topic, '%s', 'x'));
+        END IF;
+    END IF;
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       AND NOT coalesce(has_table_privilege(r.relid, 'TRIGGER'), TG_OP = 'DELETE') THEN
+        RAISE EXCEPTION 'permission denied to capture table %', r.relid::regclass USING ERRCODE = '42501',
+            HINT = 'Capturing a table takes the TRIGGER privilege on it, as for its owner; ask the table''s owner to capture it.';
+    END IF;
+    RETURN r;
+END $$;
+
+CREATE TRIGGER capture_config_check BEFORE INSERT OR UPDATE OR DELETE ON kafka.capture_config
+    FOR EACH ROW EXECUTE FUNCTION kafka.capture_config_check();
+
 -- Attribute numbers of named columns, and names of attribute numbers (in the order given).
 CREATE FUNCTION kafka.capture_attnums(relid oid, names text[]) RETURNS int2[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -206,9 +237,10 @@ FROM kafka.backfill_progress;
 
 -- One chunk of a backfill: the next `chunk_size` rows after the recorded key (in key order) as
 -- op "r" events (encoded by kafka.backfill_events, like the capture trigger's); records the
--- progress. Returns how many rows it queued (0: done).
+-- progress. Returns how many rows it queued (0: done). Runs as the caller: it reads the table
+-- (and runs its types' code) with the caller's rights, and kafka.backfill_events() checks them.
 CREATE FUNCTION kafka.backfill_chunk(relid oid, chunk_size integer) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
 DECLARE
     keys text[];
     keys_list text;
@@ -252,8 +284,9 @@ BEGIN
         RAISE EXCEPTION '% is not captured', "table" USING ERRCODE = '55000',
             HINT = 'Call kafka.capture() first: the backfill uses its topic, key and columns.';
     END IF;
-    IF NOT pg_catalog.has_table_privilege("table", 'SELECT') THEN
-        RAISE EXCEPTION 'permission denied for table %', "table" USING ERRCODE = '42501';
+    IF NOT pg_catalog.has_table_privilege("table", 'SELECT') OR NOT pg_catalog.has_table_privilege("table", 'TRIGGER') THEN
+        RAISE EXCEPTION 'permission denied to backfill table %', "table" USING ERRCODE = '42501',
+            HINT = 'Backfilling a table takes the SELECT and TRIGGER privileges on it, as for its owner.';
     END IF;
     IF chunk_size IS NULL OR chunk_size < 1 THEN
         RAISE EXCEPTION 'chunk_size must be positive' USING ERRCODE = '22023', HINT = 'e.g. chunk_size => 10000';
@@ -313,5 +346,6 @@ END $$;
 
 CREATE EVENT TRIGGER kafka_capture_ddl ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION kafka.capture_ddl();
-CREATE EVENT TRIGGER kafka_capture_dropped ON sql_drop WHEN TAG IN ('DROP TABLE')
+-- Every command that can drop a table: DROP TABLE, DROP SCHEMA ... CASCADE, DROP OWNED BY.
+CREATE EVENT TRIGGER kafka_capture_dropped ON sql_drop
     EXECUTE FUNCTION kafka.capture_dropped();

@@ -35,6 +35,12 @@ CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE ON kafka.config
 CREATE TRIGGER config_truncated AFTER TRUNCATE ON kafka.config
     FOR EACH STATEMENT EXECUTE FUNCTION kafka.broker_changed();
 
+-- Sessions cache who may write which topic; these tables' changes make them forget (src/topics.rs).
+CREATE TRIGGER topic_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.topic_grants
+    FOR EACH STATEMENT EXECUTE FUNCTION kafka.topic_rules_changed();
+CREATE TRIGGER topic_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.capture_config
+    FOR EACH STATEMENT EXECUTE FUNCTION kafka.topic_rules_changed();
+
 -- kafka.config as administrators may read it: secret values masked.
 CREATE VIEW kafka.settings AS
 SELECT name, CASE WHEN kafka.is_secret(name) THEN '********' ELSE value END AS value,
@@ -103,6 +109,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.broker TO kafka_admin;
 GRANT SELECT (name), INSERT, UPDATE, DELETE ON kafka.config TO kafka_admin;
 GRANT SELECT ON kafka.settings TO kafka_admin;
 GRANT SELECT, DELETE ON kafka.dead_letter TO kafka_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.topic_grants TO kafka_admin;
 GRANT SELECT ON kafka.outbox, kafka.outbox_commit, kafka.status TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.is_secret(text),
                           kafka.requeue_dead_letters(bigint[], text), kafka.purge_dead_letters(bigint[], text)
@@ -110,11 +117,13 @@ GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.is_secret(t
 
 GRANT SELECT, INSERT, DELETE ON kafka.capture_config TO kafka_admin;
 GRANT SELECT ON kafka.captures, kafka.backfills TO kafka_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.backfill_progress TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean), kafka.uncapture(regclass),
                           kafka.capture_outbox(regclass, text, boolean), kafka.capture_triggers(oid),
                           kafka.capture_changes(), kafka.capture_attnums(oid, text[]), kafka.capture_names(oid, int2[]),
                           kafka.capture_outbox_relay(), kafka.check_topic(text), kafka.drop_capture_trigger(regclass, name),
-                          kafka.backfill_chunk(oid, integer), kafka.capture_check_table(regclass),
+                          kafka.backfill_chunk(oid, integer), kafka.backfill_events(oid, anyarray),
+                          kafka.capture_check_table(regclass),
                           kafka.capture_check_columns(regclass, text[], text)
     TO kafka_admin;
 GRANT EXECUTE ON PROCEDURE kafka.backfill(regclass, integer) TO kafka_admin;

@@ -57,6 +57,17 @@ SELECT pg_catalog.pg_extension_config_dump('kafka.outbox_commit', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.commit_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.dead_letter', '');
 
+-- Which roles may produce to which topics. Empty (the default): every role that may produce may
+-- produce to any topic. Once it has rows, a role other than a superuser may produce only to the
+-- topics granted to it or to a role it belongs to: `topic` is a topic name, or a prefix ending in
+-- `*` ('orders.*'). Captured tables' topics are written by their capture only, whatever this says.
+CREATE TABLE kafka.topic_grants (
+    grantee name NOT NULL,             -- a role name
+    topic text NOT NULL CHECK (topic <> ''),
+    PRIMARY KEY (grantee, topic)
+);
+SELECT pg_catalog.pg_extension_config_dump('kafka.topic_grants', '');
+
 -- librdkafka producer settings (name, value), checked by librdkafka when written; applied by the
 -- worker when they change. Secret values are readable by superusers only (see kafka.settings).
 CREATE TABLE kafka.config (

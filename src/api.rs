@@ -17,6 +17,7 @@ use std::time::Duration;
 fn produce(topic: Option<&str>, message: Option<&str>) -> bool {
     let topic = crate::record::check_topic(topic).unwrap_or_else(|e| e.raise());
     ensure_deliverable();
+    crate::topics::check_writable(topic);
     pending::push(&Parts { topic, payload: message.map(str::as_bytes), ..Default::default() });
     true
 }
@@ -97,6 +98,7 @@ fn send_now(
     match immediate::send(&msg, wait) {
         Ok((p, o)) => TableIterator::once((p, o)),
         Err(Failure::NoSlot) => KafkaError::ImmediateBusy.raise(),
+        Err(Failure::RoleBusy) => KafkaError::ImmediateRoleBusy.raise(),
         Err(Failure::Kafka(why)) => KafkaError::ImmediateRefused(why).raise(),
         Err(Failure::TimedOut) => KafkaError::ImmediateTimeout(format!("{wait:?}")).raise(),
     }
@@ -164,6 +166,7 @@ pub(crate) fn record(
     };
     let msg = check().unwrap_or_else(|e| e.raise());
     ensure_deliverable();
+    crate::topics::check_writable(&msg.topic);
     msg
 }
 
@@ -245,6 +248,10 @@ fn config_check<'a>(
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
     let superuser = unsafe { pg_sys::superuser() };
     let name_of = |t: &PgHeapTuple<'_, AllocatedByPostgres>| t.get_by_name::<String>("name").ok().flatten();
+    let rows = [trigger.old(), trigger.new()];
+    if rows.iter().flatten().filter_map(name_of).any(|n| settings::is_secret(&n)) {
+        crate::reports::secret_written(); // before any check can fail: its report hides the statement
+    }
     if let Some(old) = trigger.old() {
         if let Some(name) = name_of(&old).filter(|n| !superuser && !settings::admin_may_set(n)) {
             KafkaError::SuperuserSetting(name).raise();

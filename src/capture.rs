@@ -15,6 +15,7 @@ use crate::pending;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
+use std::ffi::CStr;
 use std::fmt::Write;
 use std::rc::Rc;
 
@@ -158,24 +159,34 @@ pub(crate) fn check_trigger(
 }
 
 /// Queues an `op: "r"` (snapshot) event for each of `rows`, rows of captured table `rel`, in
-/// order; returns how many. Used by `kafka.backfill()`; not granted to anyone.
+/// order; returns how many. Used by `kafka.backfill()`. The caller needs what a backfill needs
+/// (SELECT and TRIGGER on the table): the events go to the capture's topic.
 #[pg_extern(volatile, parallel_unsafe)]
 fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
-    let options = Spi::get_one_with_args::<Vec<String>>(
+    let options = Spi::get_two_with_args::<Vec<String>, bool>(
         "SELECT ARRAY[topic, array_to_string(key_attnums, ','), array_to_string(exclude_attnums, ','),
-                      emit_before::text, tombstones::text]
+                      emit_before::text, tombstones::text],
+                pg_catalog.has_table_privilege(relid, 'SELECT') AND pg_catalog.has_table_privilege(relid, 'TRIGGER')
            FROM kafka.capture_config WHERE relid = $1 AND kind = 'table'",
         &[rel.into()],
     );
-    let Ok(Some(args)) = options else { error!("table {rel:?} is not captured") };
+    let args = match options {
+        Ok((Some(args), Some(true))) => args,
+        Ok((Some(_), _)) => KafkaError::CaptureDenied(relation_name(rel)).raise(),
+        _ => KafkaError::NotCaptured(relation_name(rel)).raise(),
+    };
     unsafe {
-        let relation = pg_sys::RelationIdGetRelation(rel);
+        let relation = pg_sys::relation_open(rel, pg_sys::AccessShareLock as _);
+        let arr = pg_sys::pg_detoast_datum(rows.datum().cast_mut_ptr()).cast::<pg_sys::ArrayType>();
+        let elem_type = (*arr).elemtype;
+        if elem_type != (*(*relation).rd_rel).reltype {
+            let found = CStr::from_ptr(pg_sys::format_type_be(elem_type)).to_string_lossy();
+            KafkaError::NotTableRows(format!("{found}[]")).raise();
+        }
         let events = Events::new(Rc::new(Plan::new(Options::from_args(&args), relation)), true);
         let desc = (*relation).rd_att;
         let natts = (*desc).natts as usize;
-        let arr = pg_sys::pg_detoast_datum(rows.datum().cast_mut_ptr()).cast::<pg_sys::ArrayType>();
         let (mut elems, mut nulls, mut n) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
-        let elem_type = (*arr).elemtype;
         pg_sys::deconstruct_array(
             arr,
             elem_type,
@@ -188,6 +199,9 @@ fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
         );
         let (mut values, mut isnull) = (vec![Datum::from(0); natts], vec![true; natts]);
         for i in 0..n as usize {
+            if *nulls.add(i) {
+                continue; // a NULL row: nothing to emit
+            }
             let header = pg_sys::pg_detoast_datum((*elems.add(i)).cast_mut_ptr())
                 .cast::<pg_sys::HeapTupleHeaderData>();
             let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
@@ -196,9 +210,17 @@ fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
             pg_sys::heap_deform_tuple(&mut tuple, desc, values.as_mut_ptr(), isnull.as_mut_ptr());
             events.inserted(Tuple(&values, &isnull), 'r');
         }
-        pg_sys::RelationClose(relation);
+        pg_sys::relation_close(relation, pg_sys::NoLock as _);
         n.into()
     }
+}
+
+/// A relation's name as `regclass` shows it (its number if there is none).
+fn relation_name(rel: pg_sys::Oid) -> String {
+    Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regclass::pg_catalog.text", &[rel.into()])
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| rel.to_u32().to_string())
 }
 
 /// The `source` block of the events of the current statement.

@@ -40,6 +40,8 @@ pub enum KafkaError {
     BadTimeout,
     /// Every immediate-send slot is busy.
     ImmediateBusy,
+    /// The calling role holds its share of the immediate-send slots.
+    ImmediateRoleBusy,
     /// Kafka refused an immediate send (its reason).
     ImmediateRefused(String),
     /// No acknowledgement within the caller's timeout.
@@ -56,6 +58,25 @@ pub enum KafkaError {
     BadTrigger(String),
     /// A failure inside pg_kafka that no input explains (a database call failed).
     Internal(String),
+    /// Capturing or backfilling a table without the privileges its owner would need (the table).
+    CaptureDenied(String),
+    /// A table that is not captured where a captured one is needed (the table).
+    NotCaptured(String),
+    /// An array whose elements are not rows of the captured table (the type found).
+    NotTableRows(String),
+    /// A role other than capture writing to a capture's topic (the topic).
+    CaptureTopic(String),
+    /// A topic outside the calling role's grants in `kafka.topic_grants` (the topic).
+    TopicDenied(String),
+}
+
+/// A value from the user as shown in a message: at most 100 characters, quoted.
+pub fn shown(value: &str) -> String {
+    const MAX: usize = 100;
+    match value.char_indices().nth(MAX) {
+        None => format!("\"{value}\""),
+        Some((cut, _)) => format!("\"{}…\" ({} bytes)", &value[..cut], value.len()),
+    }
 }
 
 impl KafkaError {
@@ -73,15 +94,19 @@ impl KafkaError {
             BadTimestamp(_) => PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
             ReservedSetting(_) | BadSetting { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             SuperuserSetting(_) | BrokerWithSecrets => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            ImmediateBusy => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            ImmediateBusy | ImmediateRoleBusy => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             BadTimeout => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             ImmediateRefused(_) | ImmediateTimeout(_) => PgSqlErrorCode::ERRCODE_CONNECTION_EXCEPTION,
             NoValueNoKey => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            NotPreloaded | WrongDatabase { .. } | OutboxMissing => {
+            NotPreloaded | WrongDatabase { .. } | OutboxMissing | NotCaptured(_) => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             BadTrigger(_) => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            CaptureDenied(_) | CaptureTopic(_) | TopicDenied(_) => {
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+            }
+            NotTableRows(_) => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
         }
     }
 
@@ -114,6 +139,10 @@ impl KafkaError {
             BrokerWithSecrets => "Brokers decide where the stored credentials are sent: while kafka.config \
                                   holds a secret, only a superuser may change kafka.broker."
                 .into(),
+            ImmediateRoleBusy => "One role may wait on at most this many immediate sends at once, so that \
+                                  others get theirs; retry, or use kafka.publish(), which queues without \
+                                  limit."
+                .into(),
             BadTimeout => "Pass a positive interval, e.g. timeout => '5 seconds'.".into(),
             ImmediateBusy => "Too many immediate sends wait at once; retry, or use kafka.publish(), which \
                               queues without limit."
@@ -139,6 +168,23 @@ impl KafkaError {
                               the right way."
                 .into(),
             Internal(_) => "This is a bug or a damaged installation; the server log has the details.".into(),
+            CaptureDenied(_) => {
+                "Capturing a table takes the TRIGGER privilege on it and backfilling it also \
+                                 SELECT, as for its owner; ask the table's owner to capture it."
+                    .into()
+            }
+            NotCaptured(_) => {
+                "Call kafka.capture() first: a backfill uses its topic, key and columns.".into()
+            }
+            NotTableRows(_) => "Pass an array of the captured table's own rows, e.g. \
+                                ARRAY(SELECT t FROM t ORDER BY id)."
+                .into(),
+            CaptureTopic(_) => "This topic carries a captured table's change events, which only its \
+                                capture writes; produce to another topic."
+                .into(),
+            TopicDenied(_) => "kafka.topic_grants lists the topics each role may produce to; ask an \
+                               administrator to add a row for your role."
+                .into(),
         }
     }
 
@@ -161,24 +207,27 @@ impl fmt::Display for KafkaError {
                 write!(f, "topic name is {n} characters long, longer than Kafka's {MAX_TOPIC_LEN}")
             }
             TopicBadChar { topic, ch } => {
-                write!(f, "topic name \"{topic}\" contains {ch:?}, which Kafka rejects")
+                write!(f, "topic name {} contains {ch:?}, which Kafka rejects", shown(topic))
             }
-            TopicReserved(t) => write!(f, "topic name \"{t}\" is not allowed by Kafka"),
-            BadHeaders(why) => write!(f, "invalid Kafka headers: {why}"),
+            TopicReserved(t) => write!(f, "topic name {} is not allowed by Kafka", shown(t)),
+            BadHeaders(why) => write!(f, "invalid Kafka headers: {}", cut(why)),
             NegativePartition(p) => write!(f, "partition must not be negative, got {p}"),
-            BadTimestamp(t) => write!(f, "timestamp {t} cannot be a Kafka record timestamp"),
+            BadTimestamp(t) => write!(f, "timestamp {} cannot be a Kafka record timestamp", cut(t)),
             NoValueNoKey => write!(f, "value and key are both NULL"),
             TwoKeys => write!(f, "key and key_bytes are both given"),
-            ReservedSetting(name) => write!(f, "\"{name}\" cannot be set in kafka.config"),
-            SuperuserSetting(name) => write!(f, "only a superuser may set \"{name}\""),
+            ReservedSetting(name) => write!(f, "{} cannot be set in kafka.config", shown(name)),
+            SuperuserSetting(name) => write!(f, "only a superuser may set {}", shown(name)),
             BrokerWithSecrets => {
                 write!(f, "only a superuser may change kafka.broker while kafka.config holds a secret")
             }
             BadTimeout => write!(f, "timeout must be positive"),
             ImmediateBusy => write!(f, "all {} immediate-send slots are in use", crate::immediate::SLOTS),
+            ImmediateRoleBusy => {
+                write!(f, "this role already waits on {} immediate sends", crate::immediate::SLOTS_PER_ROLE)
+            }
             ImmediateRefused(why) => write!(f, "Kafka did not take the message: {why}"),
             ImmediateTimeout(t) => write!(f, "no acknowledgement from Kafka within {t}"),
-            BadSetting { name, why } => write!(f, "invalid librdkafka setting \"{name}\": {why}"),
+            BadSetting { name, why } => write!(f, "invalid librdkafka setting {}: {}", shown(name), cut(why)),
             NotPreloaded => write!(f, "pg_kafka is not loaded through shared_preload_libraries"),
             WrongDatabase { current, served } => write!(
                 f,
@@ -187,13 +236,44 @@ impl fmt::Display for KafkaError {
             OutboxMissing => write!(f, "pg_kafka's outbox tables are missing or altered"),
             BadTrigger(why) => write!(f, "{why}"),
             Internal(why) => write!(f, "pg_kafka: {why}"),
+            CaptureDenied(table) => write!(f, "permission denied to capture table {table}"),
+            NotCaptured(table) => write!(f, "table {table} is not captured"),
+            NotTableRows(found) => write!(f, "expected an array of rows of the captured table, got {found}"),
+            CaptureTopic(t) => write!(f, "topic {} is written by a capture only", shown(t)),
+            TopicDenied(t) => write!(f, "permission denied to produce to topic {}", shown(t)),
         }
+    }
+}
+
+/// A message that may hold user input, cut to about 100 characters.
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(120) {
+        None => text.to_owned(),
+        Some((at, _)) => format!("{}… ({} bytes)", &text[..at], text.len()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_input_is_shown_at_most_about_100_characters() {
+        let long = "x".repeat(10_000_000);
+        for e in [
+            KafkaError::SuperuserSetting(long.clone()),
+            KafkaError::ReservedSetting(long.clone()),
+            KafkaError::BadSetting { name: long.clone(), why: long.clone() },
+            KafkaError::BadHeaders(long.clone()),
+            KafkaError::BadTimestamp(long.clone()),
+            KafkaError::TopicBadChar { topic: long.clone(), ch: ' ' },
+            KafkaError::TopicDenied(long.clone()),
+        ] {
+            assert!(e.to_string().len() < 400, "{}", &e.to_string()[..400]);
+        }
+        assert_eq!(shown("abc"), "\"abc\"");
+        assert!(shown(&"é".repeat(200)).ends_with("… (400 bytes)"));
+    }
 
     #[test]
     fn every_error_has_a_hint() {
@@ -210,6 +290,7 @@ mod tests {
             KafkaError::TwoKeys,
             KafkaError::ReservedSetting("x".into()),
             KafkaError::ImmediateBusy,
+            KafkaError::ImmediateRoleBusy,
             KafkaError::BadTimeout,
             KafkaError::ImmediateRefused("x".into()),
             KafkaError::ImmediateTimeout("x".into()),
@@ -220,6 +301,10 @@ mod tests {
             KafkaError::OutboxMissing,
             KafkaError::BadTrigger("x".into()),
             KafkaError::Internal("x".into()),
+            KafkaError::CaptureDenied("x".into()),
+            KafkaError::NotTableRows("x".into()),
+            KafkaError::CaptureTopic("x".into()),
+            KafkaError::TopicDenied("x".into()),
         ];
         for e in all {
             assert!(!e.hint().is_empty(), "{e}");

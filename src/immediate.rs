@@ -17,6 +17,8 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 use std::time::{Duration, Instant};
 
 pub const SLOTS: usize = 16;
+/// How many slots one role may hold at once, so that one role cannot starve the others.
+pub const SLOTS_PER_ROLE: usize = 4;
 const ERROR_LEN: usize = 400;
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -34,6 +36,8 @@ struct Slot {
     /// The waiting backend's latch.
     latch: usize,
     dsm: u32,
+    /// The role that claimed it (freed slots keep it; only busy ones count).
+    role: u32,
     /// Bumped each time the slot is claimed, so that a late answer cannot reach a new caller.
     generation: u64,
     partition: i32,
@@ -48,6 +52,7 @@ const FREE_SLOT: Slot = Slot {
     state: State::Free,
     latch: 0,
     dsm: 0,
+    role: 0,
     generation: 0,
     partition: -1,
     offset: -1,
@@ -64,6 +69,7 @@ pub fn init_shmem() {
 /// Why an immediate send did not return an offset.
 pub enum Failure {
     NoSlot,
+    RoleBusy,
     Kafka(String),
     TimedOut,
 }
@@ -77,8 +83,14 @@ pub fn send(msg: &OutboxMessage, timeout: Duration) -> Result<(i32, i64), Failur
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), pg_sys::dsm_segment_address(seg).cast(), bytes.len());
     }
+    let role = unsafe { pg_sys::GetUserId() }.to_u32();
     let claimed = {
         let mut table = TABLE.exclusive();
+        if table.iter().filter(|s| s.state != State::Free && s.role == role).count() >= SLOTS_PER_ROLE {
+            drop(table);
+            unsafe { pg_sys::dsm_detach(seg) };
+            return Err(Failure::RoleBusy);
+        }
         table.iter().position(|s| s.state == State::Free).map(|i| {
             let s = &mut table[i];
             s.generation += 1;
@@ -86,6 +98,7 @@ pub fn send(msg: &OutboxMessage, timeout: Duration) -> Result<(i32, i64), Failur
                 state: State::Ready,
                 latch: unsafe { pg_sys::MyLatch } as usize,
                 dsm: unsafe { pg_sys::dsm_segment_handle(seg) },
+                role,
                 generation: s.generation,
                 ..FREE_SLOT
             };

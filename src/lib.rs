@@ -22,6 +22,7 @@ mod relay;
 mod reports;
 mod settings;
 mod shared;
+mod topics;
 mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -41,6 +42,7 @@ pub extern "C-unwind" fn _PG_init() {
     pending::init();
     capture_plan::init();
     reports::init();
+    topics::init();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         shared::init();
         worker::register();

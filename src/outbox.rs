@@ -74,7 +74,7 @@ unsafe fn relation_owner(relid: pg_sys::Oid) -> Option<pg_sys::Oid> {
 }
 
 /// Runs `f` as the owner of the outbox, like a SECURITY DEFINER function would.
-fn as_owner<R>(store: Store, f: impl FnOnce() -> R) -> R {
+pub fn as_owner<R>(store: Store, f: impl FnOnce() -> R) -> R {
     let (mut user, mut sec) = (pg_sys::Oid::INVALID, 0);
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);

@@ -38,6 +38,7 @@ fn capture_outbox_relay<'a>(
             let aggregatetype = aggregatetype.unwrap_or_default();
             let topic = pattern.replace("%s", &aggregatetype);
             crate::record::check_topic(Some(&topic)).unwrap_or_else(|e| e.raise());
+            crate::topics::check_writable(&topic);
             let headers = [("id".to_owned(), id.clone()), ("type".to_owned(), kind)];
             pending::push(&Parts {
                 topic: &topic,

@@ -1,17 +1,41 @@
-//! pg_kafka's `emit_log_hook`: it edits error reports on their way out, and nothing else.
+//! pg_kafka's `emit_log_hook`: it edits reports on their way out, and nothing else.
 //!
 //! - A "permission denied" error about one of pg_kafka's objects gets a hint naming the role to
 //!   grant (PostgreSQL's own privilege errors carry none).
-//! - A report whose statement writes `kafka.config` does not echo that statement to the server
-//!   log, since it may carry a password; a `log_statement` line for it is replaced.
+//! - Secrets stay out of the server log. What a statement touches decides, never its text (so
+//!   nobody can hide a statement by adding words to it):
+//!   - once `kafka.config`'s trigger has seen a secret setting written, reports of that statement
+//!     lose their statement text, parameters and context (however it was written: directly, in a
+//!     function or DO block, by COPY, by PREPARE/EXECUTE or with bind parameters);
+//!   - a `log_statement` or duration line is logged before the statement runs: in a superuser's
+//!     session (only superusers write secrets) its parse tree is read, and a statement that
+//!     writes `kafka.config` is replaced by a placeholder.
 //!
-//! Runs inside error reporting: it must not raise, so it only reads strings and allocates hints.
+//! Runs inside error reporting: it must not raise, so it reads strings, allocates, and parses
+//! only a LOG line's statement inside a transaction (a statement the server just parsed).
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use std::cell::Cell;
 use std::ffi::{CStr, CString};
 
 static mut PREVIOUS: pg_sys::emit_log_hook_type = None;
+
+thread_local! {
+    /// The statement (start time, text pointer) that wrote a secret, if any.
+    static SECRET_STATEMENT: Cell<Option<(i64, usize)>> = const { Cell::new(None) };
+}
+
+/// The identity of the statement running now.
+fn statement_now() -> (i64, usize) {
+    unsafe { (pg_sys::GetCurrentStatementStartTimestamp(), pg_sys::debug_query_string as usize) }
+}
+
+/// Called by `kafka.config`'s trigger when a row holding a secret is written or removed: the
+/// reports of this statement keep its text out of the log.
+pub fn secret_written() {
+    SECRET_STATEMENT.with(|s| s.set(Some(statement_now())));
+}
 
 pub fn init() {
     unsafe {
@@ -41,10 +65,50 @@ pub fn role_for(message: &str) -> Option<&'static str> {
     })
 }
 
-/// Whether a statement writes kafka.config (and so may carry a secret).
-pub fn touches_config(statement: &str) -> bool {
-    let s = statement.to_ascii_lowercase();
-    s.contains("kafka.config") || s.contains("\"config\"")
+/// Whether `statement` (SQL text the server has parsed) writes `kafka.config` directly: INSERT,
+/// UPDATE, DELETE, MERGE or COPY FROM into it, also under PREPARE or EXPLAIN. Needs a transaction
+/// (names are resolved with the session's search_path).
+unsafe fn writes_config(statement: &CStr) -> bool {
+    let config = unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
+        pg_sys::get_relname_relid(c"config".as_ptr(), nsp)
+    };
+    if config == pg_sys::InvalidOid {
+        return false;
+    }
+    let parsed = PgTryBuilder::new(|| unsafe {
+        let list = pg_sys::raw_parser(statement.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+        let n = if list.is_null() { 0 } else { (*list).length };
+        (0..n).any(|i| {
+            let raw = pg_sys::list_nth(list, i).cast::<pg_sys::RawStmt>();
+            writes((*raw).stmt, config)
+        })
+    })
+    .catch_others(|_| false)
+    .execute();
+    parsed
+}
+
+/// Whether a raw statement writes relation `config`.
+unsafe fn writes(node: *mut pg_sys::Node, config: pg_sys::Oid) -> bool {
+    if node.is_null() {
+        return false;
+    }
+    let target = |rv: *mut pg_sys::RangeVar| unsafe {
+        !rv.is_null() && pg_sys::RangeVarGetRelidExtended(rv, pg_sys::NoLock as _, pg_sys::RVROption::RVR_MISSING_OK, None, std::ptr::null_mut()) == config
+    };
+    unsafe {
+        match (*node).type_ {
+            pg_sys::NodeTag::T_InsertStmt => target((*node.cast::<pg_sys::InsertStmt>()).relation),
+            pg_sys::NodeTag::T_UpdateStmt => target((*node.cast::<pg_sys::UpdateStmt>()).relation),
+            pg_sys::NodeTag::T_DeleteStmt => target((*node.cast::<pg_sys::DeleteStmt>()).relation),
+            pg_sys::NodeTag::T_MergeStmt => target((*node.cast::<pg_sys::MergeStmt>()).relation),
+            pg_sys::NodeTag::T_CopyStmt => target((*node.cast::<pg_sys::CopyStmt>()).relation),
+            pg_sys::NodeTag::T_PrepareStmt => writes((*node.cast::<pg_sys::PrepareStmt>()).query, config),
+            pg_sys::NodeTag::T_ExplainStmt => writes((*node.cast::<pg_sys::ExplainStmt>()).query, config),
+            _ => false,
+        }
+    }
 }
 
 #[pg_guard]
@@ -70,15 +134,26 @@ unsafe fn edit(e: &mut pg_sys::ErrorData) {
             }
         }
     }
-    let statement =
-        unsafe { pg_sys::debug_query_string.as_ref().map(|s| CStr::from_ptr(s).to_string_lossy()) };
-    if statement.as_deref().is_some_and(touches_config) {
+    let secret = SECRET_STATEMENT.with(Cell::get).is_some_and(|s| s == statement_now());
+    let logged_text = message().is_some_and(|m| {
+        m.starts_with("statement: ") || m.starts_with("duration: ") || m.starts_with("execute ")
+    });
+    let hide = secret
+        || (logged_text
+            && e.elevel == pg_sys::LOG as i32
+            && unsafe { pg_sys::IsTransactionState() && pg_sys::superuser() }
+            && unsafe { pg_sys::debug_query_string.as_ref() }
+                .is_some_and(|q| unsafe { writes_config(CStr::from_ptr(q)) }));
+    if hide {
         e.hide_stmt = true;
-        if message().is_some_and(|m| m.starts_with("statement: ") || m.starts_with("duration: ")) {
+        e.context = std::ptr::null_mut(); // a function's or DO block's statement, with its values
+        let detail = unsafe { e.detail.as_ref().map(|d| CStr::from_ptr(d).to_bytes()) };
+        if detail.is_some_and(|d| d.starts_with(b"parameters: ")) {
+            e.detail = std::ptr::null_mut();
+        }
+        if logged_text {
             e.message = unsafe {
-                pg_sys::pstrdup(
-                    c"statement: <a statement writing kafka.config, not logged by pg_kafka>".as_ptr(),
-                )
+                pg_sys::pstrdup(c"statement: <a statement writing kafka.config, not logged by pg_kafka>".as_ptr())
             };
         }
     }
@@ -98,10 +173,4 @@ mod tests {
         assert_eq!(role_for("division by zero"), None);
     }
 
-    #[test]
-    fn statements_writing_config_are_recognised() {
-        assert!(touches_config("INSERT INTO kafka.config VALUES ('sasl.password', 'x')"));
-        assert!(touches_config("update KAFKA.CONFIG set value = 'x'"));
-        assert!(!touches_config("SELECT kafka.produce('t', 'm')"));
-    }
 }

@@ -71,6 +71,37 @@ pub fn is_secret(name: &str) -> bool {
         || name == "sasl.oauthbearer.config"
 }
 
+/// The value librdkafka gets for a setting: a secret may name a file on the server instead of
+/// holding its value, as Kafka's `FileConfigProvider` does — `${file:/path}` (the whole file,
+/// without its final newline) or `${file:/path:key}` (a key of a Java properties file). Only
+/// secrets are resolved, and only a superuser may set a secret, so nobody else can make the
+/// worker read a file. Errors name the file, never its content.
+pub fn resolve(name: &str, value: &str) -> Result<String, String> {
+    let Some(reference) = value.strip_prefix("${file:").and_then(|r| r.strip_suffix('}')) else {
+        return Ok(value.to_owned());
+    };
+    if !is_secret(name) {
+        return Ok(value.to_owned());
+    }
+    let read = |path: &str| {
+        std::fs::read_to_string(path).map_err(|e| format!("could not read the file of \"{name}\" ({path}): {e}"))
+    };
+    if std::path::Path::new(reference).is_file() {
+        return read(reference).map(|v| v.strip_suffix('\n').unwrap_or(&v).to_owned());
+    }
+    let (path, key) = reference
+        .rsplit_once(':')
+        .ok_or_else(|| format!("the file of \"{name}\" ({reference}) does not exist"))?;
+    let text = read(path)?;
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with(['#', '!']))
+        .find_map(|l| {
+            let (k, v) = l.split_once(['=', ':'])?;
+            (k.trim() == key).then(|| v.trim().to_owned())
+        })
+        .ok_or_else(|| format!("no key \"{key}\" in the file of \"{name}\" ({path})"))
+}
+
 /// Checks one row of kafka.config for a role (`superuser` says whether it is one).
 pub fn check(name: &str, value: &str, superuser: bool) -> Result<(), KafkaError> {
     if RESERVED.contains(&name) {
@@ -93,6 +124,27 @@ pub fn check(name: &str, value: &str, superuser: bool) -> Result<(), KafkaError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_can_live_in_files() {
+        let dir = std::env::temp_dir().join(format!("pg_kafka_secret_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let whole = dir.join("password");
+        std::fs::write(&whole, "s3cret\n").unwrap();
+        let props = dir.join("client.properties");
+        std::fs::write(&props, "# comment\nsasl.password = from-props\nother=1\n").unwrap();
+        let w = format!("${{file:{}}}", whole.display());
+        let p = format!("${{file:{}:sasl.password}}", props.display());
+        assert_eq!(resolve("sasl.password", &w).unwrap(), "s3cret");
+        assert_eq!(resolve("sasl.password", &p).unwrap(), "from-props");
+        assert_eq!(resolve("client.id", &w).unwrap(), w, "only secrets name files");
+        assert_eq!(resolve("sasl.password", "plain").unwrap(), "plain");
+        let missing = resolve("sasl.password", "${file:/nonexistent/x}").unwrap_err();
+        assert!(missing.contains("/nonexistent"), "{missing}");
+        let nokey = resolve("sasl.password", &format!("${{file:{}:nope}}", props.display())).unwrap_err();
+        assert!(!nokey.contains("from-props"), "{nokey}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn only_the_allow_list_is_open_to_other_roles() {

@@ -19,7 +19,7 @@
 use crate::error::KafkaError;
 use crate::outbox::{self, OutboxMessage, Round};
 use crate::producer::{base_config, Outcome, Producer, Record};
-use crate::{gucs, immediate, shared};
+use crate::{gucs, immediate, settings, shared};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::ffi::CString;
@@ -329,10 +329,16 @@ impl Worker {
         }
         if self.producer.is_none() {
             let mut config = base_config(&source.servers, gucs::message_timeout_ms());
+            let mut unreadable = None;
             for (name, value) in &source.settings {
-                config.set(name, value);
+                match settings::resolve(name, value) {
+                    Ok(value) => {
+                        config.set(name, value);
+                    }
+                    Err(e) => unreadable = Some(e),
+                }
             }
-            match Producer::new(&config) {
+            match unreadable.map_or_else(|| Producer::new(&config), Err) {
                 Ok(producer) => self.producer = Some(Connected { producer, source: source.clone() }),
                 Err(e) => {
                     self.log.restart();

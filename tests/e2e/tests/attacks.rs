@@ -191,3 +191,134 @@ fn the_worker_runs_no_code_of_other_roles() {
     c.batch_execute("DROP OWNED BY e2e_v8; DROP ROLE e2e_v8").unwrap();
     assert_eq!(got, "still delivered");
 }
+
+/// V6, W7, W8: a capture row makes pg_kafka read a table and emit its rows, so writing one takes
+/// what capturing takes (TRIGGER on the table). Backfills run as the caller: the table owner's
+/// code (a domain CHECK on the key) never runs as a superuser, and a table the caller cannot read
+/// is not copied into the outbox. W14: an owner with kafka_admin can backfill and uncapture.
+#[test]
+fn captures_and_backfills_run_with_the_callers_rights_only() {
+    let mut c = pg();
+    let secret = topic("v6_secret");
+    let own = topic("v6_own");
+    c.batch_execute(&format!(
+        "DROP TABLE IF EXISTS {secret}; CREATE TABLE {secret} (id int PRIMARY KEY, card text);
+         INSERT INTO {secret} VALUES (1, 'card-number-v6')"
+    ))
+    .unwrap();
+    as_role(&mut c, "e2e_v6", &["kafka_admin", "CREATE ON SCHEMA public"], |c| {
+        // A forged row for a table the role cannot touch.
+        let forged = format!(
+            "INSERT INTO kafka.capture_config (relid, table_name, kind, topic, key_attnums)
+             VALUES ('{secret}'::regclass, '{secret}', 'table', '{secret}', '{{1}}')"
+        );
+        assert_eq!(error_of(c, &forged).0, "42501", "{forged}");
+        assert_eq!(error_of(c, &format!("SELECT kafka.capture('{secret}')")).0, "42501");
+        assert_eq!(error_of(c, &format!("CALL kafka.backfill('{secret}')")).0, "55000", "not captured");
+        // Its own table, whose key domain runs its code: as itself, not as a superuser.
+        c.batch_execute(&format!(
+            "CREATE TABLE v6_seen (who text, super boolean);
+             CREATE FUNCTION v6_check(int) RETURNS boolean LANGUAGE sql AS
+               $$ INSERT INTO public.v6_seen SELECT current_user, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user
+                  RETURNING true $$;
+             CREATE DOMAIN v6_key AS int CHECK (v6_check(VALUE));
+             CREATE TABLE {own} (id v6_key PRIMARY KEY, v text);
+             INSERT INTO {own} SELECT i, 'row ' || i FROM generate_series(1, 5) i;
+             SELECT kafka.capture('{own}', topic => '{own}');"
+        ))
+        .unwrap();
+        c.batch_execute(&format!("CALL kafka.backfill('{own}', 2)")).unwrap();
+        let supers: i64 = c.query_one("SELECT count(*) FROM v6_seen WHERE super", &[]).unwrap().get(0);
+        assert_eq!(supers, 0, "the domain's code ran as a superuser");
+        let done: i64 = c
+            .query_one(
+                &format!("SELECT rows_done FROM kafka.backfills WHERE \"table\" = '{own}'::regclass"),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(done, 5);
+        // backfill_events with rows of another table, or not rows at all.
+        for sql in [
+            format!("SELECT kafka.backfill_events('{own}'::regclass, ARRAY[1, 2, 3])"),
+            format!("SELECT kafka.backfill_events('{own}'::regclass, ARRAY(SELECT s FROM v6_seen s))"),
+        ] {
+            assert_eq!(error_of(c, &sql).0, "42804", "{sql}");
+        }
+        assert!(c.query_one(&format!("SELECT kafka.uncapture('{own}')"), &[]).unwrap().get::<_, bool>(0));
+    });
+    let got = TopicReader::new(&own).read_at_least(5).to_vec();
+    assert!(got.iter().all(|m| m.text().unwrap().contains("\"op\":\"r\"")), "the owner's backfill arrived");
+    let mut r = TopicReader::new(&secret);
+    c.execute(&format!("SELECT kafka.produce('{secret}', 'end')"), &[]).unwrap();
+    let seen = r.texts_until("end");
+    assert!(!seen.iter().any(|m| m.contains("card-number-v6")), "{seen:?}");
+    // A superuser's backfill_events call with wrong element types is an error, not a crash.
+    let (state, _) =
+        error_of(&mut c, &format!("SELECT kafka.backfill_events('{secret}'::regclass, ARRAY[1,2,3])"));
+    assert_eq!(state, "55000", "not captured: nothing to encode");
+    c.batch_execute(&format!("DROP TABLE {secret}")).unwrap();
+}
+
+/// Empties kafka.topic_grants even when a test fails half-way (rows there restrict every role).
+struct NoTopicGrants;
+impl Drop for NoTopicGrants {
+    fn drop(&mut self) {
+        pg().batch_execute("DELETE FROM kafka.topic_grants").unwrap();
+    }
+}
+
+/// W11: a captured table's topic is written by its capture only, not by a producer's forged
+/// events (through produce, publish, autonomous_publish or a relayed outbox table). With rows
+/// in kafka.topic_grants, roles produce only to the topics granted to them, and a change of
+/// the grants reaches sessions that already produced.
+#[test]
+fn producers_write_only_the_topics_they_may() {
+    let _clean = NoTopicGrants;
+    let mut c = pg();
+    let captured = topic("w11_captured");
+    let relayed = topic("w11_relayed");
+    c.batch_execute(&format!(
+        "CREATE TABLE {captured} (id int PRIMARY KEY); SELECT kafka.capture('{captured}', topic => '{captured}');
+         CREATE TABLE {relayed} (id uuid, aggregatetype text, aggregateid text, type text, payload jsonb);
+         SELECT kafka.capture_outbox('{relayed}', topic_pattern => '%s');"
+    ))
+    .unwrap();
+    as_role(&mut c, "e2e_w11", &["kafka_producer"], |c| {
+        c.batch_execute(&format!("RESET ROLE; GRANT INSERT ON {relayed} TO e2e_w11; SET ROLE e2e_w11"))
+            .unwrap();
+        for sql in [
+            format!("SELECT kafka.produce('{captured}', '{{\"op\":\"d\"}}')"),
+            format!("SELECT kafka.publish('{captured}', '{{\"op\":\"d\"}}'::jsonb, key => '{{\"id\":1}}')"),
+            format!("SELECT * FROM kafka.autonomous_publish('{captured}', 'forged')"),
+            format!("INSERT INTO {relayed} VALUES (gen_random_uuid(), '{captured}', '1', 'forged', '{{}}')"),
+        ] {
+            let (state, hint) = error_of(c, &sql);
+            assert_eq!(state, "42501", "{sql}");
+            assert!(hint.unwrap().contains("capture"), "{sql}");
+        }
+        c.execute(&format!("SELECT kafka.produce('{relayed}_free', 'no grants yet: any topic')"), &[])
+            .unwrap();
+    });
+    c.batch_execute(
+        "DROP ROLE IF EXISTS e2e_w11_group; CREATE ROLE e2e_w11_group;
+         INSERT INTO kafka.topic_grants VALUES ('e2e_w11_group', 'w11.allowed.*'), ('e2e_w11_other', 'w11.exact')",
+    )
+    .unwrap();
+    let mut admin = pg();
+    as_role(&mut c, "e2e_w11b", &["kafka_producer", "e2e_w11_group"], |c| {
+        c.execute("SELECT kafka.produce('w11.allowed.x', 'granted through a group')", &[]).unwrap();
+        for t in ["w11.exact", "w11.allowed", "w11.other"] {
+            let (state, hint) = error_of(c, &format!("SELECT kafka.produce('{t}', 'x')"));
+            assert_eq!(state, "42501", "{t}");
+            assert!(hint.unwrap().contains("kafka.topic_grants"));
+        }
+        // Revoked in another session: this session, which produced there before, is refused.
+        admin.batch_execute("DELETE FROM kafka.topic_grants WHERE grantee = 'e2e_w11_group'").unwrap();
+        assert_eq!(error_of(c, "SELECT kafka.produce('w11.allowed.x', 'x')").0, "42501");
+        admin.batch_execute("INSERT INTO kafka.topic_grants VALUES ('e2e_w11b', 'w11.other')").unwrap();
+        c.execute("SELECT kafka.produce('w11.other', 'granted now')", &[]).unwrap();
+    });
+    c.batch_execute(&format!("DROP ROLE e2e_w11_group; DROP TABLE {captured}; DROP TABLE {relayed}"))
+        .unwrap();
+}

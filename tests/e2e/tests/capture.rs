@@ -340,6 +340,17 @@ fn altered_and_dropped_tables_keep_working() {
     let (state, hint) = error_of(&mut c, "ALTER TABLE cap_alter DROP COLUMN key");
     assert_eq!((state.as_str(), hint.is_some()), ("2BP01", true), "a key column cannot be dropped");
     c.batch_execute("DROP TABLE cap_alter").unwrap();
+    // Tables dropped by other commands than DROP TABLE.
+    c.batch_execute(
+        "DROP SCHEMA IF EXISTS cap_gone CASCADE; CREATE SCHEMA cap_gone;
+         CREATE TABLE cap_gone.t (id int PRIMARY KEY); SELECT kafka.capture('cap_gone.t');
+         DROP SCHEMA cap_gone CASCADE;",
+    )
+    .unwrap();
+    as_role(&mut c, "e2e_cap_owned", &["kafka_admin", "CREATE ON SCHEMA public"], |c| {
+        c.batch_execute("CREATE TABLE cap_owned (id int PRIMARY KEY); SELECT kafka.capture('cap_owned')")
+            .unwrap();
+    }); // drops what the role owns: DROP OWNED BY
     let left: i64 = c
         .query_one(
             "SELECT (SELECT count(*) FROM kafka.capture_config) - (SELECT count(*) FROM pg_class WHERE oid IN (SELECT relid FROM kafka.capture_config))",

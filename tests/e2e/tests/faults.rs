@@ -118,6 +118,44 @@ fn immediate_send_times_out_or_is_cancelled_while_kafka_is_down() {
     assert_eq!(waiting.join().unwrap().as_deref(), Some("57014"), "canceled like any query");
 }
 
+/// W9: one role holds at most its share of the immediate-send slots: while its sends wait on a
+/// Kafka that is down, its next one is refused (53400) but another role's still gets a slot.
+#[test]
+fn one_role_cannot_take_every_immediate_send_slot() {
+    let _restore = Restore;
+    let mut c = pg();
+    c.batch_execute("DROP ROLE IF EXISTS e2e_w9; CREATE ROLE e2e_w9 LOGIN IN ROLE kafka_producer").unwrap();
+    stack(&["down", "kafka"]);
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let mut w = pg();
+                w.batch_execute("SET ROLE e2e_w9").unwrap();
+                let r = w
+                    .query_one("SELECT * FROM kafka.autonomous_publish('w9', 'x', timeout => '1 hour')", &[]);
+                r.unwrap_err().as_db_error().map(|e| e.code().code().to_owned())
+            })
+        })
+        .collect();
+    let busy =
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%''w9'', ''x'', timeout => ''1 hour''%'
+                AND wait_event_type = 'Extension'";
+    wait_until("four sends of the role to wait", || c.query_one(busy, &[]).unwrap().get::<_, i64>(0) == 4);
+    c.batch_execute("SET ROLE e2e_w9").unwrap();
+    let (state, hint) =
+        error_of(&mut c, "SELECT * FROM kafka.autonomous_publish('w9', 'x', timeout => '1s')");
+    assert_eq!(state, "53400");
+    assert!(hint.unwrap().contains("kafka.publish()"));
+    c.batch_execute("RESET ROLE").unwrap();
+    let (state, _) = error_of(&mut c, "SELECT * FROM kafka.autonomous_publish('w9', 'x', timeout => '1s')");
+    assert_eq!(state, "08000", "another role got a slot and waited for Kafka");
+    c.execute(&busy.replace("count(*)", "count(pg_cancel_backend(pid))"), &[]).unwrap();
+    for w in waiting {
+        assert_eq!(w.join().unwrap().as_deref(), Some("57014"));
+    }
+    c.batch_execute("DROP ROLE e2e_w9").unwrap();
+}
+
 /// Kafka's process, paused and resumed with signals (a broker that stops answering).
 fn signal_kafka(signal: &str) {
     let out = std::process::Command::new("pgrep").args(["-f", "kafka.Kafka"]).output().unwrap();

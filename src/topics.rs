@@ -1,0 +1,123 @@
+//! Who may write which topic. A captured table's topic carries its change events, written by the
+//! capture only; and once `kafka.topic_grants` has rows, a role other than a superuser may produce
+//! only to the topics granted to it (or to a role it belongs to). `produce()`, `publish()`,
+//! `autonomous_publish()` and the outbox relay ask here before they queue.
+//!
+//! The answers are cached per session and topic, and thrown away when `kafka.capture_config` or
+//! `kafka.topic_grants` change (their trigger sends a relcache invalidation, delivered to every
+//! session when the change commits) or role memberships change.
+
+use crate::error::KafkaError;
+use crate::outbox;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Per session: (role, topic) → the refusal, if any; and the relations whose change clears it.
+struct Cache {
+    answers: HashMap<(u32, String), Option<KafkaError>>,
+    watched: [pg_sys::Oid; 2],
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> =
+        RefCell::new(Cache { answers: HashMap::new(), watched: [pg_sys::InvalidOid; 2] });
+}
+
+/// Registers the invalidation callbacks (once per process, from `_PG_init`).
+pub fn init() {
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relation_changed), pg_sys::Datum::from(0));
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::AUTHMEMROLEMEM as _,
+            Some(membership_changed),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relation_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if relid == pg_sys::InvalidOid || c.watched.contains(&relid) {
+            c.answers.clear();
+        }
+    });
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn membership_changed(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    CACHE.with(|c| c.borrow_mut().answers.clear());
+}
+
+/// Raises unless the current role may produce to `topic`.
+pub fn check_writable(topic: &str) {
+    if unsafe { pg_sys::superuser() } {
+        return;
+    }
+    let role = unsafe { pg_sys::GetUserId() };
+    let key = (role.to_u32(), topic.to_owned());
+    let cached = CACHE.with(|c| c.borrow().answers.get(&key).cloned());
+    let refusal = match cached {
+        Some(answer) => answer,
+        None => {
+            let (answer, watched) = ask(role, topic);
+            CACHE.with(|c| {
+                let mut c = c.borrow_mut();
+                c.watched = watched;
+                c.answers.insert(key, answer.clone());
+            });
+            answer
+        }
+    };
+    if let Some(e) = refusal {
+        e.raise();
+    }
+}
+
+/// Reads the rules (as the extension's owner: producers cannot read these tables).
+fn ask(role: pg_sys::Oid, topic: &str) -> (Option<KafkaError>, [pg_sys::Oid; 2]) {
+    let sql = "SELECT EXISTS (SELECT FROM kafka.capture_config c
+                               WHERE c.kind OPERATOR(pg_catalog.=) 'table' AND c.topic OPERATOR(pg_catalog.=) $1),
+                      NOT EXISTS (SELECT FROM kafka.topic_grants)
+                      OR EXISTS (SELECT FROM kafka.topic_grants g
+                                   JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) g.grantee
+                                  WHERE pg_catalog.pg_has_role($2, r.oid, 'MEMBER')
+                                    AND (g.topic OPERATOR(pg_catalog.=) $1
+                                         OR (pg_catalog.right(g.topic, 1) OPERATOR(pg_catalog.=) '*'
+                                             AND pg_catalog.starts_with($1, pg_catalog.left(g.topic, -1))))),
+                      'kafka.capture_config'::pg_catalog.regclass::pg_catalog.oid,
+                      'kafka.topic_grants'::pg_catalog.regclass::pg_catalog.oid";
+    let row = outbox::as_owner(outbox::store(), || {
+        Spi::connect(|client| {
+            let t = client.select(sql, Some(1), &[topic.into(), role.into()])?.first();
+            Ok::<_, pgrx::spi::SpiError>((
+                t.get::<bool>(1)?.unwrap_or(false),
+                t.get::<bool>(2)?.unwrap_or(false),
+                [t.get::<pg_sys::Oid>(3)?.unwrap_or_default(), t.get::<pg_sys::Oid>(4)?.unwrap_or_default()],
+            ))
+        })
+    });
+    let (captured, granted, watched) =
+        row.unwrap_or_else(|e| KafkaError::Internal(format!("could not read the topic rules: {e}")).raise());
+    let refusal = if captured {
+        Some(KafkaError::CaptureTopic(topic.to_owned()))
+    } else if !granted {
+        Some(KafkaError::TopicDenied(topic.to_owned()))
+    } else {
+        None
+    };
+    (refusal, watched)
+}
+
+/// Trigger on `kafka.capture_config` and `kafka.topic_grants`: every session forgets its answers
+/// when the change commits.
+#[pg_trigger]
+fn topic_rules_changed<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
+    unsafe { pg_sys::CacheInvalidateRelcache(trigger.trigger_data().tg_relation) };
+    Ok(None)
+}
