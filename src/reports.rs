@@ -65,47 +65,62 @@ pub fn role_for(message: &str) -> Option<&'static str> {
     })
 }
 
-/// Whether `statement` (SQL text the server has parsed) writes `kafka.config` directly: INSERT,
-/// UPDATE, DELETE, MERGE or COPY FROM into it, also under PREPARE or EXPLAIN. Needs a transaction
-/// (names are resolved with the session's search_path).
+/// Whether `statement` (SQL text the server has parsed, run by a superuser) writes
+/// `kafka.config`: INSERT, UPDATE, DELETE, MERGE or COPY into a relation named `config`
+/// (unqualified or in schema `kafka`: a search_path set by an earlier statement of the same
+/// string is not known yet), also under PREPARE or EXPLAIN; EXECUTE of such a prepared
+/// statement; a DO block that names `config`.
 unsafe fn writes_config(statement: &CStr) -> bool {
-    let config = unsafe {
-        let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
-        pg_sys::get_relname_relid(c"config".as_ptr(), nsp)
-    };
-    if config == pg_sys::InvalidOid {
-        return false;
-    }
-    let parsed = PgTryBuilder::new(|| unsafe {
+    PgTryBuilder::new(|| unsafe {
         let list = pg_sys::raw_parser(statement.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
         let n = if list.is_null() { 0 } else { (*list).length };
-        (0..n).any(|i| {
-            let raw = pg_sys::list_nth(list, i).cast::<pg_sys::RawStmt>();
-            writes((*raw).stmt, config)
-        })
+        (0..n).any(|i| writes((*pg_sys::list_nth(list, i).cast::<pg_sys::RawStmt>()).stmt))
     })
     .catch_others(|_| false)
-    .execute();
-    parsed
+    .execute()
 }
 
-/// Whether a raw statement writes relation `config`.
-unsafe fn writes(node: *mut pg_sys::Node, config: pg_sys::Oid) -> bool {
+/// Whether a raw statement writes a relation named `config` (see [`writes_config`]).
+unsafe fn writes(node: *mut pg_sys::Node) -> bool {
     if node.is_null() {
         return false;
     }
-    let target = |rv: *mut pg_sys::RangeVar| unsafe {
-        !rv.is_null() && pg_sys::RangeVarGetRelidExtended(rv, pg_sys::NoLock as _, pg_sys::RVROption::RVR_MISSING_OK, None, std::ptr::null_mut()) == config
+    let config = |rv: *mut pg_sys::RangeVar| unsafe {
+        let name = |p: *mut std::ffi::c_char| (!p.is_null()).then(|| CStr::from_ptr(p).to_bytes());
+        !rv.is_null()
+            && name((*rv).relname) == Some(b"config")
+            && matches!(name((*rv).schemaname), None | Some(b"kafka"))
     };
     unsafe {
         match (*node).type_ {
-            pg_sys::NodeTag::T_InsertStmt => target((*node.cast::<pg_sys::InsertStmt>()).relation),
-            pg_sys::NodeTag::T_UpdateStmt => target((*node.cast::<pg_sys::UpdateStmt>()).relation),
-            pg_sys::NodeTag::T_DeleteStmt => target((*node.cast::<pg_sys::DeleteStmt>()).relation),
-            pg_sys::NodeTag::T_MergeStmt => target((*node.cast::<pg_sys::MergeStmt>()).relation),
-            pg_sys::NodeTag::T_CopyStmt => target((*node.cast::<pg_sys::CopyStmt>()).relation),
-            pg_sys::NodeTag::T_PrepareStmt => writes((*node.cast::<pg_sys::PrepareStmt>()).query, config),
-            pg_sys::NodeTag::T_ExplainStmt => writes((*node.cast::<pg_sys::ExplainStmt>()).query, config),
+            pg_sys::NodeTag::T_InsertStmt => config((*node.cast::<pg_sys::InsertStmt>()).relation),
+            pg_sys::NodeTag::T_UpdateStmt => config((*node.cast::<pg_sys::UpdateStmt>()).relation),
+            pg_sys::NodeTag::T_DeleteStmt => config((*node.cast::<pg_sys::DeleteStmt>()).relation),
+            pg_sys::NodeTag::T_MergeStmt => config((*node.cast::<pg_sys::MergeStmt>()).relation),
+            pg_sys::NodeTag::T_CopyStmt => config((*node.cast::<pg_sys::CopyStmt>()).relation),
+            pg_sys::NodeTag::T_PrepareStmt => writes((*node.cast::<pg_sys::PrepareStmt>()).query),
+            pg_sys::NodeTag::T_ExplainStmt => writes((*node.cast::<pg_sys::ExplainStmt>()).query),
+            pg_sys::NodeTag::T_ExecuteStmt => {
+                let prepared =
+                    pg_sys::FetchPreparedStatement((*node.cast::<pg_sys::ExecuteStmt>()).name, false);
+                !prepared.is_null()
+                    && !(*prepared).plansource.is_null()
+                    && !(*(*prepared).plansource).raw_parse_tree.is_null()
+                    && writes((*(*(*prepared).plansource).raw_parse_tree).stmt)
+            }
+            pg_sys::NodeTag::T_DoStmt => {
+                let args = (*node.cast::<pg_sys::DoStmt>()).args;
+                let n = if args.is_null() { 0 } else { (*args).length };
+                (0..n).any(|i| {
+                    let arg = (*pg_sys::list_nth(args, i).cast::<pg_sys::DefElem>()).arg;
+                    !arg.is_null()
+                        && (*arg).type_ == pg_sys::NodeTag::T_String
+                        && CStr::from_ptr((*arg.cast::<pg_sys::String>()).sval)
+                            .to_string_lossy()
+                            .to_ascii_lowercase()
+                            .contains("config")
+                })
+            }
             _ => false,
         }
     }
@@ -148,12 +163,14 @@ unsafe fn edit(e: &mut pg_sys::ErrorData) {
         e.hide_stmt = true;
         e.context = std::ptr::null_mut(); // a function's or DO block's statement, with its values
         let detail = unsafe { e.detail.as_ref().map(|d| CStr::from_ptr(d).to_bytes()) };
-        if detail.is_some_and(|d| d.starts_with(b"parameters: ")) {
+        if detail.is_some_and(|d| d.starts_with(b"parameters: ") || d.starts_with(b"prepare: ")) {
             e.detail = std::ptr::null_mut();
         }
         if logged_text {
             e.message = unsafe {
-                pg_sys::pstrdup(c"statement: <a statement writing kafka.config, not logged by pg_kafka>".as_ptr())
+                pg_sys::pstrdup(
+                    c"statement: <a statement writing kafka.config, not logged by pg_kafka>".as_ptr(),
+                )
             };
         }
     }
@@ -172,5 +189,4 @@ mod tests {
         assert_eq!(role_for("permission denied for table orders"), None);
         assert_eq!(role_for("division by zero"), None);
     }
-
 }

@@ -84,14 +84,15 @@ pub fn resolve(name: &str, value: &str) -> Result<String, String> {
         return Ok(value.to_owned());
     }
     let read = |path: &str| {
-        std::fs::read_to_string(path).map_err(|e| format!("could not read the file of \"{name}\" ({path}): {e}"))
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("could not read the file of \"{name}\" ({path}): {e}"))
     };
     if std::path::Path::new(reference).is_file() {
         return read(reference).map(|v| v.strip_suffix('\n').unwrap_or(&v).to_owned());
     }
     let (path, key) = reference
         .rsplit_once(':')
-        .ok_or_else(|| format!("the file of \"{name}\" ({reference}) does not exist"))?;
+        .ok_or_else(|| format!("could not read the file of \"{name}\" ({reference}): it does not exist"))?;
     let text = read(path)?;
     text.lines()
         .filter(|l| !l.trim_start().starts_with(['#', '!']))

@@ -78,4 +78,20 @@ fn produces_through_sasl_ssl_and_recovers_from_bad_credentials_and_untrusted_ca(
     s.wait_for_error("certificate verify failed", 1);
     s.set("ssl.ca.location", &env("KAFKA_CA"));
     assert_eq!(r.read_at_least(3)[2].text().as_deref(), Some("after an untrusted CA"));
+
+    // The password in a file that the SQL only names: a missing file shows in the status, and
+    // the file, once there, is read when the producer is made (a Java properties file works too).
+    let file = std::env::temp_dir().join(format!("pg_kafka_e2e_secret_{}", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    s.set("sasl.password", &format!("${{file:{}}}", file.display()));
+    s.0.execute("SELECT kafka.produce($1, 'with the password in a file')", &[&t]).unwrap();
+    s.wait_for_error("could not read the file of \"sasl.password\"", 1);
+    std::fs::write(&file, format!("{}\n", env("KAFKA_SCRAM_PASSWORD"))).unwrap();
+    s.0.batch_execute("SELECT kafka.close()").unwrap();
+    assert_eq!(r.read_at_least(4)[3].text().as_deref(), Some("with the password in a file"));
+    std::fs::write(&file, format!("sasl.password={}\n", env("KAFKA_SCRAM_PASSWORD"))).unwrap();
+    s.set("sasl.password", &format!("${{file:{}:sasl.password}}", file.display()));
+    s.0.execute("SELECT kafka.produce($1, 'from a properties file')", &[&t]).unwrap();
+    assert_eq!(r.read_at_least(5)[4].text().as_deref(), Some("from a properties file"));
+    std::fs::remove_file(&file).unwrap();
 }
