@@ -6,7 +6,7 @@
 -- (exact and readable). See the README's table.
 
 CREATE TABLE kafka.capture_config (
-    relid oid PRIMARY KEY,
+    relid regclass PRIMARY KEY,        -- regclass: pg_dump writes it as the table's name
     table_name text NOT NULL,          -- schema-qualified, as given
     kind text NOT NULL CHECK (kind IN ('table', 'outbox')),
     topic text NOT NULL,               -- for kind 'outbox': a pattern with %s for aggregatetype
@@ -17,6 +17,8 @@ CREATE TABLE kafka.capture_config (
     delete_after_queue boolean NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
+-- pg_dump keeps the capture list; the tables' triggers are dumped with the tables.
+SELECT pg_catalog.pg_extension_config_dump('kafka.capture_config', '');
 
 -- A row of kafka.capture_config makes pg_kafka emit events for a table, so writing one takes what
 -- capturing the table takes: the TRIGGER privilege on it (its owner has it). Removing one, too,
@@ -140,6 +142,7 @@ DECLARE
     keys text[];
     result kafka.captures;
 BEGIN
+    PERFORM kafka.check_served();  -- events queued where no worker delivers would wait forever
     SELECT * INTO c FROM pg_class WHERE oid = "table";
     nsp := (SELECT nspname FROM pg_namespace WHERE oid = c.relnamespace);
     IF c.relkind IN ('r', 'p') AND c.relpersistence = 't' THEN
@@ -206,6 +209,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     result kafka.captures;
 BEGIN
+    PERFORM kafka.check_served();  -- events queued where no worker delivers would wait forever
     PERFORM kafka.capture_check_table("table");
     PERFORM kafka.capture_check_columns("table", ARRAY['id', 'aggregatetype', 'aggregateid', 'type', 'payload'],
                                         'An outbox table has columns id, aggregatetype, aggregateid, type and payload.');

@@ -75,7 +75,10 @@ SELECT w.running AS worker_running,
        (SELECT pg_catalog.count(*) FROM kafka.dead_letter) AS dead_letters,
        w.last_delivery_at,
        w.last_error,
-       w.last_error_at
+       w.last_error_at,
+       w.failing_since,
+       w.previous_error,
+       w.previous_error_at
 FROM kafka.worker_state() w;
 
 -- Privileges. Nothing here is for PUBLIC. Two roles, created if absent (roles are cluster-wide
@@ -111,8 +114,9 @@ GRANT SELECT ON kafka.settings TO kafka_admin;
 GRANT SELECT, DELETE ON kafka.dead_letter TO kafka_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.topic_grants TO kafka_admin;
 GRANT SELECT ON kafka.outbox, kafka.outbox_commit, kafka.status TO kafka_admin;
-GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.is_secret(text),
-                          kafka.requeue_dead_letters(bigint[], text), kafka.purge_dead_letters(bigint[], text)
+GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.is_secret(text), kafka.check_served(),
+                          kafka.requeue_dead_letters(bigint[], text), kafka.purge_dead_letters(bigint[], text),
+                          kafka.release()
     TO kafka_admin;
 
 GRANT SELECT, INSERT, DELETE ON kafka.capture_config TO kafka_admin;

@@ -49,7 +49,17 @@ CREATE TABLE kafka.dead_letter (
 );
 CREATE INDEX dead_letter_topic ON kafka.dead_letter (topic);
 
+-- Where this queue lives: the database and this table's own oid, recorded by the worker when it
+-- first serves the database. A restored dump or a TEMPLATE copy differs, and holds delivery
+-- until kafka.release() (src/outbox.rs, at_home); a physical replica or pg_upgrade does not.
+CREATE TABLE kafka.home (
+    database_oid oid NOT NULL,
+    table_oid oid NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
 -- pg_dump keeps their rows.
+SELECT pg_catalog.pg_extension_config_dump('kafka.home', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.broker', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.outbox_id_seq', '');

@@ -170,17 +170,27 @@ pub(crate) fn record(
     msg
 }
 
+/// Lets a restored copy of a database deliver the messages it was restored with (the worker
+/// holds them so that a copy does not send its original's messages again). Returns true.
+#[pg_extern(volatile, parallel_unsafe)]
+fn release() -> bool {
+    ensure_deliverable();
+    outbox::release().unwrap_or_else(|e| e.raise());
+    pending::adopt_packs();
+    pending::reload_at_commit();
+    true
+}
+
 /// Makes the worker drop its Kafka producer and re-read `kafka.broker`. Returns whether a worker
 /// is running to do so.
 #[pg_extern(volatile, parallel_unsafe)]
 fn close() -> bool {
-    if !shared::preloaded() {
-        KafkaError::NotPreloaded.raise();
-    }
+    ensure_deliverable();
     shared::request_close()
 }
 
-/// The worker's state from shared memory; `kafka.status` presents it with the backlog.
+/// The worker's state from shared memory; `kafka.status` presents it with the backlog. In a
+/// database the worker does not serve, it says so instead of showing another database's state.
 #[pg_extern(volatile, parallel_safe)]
 #[allow(clippy::type_complexity)]
 fn worker_state() -> TableIterator<
@@ -194,12 +204,27 @@ fn worker_state() -> TableIterator<
         name!(last_delivery_at, Option<TimestampWithTimeZone>),
         name!(last_error, Option<String>),
         name!(last_error_at, Option<TimestampWithTimeZone>),
+        name!(failing_since, Option<TimestampWithTimeZone>),
+        name!(previous_error, Option<String>),
+        name!(previous_error_at, Option<TimestampWithTimeZone>),
     ),
 > {
+    let idle = |why: Option<String>| {
+        TableIterator::once((false, None, None, 0, 0, None, why, None, None, None, None))
+    };
     if !shared::preloaded() {
-        return TableIterator::once((false, None, None, 0, 0, None, None, None));
+        return idle(None);
+    }
+    if !served_here() {
+        let why = KafkaError::WrongDatabase { current: current_database(), served: gucs::database() };
+        return idle(Some(format!("{why}: this database's messages are not delivered")));
     }
     let s = *shared::STATE.share();
+    if s.database != pg_sys::Oid::INVALID && s.database != unsafe { pg_sys::MyDatabaseId } {
+        return idle(Some(
+            "the pg_kafka worker is switching to this database (kafka.database changed)".into(),
+        ));
+    }
     let ts = |t: i64| {
         (t != 0)
             .then(|| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(t), false) })
@@ -214,7 +239,17 @@ fn worker_state() -> TableIterator<
         ts(s.last_delivery_at),
         s.last_error(),
         ts(s.last_error_at),
+        ts(s.failing_since),
+        s.previous_error(),
+        ts(s.previous_error_at),
     ))
+}
+
+/// Raises unless messages queued in this database would be delivered (pg_kafka preloaded, and
+/// this the database the worker serves). Used by `kafka.capture()` and `capture_outbox()`.
+#[pg_extern(stable, parallel_safe)]
+fn check_served() {
+    ensure_deliverable();
 }
 
 /// Whether a setting's value is a secret (only superusers read it back; `kafka.settings` masks it).
@@ -235,7 +270,9 @@ fn check_topic(topic: Option<&str>) {
 fn broker_changed<'a>(
     _trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
-    pending::reload_at_commit();
+    if served_here() {
+        pending::reload_at_commit(); // another database's tables are not the worker's
+    }
     Ok(None)
 }
 
@@ -291,6 +328,11 @@ fn ensure_deliverable() {
     if served != current {
         KafkaError::WrongDatabase { current, served }.raise();
     }
+}
+
+/// Whether this is the database the worker delivers from.
+fn served_here() -> bool {
+    gucs::database() == current_database()
 }
 
 fn current_database() -> String {

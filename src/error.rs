@@ -60,6 +60,8 @@ pub enum KafkaError {
     Internal(String),
     /// Capturing or backfilling a table without the privileges its owner would need (the table).
     CaptureDenied(String),
+    /// `DROP EXTENSION kafka` while committed messages wait (how many).
+    MessagesWaiting(i64),
     /// A table that is not captured where a captured one is needed (the table).
     NotCaptured(String),
     /// An array whose elements are not rows of the captured table (the type found).
@@ -103,6 +105,7 @@ impl KafkaError {
             }
             BadTrigger(_) => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            MessagesWaiting(_) => PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
             CaptureDenied(_) | CaptureTopic(_) | TopicDenied(_) => {
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
             }
@@ -163,7 +166,9 @@ impl KafkaError {
                 "The pg_kafka worker serves the database named by kafka.database; set \
                  kafka.database = '{current}' and reload, or produce from that database."
             ),
-            OutboxMissing => "Recreate the extension: DROP EXTENSION kafka; CREATE EXTENSION kafka;".into(),
+            OutboxMissing => "After installing a new pg_kafka library, run ALTER EXTENSION kafka UPDATE; \
+                              otherwise recreate the extension (DROP EXTENSION kafka; CREATE EXTENSION kafka)."
+                .into(),
             BadTrigger(_) => "Use kafka.capture() or kafka.capture_outbox(), which create the triggers \
                               the right way."
                 .into(),
@@ -173,6 +178,9 @@ impl KafkaError {
                                  SELECT, as for its owner; ask the table's owner to capture it."
                     .into()
             }
+            MessagesWaiting(_) => "Wait until kafka.status shows a backlog of 0 (the worker delivers them), or \
+                                   discard them first: TRUNCATE kafka.outbox, kafka.outbox_commit; then drop."
+                .into(),
             NotCaptured(_) => {
                 "Call kafka.capture() first: a backfill uses its topic, key and columns.".into()
             }
@@ -237,6 +245,9 @@ impl fmt::Display for KafkaError {
             BadTrigger(why) => write!(f, "{why}"),
             Internal(why) => write!(f, "pg_kafka: {why}"),
             CaptureDenied(table) => write!(f, "permission denied to capture table {table}"),
+            MessagesWaiting(n) => {
+                write!(f, "cannot drop pg_kafka: {n} committed messages wait in kafka.outbox")
+            }
             NotCaptured(table) => write!(f, "table {table} is not captured"),
             NotTableRows(found) => write!(f, "expected an array of rows of the captured table, got {found}"),
             CaptureTopic(t) => write!(f, "topic {} is written by a capture only", shown(t)),

@@ -11,6 +11,7 @@ mod capture;
 mod capture_plan;
 mod debezium;
 mod error;
+mod guard;
 mod gucs;
 mod immediate;
 mod outbox;
@@ -43,6 +44,7 @@ pub extern "C-unwind" fn _PG_init() {
     capture_plan::init();
     reports::init();
     topics::init();
+    guard::init();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         shared::init();
         worker::register();

@@ -153,6 +153,9 @@ pub fn installed() -> bool {
         nsp != pg_sys::InvalidOid
             && pg_sys::get_relname_relid(c"outbox".as_ptr(), nsp) != pg_sys::InvalidOid
             && pg_sys::get_relname_relid(c"dead_letter".as_ptr(), nsp) != pg_sys::InvalidOid
+            // this version's tables: with an older version's SQL, wait for ALTER EXTENSION UPDATE
+            && pg_sys::get_relname_relid(c"outbox_commit".as_ptr(), nsp) != pg_sys::InvalidOid
+            && pg_sys::get_relname_relid(c"home".as_ptr(), nsp) != pg_sys::InvalidOid
     }
 }
 
@@ -175,6 +178,53 @@ pub fn producer_settings() -> Result<Vec<(String, String)>, KafkaError> {
             .map_err(|e| KafkaError::Internal(format!("could not read kafka.config: {e}")))?;
         Ok(rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??))).collect())
     })
+}
+
+/// Whether this database is the queue's home. `kafka.home` records the database and the home
+/// table's own oid when the worker first serves it; a physical replica or a `pg_upgrade` keeps
+/// both, but a restored dump (which brings the original's row) or a copy made with CREATE
+/// DATABASE ... TEMPLATE does not, so it must not send what the original owns. An empty table
+/// (a new installation, or after `kafka.release()`) is claimed.
+pub fn at_home() -> Result<bool, KafkaError> {
+    Spi::get_one::<bool>(
+        "WITH here AS (
+             SELECT d.oid AS db, 'kafka.home'::pg_catalog.regclass::pg_catalog.oid AS tab
+               FROM pg_catalog.pg_database d
+              WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),
+         claimed AS (
+             INSERT INTO kafka.home (database_oid, table_oid)
+             SELECT here.db, here.tab FROM here WHERE NOT EXISTS (SELECT FROM kafka.home)
+             RETURNING true)
+         SELECT EXISTS (SELECT FROM claimed)
+             OR EXISTS (SELECT FROM kafka.home h, here
+                         WHERE h.database_oid OPERATOR(pg_catalog.=) here.db
+                           AND h.table_oid OPERATOR(pg_catalog.=) here.tab)",
+    )
+    .map(|home| home.unwrap_or(false))
+    .map_err(|e| KafkaError::Internal(format!("could not read kafka.home: {e}")))
+}
+
+/// Makes this database the queue's home (`kafka.release()`): the worker claims it again. The
+/// packs it was restored with carry the original's transaction ids, which mean nothing here (in
+/// another cluster they may even lie in the future): they become packs of the calling
+/// transaction, renumbered in the order they would have been sent (commit order, then id), and
+/// the caller takes one place in commit order for all of them (`pending::adopt_packs`).
+pub fn release() -> Result<(), KafkaError> {
+    let sql = [
+        "DELETE FROM kafka.home",
+        "DELETE FROM kafka.outbox o WHERE NOT EXISTS (SELECT FROM kafka.outbox_commit c WHERE c.xid = o.xid)",
+        "WITH ordered AS (
+             SELECT o.xid, o.id, pg_catalog.row_number() OVER (ORDER BY c.csn, o.id) AS n
+               FROM kafka.outbox o JOIN kafka.outbox_commit c ON c.xid = o.xid),
+         base AS (SELECT pg_catalog.max(o.id) AS b FROM kafka.outbox o)
+         UPDATE kafka.outbox o SET xid = pg_catalog.pg_current_xact_id(), id = base.b + ordered.n * 512
+           FROM ordered, base WHERE o.xid = ordered.xid AND o.id = ordered.id",
+        "DELETE FROM kafka.outbox_commit",
+        "SELECT pg_catalog.setval('kafka.outbox_id_seq', pg_catalog.max(o.id) + 512) FROM kafka.outbox o
+          HAVING pg_catalog.count(*) > 0",
+    ];
+    as_owner(store(), || sql.iter().try_for_each(|q| Spi::run(q)))
+        .map_err(|e| KafkaError::Internal(format!("could not release the queue: {e}")))
 }
 
 /// Whether `kafka.config` holds a secret (read as the table's owner: callers may not read it).

@@ -74,6 +74,19 @@ fn store() -> Store {
     })
 }
 
+/// The current transaction took over packs already in the outbox (`kafka.release()` gives a
+/// restored copy's packs its own transaction id): at PRE-COMMIT it takes their place in commit
+/// order, as for packs it wrote itself.
+pub fn adopt_packs() {
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    store();
+    TXN.with_borrow_mut(|t| {
+        if t.written.last() != Some(&subxact) {
+            t.written.push(subxact);
+        }
+    });
+}
+
 /// Queues one message in the current transaction; returns its id.
 pub fn push(msg: &Parts) -> i64 {
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };

@@ -15,6 +15,8 @@ const ERROR_LEN: usize = 480;
 pub struct WorkerState {
     /// Worker process id, 0 when no worker runs.
     pub pid: i32,
+    /// The database the running worker serves.
+    pub database: pgrx::pg_sys::Oid,
     /// When the current worker process started (TimestampTz), 0 when none.
     pub started_at: i64,
     /// Messages acknowledged by Kafka since the worker started.
@@ -23,18 +25,27 @@ pub struct WorkerState {
     pub dead_lettered: i64,
     /// When Kafka last acknowledged a message (TimestampTz), 0 if never.
     pub last_delivery_at: i64,
-    /// When the last error was recorded (TimestampTz), 0 if none.
+    /// When the current failure was last recorded (TimestampTz), 0 while delivery works.
     pub last_error_at: i64,
     last_error_len: usize,
     last_error: [u8; ERROR_LEN],
+    /// When the current failure began (TimestampTz), 0 while delivery works.
+    pub failing_since: i64,
+    /// Most messages held back at once during the current failure.
+    pub waited: i64,
+    /// The failure before, once it has cleared (TimestampTz of its last report), 0 if none.
+    pub previous_error_at: i64,
+    previous_error_len: usize,
+    previous_error: [u8; ERROR_LEN],
 }
 
 unsafe impl PGRXSharedMemory for WorkerState {}
 
 impl WorkerState {
-    const fn new() -> Self {
+    pub const fn new() -> Self {
         WorkerState {
             pid: 0,
+            database: pgrx::pg_sys::Oid::INVALID,
             started_at: 0,
             delivered: 0,
             dead_lettered: 0,
@@ -42,7 +53,38 @@ impl WorkerState {
             last_error_at: 0,
             last_error_len: 0,
             last_error: [0; ERROR_LEN],
+            failing_since: 0,
+            waited: 0,
+            previous_error_at: 0,
+            previous_error_len: 0,
+            previous_error: [0; ERROR_LEN],
         }
+    }
+
+    pub fn waited_at_least(&mut self, n: i64) {
+        self.waited = self.waited.max(n);
+    }
+
+    pub fn previous_error(&self) -> Option<String> {
+        (self.previous_error_at != 0)
+            .then(|| String::from_utf8_lossy(&self.previous_error[..self.previous_error_len]).into_owned())
+    }
+
+    /// Delivery works again: the failure becomes the previous one. Returns when it began and how
+    /// many messages it held back, if there was one.
+    pub fn recover(&mut self) -> Option<(i64, i64)> {
+        if self.last_error_at == 0 {
+            return None;
+        }
+        let ended = (self.failing_since, self.waited);
+        self.previous_error = self.last_error;
+        self.previous_error_len = self.last_error_len;
+        self.previous_error_at = self.last_error_at;
+        self.last_error_at = 0;
+        self.last_error_len = 0;
+        self.failing_since = 0;
+        self.waited = 0;
+        Some(ended)
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -50,7 +92,8 @@ impl WorkerState {
             .then(|| String::from_utf8_lossy(&self.last_error[..self.last_error_len]).into_owned())
     }
 
-    pub fn set_last_error(&mut self, msg: &str, at: i64) {
+    /// Records the current failure; returns whether it is a new one (delivery worked before).
+    pub fn set_last_error(&mut self, msg: &str, at: i64) -> bool {
         let mut n = msg.len().min(ERROR_LEN);
         while !msg.is_char_boundary(n) {
             n -= 1;
@@ -58,6 +101,11 @@ impl WorkerState {
         self.last_error[..n].copy_from_slice(&msg.as_bytes()[..n]);
         self.last_error_len = n;
         self.last_error_at = at;
+        let new = self.failing_since == 0;
+        if new {
+            self.failing_since = at;
+        }
+        new
     }
 }
 

@@ -47,6 +47,12 @@ const IMMEDIATE_POLL: Duration = Duration::from_millis(5);
 const SMALL_BATCH: usize = 1000;
 const BUSY_FROM: usize = 2;
 const SOURCE_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Why a restored copy does not deliver (see `outbox::at_home`).
+const HELD: &str =
+    "delivery held: this database is a copy (pg_dump/restore or CREATE DATABASE ... TEMPLATE) of \
+                    the one whose messages these are; call kafka.release() to deliver them from here, or \
+                    TRUNCATE kafka.outbox, kafka.outbox_commit to discard them";
 /// A drained outbox is emptied with TRUNCATE (new files, a catalog change every session sees)
 /// only when it takes this many bytes, and at most once in `TRUNCATE_EVERY`: below that, vacuum
 /// reuses the space, and a trickle of commits never pays for new files.
@@ -87,10 +93,10 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
     }
     {
         let mut s = shared::STATE.exclusive();
+        *s = shared::WorkerState::new(); // a new worker: counters and failures start afresh
         s.pid = unsafe { pg_sys::MyProcPid };
+        s.database = unsafe { pg_sys::MyDatabaseId };
         s.started_at = now();
-        s.delivered = 0;
-        s.dead_lettered = 0;
     }
     log!(
         "pg_kafka worker started: kafka.database={database} kafka.batch_size={} kafka.batch_bytes={} \
@@ -156,6 +162,8 @@ struct Source {
     servers: String,
     settings: Vec<(String, String)>,
     close_requests: u64,
+    /// Whether this database is where pg_kafka was installed and claimed (not a restored copy).
+    home: bool,
 }
 
 struct Connected {
@@ -231,6 +239,9 @@ impl Worker {
                 self.producer = None; // settings such as kafka.message_timeout apply to a new producer
             }
             let pass = self.pass();
+            if matches!(pass, Pass::More(..) | Pass::Idle) {
+                recovered();
+            }
             immediate::serve(self.producer.as_ref().map(|c| &c.producer), &self.no_producer);
             let wait = match pass {
                 _ if immediate::in_flight() => IMMEDIATE_POLL,
@@ -247,7 +258,7 @@ impl Worker {
             };
             if !wait.is_zero() {
                 if matches!(pass, Pass::Idle) {
-                    activity("idle");
+                    activity_state("idle", pg_sys::BackendState::STATE_IDLE);
                 }
                 // Lingering and backing off are not cut short by commits, only by what needs
                 // the worker at once.
@@ -278,6 +289,7 @@ impl Worker {
                     servers: outbox::bootstrap_servers()?,
                     settings: outbox::producer_settings()?,
                     close_requests,
+                    home: outbox::at_home()?,
                 })
             } else {
                 None
@@ -320,6 +332,11 @@ impl Worker {
             return Pass::Idle;
         }
         self.delivered_since_idle |= !batch.is_empty();
+        if !source.home {
+            self.log.restart();
+            record_error(HELD);
+            return Pass::Failed;
+        }
         if source.servers.is_empty() {
             self.log.restart();
             self.no_producer =
@@ -555,15 +572,11 @@ fn record(batch: &[OutboxMessage], outcomes: &[Outcome], after_failure: bool, lo
             } else {
                 format!(" (last: {last})")
             };
+            shared::STATE.exclusive().waited_at_least(retried.len() as i64);
             record_error(&format!("{e}{detail}"));
-            warning!("pg_kafka: {} messages wait for Kafka: {e}{detail}", retried.len());
             return false;
         }
-        None => {
-            if let Some((_, e)) = refused.last() {
-                record_error(e);
-            }
-        }
+        None => {} // refusals are in kafka.dead_letter and the log: delivery itself works
     }
     true
 }
@@ -594,14 +607,34 @@ fn wait_latch_until(until: std::time::Instant, hold: bool) -> bool {
     }
 }
 
+/// Records the current failure; the server log gets one line when delivery stops (and one when
+/// it resumes, from [`recovered`]), not one per attempt.
 fn record_error(msg: &str) {
-    shared::STATE.exclusive().set_last_error(msg, now());
+    let began = shared::STATE.exclusive().set_last_error(msg, now());
+    if began {
+        warning!(
+            "pg_kafka: delivery stopped: {msg}; committed messages wait in kafka.outbox and are retried"
+        );
+    }
     activity(&format!("retrying: {msg}"));
 }
 
+/// Delivery works: clears the current failure, and says in the log how long it lasted.
+fn recovered() {
+    let ended = shared::STATE.exclusive().recover();
+    if let Some((since, waited)) = ended {
+        let secs = (now() - since) as f64 / 1e6;
+        log!("pg_kafka: delivery resumed after {secs:.1} s; {waited} messages had waited");
+    }
+}
+
 fn activity(what: &str) {
+    activity_state(what, pg_sys::BackendState::STATE_RUNNING);
+}
+
+fn activity_state(what: &str, state: pg_sys::BackendState::Type) {
     let text = CString::new(what.replace('\0', " ")).unwrap_or_default();
-    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
+    unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) };
 }
 
 fn shutdown_requested() -> bool {

@@ -21,6 +21,7 @@ fn kafka_outage_longer_than_message_timeout_loses_nothing() {
     let mut c = pg();
     c.batch_execute("ALTER SYSTEM SET kafka.message_timeout = '1s'").unwrap();
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let log_from = std::fs::metadata(server_log()).unwrap().len() as usize;
     let t = topic("outage");
     stack(&["down", "kafka"]);
     c.execute("SELECT kafka.produce($1, 'm' || i) FROM generate_series(1, 500) i", &[&t]).unwrap();
@@ -35,6 +36,15 @@ fn kafka_outage_longer_than_message_timeout_loses_nothing() {
     let got: Vec<String> = r.read_at_least(500).iter().map(|m| m.text().unwrap()).collect();
     let want: Vec<String> = (1..=500).map(|i| format!("m{i}")).collect();
     assert_eq!(got, want);
+    // The status clears once delivery works, and keeps the failure as the previous one; the log
+    // has one line when delivery stopped and one when it resumed, not one per attempt.
+    wait_until("the status to clear", || status(&mut c).last_error.is_none());
+    let r = c.query_one("SELECT previous_error, failing_since FROM kafka.status", &[]).unwrap();
+    assert!(r.get::<_, Option<String>>(0).is_some_and(|e| e.contains("timed out")));
+    assert!(r.get::<_, Option<std::time::SystemTime>>(1).is_none());
+    let log = std::fs::read_to_string(server_log()).unwrap()[log_from..].to_owned();
+    assert_eq!(log.matches("pg_kafka: delivery stopped").count(), 1, "{log}");
+    assert!(log.contains("pg_kafka: delivery resumed after"), "{log}");
 }
 
 #[test]

@@ -1,0 +1,80 @@
+//! What pg_kafka will not let go of silently: `DROP EXTENSION kafka` (or `DROP SCHEMA kafka
+//! CASCADE`) while committed messages still wait in the outbox is refused, with a hint saying how
+//! to drain or discard them. A `ProcessUtility_hook`: it reads the statement's parse tree, so the
+//! decision is the command's, not its text's.
+
+use crate::error::KafkaError;
+use crate::outbox;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::CStr;
+
+static mut PREVIOUS: pg_sys::ProcessUtility_hook_type = None;
+
+pub fn init() {
+    unsafe {
+        PREVIOUS = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+    }
+}
+
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    unsafe {
+        if drops_kafka((*pstmt).utilityStmt) {
+            refuse_if_queued();
+        }
+        match PREVIOUS {
+            Some(previous) => previous(pstmt, query, read_only_tree, context, params, env, dest, qc),
+            None => {
+                pg_sys::standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc)
+            }
+        }
+    }
+}
+
+/// Whether the statement is `DROP EXTENSION ... kafka ...` or `DROP SCHEMA ... kafka ...`.
+unsafe fn drops_kafka(node: *mut pg_sys::Node) -> bool {
+    unsafe {
+        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_DropStmt {
+            return false;
+        }
+        let drop = &*node.cast::<pg_sys::DropStmt>();
+        if drop.removeType != pg_sys::ObjectType::OBJECT_EXTENSION
+            && drop.removeType != pg_sys::ObjectType::OBJECT_SCHEMA
+        {
+            return false;
+        }
+        let n = if drop.objects.is_null() { 0 } else { (*drop.objects).length };
+        (0..n).any(|i| {
+            let name = pg_sys::list_nth(drop.objects, i).cast::<pg_sys::Node>();
+            (*name).type_ == pg_sys::NodeTag::T_String
+                && CStr::from_ptr((*name.cast::<pg_sys::String>()).sval).to_bytes() == b"kafka"
+        })
+    }
+}
+
+/// Raises while the outbox holds messages (an extension that is not installed holds none).
+fn refuse_if_queued() {
+    if !outbox::installed() {
+        return;
+    }
+    let waiting = outbox::as_owner(outbox::store(), || {
+        Spi::get_one::<i64>("SELECT pg_catalog.sum(o.messages)::pg_catalog.int8 FROM kafka.outbox o")
+    });
+    if let Ok(Some(n)) = waiting {
+        if n > 0 {
+            KafkaError::MessagesWaiting(n).raise();
+        }
+    }
+}
