@@ -24,6 +24,7 @@ mod reports;
 mod settings;
 mod shared;
 mod topics;
+mod upgrade;
 mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
