@@ -899,6 +899,35 @@ GRANT EXECUTE ON PROCEDURE kafka.backfill(regclass, integer) TO kafka_admin;
 
 GRANT SELECT ON kafka.status TO pg_monitor;
 GRANT EXECUTE ON FUNCTION kafka.worker_state() TO pg_monitor;
+
+-- What \dx+ kafka and \df+ show.
+COMMENT ON TABLE kafka.broker IS 'Kafka brokers to bootstrap from (host, port); changes apply when they commit';
+COMMENT ON TABLE kafka.config IS 'librdkafka producer settings (name, value); secret values readable by superusers only';
+COMMENT ON TABLE kafka.outbox IS 'Committed messages waiting for Kafka''s acknowledgement, in packs; read it, do not write it';
+COMMENT ON TABLE kafka.outbox_commit IS 'Commit order of the transactions whose packs wait in kafka.outbox';
+COMMENT ON TABLE kafka.dead_letter IS 'Messages Kafka refused for good, with the error; see kafka.requeue_dead_letters()';
+COMMENT ON TABLE kafka.topic_grants IS 'Optional: the topics each role may produce to (empty: any topic)';
+COMMENT ON TABLE kafka.capture_config IS 'Captured tables and their options; use kafka.capture() and kafka.uncapture()';
+COMMENT ON TABLE kafka.home IS 'The database the waiting messages belong to (a restored copy holds them until kafka.release())';
+COMMENT ON VIEW kafka.status IS 'The delivery worker: running, backlog, delivered, current and previous failure';
+COMMENT ON VIEW kafka.settings IS 'kafka.config with secret values masked';
+COMMENT ON VIEW kafka.captures IS 'Captured tables, their topics and options';
+COMMENT ON VIEW kafka.backfills IS 'Progress of the latest backfill of each captured table';
+COMMENT ON FUNCTION kafka.produce(text, text) IS 'Queues a message for a topic; sent if and only if the transaction commits';
+COMMENT ON FUNCTION kafka.publish(text, text, text, bytea, jsonb, integer, timestamptz) IS 'Queues a full Kafka record (text value); sent if and only if the transaction commits';
+COMMENT ON FUNCTION kafka.publish(text, bytea, text, bytea, jsonb, integer, timestamptz) IS 'Queues a full Kafka record (bytes value); sent if and only if the transaction commits';
+COMMENT ON FUNCTION kafka.publish(text, jsonb, text, bytea, jsonb, integer, timestamptz) IS 'Queues a full Kafka record (JSON value); sent if and only if the transaction commits';
+COMMENT ON FUNCTION kafka.autonomous_publish(text, text, text, bytea, jsonb, integer, timestamptz, interval) IS 'Sends a record now, outside the transaction, and returns its partition and offset';
+COMMENT ON FUNCTION kafka.autonomous_publish(text, bytea, text, bytea, jsonb, integer, timestamptz, interval) IS 'Sends a record (bytes value) now, outside the transaction, and returns its partition and offset';
+COMMENT ON FUNCTION kafka.autonomous_publish(text, jsonb, text, bytea, jsonb, integer, timestamptz, interval) IS 'Sends a record (JSON value) now, outside the transaction, and returns its partition and offset';
+COMMENT ON FUNCTION kafka.close() IS 'Makes the worker re-read kafka.broker and kafka.config and make a new producer';
+COMMENT ON FUNCTION kafka.release() IS 'Lets a restored copy of a database deliver the messages it was restored with';
+COMMENT ON FUNCTION kafka.requeue_dead_letters(bigint[], text) IS 'Moves dead letters back to the queue (all, or by ids and/or topic)';
+COMMENT ON FUNCTION kafka.purge_dead_letters(bigint[], text) IS 'Deletes dead letters (all, or by ids and/or topic)';
+COMMENT ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean) IS 'Starts emitting Debezium-shaped change events of a table';
+COMMENT ON FUNCTION kafka.capture_outbox(regclass, text, boolean) IS 'Relays a Debezium-style outbox table: each inserted row becomes a message';
+COMMENT ON FUNCTION kafka.uncapture(regclass) IS 'Stops capturing a table';
+COMMENT ON PROCEDURE kafka.backfill(regclass, integer) IS 'Emits a captured table''s current rows as snapshot events, chunk by chunk; resumable';
 /* </end connected objects> */
 
 -- ---- end of pg_kafka 0.2.0's install script ----

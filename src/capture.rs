@@ -23,18 +23,32 @@ use std::rc::Rc;
 struct Events {
     plan: Rc<Plan>,
     source: String,
-    now_ms: i64,
+    /// When the events were made (microseconds since 1970): the envelope's ts_ms/ts_us/ts_ns.
+    now_us: i64,
 }
 
 impl Events {
     fn new(plan: Rc<Plan>, snapshot: bool) -> Events {
         let source = source(&plan, snapshot);
-        let now_ms = unix_ms(unsafe { pg_sys::GetCurrentTimestamp() });
-        Events { plan, source, now_ms }
+        let now_us = unix_us(unsafe { pg_sys::GetCurrentTimestamp() });
+        Events { plan, source, now_us }
     }
 
-    /// Queues one event: key `key`, value `{"before":…,"after":…,"source":…,"op":…,"ts_ms":…}`.
+    /// Queues one event: key `key`, value `{"before":…,"after":…,"source":…,"transaction":null,
+    /// "op":…,"ts_ms":…,"ts_us":…,"ts_ns":…}` (Debezium's envelope, in its order).
     fn push(&self, key: Option<&str>, before: Option<&str>, after: Option<&str>, op: char) {
+        self.push_with(key, before, after, op, None);
+    }
+
+    /// [`Events::push`] with a header (Debezium's `__debezium.oldkey`/`newkey` on key changes).
+    fn push_with(
+        &self,
+        key: Option<&str>,
+        before: Option<&str>,
+        after: Option<&str>,
+        op: char,
+        header: Option<(&str, &str)>,
+    ) {
         let mut v = String::with_capacity(
             before.map_or(4, str::len) + after.map_or(4, str::len) + self.source.len() + 64,
         );
@@ -44,17 +58,29 @@ impl Events {
         v.push_str(after.unwrap_or("null"));
         v.push_str(",\"source\":");
         v.push_str(&self.source);
-        v.push_str(",\"op\":\"");
+        v.push_str(",\"transaction\":null,\"op\":\"");
         v.push(op);
-        let _ = write!(v, "\",\"ts_ms\":{}}}", self.now_ms);
-        self.queue(key, Some(v));
+        let us = self.now_us;
+        let _ = write!(v, "\",\"ts_ms\":{},\"ts_us\":{us},\"ts_ns\":{}}}", us.div_euclid(1000), us * 1000);
+        let headers = header.map(|(name, value)| [(name.to_owned(), Some(value.to_owned()))]);
+        self.queue_with(key, Some(v), headers.as_ref().map(|h| &h[..]));
     }
 
     fn queue(&self, key: Option<&str>, value: Option<String>) {
+        self.queue_with(key, value, None);
+    }
+
+    fn queue_with(
+        &self,
+        key: Option<&str>,
+        value: Option<String>,
+        headers: Option<&[(String, Option<String>)]>,
+    ) {
         pending::push(&Parts {
             topic: &self.plan.opts.topic,
             key: key.map(str::as_bytes),
             payload: value.as_deref().map(str::as_bytes),
+            headers,
             ..Default::default()
         });
     }
@@ -90,12 +116,26 @@ impl Events {
         if old_key == new_key {
             self.push(Some(&new_key), before.as_deref(), after.as_deref(), 'u');
         } else {
-            // The key changed: a delete on the old key (and its tombstone), a create on the new.
-            self.push(Some(&old_key), before.as_deref(), None, 'd');
+            // The key changed: as Debezium, a delete on the old key (and its tombstone) with the
+            // new key in header __debezium.newkey, a create on the new key with the old one in
+            // __debezium.oldkey.
+            self.push_with(
+                Some(&old_key),
+                before.as_deref(),
+                None,
+                'd',
+                Some(("__debezium.newkey", &new_key)),
+            );
             if self.plan.opts.tombstones {
                 self.queue(Some(&old_key), None);
             }
-            self.push(Some(&new_key), None, after.as_deref(), 'c');
+            self.push_with(
+                Some(&new_key),
+                None,
+                after.as_deref(),
+                'c',
+                Some(("__debezium.oldkey", &old_key)),
+            );
         }
     }
 }
@@ -223,22 +263,25 @@ fn relation_name(rel: pg_sys::Oid) -> String {
         .unwrap_or_else(|| rel.to_u32().to_string())
 }
 
-/// The `source` block of the events of the current statement.
+/// The `source` block of the events of the current statement (Debezium's fields, in its order;
+/// the time is the statement's, not the commit's, and there is no LSN: README, Limits).
 fn source(plan: &Plan, snapshot: bool) -> String {
-    let ts_ms = unix_ms(unsafe { pg_sys::GetCurrentStatementStartTimestamp() });
+    let us = unix_us(unsafe { pg_sys::GetCurrentStatementStartTimestamp() });
+    let (ts_ms, ts_ns) = (us.div_euclid(1000), us * 1000);
     let tx_id = unsafe { pg_sys::GetTopFullTransactionId() }.value;
     let Plan { db, schema, table, .. } = plan;
     format!(
         "{{\"version\":\"pg_kafka-{}\",\"connector\":\"postgresql\",\"name\":{db},\"ts_ms\":{ts_ms},\
-         \"snapshot\":\"{snapshot}\",\"db\":{db},\"sequence\":null,\"schema\":{schema},\
-         \"table\":{table},\"txId\":{tx_id},\"lsn\":null,\"xmin\":null}}",
+         \"snapshot\":\"{snapshot}\",\"db\":{db},\"sequence\":null,\"ts_us\":{us},\"ts_ns\":{ts_ns},\
+         \"schema\":{schema},\"table\":{table},\"txId\":{tx_id},\"lsn\":null,\"xmin\":null,\
+         \"origin\":null,\"origin_lsn\":null}}",
         env!("CARGO_PKG_VERSION")
     )
 }
 
-/// Milliseconds since 1970 of a PostgreSQL timestamp (microseconds since 2000).
-fn unix_ms(ts: pg_sys::TimestampTz) -> i64 {
-    (ts + 946_684_800_000_000).div_euclid(1000)
+/// Microseconds since 1970 of a PostgreSQL timestamp (microseconds since 2000).
+fn unix_us(ts: pg_sys::TimestampTz) -> i64 {
+    ts + 946_684_800_000_000
 }
 
 /// A read position of its own on a transition table (other triggers may be reading it too).

@@ -40,6 +40,8 @@ pub enum Enc {
     },
     TimestampTz,
     Interval,
+    /// money, as Debezium's string "-1234.56"
+    Money,
     /// The JSON string of the type's output function's text.
     Output(Oid),
     Array(Box<ArrayEnc>),
@@ -75,6 +77,7 @@ impl Enc {
             pg_sys::TIMESTAMPOID => Enc::Timestamp { millis },
             pg_sys::TIMESTAMPTZOID => Enc::TimestampTz,
             pg_sys::INTERVALOID => Enc::Interval,
+            pg_sys::MONEYOID => Enc::Money,
             _ => {
                 let elem_type = unsafe { pg_sys::get_element_type(base) };
                 if elem_type == pg_sys::InvalidOid {
@@ -145,6 +148,14 @@ impl Enc {
                     out.push_str("Z\"");
                 }
             },
+            Enc::Money => {
+                // Debezium's string: the amount in units, without currency sign or separators
+                // (money counts cents: 2 fraction digits, as with the C and most locales).
+                let cents = d.value() as i64;
+                let sign = if cents < 0 { "-" } else { "" };
+                let abs = cents.unsigned_abs();
+                let _ = write!(out, "\"{sign}{}.{:02}\"", abs / 100, abs % 100);
+            }
             Enc::Interval => {
                 let i = unsafe { &*d.cast_mut_ptr::<pg_sys::Interval>() };
                 number(out, i64::from(i.month) * MONTH_US + i64::from(i.day) * DAY_US + i.time);
