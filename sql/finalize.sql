@@ -116,7 +116,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.topic_grants TO kafka_admin;
 GRANT SELECT ON kafka.outbox, kafka.outbox_commit, kafka.status TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.is_secret(text), kafka.check_served(),
                           kafka.requeue_dead_letters(bigint[], text), kafka.purge_dead_letters(bigint[], text),
-                          kafka.release()
+                          kafka.release(), kafka.dead_letter_waiting(bigint[], text)
     TO kafka_admin;
 
 GRANT SELECT, INSERT, DELETE ON kafka.capture_config TO kafka_admin;
@@ -158,6 +158,7 @@ COMMENT ON FUNCTION kafka.autonomous_publish(text, jsonb, text, bytea, jsonb, in
 COMMENT ON FUNCTION kafka.close() IS 'Makes the worker re-read kafka.broker and kafka.config and make a new producer';
 COMMENT ON FUNCTION kafka.release() IS 'Lets a restored copy of a database deliver the messages it was restored with';
 COMMENT ON FUNCTION kafka.requeue_dead_letters(bigint[], text) IS 'Moves dead letters back to the queue (all, or by ids and/or topic)';
+COMMENT ON FUNCTION kafka.dead_letter_waiting(bigint[], text) IS 'Moves given waiting messages out of the queue into kafka.dead_letter';
 COMMENT ON FUNCTION kafka.purge_dead_letters(bigint[], text) IS 'Deletes dead letters (all, or by ids and/or topic)';
 COMMENT ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean) IS 'Starts emitting Debezium-shaped change events of a table';
 COMMENT ON FUNCTION kafka.capture_outbox(regclass, text, boolean) IS 'Relays a Debezium-style outbox table: each inserted row becomes a message';

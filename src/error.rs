@@ -283,7 +283,7 @@ mod tests {
             assert!(e.to_string().len() < 400, "{}", &e.to_string()[..400]);
         }
         assert_eq!(shown("abc"), "\"abc\"");
-        assert!(shown(&"é".repeat(200)).ends_with("… (400 bytes)"));
+        assert!(shown(&"é".repeat(200)).ends_with("…\" (400 bytes)"), "{}", shown(&"é".repeat(200)));
     }
 
     #[test]

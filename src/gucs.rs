@@ -22,6 +22,9 @@ static LINGER_MS: GucSetting<i32> = GucSetting::<i32>::new(20);
 static RETRY_BACKOFF_MAX_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 /// librdkafka `message.timeout.ms` for one delivery attempt; undelivered messages stay queued.
 static MESSAGE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+/// After how many failed attempts (while other messages were delivered) a message is
+/// dead-lettered; 0: never.
+static DEAD_LETTER_AFTER: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// Registers every setting; called once from `_PG_init`.
 pub fn init() {
@@ -81,6 +84,14 @@ pub fn init() {
         3_600_000,
         GucFlags::UNIT_MS,
     );
+    int(
+        c"kafka.dead_letter_after",
+        c"Failed attempts after which a message is dead-lettered while others are delivered (0: never).",
+        &DEAD_LETTER_AFTER,
+        0,
+        1_000_000,
+        GucFlags::default(),
+    );
 }
 
 fn int(
@@ -120,4 +131,9 @@ pub fn retry_backoff_max() -> Duration {
 
 pub fn message_timeout_ms() -> i32 {
     MESSAGE_TIMEOUT_MS.get()
+}
+
+/// None: retry for ever.
+pub fn dead_letter_after() -> Option<u32> {
+    (DEAD_LETTER_AFTER.get() > 0).then(|| DEAD_LETTER_AFTER.get() as u32)
 }

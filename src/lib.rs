@@ -21,6 +21,7 @@ pub mod producer;
 mod record;
 mod relay;
 mod reports;
+mod set_aside;
 mod settings;
 mod shared;
 mod topics;

@@ -399,7 +399,7 @@ pub fn finish(
 }
 
 /// Headers as stored in `kafka.dead_letter`: `[["name", "value" or null], ...]`.
-fn headers_json(h: &Headers) -> serde_json::Value {
+pub fn headers_json(h: &Headers) -> serde_json::Value {
     serde_json::Value::Array(h.iter().map(|(n, v)| serde_json::json!([n, v])).collect())
 }
 

@@ -196,6 +196,9 @@ struct Log {
     /// Kafka refused a whole record batch: send the next messages one by one, to find the one
     /// that is bad and let the others through.
     isolate: bool,
+    /// Failed attempts of messages (by id) in chunks where other messages were delivered, for
+    /// `kafka.dead_letter_after`. Kept across restarts of the log, not of the worker.
+    attempts: std::collections::HashMap<i64, u32>,
 }
 
 impl Log {
@@ -222,8 +225,33 @@ impl Log {
     /// After a failure: read the outbox again from its start (what was sent and not recorded
     /// is sent again, in order).
     fn restart(&mut self) {
-        let isolate = self.isolate;
-        *self = Log { isolate, ..Log::default() };
+        let (isolate, attempts) = (self.isolate, std::mem::take(&mut self.attempts));
+        *self = Log { isolate, attempts, ..Log::default() };
+    }
+
+    /// With `kafka.dead_letter_after`, a message that failed that many times while Kafka took
+    /// other messages of the same chunk is refused for good (dead-lettered) instead of retried:
+    /// the one message that Kafka keeps failing does not hold the queue back for ever. While
+    /// Kafka takes nothing (an outage), nothing counts.
+    fn give_up_on_stuck(&mut self, limit: Option<u32>, batch: &[OutboxMessage], outcomes: &mut [Outcome]) {
+        let Some(limit) = limit else { return };
+        if !outcomes.iter().any(|o| matches!(o, Outcome::Delivered)) {
+            return;
+        }
+        if self.attempts.len() > 100_000 {
+            self.attempts.clear(); // bounded memory; counts start again
+        }
+        for (m, o) in batch.iter().zip(outcomes.iter_mut()) {
+            let Outcome::Retry(e) = o else { continue };
+            let n = self.attempts.entry(m.id).or_default();
+            *n += 1;
+            if *n >= limit {
+                *o = Outcome::Refused(format!(
+                    "{e} (failed {n} times while Kafka took other messages: kafka.dead_letter_after)"
+                ));
+                self.attempts.remove(&m.id);
+            }
+        }
     }
 }
 
@@ -505,6 +533,9 @@ fn records_of(batch: &[OutboxMessage]) -> Vec<Record<'_>> {
 /// batch Kafka refused as a whole is retried, one message at a time (`log.isolate`).
 /// Returns false if some messages must be retried or the outcome could not be recorded.
 fn record(batch: &[OutboxMessage], outcomes: &[Outcome], after_failure: bool, log: &mut Log) -> bool {
+    let mut outcomes = outcomes.to_vec();
+    log.give_up_on_stuck(gucs::dead_letter_after(), batch, &mut outcomes);
+    let outcomes = &outcomes[..];
     let mut done = Vec::with_capacity(batch.len());
     let mut refused = Vec::new();
     let mut retried = Vec::new();
@@ -643,4 +674,39 @@ fn shutdown_requested() -> bool {
 
 fn now() -> i64 {
     unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(ids: &[i64]) -> Vec<OutboxMessage> {
+        ids.iter().map(|&id| OutboxMessage { id, ..Default::default() }).collect()
+    }
+
+    #[test]
+    fn a_message_that_keeps_failing_while_others_pass_is_given_up_after_the_limit() {
+        let mut log = Log::default();
+        let batch = messages(&[1, 2]);
+        let round = |log: &mut Log, limit| {
+            let mut outcomes = vec![Outcome::Retry("timed out".into()), Outcome::Delivered];
+            log.give_up_on_stuck(limit, &batch, &mut outcomes);
+            outcomes
+        };
+        assert!(matches!(round(&mut log, None)[0], Outcome::Retry(_)), "0: never");
+        assert!(matches!(round(&mut log, Some(3))[0], Outcome::Retry(_)));
+        assert!(matches!(round(&mut log, Some(3))[0], Outcome::Retry(_)));
+        log.restart();
+        match &round(&mut log, Some(3))[0] {
+            Outcome::Refused(e) => assert!(e.contains("timed out") && e.contains("3 times"), "{e}"),
+            o => panic!("{o:?}"),
+        }
+        // An outage: nothing is delivered, nothing counts.
+        let mut outage = Log::default();
+        for _ in 0..10 {
+            let mut outcomes = vec![Outcome::Retry("down".into()), Outcome::Retry("down".into())];
+            outage.give_up_on_stuck(Some(2), &batch, &mut outcomes);
+            assert!(outcomes.iter().all(|o| matches!(o, Outcome::Retry(_))));
+        }
+    }
 }

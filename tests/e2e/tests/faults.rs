@@ -290,3 +290,56 @@ fn interrupted_drains_lose_nothing_and_keep_order() {
         }
     }
 }
+
+/// Puts the broker back, even when the test fails half-way.
+struct BrokerBack;
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        pg().batch_execute("DELETE FROM kafka.broker; INSERT INTO kafka.broker VALUES ('localhost', 9092)")
+            .unwrap();
+    }
+}
+
+/// kafka_admin takes given waiting messages out of the queue into kafka.dead_letter: the pack
+/// around them is split, the others keep their ids and their order and are delivered.
+#[test]
+fn an_admin_moves_waiting_messages_to_the_dead_letters() {
+    let _back = BrokerBack;
+    let mut c = pg();
+    let t = topic("set_aside");
+    let log_from = std::fs::metadata(server_log()).unwrap().len() as usize;
+    c.batch_execute("UPDATE kafka.broker SET port = 1").unwrap(); // nothing listens: messages wait
+    c.execute("SELECT kafka.produce($1, 'probe')", &[&t]).unwrap();
+    wait_until("the worker to use the new broker", || {
+        std::fs::read_to_string(server_log()).unwrap()[log_from..].contains("closing the Kafka producer")
+    });
+    let mut tx = c.transaction().unwrap();
+    let ids: Vec<i64> = (1..=5)
+        .map(|i| tx.query_one("SELECT kafka.publish($1, $2)", &[&t, &format!("m{i}")]).unwrap().get(0))
+        .collect();
+    tx.commit().unwrap();
+    let mut moved = 0;
+    as_role(&mut c, "e2e_set_aside", &["kafka_admin"], |c| {
+        let take = vec![ids[1], ids[3], 42];
+        moved = c.query_one("SELECT kafka.dead_letter_waiting($1, 'stuck')", &[&take]).unwrap().get(0);
+    });
+    assert_eq!(moved, 2, "two of them were waiting");
+    let dead: Vec<(i64, String, String)> = c
+        .query("SELECT id, convert_from(payload, 'UTF8'), error FROM kafka.dead_letter WHERE topic = $1 ORDER BY id", &[&t])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        dead.iter().map(|d| (d.0, d.1.as_str())).collect::<Vec<_>>(),
+        [(ids[1], "m2"), (ids[3], "m4")]
+    );
+    assert!(dead[0].2.contains("stuck") && dead[0].2.contains("e2e_set_aside"), "{}", dead[0].2);
+    c.batch_execute("UPDATE kafka.broker SET port = 9092").unwrap();
+    let got = TopicReader::new(&t).texts_until("m5");
+    assert_eq!(got.iter().filter(|m| m.starts_with('m')).collect::<Vec<_>>(), ["m1", "m3"]);
+    // The rest of the pack kept its ids: m5 can be moved no more, it was delivered.
+    let again: i64 =
+        c.query_one("SELECT kafka.dead_letter_waiting(ARRAY[$1::bigint])", &[&ids[4]]).unwrap().get(0);
+    assert_eq!(again, 0);
+}
