@@ -60,6 +60,8 @@ pub enum KafkaError {
     Internal(String),
     /// Capturing or backfilling a table without the privileges its owner would need (the table).
     CaptureDenied(String),
+    /// kafka.outbox is larger than the session's `kafka.max_backlog` (bytes).
+    BacklogFull { size: i64, limit: i64 },
     /// `DROP EXTENSION kafka` while committed messages wait (how many).
     MessagesWaiting(i64),
     /// A table that is not captured where a captured one is needed (the table).
@@ -96,7 +98,9 @@ impl KafkaError {
             BadTimestamp(_) => PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
             ReservedSetting(_) | BadSetting { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             SuperuserSetting(_) | BrokerWithSecrets => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            ImmediateBusy | ImmediateRoleBusy => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            ImmediateBusy | ImmediateRoleBusy | BacklogFull { .. } => {
+                PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
+            }
             BadTimeout => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             ImmediateRefused(_) | ImmediateTimeout(_) => PgSqlErrorCode::ERRCODE_CONNECTION_EXCEPTION,
             NoValueNoKey => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -181,6 +185,9 @@ impl KafkaError {
             MessagesWaiting(_) => "Wait until kafka.status shows a backlog of 0 (the worker delivers them), or \
                                    discard them first: TRUNCATE kafka.outbox, kafka.outbox_commit; then drop."
                 .into(),
+            BacklogFull { .. } => "The queue waits for Kafka (see kafka.status); retry once it has drained, or ask \
+                                   a superuser to raise kafka.max_backlog for your role."
+                .into(),
             NotCaptured(_) => {
                 "Call kafka.capture() first: a backfill uses its topic, key and columns.".into()
             }
@@ -245,6 +252,12 @@ impl fmt::Display for KafkaError {
             BadTrigger(why) => write!(f, "{why}"),
             Internal(why) => write!(f, "pg_kafka: {why}"),
             CaptureDenied(table) => write!(f, "permission denied to capture table {table}"),
+            BacklogFull { size, limit } => write!(
+                f,
+                "kafka.outbox takes {} kB, more than this session's kafka.max_backlog of {} kB",
+                size / 1024,
+                limit / 1024
+            ),
             MessagesWaiting(n) => {
                 write!(f, "cannot drop pg_kafka: {n} committed messages wait in kafka.outbox")
             }

@@ -25,6 +25,8 @@ static MESSAGE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 /// After how many failed attempts (while other messages were delivered) a message is
 /// dead-lettered; 0: never.
 static DEAD_LETTER_AFTER: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Size of kafka.outbox above which a session may not queue more (kB); 0: no limit.
+static MAX_BACKLOG_KB: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// Registers every setting; called once from `_PG_init`.
 pub fn init() {
@@ -84,6 +86,17 @@ pub fn init() {
         3_600_000,
         GucFlags::UNIT_MS,
     );
+    // Superuser-set, and settable per role (ALTER ROLE ... SET kafka.max_backlog): a fair share.
+    GucRegistry::define_int_guc(
+        c"kafka.max_backlog",
+        c"Size of kafka.outbox above which a transaction may not queue more messages (0: no limit).",
+        c"Set it per role to keep one application from filling the disk for everyone.",
+        &MAX_BACKLOG_KB,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
+    );
     int(
         c"kafka.dead_letter_after",
         c"Failed attempts after which a message is dead-lettered while others are delivered (0: never).",
@@ -131,6 +144,11 @@ pub fn retry_backoff_max() -> Duration {
 
 pub fn message_timeout_ms() -> i32 {
     MESSAGE_TIMEOUT_MS.get()
+}
+
+/// The session's `kafka.max_backlog` in bytes; None: no limit.
+pub fn max_backlog_bytes() -> Option<i64> {
+    (MAX_BACKLOG_KB.get() > 0).then(|| i64::from(MAX_BACKLOG_KB.get()) * 1024)
 }
 
 /// None: retry for ever.

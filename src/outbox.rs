@@ -73,6 +73,16 @@ unsafe fn relation_owner(relid: pg_sys::Oid) -> Option<pg_sys::Oid> {
     Some(owner)
 }
 
+/// The size of `kafka.outbox` on disk, in bytes (what `kafka.max_backlog` bounds).
+pub fn size_bytes(store: Store) -> i64 {
+    unsafe {
+        let rel = pg_sys::relation_open(store.outbox, pg_sys::AccessShareLock as _);
+        let blocks = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+        pg_sys::relation_close(rel, pg_sys::AccessShareLock as _);
+        i64::from(blocks) * i64::from(pg_sys::BLCKSZ)
+    }
+}
+
 /// Runs `f` as the owner of the outbox, like a SECURITY DEFINER function would.
 pub fn as_owner<R>(store: Store, f: impl FnOnce() -> R) -> R {
     let (mut user, mut sec) = (pg_sys::Oid::INVALID, 0);

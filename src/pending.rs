@@ -66,9 +66,17 @@ pub fn init() {
     }
 }
 
+/// The outbox, looked up at the transaction's first message (which is also when the session's
+/// `kafka.max_backlog` is checked).
 fn store() -> Store {
     TXN.with_borrow(|t| t.store).unwrap_or_else(|| {
         let s = outbox::store();
+        if let Some(limit) = crate::gucs::max_backlog_bytes() {
+            let size = outbox::size_bytes(s);
+            if size > limit {
+                crate::error::KafkaError::BacklogFull { size, limit }.raise();
+            }
+        }
         TXN.with_borrow_mut(|t| t.store = Some(s));
         s
     })

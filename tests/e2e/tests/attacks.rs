@@ -322,3 +322,33 @@ fn producers_write_only_the_topics_they_may() {
     c.batch_execute(&format!("DROP ROLE e2e_w11_group; DROP TABLE {captured}; DROP TABLE {relayed}"))
         .unwrap();
 }
+
+/// W10: with kafka.max_backlog set for a role, its transactions may not queue more once the
+/// outbox is larger than that (53400, with a hint); other roles (no limit) still may, and the
+/// limit is a superuser's to set.
+#[test]
+fn a_role_with_a_backlog_limit_cannot_fill_the_disk() {
+    let mut c = pg();
+    let t = topic("w10");
+    // An open transaction whose 10,001 messages were already written to the outbox (a flush):
+    // the outbox takes some space, and cannot be emptied meanwhile.
+    let mut other = pg();
+    let mut open = other.transaction().unwrap();
+    open.execute("SELECT kafka.produce($1, 'held') FROM generate_series(1, 10001)", &[&t]).unwrap();
+    as_role(&mut c, "e2e_w10", &["kafka_producer"], |c| {
+        let (state, _) = error_of(c, "SET kafka.max_backlog = '1GB'");
+        assert_eq!(state, "42501", "a role cannot lift its own limit");
+        c.batch_execute("RESET ROLE; ALTER ROLE e2e_w10 SET kafka.max_backlog = '1kB'; SET ROLE e2e_w10")
+            .unwrap();
+        // The role setting applies to new sessions; this one takes it the way a login would.
+        c.batch_execute("RESET ROLE; SET kafka.max_backlog = '1kB'; SET ROLE e2e_w10").unwrap();
+        let (state, hint) = error_of(c, &format!("SELECT kafka.produce('{t}', 'x')"));
+        assert_eq!(state, "53400");
+        assert!(hint.unwrap().contains("kafka.max_backlog"));
+        c.batch_execute("RESET ROLE; RESET kafka.max_backlog; ALTER ROLE e2e_w10 RESET kafka.max_backlog; SET ROLE e2e_w10")
+            .unwrap();
+        c.execute(&format!("SELECT kafka.produce('{t}', 'under no limit')"), &[]).unwrap();
+    });
+    open.rollback().unwrap();
+    assert_eq!(TopicReader::new(&t).read_at_least(1)[0].text().as_deref(), Some("under no limit"));
+}
