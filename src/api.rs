@@ -284,7 +284,12 @@ fn config_check<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
     let superuser = unsafe { pg_sys::superuser() };
-    let name_of = |t: &PgHeapTuple<'_, AllocatedByPostgres>| t.get_by_name::<String>("name").ok().flatten();
+    // A row that cannot be read is refused, not let through (fail closed).
+    let name_of = |t: &PgHeapTuple<'_, AllocatedByPostgres>| -> Option<String> {
+        t.get_by_name::<String>("name").unwrap_or_else(|e| {
+            KafkaError::Internal(format!("could not read a kafka.config row: {e}")).raise()
+        })
+    };
     let rows = [trigger.old(), trigger.new()];
     if rows.iter().flatten().filter_map(name_of).any(|n| settings::is_secret(&n)) {
         crate::reports::secret_written(); // before any check can fail: its report hides the statement
@@ -299,9 +304,14 @@ fn config_check<'a>(
     }
     let new =
         trigger.new().unwrap_or_else(|| KafkaError::BadTrigger("config_check runs on rows".into()).raise());
-    let value: Option<String> = new.get_by_name("value").ok().flatten();
-    if let (Some(name), Some(value)) = (name_of(&new), value) {
-        settings::check(&name, &value, superuser).unwrap_or_else(|e| e.raise());
+    let value: Option<String> = new
+        .get_by_name("value")
+        .unwrap_or_else(|e| KafkaError::Internal(format!("could not read a kafka.config row: {e}")).raise());
+    match (name_of(&new), value) {
+        (Some(name), Some(value)) => settings::check(&name, &value, superuser).unwrap_or_else(|e| e.raise()),
+        // NOT NULL refuses it after this trigger; a non-superuser's gets no further than here.
+        (None, _) if !superuser => KafkaError::SuperuserSetting(String::new()).raise(),
+        _ => {}
     }
     Ok(Some(new))
 }

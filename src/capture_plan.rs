@@ -33,7 +33,10 @@ impl Options {
                 emit_before: flag(before),
                 tombstones: flag(tombstones),
             },
-            _ => error!("kafka.capture_changes() takes 5 trigger arguments; use kafka.capture()"),
+            _ => crate::error::KafkaError::BadTrigger(
+                "kafka.capture_changes() takes 5 trigger arguments".into(),
+            )
+            .raise(),
         }
     }
 }

@@ -505,6 +505,6 @@ pub fn purge_dead_letters(ids: Option<Vec<i64>>, topic: Option<&str>) -> i64 {
                 &[ids.into(), topic.into()],
             )
             .map(|t| t.len() as i64)
-            .unwrap_or_else(|e| panic!("could not purge dead letters: {e}"))
+            .unwrap_or_else(|e| KafkaError::Internal(format!("could not purge dead letters: {e}")).raise())
     })
 }
