@@ -31,7 +31,7 @@ fn move_out(ids: &[i64], error: &str) -> Result<i64, pgrx::spi::Error> {
             "SELECT o.id, o.xid::pg_catalog.text::pg_catalog.int8, o.payload FROM kafka.outbox o
               WHERE EXISTS (SELECT FROM pg_catalog.unnest($1::pg_catalog.int8[]) i
                              WHERE i OPERATOR(pg_catalog.>=) o.id
-                               AND i OPERATOR(pg_catalog.<) o.id OPERATOR(pg_catalog.+) o.messages)
+                               AND i OPERATOR(pg_catalog.<) (o.id OPERATOR(pg_catalog.+) o.messages))
               FOR UPDATE",
             None,
             &[ids.to_vec().into()],
