@@ -307,9 +307,11 @@ fn an_admin_moves_waiting_messages_to_the_dead_letters() {
     let _back = BrokerBack;
     let mut c = pg();
     let t = topic("set_aside");
+    c.execute("SELECT kafka.produce($1, 'probe')", &[&t]).unwrap();
+    let mut r = TopicReader::new(&t);
+    r.read_at_least(1); // the worker has a producer
     let log_from = std::fs::metadata(server_log()).unwrap().len() as usize;
     c.batch_execute("UPDATE kafka.broker SET port = 1").unwrap(); // nothing listens: messages wait
-    c.execute("SELECT kafka.produce($1, 'probe')", &[&t]).unwrap();
     wait_until("the worker to use the new broker", || {
         std::fs::read_to_string(server_log()).unwrap()[log_from..].contains("closing the Kafka producer")
     });
@@ -318,7 +320,7 @@ fn an_admin_moves_waiting_messages_to_the_dead_letters() {
         .map(|i| tx.query_one("SELECT kafka.publish($1, $2)", &[&t, &format!("m{i}")]).unwrap().get(0))
         .collect();
     tx.commit().unwrap();
-    let mut moved = 0;
+    let mut moved: i64 = 0;
     as_role(&mut c, "e2e_set_aside", &["kafka_admin"], |c| {
         let take = vec![ids[1], ids[3], 42];
         moved = c.query_one("SELECT kafka.dead_letter_waiting($1, 'stuck')", &[&take]).unwrap().get(0);
@@ -336,7 +338,7 @@ fn an_admin_moves_waiting_messages_to_the_dead_letters() {
     );
     assert!(dead[0].2.contains("stuck") && dead[0].2.contains("e2e_set_aside"), "{}", dead[0].2);
     c.batch_execute("UPDATE kafka.broker SET port = 9092").unwrap();
-    let got = TopicReader::new(&t).texts_until("m5");
+    let got = r.texts_until("m5");
     assert_eq!(got.iter().filter(|m| m.starts_with('m')).collect::<Vec<_>>(), ["m1", "m3"]);
     // The rest of the pack kept its ids: m5 can be moved no more, it was delivered.
     let again: i64 =
