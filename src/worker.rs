@@ -39,13 +39,15 @@ const PLANNER: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the worker polls librdkafka while an immediate send waits for its report.
 const IMMEDIATE_POLL: Duration = Duration::from_millis(5);
-/// After a chunk smaller than `SMALL_BATCH` that still held `BUSY_FROM` transactions or more
-/// (commits arrive faster than the worker makes passes) the worker waits `kafka.linger` before
-/// reading again, so that a stream of commits makes fewer, larger chunks: each pass costs two
-/// transactions of the worker's own and a produce request per partition, CPU taken from the
-/// sessions. A trickle (one transaction per pass) is sent at once and never lingers.
+/// After a chunk smaller than `SMALL_BATCH` whose transactions committed at `BUSY_RATE` or more
+/// per second (counted over the time since the previous pass began, lingering included) the
+/// worker waits `kafka.linger` before reading again, so that a stream of commits makes fewer,
+/// larger chunks: each pass costs two transactions of the worker's own and a produce request per
+/// partition, CPU taken from the sessions. Slower streams are sent at once. (A rate, not a count
+/// per pass: with a count, the commits gathered while lingering would keep the worker lingering
+/// for ever even at 200 commits per second.)
 const SMALL_BATCH: usize = 1000;
-const BUSY_FROM: usize = 2;
+const BUSY_RATE: f64 = 1000.0;
 const SOURCE_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Why a restored copy does not deliver (see `outbox::at_home`).
@@ -141,6 +143,12 @@ unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
     let mut s = shared::STATE.exclusive();
     s.pid = 0;
     s.started_at = 0;
+}
+
+/// Whether `txns` transactions that committed within `since` make a busy stream (see
+/// [`BUSY_RATE`]).
+fn busy(txns: usize, since: Duration) -> bool {
+    txns >= 2 && txns as f64 >= BUSY_RATE * since.as_secs_f64()
 }
 
 /// What one pass found.
@@ -257,6 +265,7 @@ impl Log {
 
 impl Worker {
     fn run(&mut self) {
+        let mut pass_began = std::time::Instant::now();
         while !shutdown_requested() {
             if BackgroundWorker::sighup_received() {
                 unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
@@ -266,6 +275,8 @@ impl Worker {
                 }
                 self.producer = None; // settings such as kafka.message_timeout apply to a new producer
             }
+            let since = pass_began.elapsed();
+            pass_began = std::time::Instant::now();
             let pass = self.pass();
             if matches!(pass, Pass::More(..) | Pass::Idle) {
                 recovered();
@@ -273,7 +284,7 @@ impl Worker {
             immediate::serve(self.producer.as_ref().map(|c| &c.producer), &self.no_producer);
             let wait = match pass {
                 _ if immediate::in_flight() => IMMEDIATE_POLL,
-                Pass::More(sent, txns) if sent < SMALL_BATCH && txns >= BUSY_FROM => gucs::linger(),
+                Pass::More(sent, txns) if sent < SMALL_BATCH && busy(txns, since) => gucs::linger(),
                 Pass::More(..) => Duration::ZERO,
                 Pass::Idle => {
                     self.backoff = Duration::ZERO;
@@ -682,6 +693,15 @@ mod tests {
 
     fn messages(ids: &[i64]) -> Vec<OutboxMessage> {
         ids.iter().map(|&id| OutboxMessage { id, ..Default::default() }).collect()
+    }
+
+    #[test]
+    fn only_a_fast_stream_of_commits_makes_the_worker_linger() {
+        let ms = Duration::from_millis;
+        assert!(busy(10, ms(5)), "2,000 per second");
+        assert!(!busy(4, ms(20)), "200 per second, lingering included: sent at once");
+        assert!(!busy(1, ms(0)), "one transaction never lingers");
+        assert!(!busy(2, ms(1000)), "after an idle second");
     }
 
     #[test]
