@@ -81,6 +81,10 @@ SELECT w.running AS worker_running,
        w.previous_error_at
 FROM kafka.worker_state() w;
 
+-- Per topic: what was delivered and dead-lettered, and when last.
+CREATE VIEW kafka.topics AS
+SELECT topic, delivered, dead_lettered, bytes, last_delivery_at, last_dead_letter_at FROM kafka.topic_stats;
+
 -- Privileges. Nothing here is for PUBLIC. Two roles, created if absent (roles are cluster-wide
 -- and outlive the extension): kafka_producer may produce; kafka_admin manages brokers, settings
 -- and dead letters (but cannot read secret setting values, nor produce).
@@ -132,7 +136,9 @@ GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean,
     TO kafka_admin;
 GRANT EXECUTE ON PROCEDURE kafka.backfill(regclass, integer) TO kafka_admin;
 
-GRANT SELECT ON kafka.status TO pg_monitor;
+GRANT SELECT ON kafka.status, kafka.topics TO pg_monitor;
+GRANT SELECT ON kafka.topics TO kafka_admin;
+GRANT TRUNCATE ON kafka.topic_stats TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.worker_state() TO pg_monitor;
 
 -- What \dx+ kafka and \df+ show.
@@ -145,6 +151,7 @@ COMMENT ON TABLE kafka.topic_grants IS 'Optional: the topics each role may produ
 COMMENT ON TABLE kafka.capture_config IS 'Captured tables and their options; use kafka.capture() and kafka.uncapture()';
 COMMENT ON TABLE kafka.home IS 'The database the waiting messages belong to (a restored copy holds them until kafka.release())';
 COMMENT ON VIEW kafka.status IS 'The delivery worker: running, backlog, delivered, current and previous failure';
+COMMENT ON VIEW kafka.topics IS 'Per topic: messages delivered and dead-lettered, bytes, when last';
 COMMENT ON VIEW kafka.settings IS 'kafka.config with secret values masked';
 COMMENT ON VIEW kafka.captures IS 'Captured tables, their topics and options';
 COMMENT ON VIEW kafka.backfills IS 'Progress of the latest backfill of each captured table';

@@ -67,6 +67,17 @@ SELECT pg_catalog.pg_extension_config_dump('kafka.outbox_commit', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.commit_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.dead_letter', '');
 
+-- Per-topic delivery figures, added to by the worker as it records outcomes (src/topic_stats.rs).
+-- Operational counters: not dumped; TRUNCATE resets them.
+CREATE TABLE kafka.topic_stats (
+    topic text PRIMARY KEY,
+    delivered bigint NOT NULL DEFAULT 0,
+    dead_lettered bigint NOT NULL DEFAULT 0,
+    bytes bigint NOT NULL DEFAULT 0,          -- of delivered values
+    last_delivery_at timestamptz,
+    last_dead_letter_at timestamptz
+);
+
 -- Which roles may produce to which topics. Empty (the default): every role that may produce may
 -- produce to any topic. Once it has rows, a role other than a superuser may produce only to the
 -- topics granted to it or to a role it belongs to: `topic` is a topic name, or a prefix ending in

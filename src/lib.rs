@@ -24,6 +24,7 @@ mod reports;
 mod set_aside;
 mod settings;
 mod shared;
+mod topic_stats;
 mod topics;
 mod upgrade;
 mod worker;

@@ -19,7 +19,7 @@
 use crate::error::KafkaError;
 use crate::outbox::{self, OutboxMessage, Round};
 use crate::producer::{base_config, Outcome, Producer, Record};
-use crate::{gucs, immediate, settings, shared};
+use crate::{gucs, immediate, settings, shared, topic_stats};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::ffi::CString;
@@ -553,6 +553,7 @@ fn record(batch: &[OutboxMessage], outcomes: &[Outcome], after_failure: bool, lo
     let mut retry: Option<&str> = after_failure.then_some("an earlier message must be sent again first");
     let mut delivered = 0;
     let mut csns = Vec::new();
+    let mut per_topic = topic_stats::Chunk::default();
     let mut start = 0;
     while start < batch.len() {
         let row = batch[start].row;
@@ -580,14 +581,25 @@ fn record(batch: &[OutboxMessage], outcomes: &[Outcome], after_failure: bool, lo
             done.push((row, batch[start].xid));
             for (m, o) in messages {
                 match o {
-                    Outcome::Refused(e) => refused.push((m, e.clone())),
-                    _ => delivered += 1,
+                    Outcome::Refused(e) => {
+                        per_topic.dead_lettered(&m.topic);
+                        refused.push((m, e.clone()));
+                    }
+                    _ => {
+                        per_topic.delivered(&m.topic, m.payload.as_ref().map_or(0, Vec::len));
+                        delivered += 1;
+                    }
                 }
             }
         }
         start = end;
     }
-    let dead = match BackgroundWorker::transaction(|| outbox::finish(&done, &refused, &retried, &csns)) {
+    let recorded = BackgroundWorker::transaction(|| {
+        let dead = outbox::finish(&done, &refused, &retried, &csns)?;
+        per_topic.add()?;
+        Ok::<_, KafkaError>(dead)
+    });
+    let dead = match recorded {
         Ok(dead) => dead,
         Err(e) => {
             record_error(&e.to_string());

@@ -188,3 +188,23 @@ fn worker_survives_drop_extension_and_serves_it_again() {
     assert_eq!(TopicReader::new(&t).read_at_least(1)[0].text().as_deref(), Some("served again"));
     assert_eq!(status(&mut c).pid, Some(pid), "the same worker, not a restarted one");
 }
+
+/// kafka.topics counts, per topic, what was delivered (and its bytes) and dead-lettered.
+#[test]
+fn per_topic_figures_count_deliveries_and_dead_letters() {
+    let mut c = pg();
+    let t = topic("per_topic");
+    c.execute("SELECT kafka.produce($1, x) FROM unnest(ARRAY['abc', 'de', repeat('x', 2000000)]) x", &[&t])
+        .unwrap();
+    let figures = |c: &mut postgres::Client| -> Option<(i64, i64, i64)> {
+        c.query_opt("SELECT delivered, dead_lettered, bytes FROM kafka.topics WHERE topic = $1", &[&t])
+            .unwrap()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+    };
+    wait_until("the figures of the topic", || figures(&mut c) == Some((2, 1, 5)));
+    let monitor_reads: bool = c
+        .query_one("SELECT has_table_privilege('pg_monitor', 'kafka.topics', 'SELECT')", &[])
+        .unwrap()
+        .get(0);
+    assert!(monitor_reads);
+}
