@@ -14,9 +14,10 @@ use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// Per session: (role, topic) → the refusal, if any; and the relations whose change clears it.
+/// Per session: role → topic → the refusal, if any; and the relations whose change clears it.
+/// (Looked up by `&str`: a hit allocates nothing, on the path of every message.)
 struct Cache {
-    answers: HashMap<(u32, String), Option<KafkaError>>,
+    answers: HashMap<u32, HashMap<String, Option<KafkaError>>>,
     watched: [pg_sys::Oid; 2],
 }
 
@@ -58,8 +59,7 @@ pub fn check_writable(topic: &str) {
         return;
     }
     let role = unsafe { pg_sys::GetUserId() };
-    let key = (role.to_u32(), topic.to_owned());
-    let cached = CACHE.with(|c| c.borrow().answers.get(&key).cloned());
+    let cached = CACHE.with(|c| c.borrow().answers.get(&role.to_u32()).and_then(|t| t.get(topic)).cloned());
     let refusal = match cached {
         Some(answer) => answer,
         None => {
@@ -67,7 +67,7 @@ pub fn check_writable(topic: &str) {
             CACHE.with(|c| {
                 let mut c = c.borrow_mut();
                 c.watched = watched;
-                c.answers.insert(key, answer.clone());
+                c.answers.entry(role.to_u32()).or_default().insert(topic.to_owned(), answer.clone());
             });
             answer
         }
