@@ -69,9 +69,12 @@ fn main() {
 /// Calls `send(i)` for i in 0..n at `RATE` per second (it returns the instant the message counts
 /// from) while a consumer reads `topic`; returns the sorted latencies.
 fn measure(servers: &str, topic: &str, n: usize, mut send: impl FnMut(usize) -> Instant) -> Vec<Duration> {
-    // The topic exists and the consumer is assigned before the clock starts.
+    // The topic exists and the consumer has read a first message before the clock starts (for
+    // pg_kafka, `send` returns at COMMIT, before the topic exists: a consumer that fetched too
+    // early backs off for librdkafka's fetch.error.backoff.ms, 500 ms, inside the measurement).
     send(usize::MAX);
     let (tx, rx) = mpsc::channel::<(usize, Instant)>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let consumer = {
         let (servers, topic) = (servers.to_owned(), topic.to_owned());
         std::thread::spawn(move || {
@@ -91,7 +94,9 @@ fn measure(servers: &str, topic: &str, n: usize, mut send: impl FnMut(usize) -> 
                 if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
                     let i: Option<usize> =
                         m.payload().and_then(|p| std::str::from_utf8(p).ok()?.parse().ok());
-                    if let Some(i) = i.filter(|&i| i < n) {
+                    if i == Some(usize::MAX) {
+                        let _ = ready_tx.send(());
+                    } else if let Some(i) = i.filter(|&i| i < n) {
                         tx.send((i, Instant::now())).unwrap();
                         got += 1;
                     }
@@ -99,6 +104,7 @@ fn measure(servers: &str, topic: &str, n: usize, mut send: impl FnMut(usize) -> 
             }
         })
     };
+    ready_rx.recv_timeout(Duration::from_secs(120)).expect("the consumer read the first message");
     let period = Duration::from_secs(1) / RATE;
     let start = Instant::now() + Duration::from_secs(1);
     let mut sent = vec![start; n];
