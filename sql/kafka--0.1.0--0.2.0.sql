@@ -357,6 +357,7 @@ CREATE  FUNCTION "worker_state"() RETURNS TABLE (
 	"running" bool,  /* bool */
 	"pid" INT,  /* Option < i32 > */
 	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"delivery" TEXT,  /* Option < & '_ str > */
 	"delivered" bigint,  /* i64 */
 	"dead_lettered" bigint,  /* i64 */
 	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
@@ -855,6 +856,7 @@ CREATE VIEW kafka.status AS
 SELECT w.running AS worker_running,
        w.pid AS worker_pid,
        w.started_at AS worker_started_at,
+       w.delivery,
        (SELECT coalesce(pg_catalog.sum(o.messages), 0) FROM kafka.outbox o)::bigint AS backlog,
        (SELECT pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(o.produced_at) FROM kafka.outbox o) AS oldest_age,
        w.delivered,

@@ -199,6 +199,7 @@ fn worker_state() -> TableIterator<
         name!(running, bool),
         name!(pid, Option<i32>),
         name!(started_at, Option<TimestampWithTimeZone>),
+        name!(delivery, Option<&'static str>),
         name!(delivered, i64),
         name!(dead_lettered, i64),
         name!(last_delivery_at, Option<TimestampWithTimeZone>),
@@ -210,7 +211,7 @@ fn worker_state() -> TableIterator<
     ),
 > {
     let idle = |why: Option<String>| {
-        TableIterator::once((false, None, None, 0, 0, None, why, None, None, None, None))
+        TableIterator::once((false, None, None, None, 0, 0, None, why, None, None, None, None))
     };
     if !shared::preloaded() {
         return idle(None);
@@ -234,6 +235,7 @@ fn worker_state() -> TableIterator<
         s.pid != 0,
         (s.pid != 0).then_some(s.pid),
         ts(s.started_at),
+        (s.pid != 0).then_some(if s.exactly_once { "exactly_once" } else { "at_least_once" }),
         s.delivered,
         s.dead_lettered,
         ts(s.last_delivery_at),

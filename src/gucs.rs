@@ -4,6 +4,7 @@
 //! are `SIGHUP` settings: the worker re-reads them on `pg_reload_conf()`.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::PostgresGucEnum;
 use std::ffi::CString;
 use std::time::Duration;
 
@@ -27,6 +28,23 @@ static MESSAGE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static DEAD_LETTER_AFTER: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// Size of kafka.outbox above which a session may not queue more (kB); 0: no limit.
 static MAX_BACKLOG_KB: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// At least once (the default) or exactly once (Kafka transactions).
+static DELIVERY: GucSetting<Delivery> = GucSetting::<Delivery>::new(Delivery::AtLeastOnce);
+/// The topic of position records in exactly-once mode.
+static POSITION_TOPIC: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"pg_kafka_positions"));
+
+/// `kafka.delivery`: how the worker delivers.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Delivery {
+    /// Idempotent producer; a crash between Kafka's acknowledgement and the worker's recording
+    /// sends a batch again.
+    #[name = c"at_least_once"]
+    AtLeastOnce,
+    /// Each batch is a Kafka transaction that also carries the worker's position.
+    #[name = c"exactly_once"]
+    ExactlyOnce,
+}
 
 /// Registers every setting; called once from `_PG_init`.
 pub fn init() {
@@ -97,6 +115,22 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_KB,
     );
+    GucRegistry::define_enum_guc(
+        c"kafka.delivery",
+        c"at_least_once, or exactly_once: each batch is a Kafka transaction (read_committed consumers see no duplicates).",
+        c"exactly_once needs brokers that host Kafka's transaction log; see the README.",
+        &DELIVERY,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"kafka.position_topic",
+        c"Compacted topic where the worker keeps its position in exactly_once mode.",
+        c"Created on first use (one partition, replicated like Kafka's transaction log).",
+        &POSITION_TOPIC,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     int(
         c"kafka.dead_letter_after",
         c"Failed attempts after which a message is dead-lettered while others are delivered (0: never).",
@@ -154,4 +188,12 @@ pub fn max_backlog_bytes() -> Option<i64> {
 /// None: retry for ever.
 pub fn dead_letter_after() -> Option<u32> {
     (DEAD_LETTER_AFTER.get() > 0).then(|| DEAD_LETTER_AFTER.get() as u32)
+}
+
+pub fn delivery() -> Delivery {
+    DELIVERY.get()
+}
+
+pub fn position_topic() -> String {
+    POSITION_TOPIC.get().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }

@@ -17,6 +17,7 @@ mod immediate;
 mod outbox;
 mod pack;
 mod pending;
+mod position;
 pub mod producer;
 mod record;
 mod relay;

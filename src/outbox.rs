@@ -408,6 +408,38 @@ pub fn finish(
     })
 }
 
+/// Deletes outbox rows (transaction id, pack id) that Kafka already holds, and the commit
+/// entries left with no row (exactly-once reconciliation, see `position`). Returns how many rows
+/// it deleted: 0 when PostgreSQL had recorded the delivery already.
+pub fn forget(rows: &[(i64, i64)]) -> Result<i64, KafkaError> {
+    let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not remove delivered rows: {e}"));
+    let xids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let ids: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    Spi::connect_mut(|client| {
+        let deleted = client
+            .update(
+                "DELETE FROM kafka.outbox o
+                  USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int8[])) AS r(xid, id)
+                  WHERE o.xid OPERATOR(pg_catalog.=) r.xid::pg_catalog.text::pg_catalog.xid8
+                    AND o.id OPERATOR(pg_catalog.=) r.id",
+                None,
+                &[xids.clone().into(), ids.into()],
+            )
+            .map_err(failed)?
+            .len() as i64;
+        client
+            .update(
+                "DELETE FROM kafka.outbox_commit c
+                  WHERE c.xid OPERATOR(pg_catalog.=) ANY($1::pg_catalog.int8[]::pg_catalog.text[]::pg_catalog.xid8[])
+                    AND NOT EXISTS (SELECT FROM kafka.outbox o WHERE o.xid OPERATOR(pg_catalog.=) c.xid)",
+                None,
+                &[xids.into()],
+            )
+            .map_err(failed)?;
+        Ok(deleted)
+    })
+}
+
 /// Headers as stored in `kafka.dead_letter`: `[["name", "value" or null], ...]`.
 pub fn headers_json(h: &Headers) -> serde_json::Value {
     serde_json::Value::Array(h.iter().map(|(n, v)| serde_json::json!([n, v])).collect())

@@ -89,7 +89,9 @@ pub const IMMEDIATE_TAG: usize = 1 << 62;
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+        // A transaction coordinator still loading its log after a broker start: librdkafka
+        // retries by itself, and it is no failure of delivery.
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) && !msg.contains("load in progress") {
             push_bounded(&self.events, format!("{fac}: {msg}"));
         }
     }
@@ -268,6 +270,28 @@ impl Producer {
                 stash.push((tag, r)); // another batch still in flight
             }
         }
+    }
+}
+
+/// Kafka transactions (`kafka.delivery = exactly_once`). Errors are librdkafka's text; after any
+/// of them but an abort that succeeded, the worker replaces the producer (a new one's
+/// `init_transactions` settles what the old one left open, and fences it).
+impl Producer {
+    pub fn init_transactions(&self, timeout: Duration) -> Result<(), String> {
+        self.inner.init_transactions(timeout).map_err(|e| e.to_string())
+    }
+
+    pub fn begin(&self) -> Result<(), String> {
+        self.inner.begin_transaction().map_err(|e| e.to_string())
+    }
+
+    /// Commits the open transaction: every message sent in it must have its report already.
+    pub fn commit(&self, timeout: Duration) -> Result<(), String> {
+        self.inner.commit_transaction(timeout).map_err(|e| e.to_string())
+    }
+
+    pub fn abort(&self, timeout: Duration) -> Result<(), String> {
+        self.inner.abort_transaction(timeout).map_err(|e| e.to_string())
     }
 }
 

@@ -41,6 +41,7 @@ fn move_out(ids: &[i64], error: &str) -> Result<i64, pgrx::spi::Error> {
                 Some((r.get::<i64>(1).ok()??, r.get::<i64>(2).ok()??, r.get::<Vec<u8>>(3).ok()??))
             })
             .collect();
+        let xids: Vec<i64> = packs.iter().map(|p| p.1).collect();
         let mut moved = 0;
         for (row, xid, payload) in packs {
             let Some(messages) = pack::unpack(row, &payload) else { continue };
@@ -113,7 +114,26 @@ fn move_out(ids: &[i64], error: &str) -> Result<i64, pgrx::spi::Error> {
                 }
             }
         }
+        // A transaction left with no message waiting leaves the commit order too.
+        client.update(
+            "DELETE FROM kafka.outbox_commit c
+              WHERE c.xid OPERATOR(pg_catalog.=) ANY($1::pg_catalog.int8[]::pg_catalog.text[]::pg_catalog.xid8[])
+                AND NOT EXISTS (SELECT FROM kafka.outbox o WHERE o.xid OPERATOR(pg_catalog.=) c.xid)",
+            None,
+            &[xids.into()],
+        )?;
         Ok(moved)
+    })
+}
+
+/// Moves messages that Kafka refused for good out of the queue, each with Kafka's error, in the
+/// worker (exactly-once mode: the Kafka transaction that carried them was aborted, and the
+/// others are sent again without them). Returns how many it moved.
+pub fn refused_by_kafka(messages: &[(i64, String)]) -> Result<i64, KafkaError> {
+    messages.iter().try_fold(0, |moved, (id, error)| {
+        move_out(&[*id], error).map(|n| moved + n).map_err(|e| {
+            KafkaError::Internal(format!("could not move refused messages to kafka.dead_letter: {e}"))
+        })
     })
 }
 

@@ -6,7 +6,9 @@ use crate::error::KafkaError;
 use crate::producer;
 
 /// Names pg_kafka sets itself (and their aliases), or that would break delivery.
-const RESERVED: &[&str] = &["bootstrap.servers", "metadata.broker.list", "delivery.report.only.error"];
+/// (`transactional.id`: the worker derives it from the database, for `kafka.delivery = exactly_once`.)
+const RESERVED: &[&str] =
+    &["bootstrap.servers", "metadata.broker.list", "delivery.report.only.error", "transactional.id"];
 
 /// Settings that librdkafka acts on as soon as they are set (it loads the named code).
 const LOADS_CODE: &[&str] = &["plugin.library.paths", "ssl.engine.location", "ssl.providers"];

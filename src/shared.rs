@@ -19,6 +19,8 @@ pub struct WorkerState {
     pub database: pgrx::pg_sys::Oid,
     /// When the current worker process started (TimestampTz), 0 when none.
     pub started_at: i64,
+    /// Whether the running worker delivers exactly once (`kafka.delivery`, as it applies it).
+    pub exactly_once: bool,
     /// Messages acknowledged by Kafka since the worker started.
     pub delivered: i64,
     /// Messages moved to kafka.dead_letter since the worker started.
@@ -47,6 +49,7 @@ impl WorkerState {
             pid: 0,
             database: pgrx::pg_sys::Oid::INVALID,
             started_at: 0,
+            exactly_once: false,
             delivered: 0,
             dead_lettered: 0,
             last_delivery_at: 0,

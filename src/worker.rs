@@ -16,12 +16,16 @@
 //! running when the extension does not exist (yet), reloads on SIGHUP, and exits with code 1 so
 //! that the postmaster restarts it (after `RESTART_AFTER`) whatever ended it.
 
+mod exactly_once;
+
 use crate::error::KafkaError;
+use crate::gucs::Delivery;
 use crate::outbox::{self, OutboxMessage, Round};
 use crate::producer::{base_config, Outcome, Producer, Record};
 use crate::{gucs, immediate, settings, shared, topic_stats};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
+use rdkafka::config::ClientConfig;
 use std::ffi::CString;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -79,16 +83,6 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = gucs::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    // The worker's commits only record deliveries: losing the last of them in a crash re-sends
-    // those messages (at least once), so they need not wait for the WAL flush (backends do).
-    unsafe {
-        pg_sys::SetConfigOption(
-            c"synchronous_commit".as_ptr(),
-            c"off".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-        )
-    };
     unsafe {
         pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(0));
         shared::publish_latch(pg_sys::MyLatch);
@@ -100,6 +94,7 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
         s.database = unsafe { pg_sys::MyDatabaseId };
         s.started_at = now();
     }
+    apply_delivery_mode();
     log!(
         "pg_kafka worker started: kafka.database={database} kafka.batch_size={} kafka.batch_bytes={} \
          kafka.poll_interval={}ms kafka.retry_backoff_max={}ms kafka.message_timeout={}ms",
@@ -109,6 +104,9 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
         gucs::retry_backoff_max().as_millis(),
         gucs::message_timeout_ms()
     );
+    if gucs::delivery() == Delivery::ExactlyOnce {
+        log!("pg_kafka worker: exactly-once delivery (kafka.position_topic={})", gucs::position_topic());
+    }
     // Only pg_catalog: nothing another role creates in the served database runs as the worker.
     // And the outbox is always read along its indexes, never scanned and sorted whole, which the
     // planner may pick when the statistics are those of an empty outbox (the usual state).
@@ -135,6 +133,27 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
     }
     .run();
     unsafe { pg_sys::proc_exit(1) };
+}
+
+/// At least once, the worker's commits only record deliveries: losing the last of them in a
+/// crash re-sends those messages, so they need not wait for the WAL flush (backends do). Exactly
+/// once, a Kafka transaction must be recorded durably before the next one begins (see
+/// `exactly_once`).
+fn apply_delivery_mode() {
+    shared::STATE.exclusive().exactly_once = gucs::delivery() == Delivery::ExactlyOnce;
+    let value = match gucs::delivery() {
+        Delivery::AtLeastOnce => c"off",
+        Delivery::ExactlyOnce => c"on",
+    };
+    // SAFETY: NUL-terminated literals; the worker's own session setting.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"synchronous_commit".as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        )
+    };
 }
 
 #[pg_guard]
@@ -177,6 +196,28 @@ struct Source {
 struct Connected {
     producer: Producer,
     source: Source,
+    /// With `kafka.delivery = exactly_once`: `producer` is transactional.
+    txn: Option<exactly_once::Txn>,
+}
+
+impl Connected {
+    /// Makes the producer `kafka.delivery` asks for (exactly once: also reconciles the outbox
+    /// with Kafka, so the caller must read the outbox again).
+    fn new(config: &ClientConfig, source: &Source) -> Result<Connected, String> {
+        let (producer, txn) = match gucs::delivery() {
+            Delivery::AtLeastOnce => (Producer::new(config)?, None),
+            Delivery::ExactlyOnce => {
+                let (producer, txn) = exactly_once::connect(config, &source.settings)?;
+                (producer, Some(txn))
+            }
+        };
+        Ok(Connected { producer, source: source.clone(), txn })
+    }
+
+    /// The producer of immediate sends.
+    fn immediate(&self) -> &Producer {
+        self.txn.as_ref().map_or(&self.producer, |t| &t.immediate)
+    }
 }
 
 struct Worker {
@@ -274,6 +315,7 @@ impl Worker {
                     return;
                 }
                 self.producer = None; // settings such as kafka.message_timeout apply to a new producer
+                apply_delivery_mode();
             }
             let since = pass_began.elapsed();
             pass_began = std::time::Instant::now();
@@ -281,7 +323,7 @@ impl Worker {
             if matches!(pass, Pass::More(..) | Pass::Idle) {
                 recovered();
             }
-            immediate::serve(self.producer.as_ref().map(|c| &c.producer), &self.no_producer);
+            immediate::serve(self.producer.as_ref().map(Connected::immediate), &self.no_producer);
             let wait = match pass {
                 _ if immediate::in_flight() => IMMEDIATE_POLL,
                 Pass::More(sent, txns) if sent < SMALL_BATCH && busy(txns, since) => gucs::linger(),
@@ -394,8 +436,16 @@ impl Worker {
                     Err(e) => unreadable = Some(e),
                 }
             }
-            match unreadable.map_or_else(|| Producer::new(&config), Err) {
-                Ok(producer) => self.producer = Some(Connected { producer, source: source.clone() }),
+            match unreadable.map_or_else(|| Connected::new(&config, source), Err) {
+                Ok(connected) => {
+                    let reconciled = connected.txn.is_some();
+                    self.producer = Some(connected);
+                    if reconciled {
+                        // The chunk was read before the outbox was reconciled with Kafka.
+                        self.log.restart();
+                        return Pass::More(0, 0);
+                    }
+                }
                 Err(e) => {
                     self.log.restart();
                     self.no_producer = format!("could not create the Kafka producer: {e}");
@@ -407,6 +457,25 @@ impl Worker {
         let connected = self.producer.as_ref().expect("producer was just created");
         if batch.is_empty() {
             return Pass::Idle;
+        }
+        if let Some(txn) = &connected.txn {
+            let sent = exactly_once::stream(&connected.producer, txn, batch, close_requests, &mut self.log);
+            return match sent {
+                exactly_once::Sent::Done(messages, txns) => Pass::More(messages, txns),
+                exactly_once::Sent::Again => {
+                    self.log.restart();
+                    Pass::More(0, 0)
+                }
+                exactly_once::Sent::Retry => {
+                    self.log.restart();
+                    Pass::Failed
+                }
+                exactly_once::Sent::Reconnect => {
+                    self.log.restart();
+                    self.producer = None;
+                    Pass::Failed
+                }
+            };
         }
         match stream(&connected.producer, batch, close_requests, &mut self.log) {
             Some(last) => Pass::More(last.0, last.1),

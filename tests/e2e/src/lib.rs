@@ -178,3 +178,58 @@ pub fn as_role(c: &mut Client, name: &str, grants: &[&str], f: impl FnOnce(&mut 
     f(c);
     c.batch_execute(&format!("RESET ROLE; DROP OWNED BY {name}; DROP ROLE {name}")).unwrap();
 }
+
+/// Reads every partition of `topic` on `servers` from the beginning, with `isolation.level`
+/// `isolation`, until at least `n` records have arrived and every partition is at its end (so
+/// a duplicate behind the `n`th record is seen too); panics after `patience`. Returns each
+/// record with its partition, in offset order per partition.
+pub fn read_all(
+    servers: &str,
+    topic: &str,
+    isolation: &str,
+    n: usize,
+    patience: Duration,
+) -> Vec<(i32, Record)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", format!("e2e-all-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
+    let deadline = Instant::now() + patience;
+    let partitions = loop {
+        let found = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).ok().and_then(|m| {
+            m.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len() as i32)
+        });
+        match found {
+            Some(p) if p > 0 => break p,
+            _ => assert!(Instant::now() < deadline, "topic {topic} did not appear"),
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut at_end = vec![false; partitions as usize];
+    let mut records = Vec::new();
+    while records.len() < n || at_end.iter().any(|e| !e) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {patience:?} waiting for {n} records of {topic}, got {}",
+            records.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                at_end[m.partition() as usize] = false;
+                let r = Record { key: m.key().map(<[u8]>::to_vec), payload: m.payload().map(<[u8]>::to_vec) };
+                records.push((m.partition(), r));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
+            _ => {}
+        }
+    }
+    records
+}
