@@ -89,9 +89,13 @@ pub const IMMEDIATE_TAG: usize = 1 << 62;
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        // A transaction coordinator still loading its log after a broker start: librdkafka
-        // retries by itself, and it is no failure of delivery.
-        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) && !msg.contains("load in progress") {
+        // A transaction coordinator still loading its log after a broker start, or busy settling
+        // a predecessor's transaction (GETPID): librdkafka retries by itself, and a failure that
+        // lasts comes back from `init_transactions`.
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32)
+            && !msg.contains("load in progress")
+            && fac != "GETPID"
+        {
             push_bounded(&self.events, format!("{fac}: {msg}"));
         }
     }
