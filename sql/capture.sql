@@ -14,6 +14,7 @@ CREATE TABLE kafka.capture_config (
     exclude_attnums int2[] NOT NULL DEFAULT '{}',
     emit_before boolean NOT NULL DEFAULT true,
     tombstones boolean NOT NULL DEFAULT true,
+    schemas boolean NOT NULL DEFAULT false,  -- events in Kafka Connect's {"schema", "payload"} form
     delete_after_queue boolean NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -68,7 +69,7 @@ $$;
 CREATE VIEW kafka.captures AS
 SELECT relid::regclass AS "table", kind, topic, kafka.capture_names(relid, key_attnums) AS key_columns,
        kafka.capture_names(relid, exclude_attnums) AS exclude_columns, emit_before, tombstones,
-       delete_after_queue, created_at
+       delete_after_queue, created_at, schemas
 FROM kafka.capture_config;
 
 -- Creates the triggers of a captured table (as the caller: PostgreSQL checks its privileges).
@@ -86,8 +87,8 @@ BEGIN
                        rel, cfg.topic, cfg.delete_after_queue);
         RETURN;
     END IF;
-    call := format('kafka.capture_changes(%L, %L, %L, %L, %L)', cfg.topic, array_to_string(cfg.key_attnums, ','),
-                   array_to_string(cfg.exclude_attnums, ','), cfg.emit_before, cfg.tombstones);
+    call := format('kafka.capture_changes(%L, %L, %L, %L, %L, %L)', cfg.topic, array_to_string(cfg.key_attnums, ','),
+                   array_to_string(cfg.exclude_attnums, ','), cfg.emit_before, cfg.tombstones, cfg.schemas);
     EXECUTE format('CREATE TRIGGER kafka_capture_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS kafka_new '
                    'FOR EACH STATEMENT EXECUTE FUNCTION %s', rel, call);
     EXECUTE format('CREATE TRIGGER kafka_capture_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS kafka_old '
@@ -133,7 +134,8 @@ CREATE FUNCTION kafka.capture(
     key_columns text[] DEFAULT NULL,
     exclude_columns text[] DEFAULT '{}',
     emit_before boolean DEFAULT true,
-    tombstones boolean DEFAULT true
+    tombstones boolean DEFAULT true,
+    schemas boolean DEFAULT false
 ) RETURNS kafka.captures
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -169,9 +171,10 @@ BEGIN
     END IF;
     topic := coalesce(topic, current_database() || '.' || nsp || '.' || c.relname);
     PERFORM kafka.check_topic(topic);
-    INSERT INTO kafka.capture_config (relid, table_name, kind, topic, key_attnums, exclude_attnums, emit_before, tombstones)
+    INSERT INTO kafka.capture_config (relid, table_name, kind, topic, key_attnums, exclude_attnums, emit_before,
+                                      tombstones, schemas)
     VALUES ("table", "table"::text, 'table', topic, kafka.capture_attnums("table", keys),
-            kafka.capture_attnums("table", exclude_columns), emit_before, tombstones);
+            kafka.capture_attnums("table", exclude_columns), emit_before, tombstones, schemas);
     PERFORM kafka.capture_triggers("table");
     SELECT * INTO result FROM kafka.captures k WHERE k."table" = capture."table";
     RETURN result;

@@ -127,7 +127,7 @@ GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.is_secret(t
 GRANT SELECT, INSERT, DELETE ON kafka.capture_config TO kafka_admin;
 GRANT SELECT ON kafka.captures, kafka.backfills TO kafka_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.backfill_progress TO kafka_admin;
-GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean), kafka.uncapture(regclass),
+GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean), kafka.uncapture(regclass),
                           kafka.capture_outbox(regclass, text, boolean), kafka.capture_triggers(oid),
                           kafka.capture_changes(), kafka.capture_attnums(oid, text[]), kafka.capture_names(oid, int2[]),
                           kafka.capture_outbox_relay(), kafka.check_topic(text), kafka.drop_capture_trigger(regclass, name),
@@ -138,6 +138,7 @@ GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean,
 GRANT EXECUTE ON PROCEDURE kafka.backfill(regclass, integer) TO kafka_admin;
 
 GRANT SELECT ON kafka.status, kafka.topics TO pg_monitor;
+GRANT SELECT ON kafka.producer_statistics TO kafka_admin, pg_monitor;
 GRANT SELECT ON kafka.topics TO kafka_admin;
 GRANT TRUNCATE ON kafka.topic_stats TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.worker_state() TO pg_monitor;
@@ -146,6 +147,7 @@ GRANT EXECUTE ON FUNCTION kafka.worker_state() TO pg_monitor;
 COMMENT ON TABLE kafka.broker IS 'Kafka brokers to bootstrap from (host, port); changes apply when they commit';
 COMMENT ON TABLE kafka.config IS 'librdkafka producer settings (name, value); secret values readable by superusers only';
 COMMENT ON TABLE kafka.outbox IS 'Committed messages waiting for Kafka''s acknowledgement, in packs; read it, do not write it';
+COMMENT ON TABLE kafka.producer_statistics IS 'librdkafka''s latest statistics (JSON) of each producer of the worker';
 COMMENT ON TABLE kafka.outbox_commit IS 'Commit order of the transactions whose packs wait in kafka.outbox';
 COMMENT ON TABLE kafka.dead_letter IS 'Messages Kafka refused for good, with the error; see kafka.requeue_dead_letters()';
 COMMENT ON TABLE kafka.topic_grants IS 'Optional: the topics each role may produce to (empty: any topic)';
@@ -168,7 +170,7 @@ COMMENT ON FUNCTION kafka.release() IS 'Lets a restored copy of a database deliv
 COMMENT ON FUNCTION kafka.requeue_dead_letters(bigint[], text) IS 'Moves dead letters back to the queue (all, or by ids and/or topic)';
 COMMENT ON FUNCTION kafka.dead_letter_waiting(bigint[], text) IS 'Moves given waiting messages out of the queue into kafka.dead_letter';
 COMMENT ON FUNCTION kafka.purge_dead_letters(bigint[], text) IS 'Deletes dead letters (all, or by ids and/or topic)';
-COMMENT ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean) IS 'Starts emitting Debezium-shaped change events of a table';
+COMMENT ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean) IS 'Starts emitting Debezium-shaped change events of a table';
 COMMENT ON FUNCTION kafka.capture_outbox(regclass, text, boolean) IS 'Relays a Debezium-style outbox table: each inserted row becomes a message';
 COMMENT ON FUNCTION kafka.uncapture(regclass) IS 'Stops capturing a table';
 COMMENT ON PROCEDURE kafka.backfill(regclass, integer) IS 'Emits a captured table''s current rows as snapshot events, chunk by chunk; resumable';

@@ -139,6 +139,15 @@ CREATE TABLE kafka.topic_stats (
     last_dead_letter_at timestamptz
 );
 
+-- librdkafka's statistics (statistics.interval.ms: 60 s unless kafka.config sets it), the latest
+-- document of each producer of the worker: 'delivery' and, with kafka.delivery = exactly_once,
+-- 'immediate'. Written by the worker only.
+CREATE TABLE kafka.producer_statistics (
+    producer text PRIMARY KEY,
+    updated_at timestamptz NOT NULL,
+    stats jsonb NOT NULL
+);
+
 -- Which roles may produce to which topics. Empty (the default): every role that may produce may
 -- produce to any topic. Once it has rows, a role other than a superuser may produce only to the
 -- topics granted to it or to a role it belongs to: `topic` is a topic name, or a prefix ending in
@@ -427,6 +436,7 @@ CREATE TABLE kafka.capture_config (
     exclude_attnums int2[] NOT NULL DEFAULT '{}',
     emit_before boolean NOT NULL DEFAULT true,
     tombstones boolean NOT NULL DEFAULT true,
+    schemas boolean NOT NULL DEFAULT false,  -- events in Kafka Connect's {"schema", "payload"} form
     delete_after_queue boolean NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -481,7 +491,7 @@ $$;
 CREATE VIEW kafka.captures AS
 SELECT relid::regclass AS "table", kind, topic, kafka.capture_names(relid, key_attnums) AS key_columns,
        kafka.capture_names(relid, exclude_attnums) AS exclude_columns, emit_before, tombstones,
-       delete_after_queue, created_at
+       delete_after_queue, created_at, schemas
 FROM kafka.capture_config;
 
 -- Creates the triggers of a captured table (as the caller: PostgreSQL checks its privileges).
@@ -499,8 +509,8 @@ BEGIN
                        rel, cfg.topic, cfg.delete_after_queue);
         RETURN;
     END IF;
-    call := format('kafka.capture_changes(%L, %L, %L, %L, %L)', cfg.topic, array_to_string(cfg.key_attnums, ','),
-                   array_to_string(cfg.exclude_attnums, ','), cfg.emit_before, cfg.tombstones);
+    call := format('kafka.capture_changes(%L, %L, %L, %L, %L, %L)', cfg.topic, array_to_string(cfg.key_attnums, ','),
+                   array_to_string(cfg.exclude_attnums, ','), cfg.emit_before, cfg.tombstones, cfg.schemas);
     EXECUTE format('CREATE TRIGGER kafka_capture_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS kafka_new '
                    'FOR EACH STATEMENT EXECUTE FUNCTION %s', rel, call);
     EXECUTE format('CREATE TRIGGER kafka_capture_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS kafka_old '
@@ -546,7 +556,8 @@ CREATE FUNCTION kafka.capture(
     key_columns text[] DEFAULT NULL,
     exclude_columns text[] DEFAULT '{}',
     emit_before boolean DEFAULT true,
-    tombstones boolean DEFAULT true
+    tombstones boolean DEFAULT true,
+    schemas boolean DEFAULT false
 ) RETURNS kafka.captures
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -582,9 +593,10 @@ BEGIN
     END IF;
     topic := coalesce(topic, current_database() || '.' || nsp || '.' || c.relname);
     PERFORM kafka.check_topic(topic);
-    INSERT INTO kafka.capture_config (relid, table_name, kind, topic, key_attnums, exclude_attnums, emit_before, tombstones)
+    INSERT INTO kafka.capture_config (relid, table_name, kind, topic, key_attnums, exclude_attnums, emit_before,
+                                      tombstones, schemas)
     VALUES ("table", "table"::text, 'table', topic, kafka.capture_attnums("table", keys),
-            kafka.capture_attnums("table", exclude_columns), emit_before, tombstones);
+            kafka.capture_attnums("table", exclude_columns), emit_before, tombstones, schemas);
     PERFORM kafka.capture_triggers("table");
     SELECT * INTO result FROM kafka.captures k WHERE k."table" = capture."table";
     RETURN result;
@@ -915,7 +927,7 @@ GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.is_secret(t
 GRANT SELECT, INSERT, DELETE ON kafka.capture_config TO kafka_admin;
 GRANT SELECT ON kafka.captures, kafka.backfills TO kafka_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.backfill_progress TO kafka_admin;
-GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean), kafka.uncapture(regclass),
+GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean), kafka.uncapture(regclass),
                           kafka.capture_outbox(regclass, text, boolean), kafka.capture_triggers(oid),
                           kafka.capture_changes(), kafka.capture_attnums(oid, text[]), kafka.capture_names(oid, int2[]),
                           kafka.capture_outbox_relay(), kafka.check_topic(text), kafka.drop_capture_trigger(regclass, name),
@@ -926,6 +938,7 @@ GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean,
 GRANT EXECUTE ON PROCEDURE kafka.backfill(regclass, integer) TO kafka_admin;
 
 GRANT SELECT ON kafka.status, kafka.topics TO pg_monitor;
+GRANT SELECT ON kafka.producer_statistics TO kafka_admin, pg_monitor;
 GRANT SELECT ON kafka.topics TO kafka_admin;
 GRANT TRUNCATE ON kafka.topic_stats TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.worker_state() TO pg_monitor;
@@ -934,6 +947,7 @@ GRANT EXECUTE ON FUNCTION kafka.worker_state() TO pg_monitor;
 COMMENT ON TABLE kafka.broker IS 'Kafka brokers to bootstrap from (host, port); changes apply when they commit';
 COMMENT ON TABLE kafka.config IS 'librdkafka producer settings (name, value); secret values readable by superusers only';
 COMMENT ON TABLE kafka.outbox IS 'Committed messages waiting for Kafka''s acknowledgement, in packs; read it, do not write it';
+COMMENT ON TABLE kafka.producer_statistics IS 'librdkafka''s latest statistics (JSON) of each producer of the worker';
 COMMENT ON TABLE kafka.outbox_commit IS 'Commit order of the transactions whose packs wait in kafka.outbox';
 COMMENT ON TABLE kafka.dead_letter IS 'Messages Kafka refused for good, with the error; see kafka.requeue_dead_letters()';
 COMMENT ON TABLE kafka.topic_grants IS 'Optional: the topics each role may produce to (empty: any topic)';
@@ -956,7 +970,7 @@ COMMENT ON FUNCTION kafka.release() IS 'Lets a restored copy of a database deliv
 COMMENT ON FUNCTION kafka.requeue_dead_letters(bigint[], text) IS 'Moves dead letters back to the queue (all, or by ids and/or topic)';
 COMMENT ON FUNCTION kafka.dead_letter_waiting(bigint[], text) IS 'Moves given waiting messages out of the queue into kafka.dead_letter';
 COMMENT ON FUNCTION kafka.purge_dead_letters(bigint[], text) IS 'Deletes dead letters (all, or by ids and/or topic)';
-COMMENT ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean) IS 'Starts emitting Debezium-shaped change events of a table';
+COMMENT ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean) IS 'Starts emitting Debezium-shaped change events of a table';
 COMMENT ON FUNCTION kafka.capture_outbox(regclass, text, boolean) IS 'Relays a Debezium-style outbox table: each inserted row becomes a message';
 COMMENT ON FUNCTION kafka.uncapture(regclass) IS 'Stops capturing a table';
 COMMENT ON PROCEDURE kafka.backfill(regclass, integer) IS 'Emits a captured table''s current rows as snapshot events, chunk by chunk; resumable';

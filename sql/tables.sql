@@ -78,6 +78,15 @@ CREATE TABLE kafka.topic_stats (
     last_dead_letter_at timestamptz
 );
 
+-- librdkafka's statistics (statistics.interval.ms: 60 s unless kafka.config sets it), the latest
+-- document of each producer of the worker: 'delivery' and, with kafka.delivery = exactly_once,
+-- 'immediate'. Written by the worker only.
+CREATE TABLE kafka.producer_statistics (
+    producer text PRIMARY KEY,
+    updated_at timestamptz NOT NULL,
+    stats jsonb NOT NULL
+);
+
 -- Which roles may produce to which topics. Empty (the default): every role that may produce may
 -- produce to any topic. Once it has rows, a role other than a superuser may produce only to the
 -- topics granted to it or to a role it belongs to: `topic` is a topic name, or a prefix ending in

@@ -4,11 +4,12 @@
 //! messages (`pending`), so they reach Kafka if and only if the transaction commits, in order.
 //!
 //! What to capture is in the trigger's arguments, set by `kafka.capture()` (sql/capture.sql):
-//! topic, key attribute numbers, excluded attribute numbers, emit_before, tombstones. Attribute
+//! topic, key attribute numbers, excluded attribute numbers, emit_before, tombstones, schemas. Attribute
 //! numbers survive column renames; new and dropped columns are picked up at the next statement
 //! (`capture_plan`).
 
 use crate::capture_plan::{self, Options, Plan};
+use crate::connect_schema;
 use crate::error::KafkaError;
 use crate::pack::Parts;
 use crate::pending;
@@ -62,6 +63,9 @@ impl Events {
         v.push(op);
         let us = self.now_us;
         let _ = write!(v, "\",\"ts_ms\":{},\"ts_us\":{us},\"ts_ns\":{}}}", us.div_euclid(1000), us * 1000);
+        if let Some(s) = &self.plan.schemas {
+            v = connect_schema::wrap(&s.value, &v);
+        }
         let headers = header.map(|(name, value)| [(name.to_owned(), Some(value.to_owned()))]);
         self.queue_with(key, Some(v), headers.as_ref().map(|h| &h[..]));
     }
@@ -76,9 +80,13 @@ impl Events {
         value: Option<String>,
         headers: Option<&[(String, Option<String>)]>,
     ) {
+        let key = match (&self.plan.schemas, key) {
+            (Some(s), Some(k)) => Some(connect_schema::wrap(&s.key, k)),
+            (_, k) => k.map(str::to_owned),
+        };
         pending::push(&Parts {
             topic: &self.plan.opts.topic,
-            key: key.map(str::as_bytes),
+            key: key.as_deref().map(str::as_bytes),
             payload: value.as_deref().map(str::as_bytes),
             headers,
             ..Default::default()
@@ -205,7 +213,7 @@ pub(crate) fn check_trigger(
 fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
     let options = Spi::get_two_with_args::<Vec<String>, bool>(
         "SELECT ARRAY[topic, array_to_string(key_attnums, ','), array_to_string(exclude_attnums, ','),
-                      emit_before::text, tombstones::text],
+                      emit_before::text, tombstones::text, schemas::text],
                 pg_catalog.has_table_privilege(relid, 'SELECT') AND pg_catalog.has_table_privilege(relid, 'TRIGGER')
            FROM kafka.capture_config WHERE relid = $1 AND kind = 'table'",
         &[rel.into()],

@@ -4,6 +4,7 @@
 //! ALTER TABLE, a new `kafka.capture()`, a renamed schema, a VACUUM's new statistics...), so that a
 //! one-row statement does no catalog lookups.
 
+use crate::connect_schema::Schemas;
 use crate::debezium::{string, RowEnc};
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
@@ -19,22 +20,26 @@ pub struct Options {
     pub exclude: Vec<i16>,
     pub emit_before: bool,
     pub tombstones: bool,
+    /// Events in Kafka Connect's `{"schema":…,"payload":…}` form.
+    pub schemas: bool,
 }
 
 impl Options {
     pub fn from_args(args: &[String]) -> Options {
         let attnums =
             |s: &str| s.split(',').filter(|a| !a.is_empty()).filter_map(|a| a.parse().ok()).collect();
+        // Triggers made before the `schemas` option have 5 arguments.
         match args {
-            [topic, key, exclude, before, tombstones] => Options {
+            [topic, key, exclude, before, tombstones, rest @ ..] if rest.len() <= 1 => Options {
                 topic: topic.clone(),
                 key: attnums(key),
                 exclude: attnums(exclude),
                 emit_before: flag(before),
                 tombstones: flag(tombstones),
+                schemas: rest.first().is_some_and(|s| flag(s)),
             },
             _ => crate::error::KafkaError::BadTrigger(
-                "kafka.capture_changes() takes 5 trigger arguments".into(),
+                "kafka.capture_changes() takes 6 trigger arguments".into(),
             )
             .raise(),
         }
@@ -50,6 +55,8 @@ pub struct Plan {
     pub opts: Options,
     pub key: RowEnc,
     pub row: RowEnc,
+    /// With the `schemas` option: the schemas of keys and values.
+    pub schemas: Option<Schemas>,
     /// JSON strings of the names, for the `source` block.
     pub db: String,
     pub schema: String,
@@ -68,6 +75,9 @@ impl Plan {
             Plan {
                 key: RowEnc::new(desc, |a| opts.key.contains(&a)),
                 row: RowEnc::new(desc, |a| !opts.exclude.contains(&a)),
+                schemas: opts.schemas.then(|| {
+                    Schemas::new(desc, |a| opts.key.contains(&a), |a| !opts.exclude.contains(&a), &opts.topic)
+                }),
                 opts,
                 db: json(CStr::from_ptr(pg_sys::get_database_name(pg_sys::MyDatabaseId))),
                 schema: json(CStr::from_ptr(pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace))),

@@ -166,6 +166,7 @@ pub fn installed() -> bool {
             // this version's tables: with an older version's SQL, wait for ALTER EXTENSION UPDATE
             && pg_sys::get_relname_relid(c"outbox_commit".as_ptr(), nsp) != pg_sys::InvalidOid
             && pg_sys::get_relname_relid(c"home".as_ptr(), nsp) != pg_sys::InvalidOid
+            && pg_sys::get_relname_relid(c"producer_statistics".as_ptr(), nsp) != pg_sys::InvalidOid
     }
 }
 

@@ -103,7 +103,8 @@ fn reader_config(producer: &ClientConfig) -> ClientConfig {
             || name.starts_with("message.send")
             || name.starts_with("retries")
             || name.contains("partitioner")
-            || name.starts_with("sticky");
+            || name.starts_with("sticky")
+            || name == "statistics.interval.ms";
         if !producer_only {
             c.set(name, value);
         }

@@ -55,6 +55,7 @@ pub fn base_config(bootstrap_servers: &str, message_timeout_ms: i32) -> ClientCo
         .set("linger.ms", "1")
         .set("message.timeout.ms", message_timeout_ms.to_string())
         .set("log.connection.close", "false")
+        .set("statistics.interval.ms", "60000") // kafka.producer_statistics; kafka.config may change it
         .set_log_level(RDKafkaLogLevel::Warning);
     c
 }
@@ -76,6 +77,8 @@ pub struct Context {
     reports: Mutex<Vec<(usize, Report)>>,
     immediate: Mutex<Vec<(usize, Report)>>,
     events: Mutex<Vec<String>>,
+    /// librdkafka's latest statistics (JSON), not yet taken.
+    statistics: Mutex<Option<Vec<u8>>>,
 }
 
 /// A delivery report: the partition and offset Kafka stored the record at, or the error.
@@ -102,6 +105,10 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         push_bounded(&self.events, format!("{error}: {reason}"));
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        *self.statistics.lock().unwrap_or_else(|p| p.into_inner()) = Some(statistics.to_vec());
     }
 }
 
@@ -164,6 +171,11 @@ impl Producer {
     /// Errors and warnings librdkafka reported since the last call (connection refused, auth...).
     pub fn take_events(&self) -> Vec<String> {
         std::mem::take(&mut *self.inner.context().events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// librdkafka's statistics emitted since the last call (the latest only).
+    pub fn take_statistics(&self) -> Option<Vec<u8>> {
+        self.inner.context().statistics.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// A fatal error of the idempotent producer: this producer must be replaced.

@@ -22,7 +22,7 @@ use crate::error::KafkaError;
 use crate::gucs::Delivery;
 use crate::outbox::{self, OutboxMessage, Round};
 use crate::producer::{base_config, Outcome, Producer, Record};
-use crate::{gucs, immediate, settings, shared, topic_stats};
+use crate::{gucs, immediate, settings, shared, statistics, topic_stats};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
 use rdkafka::config::ClientConfig;
@@ -324,6 +324,7 @@ impl Worker {
                 recovered();
             }
             immediate::serve(self.producer.as_ref().map(Connected::immediate), &self.no_producer);
+            self.save_statistics();
             let wait = match pass {
                 _ if immediate::in_flight() => IMMEDIATE_POLL,
                 Pass::More(sent, txns) if sent < SMALL_BATCH && busy(txns, since) => gucs::linger(),
@@ -349,6 +350,18 @@ impl Worker {
                 }
             } else {
                 pg_sys::check_for_interrupts!();
+            }
+        }
+    }
+
+    /// Keeps librdkafka's latest statistics of each producer in `kafka.producer_statistics`.
+    fn save_statistics(&self) {
+        let Some(c) = &self.producer else { return };
+        let immediate = c.txn.as_ref().map(|t| ("immediate", &t.immediate));
+        for (name, producer) in std::iter::once(("delivery", &c.producer)).chain(immediate) {
+            let Some(json) = producer.take_statistics() else { continue };
+            if let Err(e) = BackgroundWorker::transaction(|| statistics::save(name, &json)) {
+                warning!("pg_kafka: {e}");
             }
         }
     }

@@ -13,9 +13,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 const SESSIONS: u32 = 3;
 const PER_TRANSACTION: u32 = 20;
+const PACE: Duration = Duration::from_millis(20);
 
 fn cluster_servers() -> String {
     std::env::var("KAFKA_CLUSTER_SERVERS").expect("KAFKA_CLUSTER_SERVERS is not set: run scripts/test")
+}
+
+/// A connection that leaves `kafka.broker` alone (`pg()` would add the single broker back, and a
+/// producer bootstrapped from two clusters would write to either).
+fn db() -> Client {
+    connect_to(&std::env::var("PGDATABASE").unwrap())
 }
 
 /// Points pg_kafka at the cluster in exactly-once mode; back to the single broker at the end.
@@ -62,7 +69,7 @@ fn session_load(topic: String, session: u32, stop: Arc<AtomicBool>) {
     let mut c: Option<Client> = None;
     while !stop.load(Ordering::Relaxed) {
         let Some(client) = c.as_mut() else {
-            match std::panic::catch_unwind(|| connect_to(&std::env::var("PGDATABASE").unwrap())) {
+            match std::panic::catch_unwind(db) {
                 Ok(mut client) => {
                     let last: Option<i32> = client
                         .query_one(
@@ -101,6 +108,7 @@ fn session_load(topic: String, session: u32, stop: Arc<AtomicBool>) {
             Ok(()) => seq = next,
             Err(_) => c = None, // a crash: reconnect and read back what committed
         }
+        std::thread::sleep(PACE); // pacing of the load (some 50 transactions per second per session)
     }
 }
 
@@ -109,7 +117,7 @@ fn delivering_after(since: SystemTime, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let done = std::panic::catch_unwind(|| {
-            let mut c = pg();
+            let mut c = db();
             let r = c.query_one("SELECT last_delivery_at FROM kafka.status", &[]).unwrap();
             r.get::<_, Option<SystemTime>>(0).is_some_and(|t| t > since)
         });
@@ -122,9 +130,23 @@ fn delivering_after(since: SystemTime, what: &str) {
 }
 
 fn worker_pid() -> i32 {
-    let mut c = pg();
+    let mut c = db();
     wait_until("the worker to run", || status(&mut c).pid.is_some());
     status(&mut c).pid.unwrap()
+}
+
+/// The node that leads partition 0 of `topic` (after a restart the metadata may not name one yet).
+fn leader_of(topic: &str) -> String {
+    let mut leader = String::new();
+    wait_until(&format!("a leader of {topic}"), || {
+        let out = std::process::Command::new(std::env::var("PG_KAFKA_STACK").unwrap())
+            .args(["cluster", "leader", topic, "0"])
+            .output()
+            .unwrap();
+        leader = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        out.status.success() && !leader.is_empty()
+    });
+    leader
 }
 
 fn faults(topic: &str) {
@@ -140,11 +162,7 @@ fn faults(topic: &str) {
     stack(&["up", "pg"]);
     delivering_after(at, "PostgreSQL crashed");
 
-    let leader = std::process::Command::new(std::env::var("PG_KAFKA_STACK").unwrap())
-        .args(["cluster", "leader", topic, "0"])
-        .output()
-        .unwrap();
-    let leader = String::from_utf8(leader.stdout).unwrap().trim().to_owned();
+    let leader = leader_of(topic);
     let at = now();
     stack(&["cluster", "kill", &leader]);
     delivering_after(at, "the partition leader was killed");
@@ -165,7 +183,7 @@ fn faults(topic: &str) {
 
 /// What the consumer must find: for each session, the messages of its committed transactions.
 fn committed(topic: &str) -> BTreeSet<String> {
-    let mut c = pg();
+    let mut c = db();
     let rows = c.query("SELECT session, seq FROM e2e_committed WHERE topic = $1", &[&topic]).unwrap();
     rows.iter()
         .flat_map(|r| {
@@ -187,7 +205,7 @@ fn one_round() {
     faults(&topic);
     stop.store(true, Ordering::Relaxed);
     load.into_iter().for_each(|h| h.join().unwrap());
-    let mut c = pg();
+    let mut c = db();
     wait_until("the outbox to drain", || status(&mut c).backlog == 0);
 
     let want = committed(&topic);

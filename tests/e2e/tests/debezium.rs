@@ -1,7 +1,8 @@
 //! Capture events compared, field by field, with the records Debezium 3.6.1 produced for the same
-//! statements (tests/e2e/reference/debezium-3.6.1: types.sql and events-json.jsonl). Ignored: the
-//! fields that differ from run to run by nature (times, transaction id, LSN and sequence,
-//! connector name and version, database name), as that reference's README lists them.
+//! statements (tests/e2e/reference/debezium-3.6.1: types.sql, events-json.jsonl and, with Kafka
+//! Connect schemas, events-json-schemas.jsonl). Ignored: the fields that differ from run to run by
+//! nature (times, transaction id, LSN and sequence, connector name and version, database name), as
+//! that reference's README lists them.
 
 use pg_kafka_e2e::*;
 use serde_json::{json, Value};
@@ -28,36 +29,77 @@ fn comparable(mut v: Value) -> Value {
     v
 }
 
-#[test]
-fn events_match_debeziums_for_every_type() {
+/// Runs the reference's statements on a table captured with `options` on `topic`; returns the
+/// records (key, value) as JSON.
+fn captured_reference_run(topic: &str, options: &str, n: usize) -> Vec<(Value, Option<Value>)> {
     let mut c = pg();
-    let t = topic("debezium_types");
     let sql = reference("types.sql");
     let (ddl, dml) = sql.split_at(sql.find("INSERT INTO public.types").expect("types.sql has an INSERT"));
     c.batch_execute(ddl).unwrap();
-    c.execute("SELECT kafka.capture('public.types', topic => $1)", &[&t]).unwrap();
+    c.execute(&format!("SELECT kafka.capture('public.types', topic => $1{options})"), &[&topic]).unwrap();
     for statement in dml.split(";\n").map(str::trim).filter(|s| !s.is_empty() && !s.starts_with("--")) {
         c.batch_execute(statement).unwrap(); // each its own transaction, as in the reference run
     }
-    let expected: Vec<Value> =
-        reference("events-json.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let mut r = TopicReader::new(&t);
-    assert_eq!(expected.len(), 4, "insert, update, delete and its tombstone");
-    let got = r.read_at_least(expected.len()).to_vec();
-    for (i, (want, record)) in expected.iter().zip(&got).enumerate() {
-        let key: Value = serde_json::from_slice(record.key.as_deref().unwrap()).unwrap();
-        assert_eq!(key, want["key"], "record {i}: key");
-        let value = record.payload.as_deref().map(|p| serde_json::from_slice::<Value>(p).unwrap());
-        let want_value = (!want["value"].is_null()).then(|| comparable(want["value"].clone()));
-        let got_value = value.map(comparable);
-        if got_value != want_value {
-            let (g, w) = (got_value.unwrap_or(json!(null)), want_value.unwrap_or(json!(null)));
-            for part in ["before", "after", "source", "op", "transaction"] {
-                assert_eq!(g[part], w[part], "record {i}: {part}");
-            }
-            assert_eq!(g, w, "record {i}");
-        }
-    }
+    let got = TopicReader::new(topic).read_at_least(n).to_vec();
     c.batch_execute("SELECT kafka.uncapture('public.types'); DROP TABLE public.types; DROP TYPE public.mood")
         .unwrap();
+    got.iter()
+        .map(|r| {
+            let key: Value = serde_json::from_slice(r.key.as_deref().unwrap()).unwrap();
+            (key, r.payload.as_deref().map(|p| serde_json::from_slice::<Value>(p).unwrap()))
+        })
+        .collect()
+}
+
+/// Compares two event values (Debezium envelopes) part by part, then whole.
+fn assert_same_event(i: usize, got: Option<Value>, want: &Value) {
+    let want_value = (!want.is_null()).then(|| comparable(want.clone()));
+    let got_value = got.map(comparable);
+    if got_value != want_value {
+        let (g, w) = (got_value.unwrap_or(json!(null)), want_value.unwrap_or(json!(null)));
+        for part in ["before", "after", "source", "op", "transaction"] {
+            assert_eq!(g[part], w[part], "record {i}: {part}");
+        }
+        assert_eq!(g, w, "record {i}");
+    }
+}
+
+#[test]
+fn events_match_debeziums_for_every_type() {
+    let t = topic("debezium_types");
+    let expected: Vec<Value> =
+        reference("events-json.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(expected.len(), 4, "insert, update, delete and its tombstone");
+    let got = captured_reference_run(&t, "", expected.len());
+    for (i, (want, (key, value))) in expected.iter().zip(got).enumerate() {
+        assert_eq!(key, want["key"], "record {i}: key");
+        assert_same_event(i, value, &want["value"]);
+    }
+}
+
+/// With `schemas => true`, keys and values carry Kafka Connect schemas, as JsonConverter writes
+/// them with `schemas.enable=true`: Connect sinks (the JDBC sink) can read the events. Debezium
+/// names the schemas after the topic (`dbz.public.types.Key`, `.Value`, `.Envelope`); so does
+/// pg_kafka, so the reference's names are compared with this test's topic in place.
+#[test]
+fn events_with_schemas_match_debeziums_for_every_type() {
+    let t = topic("debezium_schemas");
+    let expected: Vec<Value> = reference("events-json-schemas.jsonl")
+        .replace("dbz.public.types", &t)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(expected.len(), 4, "insert, update, delete and its tombstone");
+    let got = captured_reference_run(&t, ", schemas => true", expected.len());
+    for (i, (want, (key, value))) in expected.iter().zip(got).enumerate() {
+        assert_eq!(key, want["key"], "record {i}: key with its schema");
+        let want = &want["value"];
+        if want.is_null() {
+            assert_eq!(value, None, "record {i}: a tombstone");
+            continue;
+        }
+        let value = value.unwrap_or_else(|| panic!("record {i}: a value"));
+        assert_eq!(value["schema"], want["schema"], "record {i}: schema");
+        assert_same_event(i, Some(value["payload"].clone()), &want["payload"]);
+    }
 }

@@ -208,3 +208,31 @@ fn per_topic_figures_count_deliveries_and_dead_letters() {
         .get(0);
     assert!(monitor_reads);
 }
+
+/// librdkafka's own statistics are readable from SQL: the latest document of the worker's
+/// producer, refreshed every `statistics.interval.ms` (set in `kafka.config`).
+#[test]
+fn librdkafka_statistics_are_readable_from_sql() {
+    let mut c = pg();
+    let t = topic("statistics");
+    c.batch_execute("INSERT INTO kafka.config VALUES ('statistics.interval.ms', '500')").unwrap();
+    c.execute("SELECT kafka.produce($1, 'counted')", &[&t]).unwrap();
+    TopicReader::new(&t).read_at_least(1);
+    wait_until("statistics that count the topic's message", || {
+        c.query_one(
+            "SELECT coalesce((stats->'topics'->$1->'partitions'->'0'->>'txmsgs')::int, 0) >= 1
+                AND stats->>'type' = 'producer' AND jsonb_typeof(stats->'brokers') = 'object'
+                AND updated_at > now() - interval '1 minute'
+               FROM kafka.producer_statistics WHERE producer = 'delivery'
+             UNION ALL SELECT false LIMIT 1",
+            &[&t],
+        )
+        .unwrap()
+        .get(0)
+    });
+    // Readable by monitoring roles, not by everyone.
+    let (code, _) =
+        error_of(&mut c, "SET ROLE kafka_producer; SELECT count(*) FROM kafka.producer_statistics");
+    assert_eq!(code, "42501");
+    c.batch_execute("RESET ROLE; DELETE FROM kafka.config WHERE name = 'statistics.interval.ms'").unwrap();
+}

@@ -141,3 +141,35 @@ fn immediate_sends_and_transactional_ones_both_work() {
     let seen = read_all(&bootstrap_servers(), &t, "read_committed", 3, Duration::from_secs(60));
     assert_eq!(texts(&seen), ["now", "at commit", "last"]);
 }
+
+#[test]
+fn captured_changes_arrive_once_and_in_order() {
+    let _mode = ExactlyOnce::on();
+    let mut c = pg();
+    let t = topic("eos_capture");
+    c.batch_execute(
+        "DROP TABLE IF EXISTS eos_captured; CREATE TABLE eos_captured (id int PRIMARY KEY, v text)",
+    )
+    .unwrap();
+    c.execute("SELECT kafka.capture('eos_captured', topic => $1)", &[&t]).unwrap();
+    c.batch_execute("INSERT INTO eos_captured SELECT i, 'a' FROM generate_series(1, 100) i").unwrap();
+    c.batch_execute("UPDATE eos_captured SET v = 'b'").unwrap();
+    c.batch_execute("DELETE FROM eos_captured WHERE id <= 50").unwrap();
+    let seen = read_all(&bootstrap_servers(), &t, "read_committed", 300, PATIENCE);
+    let ops: Vec<String> = seen
+        .iter()
+        .map(|(_, r)| match r.text() {
+            None => "tombstone".to_owned(),
+            Some(v) => {
+                serde_json::from_str::<serde_json::Value>(&v).unwrap()["op"].as_str().unwrap().to_owned()
+            }
+        })
+        .collect();
+    let mut want = vec!["c".to_owned(); 100];
+    want.extend(vec!["u".to_owned(); 100]);
+    for _ in 0..50 {
+        want.extend(["d".to_owned(), "tombstone".to_owned()]);
+    }
+    assert_eq!(ops, want, "each event once, in commit order");
+    c.batch_execute("SELECT kafka.uncapture('eos_captured'); DROP TABLE eos_captured").unwrap();
+}
