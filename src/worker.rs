@@ -6,7 +6,9 @@
 //! held back by the network), then record the outcome in a second transaction: delivered rows
 //! are deleted, refused ones moved to `kafka.dead_letter`, the rest stay for the next pass.
 //! While a chunk is in flight the next one is read, and it is sent before the first is recorded
-//! ([`stream`]); it is sent only if the first needs no retry. After any failure the worker reads
+//! (`deliver`); it is sent only if the first needs no retry. Where the worker is in the log of
+//! commits is `log`'s; with `kafka.delivery = exactly_once`, `exactly_once` makes each pass a
+//! Kafka transaction. After any failure the worker reads
 //! the outbox again from its start, so what follows a failed message is sent again after it,
 //! never before it. A crash between Kafka's acknowledgement and that commit reaching disk (the
 //! worker commits asynchronously: within `wal_writer_delay` × 3) re-sends the chunk (at least once).
@@ -16,13 +18,17 @@
 //! running when the extension does not exist (yet), reloads on SIGHUP, and exits with code 1 so
 //! that the postmaster restarts it (after `RESTART_AFTER`) whatever ended it.
 
+mod deliver;
 mod exactly_once;
+mod log;
 
 use crate::error::KafkaError;
 use crate::gucs::Delivery;
-use crate::outbox::{self, OutboxMessage, Round};
-use crate::producer::{base_config, Outcome, Producer, Record};
-use crate::{gucs, immediate, settings, shared, statistics, topic_stats};
+use crate::outbox;
+use crate::producer::{base_config, Producer};
+use crate::{gucs, immediate, settings, shared, statistics};
+use deliver::stream;
+use log::Log;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
 use rdkafka::config::ClientConfig;
@@ -236,74 +242,6 @@ struct Worker {
     last_truncate: Option<std::time::Instant>,
 }
 
-/// The worker's place in the log of commits: the round being read, and where the last one ended.
-#[derive(Default)]
-struct Log {
-    /// Where the last finished round ended (None: read everything from the start).
-    after: Option<String>,
-    round: Option<Round>,
-    /// Kafka refused a whole record batch: send the next messages one by one, to find the one
-    /// that is bad and let the others through.
-    isolate: bool,
-    /// Failed attempts of messages (by id) in chunks where other messages were delivered, for
-    /// `kafka.dead_letter_after`. Kept across restarts of the log, not of the worker.
-    attempts: std::collections::HashMap<i64, u32>,
-}
-
-impl Log {
-    /// The next chunk in commit order, or an empty one when nothing more has committed. Runs
-    /// inside a transaction.
-    fn next_chunk(&mut self) -> Result<Vec<OutboxMessage>, KafkaError> {
-        loop {
-            let fresh = self.round.is_none();
-            if fresh {
-                self.round = Some(Round::start(self.after.clone())?);
-            }
-            let round = self.round.as_mut().expect("a round was just started");
-            let chunk = outbox::read_chunk(round, gucs::batch_size(), gucs::batch_bytes())?;
-            if !chunk.is_empty() {
-                return Ok(chunk);
-            }
-            self.after = self.round.take().map(|r| r.upto);
-            if fresh {
-                return Ok(chunk);
-            }
-        }
-    }
-
-    /// After a failure: read the outbox again from its start (what was sent and not recorded
-    /// is sent again, in order).
-    fn restart(&mut self) {
-        let (isolate, attempts) = (self.isolate, std::mem::take(&mut self.attempts));
-        *self = Log { isolate, attempts, ..Log::default() };
-    }
-
-    /// With `kafka.dead_letter_after`, a message that failed that many times while Kafka took
-    /// other messages of the same chunk is refused for good (dead-lettered) instead of retried:
-    /// the one message that Kafka keeps failing does not hold the queue back for ever. While
-    /// Kafka takes nothing (an outage), nothing counts.
-    fn give_up_on_stuck(&mut self, limit: Option<u32>, batch: &[OutboxMessage], outcomes: &mut [Outcome]) {
-        let Some(limit) = limit else { return };
-        if !outcomes.iter().any(|o| matches!(o, Outcome::Delivered)) {
-            return;
-        }
-        if self.attempts.len() > 100_000 {
-            self.attempts.clear(); // bounded memory; counts start again
-        }
-        for (m, o) in batch.iter().zip(outcomes.iter_mut()) {
-            let Outcome::Retry(e) = o else { continue };
-            let n = self.attempts.entry(m.id).or_default();
-            *n += 1;
-            if *n >= limit {
-                *o = Outcome::Refused(format!(
-                    "{e} (failed {n} times while Kafka took other messages: kafka.dead_letter_after)"
-                ));
-                self.attempts.remove(&m.id);
-            }
-        }
-    }
-}
-
 impl Worker {
     fn run(&mut self) {
         let mut pass_began = std::time::Instant::now();
@@ -500,223 +438,6 @@ impl Worker {
     }
 }
 
-/// Most chunks handed to librdkafka whose reports are not all in: the next chunks are read and
-/// sent while the first ones are acknowledged, so the connection never idles between chunks.
-const IN_FLIGHT: usize = 4;
-
-/// Sends `first` and the chunks after it, up to [`IN_FLIGHT`] at a time, and records each one
-/// in order once all its reports are in. librdkafka's idempotent producer keeps every partition
-/// in order across chunks; if a message must be retried, it and everything sent after it stay
-/// in the outbox and are sent again after it, so nothing overtakes a message that failed.
-/// Returns the size of the last chunk (messages, transactions), or None if some messages must
-/// be retried (the caller then restarts the log).
-fn stream(
-    producer: &Producer,
-    first: Vec<OutboxMessage>,
-    close_requests: u64,
-    log: &mut Log,
-) -> Option<(usize, usize)> {
-    // Every poll also serves immediate sends, so they never wait behind a batch.
-    let mut stop = || {
-        immediate::serve(Some(producer), "");
-        // Show what librdkafka says (refused connection, failed authentication) while we wait.
-        if let Some(event) = producer.take_events().pop() {
-            record_error(&event);
-        }
-        shutdown_requested() || shared::close_requests() != close_requests
-    };
-    activity(&format!("delivering {} messages", first.len()));
-    if std::mem::take(&mut log.isolate) {
-        let outcomes = send_isolated(producer, &first, &mut stop);
-        let recorded = record(&first, &outcomes, false, log);
-        return recorded.then_some((first.len(), transactions(&first)));
-    }
-    let mut in_flight = std::collections::VecDeque::new();
-    let sent = producer.send_batch(&records_of(&first), &mut stop);
-    in_flight.push_back((first, sent));
-    let mut failed = false;
-    let mut last = (0, 0);
-    while let Some((chunk, sent)) = in_flight.pop_front() {
-        // Read ahead only behind a large chunk: after a small one there is rarely more, and
-        // each read is a transaction of the worker's own.
-        while !failed && chunk.len() >= SMALL_BATCH && in_flight.len() + 1 < IN_FLIGHT {
-            let next = BackgroundWorker::transaction(AssertUnwindSafe(|| {
-                if outbox::installed() {
-                    log.next_chunk()
-                } else {
-                    Ok(Vec::new())
-                }
-            }));
-            match next {
-                Ok(next) if next.is_empty() => break,
-                Ok(next) => {
-                    let sent = producer.send_batch(&records_of(&next), &mut stop);
-                    in_flight.push_back((next, sent));
-                }
-                Err(e) => {
-                    record_error(&e.to_string());
-                    failed = true;
-                }
-            }
-        }
-        let outcomes = producer.wait(sent, &mut stop);
-        last = (chunk.len(), transactions(&chunk));
-        failed = !record(&chunk, &outcomes, failed, log) || failed;
-    }
-    (!failed).then_some(last)
-}
-
-/// After Kafka refused a whole record batch: sends the chunk's messages one at a time, in
-/// order, until the pack row holding the first one refused on its own (or [`ISOLATE_MAX`]
-/// messages) is done; what follows waits for the next pass. Each message is then delivered or
-/// refused for good by itself, so one bad record never holds back or drags down the others.
-fn send_isolated(
-    producer: &Producer,
-    chunk: &[OutboxMessage],
-    stop: &mut dyn FnMut() -> bool,
-) -> Vec<Outcome> {
-    const ISOLATE_MAX: usize = 1000;
-    let records = records_of(chunk);
-    let mut outcomes = Vec::with_capacity(chunk.len());
-    let mut enough = false;
-    for (i, r) in records.iter().enumerate() {
-        if enough && chunk[i].row != chunk[i - 1].row {
-            outcomes.resize(chunk.len(), Outcome::Retry("sent after a refused record batch".into()));
-            break;
-        }
-        let outcome = match producer.deliver(std::slice::from_ref(r), stop).pop() {
-            Some(Outcome::BatchRefused(e)) => Outcome::Refused(e),
-            Some(o) => o,
-            None => Outcome::Retry("no delivery report".into()),
-        };
-        enough |= matches!(outcome, Outcome::Refused(_)) || i + 1 >= ISOLATE_MAX;
-        outcomes.push(outcome);
-    }
-    outcomes
-}
-
-/// How many transactions a chunk holds messages of.
-fn transactions(chunk: &[OutboxMessage]) -> usize {
-    chunk.windows(2).filter(|w| w[0].csn != w[1].csn).count() + usize::from(!chunk.is_empty())
-}
-
-fn records_of(batch: &[OutboxMessage]) -> Vec<Record<'_>> {
-    batch
-        .iter()
-        .map(|m| Record {
-            topic: &m.topic,
-            key: m.key.as_deref(),
-            payload: m.payload.as_deref(),
-            headers: m
-                .headers
-                .iter()
-                .flatten()
-                .map(|(n, v)| (n.as_str(), v.as_deref().map(str::as_bytes)))
-                .collect(),
-            partition: m.partition,
-            timestamp_ms: m.timestamp_ms,
-        })
-        .collect()
-}
-
-/// Records the outcome of one batch: removes what Kafka acknowledged, dead-letters what it
-/// refused, and reports what must be retried. A packed outbox row (many messages) stays whole
-/// while any of its messages must be retried (those delivered are then sent again).
-/// With `after_failure`, an earlier chunk had a message to retry: every row stays. A record
-/// batch Kafka refused as a whole is retried, one message at a time (`log.isolate`).
-/// Returns false if some messages must be retried or the outcome could not be recorded.
-fn record(batch: &[OutboxMessage], outcomes: &[Outcome], after_failure: bool, log: &mut Log) -> bool {
-    let mut outcomes = outcomes.to_vec();
-    log.give_up_on_stuck(gucs::dead_letter_after(), batch, &mut outcomes);
-    let outcomes = &outcomes[..];
-    let mut done = Vec::with_capacity(batch.len());
-    let mut refused = Vec::new();
-    let mut retried = Vec::new();
-    let mut retry: Option<&str> = after_failure.then_some("an earlier message must be sent again first");
-    let mut delivered = 0;
-    let mut csns = Vec::new();
-    let mut per_topic = topic_stats::Chunk::default();
-    let mut start = 0;
-    while start < batch.len() {
-        let row = batch[start].row;
-        if csns.last() != Some(&batch[start].csn) {
-            csns.push(batch[start].csn);
-        }
-        let end = start + batch[start..].iter().take_while(|m| m.row == row).count();
-        let messages = batch[start..end].iter().zip(&outcomes[start..end]);
-        let must_retry = messages.clone().find_map(|(_, o)| match o {
-            Outcome::Retry(e) => Some(e),
-            Outcome::BatchRefused(e) => {
-                log.isolate = true;
-                Some(e)
-            }
-            _ => None,
-        });
-        if let Some(e) = must_retry {
-            retry.get_or_insert(e.as_str());
-        }
-        if retry.is_some() {
-            // This row, and every row after the first one that must be retried, stays: sent
-            // again after it, so nothing overtakes a message that failed.
-            retried.push((row, batch[start].xid));
-        } else {
-            done.push((row, batch[start].xid));
-            for (m, o) in messages {
-                match o {
-                    Outcome::Refused(e) => {
-                        per_topic.dead_lettered(&m.topic);
-                        refused.push((m, e.clone()));
-                    }
-                    _ => {
-                        per_topic.delivered(&m.topic, m.payload.as_ref().map_or(0, Vec::len));
-                        delivered += 1;
-                    }
-                }
-            }
-        }
-        start = end;
-    }
-    let recorded = BackgroundWorker::transaction(|| {
-        let dead = outbox::finish(&done, &refused, &retried, &csns)?;
-        per_topic.add()?;
-        Ok::<_, KafkaError>(dead)
-    });
-    let dead = match recorded {
-        Ok(dead) => dead,
-        Err(e) => {
-            record_error(&e.to_string());
-            return false;
-        }
-    };
-    {
-        let mut s = shared::STATE.exclusive();
-        s.delivered += delivered;
-        s.dead_lettered += dead;
-        if delivered > 0 {
-            s.last_delivery_at = now();
-        }
-    }
-    for (m, e) in &refused {
-        warning!("pg_kafka: message {} moved to kafka.dead_letter: {e}", m.id);
-    }
-    match retry {
-        Some(_) if after_failure => return false,
-        Some(e) => {
-            let last = shared::STATE.share().last_error().unwrap_or_default();
-            let detail = if last.is_empty() || last.starts_with(e) {
-                String::new()
-            } else {
-                format!(" (last: {last})")
-            };
-            shared::STATE.exclusive().waited_at_least(retried.len() as i64);
-            record_error(&format!("{e}{detail}"));
-            return false;
-        }
-        None => {} // refusals are in kafka.dead_letter and the log: delivery itself works
-    }
-    true
-}
-
 /// Waits `wait` on the latch; with `hold`, commits neither wake it (`shared::hold_commits`) nor
 /// end the wait, only an immediate send or a close request does. Returns false when the worker
 /// must exit.
@@ -785,10 +506,6 @@ fn now() -> i64 {
 mod tests {
     use super::*;
 
-    fn messages(ids: &[i64]) -> Vec<OutboxMessage> {
-        ids.iter().map(|&id| OutboxMessage { id, ..Default::default() }).collect()
-    }
-
     #[test]
     fn only_a_fast_stream_of_commits_makes_the_worker_linger() {
         let ms = Duration::from_millis;
@@ -796,31 +513,5 @@ mod tests {
         assert!(!busy(4, ms(20)), "200 per second, lingering included: sent at once");
         assert!(!busy(1, ms(0)), "one transaction never lingers");
         assert!(!busy(2, ms(1000)), "after an idle second");
-    }
-
-    #[test]
-    fn a_message_that_keeps_failing_while_others_pass_is_given_up_after_the_limit() {
-        let mut log = Log::default();
-        let batch = messages(&[1, 2]);
-        let round = |log: &mut Log, limit| {
-            let mut outcomes = vec![Outcome::Retry("timed out".into()), Outcome::Delivered];
-            log.give_up_on_stuck(limit, &batch, &mut outcomes);
-            outcomes
-        };
-        assert!(matches!(round(&mut log, None)[0], Outcome::Retry(_)), "0: never");
-        assert!(matches!(round(&mut log, Some(3))[0], Outcome::Retry(_)));
-        assert!(matches!(round(&mut log, Some(3))[0], Outcome::Retry(_)));
-        log.restart();
-        match &round(&mut log, Some(3))[0] {
-            Outcome::Refused(e) => assert!(e.contains("timed out") && e.contains("3 times"), "{e}"),
-            o => panic!("{o:?}"),
-        }
-        // An outage: nothing is delivered, nothing counts.
-        let mut outage = Log::default();
-        for _ in 0..10 {
-            let mut outcomes = vec![Outcome::Retry("down".into()), Outcome::Retry("down".into())];
-            outage.give_up_on_stuck(Some(2), &batch, &mut outcomes);
-            assert!(outcomes.iter().all(|o| matches!(o, Outcome::Retry(_))));
-        }
     }
 }

@@ -10,10 +10,9 @@
 //! back and removes its rows from the outbox ([`connect`]): nothing Kafka committed is sent
 //! again, nothing it aborted is lost.
 
-use super::{
-    activity, record, record_error, records_of, send_isolated, shutdown_requested, transactions, Log,
-    IN_FLIGHT, SMALL_BATCH,
-};
+use super::deliver::{record, records_of, send_isolated, transactions, IN_FLIGHT};
+use super::log::Log;
+use super::{activity, record_error, shutdown_requested, SMALL_BATCH};
 use crate::outbox::{self, OutboxMessage};
 use crate::producer::{Outcome, Producer, Record};
 use crate::{gucs, immediate, position, set_aside, shared, topic_stats};

@@ -1,0 +1,116 @@
+//! The worker's place in the log of commits (`outbox::Round`s read in commit order), and what
+//! it remembers across passes: whether to send one message at a time after Kafka refused a
+//! record batch, and the failed attempts that `kafka.dead_letter_after` counts.
+
+use crate::error::KafkaError;
+use crate::gucs;
+use crate::outbox::{self, OutboxMessage, Round};
+use crate::producer::Outcome;
+
+/// The worker's place in the log of commits: the round being read, and where the last one ended.
+#[derive(Default)]
+pub(super) struct Log {
+    /// Where the last finished round ended (None: read everything from the start).
+    after: Option<String>,
+    round: Option<Round>,
+    /// Kafka refused a whole record batch: send the next messages one by one, to find the one
+    /// that is bad and let the others through.
+    pub(super) isolate: bool,
+    /// Failed attempts of messages (by id) in chunks where other messages were delivered, for
+    /// `kafka.dead_letter_after`. Kept across restarts of the log, not of the worker.
+    attempts: std::collections::HashMap<i64, u32>,
+}
+
+impl Log {
+    /// The next chunk in commit order, or an empty one when nothing more has committed. Runs
+    /// inside a transaction.
+    pub(super) fn next_chunk(&mut self) -> Result<Vec<OutboxMessage>, KafkaError> {
+        loop {
+            let fresh = self.round.is_none();
+            if fresh {
+                self.round = Some(Round::start(self.after.clone())?);
+            }
+            let round = self.round.as_mut().expect("a round was just started");
+            let chunk = outbox::read_chunk(round, gucs::batch_size(), gucs::batch_bytes())?;
+            if !chunk.is_empty() {
+                return Ok(chunk);
+            }
+            self.after = self.round.take().map(|r| r.upto);
+            if fresh {
+                return Ok(chunk);
+            }
+        }
+    }
+
+    /// After a failure: read the outbox again from its start (what was sent and not recorded
+    /// is sent again, in order).
+    pub(super) fn restart(&mut self) {
+        let (isolate, attempts) = (self.isolate, std::mem::take(&mut self.attempts));
+        *self = Log { isolate, attempts, ..Log::default() };
+    }
+
+    /// With `kafka.dead_letter_after`, a message that failed that many times while Kafka took
+    /// other messages of the same chunk is refused for good (dead-lettered) instead of retried:
+    /// the one message that Kafka keeps failing does not hold the queue back for ever. While
+    /// Kafka takes nothing (an outage), nothing counts.
+    pub(super) fn give_up_on_stuck(
+        &mut self,
+        limit: Option<u32>,
+        batch: &[OutboxMessage],
+        outcomes: &mut [Outcome],
+    ) {
+        let Some(limit) = limit else { return };
+        if !outcomes.iter().any(|o| matches!(o, Outcome::Delivered)) {
+            return;
+        }
+        if self.attempts.len() > 100_000 {
+            self.attempts.clear(); // bounded memory; counts start again
+        }
+        for (m, o) in batch.iter().zip(outcomes.iter_mut()) {
+            let Outcome::Retry(e) = o else { continue };
+            let n = self.attempts.entry(m.id).or_default();
+            *n += 1;
+            if *n >= limit {
+                *o = Outcome::Refused(format!(
+                    "{e} (failed {n} times while Kafka took other messages: kafka.dead_letter_after)"
+                ));
+                self.attempts.remove(&m.id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(ids: &[i64]) -> Vec<OutboxMessage> {
+        ids.iter().map(|&id| OutboxMessage { id, ..Default::default() }).collect()
+    }
+
+    #[test]
+    fn a_message_that_keeps_failing_while_others_pass_is_given_up_after_the_limit() {
+        let mut log = Log::default();
+        let batch = messages(&[1, 2]);
+        let round = |log: &mut Log, limit| {
+            let mut outcomes = vec![Outcome::Retry("timed out".into()), Outcome::Delivered];
+            log.give_up_on_stuck(limit, &batch, &mut outcomes);
+            outcomes
+        };
+        assert!(matches!(round(&mut log, None)[0], Outcome::Retry(_)), "0: never");
+        assert!(matches!(round(&mut log, Some(3))[0], Outcome::Retry(_)));
+        assert!(matches!(round(&mut log, Some(3))[0], Outcome::Retry(_)));
+        log.restart();
+        match &round(&mut log, Some(3))[0] {
+            Outcome::Refused(e) => assert!(e.contains("timed out") && e.contains("3 times"), "{e}"),
+            o => panic!("{o:?}"),
+        }
+        // An outage: nothing is delivered, nothing counts.
+        let mut outage = Log::default();
+        for _ in 0..10 {
+            let mut outcomes = vec![Outcome::Retry("down".into()), Outcome::Retry("down".into())];
+            outage.give_up_on_stuck(Some(2), &batch, &mut outcomes);
+            assert!(outcomes.iter().all(|o| matches!(o, Outcome::Retry(_))));
+        }
+    }
+}
