@@ -12,7 +12,7 @@ use crate::capture_plan::{self, Options, Plan};
 use crate::connect_schema;
 use crate::error::KafkaError;
 use crate::pack::Parts;
-use crate::pending;
+use crate::{pending, txn_metadata};
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -26,13 +26,17 @@ struct Events {
     source: String,
     /// When the events were made (microseconds since 1970): the envelope's ts_ms/ts_us/ts_ns.
     now_us: i64,
+    /// `"schema.table"` for transaction metadata (`txn_metadata`); None for backfill events.
+    collection: Option<String>,
 }
 
 impl Events {
     fn new(plan: Rc<Plan>, snapshot: bool) -> Events {
         let source = source(&plan, snapshot);
         let now_us = unix_us(unsafe { pg_sys::GetCurrentTimestamp() });
-        Events { plan, source, now_us }
+        let (schema, table) = (&plan.schema, &plan.table); // JSON strings
+        let collection = (!snapshot).then(|| format!("{}.{}", &schema[..schema.len() - 1], &table[1..]));
+        Events { plan, source, now_us, collection }
     }
 
     /// Queues one event: key `key`, value `{"before":…,"after":…,"source":…,"transaction":null,
@@ -59,7 +63,10 @@ impl Events {
         v.push_str(after.unwrap_or("null"));
         v.push_str(",\"source\":");
         v.push_str(&self.source);
-        v.push_str(",\"transaction\":null,\"op\":\"");
+        v.push_str(",\"transaction\":");
+        let block = self.collection.as_deref().and_then(txn_metadata::next_event);
+        v.push_str(block.as_deref().unwrap_or("null"));
+        v.push_str(",\"op\":\"");
         v.push(op);
         let us = self.now_us;
         let _ = write!(v, "\",\"ts_ms\":{},\"ts_us\":{us},\"ts_ns\":{}}}", us.div_euclid(1000), us * 1000);

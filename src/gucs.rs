@@ -28,6 +28,8 @@ static MESSAGE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static DEAD_LETTER_AFTER: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// Size of kafka.outbox above which a session may not queue more (kB); 0: no limit.
 static MAX_BACKLOG_KB: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Topic of Debezium's transaction metadata (BEGIN/END records); empty: none.
+static TRANSACTION_TOPIC: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 /// At least once (the default) or exactly once (Kafka transactions).
 static DELIVERY: GucSetting<Delivery> = GucSetting::<Delivery>::new(Delivery::AtLeastOnce);
 /// The topic of position records in exactly-once mode.
@@ -124,6 +126,14 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
+        c"kafka.transaction_topic",
+        c"Topic of transaction metadata (Debezium's BEGIN/END records); capture events then carry a transaction block.",
+        c"Empty (the default): no transaction metadata, and the events' transaction block is null.",
+        &TRANSACTION_TOPIC,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
         c"kafka.position_topic",
         c"Compacted topic where the worker keeps its position in exactly_once mode.",
         c"Created on first use (one partition, replicated like Kafka's transaction log).",
@@ -196,4 +206,9 @@ pub fn delivery() -> Delivery {
 
 pub fn position_topic() -> String {
     POSITION_TOPIC.get().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// None: no transaction metadata.
+pub fn transaction_topic() -> Option<String> {
+    TRANSACTION_TOPIC.get().map(|s| s.to_string_lossy().into_owned()).filter(|s| !s.is_empty())
 }

@@ -29,6 +29,7 @@ mod shared;
 mod statistics;
 mod topic_stats;
 mod topics;
+mod txn_metadata;
 mod upgrade;
 mod worker;
 
@@ -47,6 +48,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     pending::init();
+    txn_metadata::init();
     capture_plan::init();
     reports::init();
     topics::init();

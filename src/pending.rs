@@ -159,6 +159,7 @@ fn recount_tail(t: &mut Txn) {
 /// Before the transaction commits or prepares: write what is buffered and, if it wrote anything
 /// that is still live, take its place in commit order.
 fn pre_commit() {
+    crate::txn_metadata::at_pre_commit(); // its END record goes in with the last pack
     flush_tail(TOP_SUBXACT);
     let (written, store) = TXN.with_borrow(|t| (!t.written.is_empty(), t.store));
     if let (true, Some(store)) = (written, store) {
@@ -167,6 +168,7 @@ fn pre_commit() {
 }
 
 fn reset() {
+    crate::txn_metadata::reset();
     TXN.with_borrow_mut(|t| *t = Txn::default());
 }
 

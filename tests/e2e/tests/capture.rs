@@ -411,3 +411,81 @@ fn a_small_transactions_events_are_stored_compressed_and_arrive_intact() {
     assert_eq!(after(&ev[1]), &json!({"id": 2, "note": note}));
     drop_table(&mut c, "cap_small");
 }
+
+/// With `kafka.transaction_topic`, as Debezium's `provide.transaction.metadata`: each event
+/// carries its transaction's id and its place in the transaction (overall and per table), and
+/// the transaction topic gets BEGIN before the first event and END with the counts per table —
+/// counted after savepoints rolled back, and nothing at all for a rolled-back transaction.
+#[test]
+fn transaction_metadata_counts_what_commits() {
+    let mut c = pg();
+    let meta = topic("txn_metadata");
+    c.batch_execute(&format!("ALTER SYSTEM SET kafka.transaction_topic = '{meta}'")).unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let mut s = pg();
+    wait_until("the session to read the reloaded setting", || {
+        s.query_one("SHOW kafka.transaction_topic", &[]).unwrap().get::<_, String>(0) == meta
+    });
+    let ta = captured(&mut s, "txn_meta_a", "id int PRIMARY KEY, v text", "");
+    let tb = captured(&mut s, "txn_meta_b", "id int PRIMARY KEY", "");
+    s.batch_execute(
+        "BEGIN; INSERT INTO txn_meta_a VALUES (1, 'x'); SAVEPOINT s; INSERT INTO txn_meta_b VALUES (1);
+         ROLLBACK TO s; INSERT INTO txn_meta_b VALUES (2); COMMIT;
+         BEGIN; INSERT INTO txn_meta_a VALUES (9, 'rolled back'); ROLLBACK;
+         BEGIN; SAVEPOINT s; INSERT INTO txn_meta_b VALUES (3); ROLLBACK TO s;
+         INSERT INTO txn_meta_a VALUES (2, 'y'), (3, 'z'); UPDATE txn_meta_b SET id = 4 WHERE id = 2; COMMIT;",
+    )
+    .unwrap();
+    c.batch_execute("ALTER SYSTEM RESET kafka.transaction_topic").unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_until("transaction metadata to be off again", || {
+        pg().query_one("SHOW kafka.transaction_topic", &[]).unwrap().get::<_, String>(0).is_empty()
+    });
+
+    let a = events(&ta, 3);
+    let b = events(&tb, 4); // c(2); then the key change: d(2), its tombstone, c(4)
+    let block = |e: &(Option<Value>, Option<Value>)| e.1.as_ref().unwrap()["transaction"].clone();
+    let id1 = block(&a[0])["id"].as_str().unwrap().to_owned();
+    let id2 = block(&a[1])["id"].as_str().unwrap().to_owned();
+    assert_ne!(id1, id2);
+    let order = |e: &(Option<Value>, Option<Value>)| {
+        let t = block(e);
+        (
+            t["id"].as_str().unwrap().to_owned(),
+            t["total_order"].as_i64().unwrap(),
+            t["data_collection_order"].as_i64().unwrap(),
+        )
+    };
+    assert_eq!(order(&a[0]), (id1.clone(), 1, 1));
+    assert_eq!(order(&b[0]), (id1.clone(), 2, 1), "the rolled-back savepoint's event is not counted");
+    assert_eq!(order(&a[1]), (id2.clone(), 1, 1));
+    assert_eq!(order(&a[2]), (id2.clone(), 2, 2));
+    assert_eq!(order(&b[1]), (id2.clone(), 3, 1));
+    assert_eq!(order(&b[3]), (id2.clone(), 4, 2));
+
+    let records = events(&meta, 4);
+    let m = |i: usize| records[i].1.clone().unwrap();
+    assert_eq!(records[0].0, Some(json!({"id": id1})));
+    assert_eq!(
+        (m(0)["status"].clone(), m(0)["id"].clone(), m(0)["event_count"].clone()),
+        (json!("BEGIN"), json!(id1), json!(null))
+    );
+    assert_eq!(m(1)["status"], "END");
+    assert_eq!(m(1)["event_count"], 2);
+    assert_eq!(
+        m(1)["data_collections"],
+        json!([{"data_collection": "public.txn_meta_a", "event_count": 1}, {"data_collection": "public.txn_meta_b", "event_count": 1}])
+    );
+    assert_eq!(
+        (m(2)["status"].clone(), m(2)["id"].clone()),
+        (json!("BEGIN"), json!(id2)),
+        "nothing of the rolled-back transaction"
+    );
+    assert_eq!(m(3)["event_count"], 4);
+    assert_eq!(
+        m(3)["data_collections"],
+        json!([{"data_collection": "public.txn_meta_a", "event_count": 2}, {"data_collection": "public.txn_meta_b", "event_count": 2}])
+    );
+    drop_table(&mut s, "txn_meta_a");
+    drop_table(&mut s, "txn_meta_b");
+}

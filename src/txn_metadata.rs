@@ -1,0 +1,144 @@
+//! Debezium's transaction metadata (`provide.transaction.metadata`), on when
+//! `kafka.transaction_topic` names a topic: every capture event carries a `transaction` block
+//! (`id`, `total_order`, `data_collection_order`), and each transaction that captured something
+//! writes a BEGIN record before its first event and an END record (event counts per table) as it
+//! commits, to that topic. Counters follow savepoints: a rolled-back subtransaction takes its
+//! events, its counts and, if it held the first event, the BEGIN record with it.
+
+use crate::pack::Parts;
+use crate::pending;
+use pgrx::pg_sys::{self, SubTransactionId};
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::fmt::Write;
+
+#[derive(Clone, Default)]
+struct Counts {
+    /// Events of the transaction so far (0: no BEGIN written yet).
+    total: u64,
+    /// Per table (`"schema.table"` as a JSON string), in the order first seen.
+    per_table: Vec<(String, u64)>,
+}
+
+#[derive(Default)]
+struct Meta {
+    topic: String,
+    id: String,
+    counts: Counts,
+    /// Counts as they were when each open subtransaction began (innermost last).
+    saved: Vec<(SubTransactionId, Counts)>,
+}
+
+thread_local! {
+    static META: RefCell<Meta> = RefCell::new(Meta::default());
+}
+
+/// Registers the subtransaction callback; called once from `_PG_init`.
+pub fn init() {
+    // SAFETY: a plain C callback with no argument, registered once per backend.
+    unsafe { pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut()) };
+}
+
+/// The `transaction` block of the next event on table `collection` (a JSON string,
+/// `"schema.table"`), writing the BEGIN record first if it is the transaction's first event;
+/// None when transaction metadata is off.
+pub fn next_event(collection: &str) -> Option<String> {
+    let topic = crate::gucs::transaction_topic()?;
+    let first = META.with_borrow(|m| m.counts.total == 0);
+    if first {
+        // SAFETY: reads the current transaction's id (assigned if it has none yet).
+        let xid = unsafe { pg_sys::GetTopFullTransactionId() }.value;
+        let id = xid.to_string();
+        let value = format!(
+            "{{\"status\":\"BEGIN\",\"id\":\"{id}\",\"event_count\":null,\"data_collections\":null,\"ts_ms\":{}}}",
+            now_ms()
+        );
+        push(&topic, &id, &value);
+        META.with_borrow_mut(|m| (m.topic, m.id) = (topic, id));
+    }
+    META.with_borrow_mut(|m| {
+        m.counts.total += 1;
+        let n = match m.counts.per_table.iter_mut().find(|(c, _)| c == collection) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                m.counts.per_table.push((collection.to_owned(), 1));
+                1
+            }
+        };
+        Some(format!(
+            "{{\"id\":\"{}\",\"total_order\":{},\"data_collection_order\":{n}}}",
+            m.id, m.counts.total
+        ))
+    })
+}
+
+/// Writes the END record of a transaction that captured something; called before it commits
+/// or prepares, before its last pack is written.
+pub fn at_pre_commit() {
+    let Some((topic, id, counts)) =
+        META.with_borrow(|m| (m.counts.total > 0).then(|| (m.topic.clone(), m.id.clone(), m.counts.clone())))
+    else {
+        return;
+    };
+    let mut value = format!(
+        "{{\"status\":\"END\",\"id\":\"{id}\",\"event_count\":{},\"data_collections\":[",
+        counts.total
+    );
+    for (i, (collection, n)) in counts.per_table.iter().enumerate() {
+        let comma = if i > 0 { "," } else { "" };
+        let _ = write!(value, "{comma}{{\"data_collection\":{collection},\"event_count\":{n}}}");
+    }
+    let _ = write!(value, "],\"ts_ms\":{}}}", now_ms());
+    push(&topic, &id, &value);
+    reset();
+}
+
+/// Forgets the transaction (at commit, abort or prepare).
+pub fn reset() {
+    META.with_borrow_mut(|m| *m = Meta::default());
+}
+
+fn push(topic: &str, id: &str, value: &str) {
+    let key = format!("{{\"id\":\"{id}\"}}");
+    pending::push(&Parts {
+        topic,
+        key: Some(key.as_bytes()),
+        payload: Some(value.as_bytes()),
+        ..Default::default()
+    });
+}
+
+fn now_ms() -> i64 {
+    // SAFETY: reads the clock.
+    let ts = unsafe { pg_sys::GetCurrentTimestamp() };
+    (ts + 946_684_800_000_000).div_euclid(1000)
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: SubTransactionId,
+    _parent: SubTransactionId,
+    _arg: *mut c_void,
+) {
+    use pg_sys::SubXactEvent::*;
+    META.with_borrow_mut(|m| match event {
+        SUBXACT_EVENT_START_SUB => {
+            let counts = m.counts.clone();
+            m.saved.push((my_subid, counts));
+        }
+        SUBXACT_EVENT_COMMIT_SUB => {
+            m.saved.retain(|(s, _)| *s < my_subid);
+        }
+        SUBXACT_EVENT_ABORT_SUB => {
+            if let Some(i) = m.saved.iter().position(|(s, _)| *s == my_subid) {
+                m.counts = m.saved[i].1.clone();
+                m.saved.truncate(i);
+            }
+        }
+        _ => {}
+    });
+}
