@@ -82,6 +82,10 @@ SELECT w.running AS worker_running,
        w.previous_error_at
 FROM kafka.worker_state() w;
 
+-- The worker's recent distinct failures, newest first (the same failure again only counts).
+CREATE VIEW kafka.recent_errors AS
+SELECT e.first_at, e.last_at, e.attempts, e.error FROM kafka.worker_errors() e;
+
 -- Per topic: what was delivered and dead-lettered, and when last.
 CREATE VIEW kafka.topics AS
 SELECT topic, delivered, dead_lettered, bytes, last_delivery_at, last_dead_letter_at FROM kafka.topic_stats;
@@ -118,8 +122,8 @@ GRANT SELECT (name), INSERT, UPDATE, DELETE ON kafka.config TO kafka_admin;
 GRANT SELECT ON kafka.settings TO kafka_admin;
 GRANT SELECT, DELETE ON kafka.dead_letter TO kafka_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.topic_grants TO kafka_admin;
-GRANT SELECT ON kafka.outbox, kafka.outbox_commit, kafka.status TO kafka_admin;
-GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.is_secret(text), kafka.check_served(),
+GRANT SELECT ON kafka.outbox, kafka.outbox_commit, kafka.status, kafka.recent_errors TO kafka_admin;
+GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.worker_errors(), kafka.is_secret(text), kafka.check_served(),
                           kafka.requeue_dead_letters(bigint[], text), kafka.purge_dead_letters(bigint[], text),
                           kafka.release(), kafka.dead_letter_waiting(bigint[], text)
     TO kafka_admin;
@@ -137,11 +141,11 @@ GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean,
     TO kafka_admin;
 GRANT EXECUTE ON PROCEDURE kafka.backfill(regclass, integer) TO kafka_admin;
 
-GRANT SELECT ON kafka.status, kafka.topics TO pg_monitor;
+GRANT SELECT ON kafka.status, kafka.topics, kafka.recent_errors TO pg_monitor;
 GRANT SELECT ON kafka.producer_statistics TO kafka_admin, pg_monitor;
 GRANT SELECT ON kafka.topics TO kafka_admin;
 GRANT TRUNCATE ON kafka.topic_stats TO kafka_admin;
-GRANT EXECUTE ON FUNCTION kafka.worker_state() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION kafka.worker_state(), kafka.worker_errors() TO pg_monitor;
 
 -- What \dx+ kafka and \df+ show.
 COMMENT ON TABLE kafka.broker IS 'Kafka brokers to bootstrap from (host, port); changes apply when they commit';
@@ -153,6 +157,7 @@ COMMENT ON TABLE kafka.dead_letter IS 'Messages Kafka refused for good, with the
 COMMENT ON TABLE kafka.topic_grants IS 'Optional: the topics each role may produce to (empty: any topic)';
 COMMENT ON TABLE kafka.capture_config IS 'Captured tables and their options; use kafka.capture() and kafka.uncapture()';
 COMMENT ON TABLE kafka.home IS 'The database the waiting messages belong to (a restored copy holds them until kafka.release())';
+COMMENT ON VIEW kafka.recent_errors IS 'The delivery worker''s last 8 distinct failures: first and last time, attempts';
 COMMENT ON VIEW kafka.status IS 'The delivery worker: running, backlog, delivered, current and previous failure';
 COMMENT ON VIEW kafka.topics IS 'Per topic: messages delivered and dead-lettered, bytes, when last';
 COMMENT ON VIEW kafka.settings IS 'kafka.config with secret values masked';

@@ -247,6 +247,26 @@ fn worker_state() -> TableIterator<
     ))
 }
 
+/// The worker's recent distinct failures, newest first (kept across worker restarts, not server
+/// restarts); `kafka.recent_errors` shows them. Nothing in a database the worker does not serve.
+#[pg_extern(volatile, parallel_safe)]
+fn worker_errors() -> TableIterator<
+    'static,
+    (
+        name!(first_at, Option<TimestampWithTimeZone>),
+        name!(last_at, Option<TimestampWithTimeZone>),
+        name!(attempts, i64),
+        name!(error, String),
+    ),
+> {
+    if !shared::preloaded() || !served_here() {
+        return TableIterator::new(Vec::new());
+    }
+    let recent = shared::STATE.share().recent_errors();
+    let ts = |t: i64| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(t), false) };
+    TableIterator::new(recent.into_iter().map(move |e| (ts(e.first_at), ts(e.last_at), e.count, e.text())))
+}
+
 /// Raises unless messages queued in this database would be delivered (pg_kafka preloaded, and
 /// this the database the worker serves). Used by `kafka.capture()` and `capture_outbox()`.
 #[pg_extern(stable, parallel_safe)]

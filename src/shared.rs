@@ -10,6 +10,37 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 const ERROR_LEN: usize = 480;
+/// How many distinct failures `kafka.recent_errors` keeps, and how much of each.
+const RECENT: usize = 8;
+const RECENT_LEN: usize = 240;
+
+/// One failure of the recent ones: the same message reported again only counts.
+#[derive(Copy, Clone)]
+pub struct RecentError {
+    pub first_at: i64,
+    pub last_at: i64,
+    pub count: i64,
+    len: usize,
+    text: [u8; RECENT_LEN],
+}
+
+impl RecentError {
+    const EMPTY: RecentError =
+        RecentError { first_at: 0, last_at: 0, count: 0, len: 0, text: [0; RECENT_LEN] };
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.text[..self.len]).into_owned()
+    }
+}
+
+/// The longest prefix of `msg` of at most `max` bytes that ends on a character boundary.
+fn cut(msg: &str, max: usize) -> &[u8] {
+    let mut n = msg.len().min(max);
+    while !msg.is_char_boundary(n) {
+        n -= 1;
+    }
+    &msg.as_bytes()[..n]
+}
 
 #[derive(Copy, Clone)]
 pub struct WorkerState {
@@ -39,6 +70,9 @@ pub struct WorkerState {
     pub previous_error_at: i64,
     previous_error_len: usize,
     previous_error: [u8; ERROR_LEN],
+    /// The last [`RECENT`] distinct failures, a ring; `recent_count` counts every one pushed.
+    pub recent: [RecentError; RECENT],
+    pub recent_count: usize,
 }
 
 unsafe impl PGRXSharedMemory for WorkerState {}
@@ -61,7 +95,34 @@ impl WorkerState {
             previous_error_at: 0,
             previous_error_len: 0,
             previous_error: [0; ERROR_LEN],
+            recent: [RecentError::EMPTY; RECENT],
+            recent_count: 0,
         }
+    }
+
+    /// The recent failures, newest first.
+    pub fn recent_errors(&self) -> Vec<RecentError> {
+        (0..self.recent_count.min(RECENT))
+            .map(|i| self.recent[(self.recent_count - 1 - i) % RECENT])
+            .collect()
+    }
+
+    /// Adds a failure to the recent ones (the same as the newest only counts again).
+    fn note_error(&mut self, msg: &str, at: i64) {
+        let text = cut(msg, RECENT_LEN);
+        if self.recent_count > 0 {
+            let newest = &mut self.recent[(self.recent_count - 1) % RECENT];
+            if newest.text[..newest.len] == *text {
+                newest.last_at = at;
+                newest.count += 1;
+                return;
+            }
+        }
+        let mut e =
+            RecentError { first_at: at, last_at: at, count: 1, len: text.len(), ..RecentError::EMPTY };
+        e.text[..text.len()].copy_from_slice(text);
+        self.recent[self.recent_count % RECENT] = e;
+        self.recent_count += 1;
     }
 
     pub fn waited_at_least(&mut self, n: i64) {
@@ -97,12 +158,10 @@ impl WorkerState {
 
     /// Records the current failure; returns whether it is a new one (delivery worked before).
     pub fn set_last_error(&mut self, msg: &str, at: i64) -> bool {
-        let mut n = msg.len().min(ERROR_LEN);
-        while !msg.is_char_boundary(n) {
-            n -= 1;
-        }
-        self.last_error[..n].copy_from_slice(&msg.as_bytes()[..n]);
-        self.last_error_len = n;
+        self.note_error(msg, at);
+        let text = cut(msg, ERROR_LEN);
+        self.last_error[..text.len()].copy_from_slice(text);
+        self.last_error_len = text.len();
         self.last_error_at = at;
         let new = self.failing_since == 0;
         if new {
@@ -189,4 +248,32 @@ pub fn request_close() -> bool {
 
 pub fn close_requests() -> u64 {
     SIGNALS.get().close_requests.load(Ordering::Acquire)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_errors_keep_distinct_failures_newest_first() {
+        let mut s = WorkerState::new();
+        s.set_last_error("broker down", 1);
+        s.set_last_error("broker down", 2);
+        s.set_last_error("timed out", 3);
+        let r = s.recent_errors();
+        assert_eq!(r.iter().map(RecentError::text).collect::<Vec<_>>(), ["timed out", "broker down"]);
+        assert_eq!((r[1].first_at, r[1].last_at, r[1].count), (1, 2, 2), "a repeat only counts");
+        for i in 0..20 {
+            s.set_last_error(&format!("e{i}"), 10 + i);
+        }
+        let r = s.recent_errors();
+        assert_eq!(r.len(), RECENT);
+        assert_eq!((r[0].text().as_str(), r[RECENT - 1].text().as_str()), ("e19", "e12"));
+        s.set_last_error(&"é".repeat(200), 99);
+        let newest = s.recent_errors()[0].text();
+        assert!(
+            newest.len() <= RECENT_LEN && newest.chars().all(|c| c == 'é'),
+            "cut on a character boundary"
+        );
+    }
 }

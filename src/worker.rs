@@ -95,7 +95,9 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
     }
     {
         let mut s = shared::STATE.exclusive();
-        *s = shared::WorkerState::new(); // a new worker: counters and failures start afresh
+        let recent = (s.recent, s.recent_count);
+        *s = shared::WorkerState::new(); // a new worker: counters and failures start afresh...
+        (s.recent, s.recent_count) = recent; // ...but the recent failures are kept
         s.pid = unsafe { pg_sys::MyProcPid };
         s.database = unsafe { pg_sys::MyDatabaseId };
         s.started_at = now();

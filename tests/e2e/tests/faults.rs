@@ -42,6 +42,14 @@ fn kafka_outage_longer_than_message_timeout_loses_nothing() {
     let r = c.query_one("SELECT previous_error, failing_since FROM kafka.status", &[]).unwrap();
     assert!(r.get::<_, Option<String>>(0).is_some(), "the outage's last error is kept as the previous one");
     assert!(r.get::<_, Option<std::time::SystemTime>>(1).is_none());
+    let recent: i64 = c
+        .query_one(
+            "SELECT count(*) FROM kafka.recent_errors WHERE error LIKE '%timed out%' AND attempts >= 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(recent >= 1, "kafka.recent_errors keeps the outage's failure with its times");
     let log = std::fs::read_to_string(server_log()).unwrap()[log_from..].to_owned();
     assert_eq!(log.matches("pg_kafka: delivery stopped").count(), 1, "{log}");
     assert!(log.contains("pg_kafka: delivery resumed after"), "{log}");
