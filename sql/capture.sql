@@ -1,6 +1,6 @@
 -- pg_kafka row-change capture: Debezium-compatible change events for INSERT, UPDATE, DELETE and
 -- TRUNCATE. A captured table gets statement-level triggers over transition tables that call
--- kafka.capture_changes() (native, src/capture.rs): it encodes every row's event and adds it to
+-- kafka_internal.capture_changes() (native, src/capture.rs): it encodes every row's event and adds it to
 -- the transaction's pending messages, so events are sent only on commit, in order.
 -- Values follow Debezium's default mappings except decimal.handling.mode, which is "string" here
 -- (exact and readable). See the README's table.
@@ -24,7 +24,7 @@ SELECT pg_catalog.pg_extension_config_dump('kafka.capture_config', '');
 -- A row of kafka.capture_config makes pg_kafka emit events for a table, so writing one takes what
 -- capturing the table takes: the TRIGGER privilege on it (its owner has it). Removing one, too,
 -- unless the table is gone. Superusers (and the extension's own event triggers) pass.
-CREATE FUNCTION kafka.capture_config_check() RETURNS trigger
+CREATE FUNCTION kafka_internal.capture_config_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r kafka.capture_config := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
@@ -36,9 +36,9 @@ BEGIN
                 HINT = 'Capture tables with kafka.capture() or kafka.capture_outbox().';
         END IF;
         IF r.kind = 'table' THEN
-            PERFORM kafka.check_topic(r.topic);
+            PERFORM kafka_internal.check_topic(r.topic);
         ELSE
-            PERFORM kafka.check_topic(replace(r.topic, '%s', 'x'));
+            PERFORM kafka_internal.check_topic(replace(r.topic, '%s', 'x'));
         END IF;
     END IF;
     IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
@@ -50,16 +50,16 @@ BEGIN
 END $$;
 
 CREATE TRIGGER capture_config_check BEFORE INSERT OR UPDATE OR DELETE ON kafka.capture_config
-    FOR EACH ROW EXECUTE FUNCTION kafka.capture_config_check();
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.capture_config_check();
 
 -- Attribute numbers of named columns, and names of attribute numbers (in the order given).
-CREATE FUNCTION kafka.capture_attnums(relid oid, names text[]) RETURNS int2[]
+CREATE FUNCTION kafka_internal.capture_attnums(relid oid, names text[]) RETURNS int2[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(array_agg(a.attnum ORDER BY u.o), '{}') FROM unnest(names) WITH ORDINALITY u(n, o)
       JOIN pg_attribute a ON a.attrelid = relid AND a.attname = u.n AND a.attnum > 0 AND NOT a.attisdropped
 $$;
 
-CREATE FUNCTION kafka.capture_names(relid oid, attnums int2[]) RETURNS text[]
+CREATE FUNCTION kafka_internal.capture_names(relid oid, attnums int2[]) RETURNS text[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(array_agg(a.attname::text ORDER BY u.o), '{}') FROM unnest(attnums) WITH ORDINALITY u(n, o)
       JOIN pg_attribute a ON a.attrelid = relid AND a.attnum = u.n AND NOT a.attisdropped
@@ -67,13 +67,13 @@ $$;
 
 -- Captured tables and their options.
 CREATE VIEW kafka.captures AS
-SELECT relid::regclass AS "table", kind, topic, kafka.capture_names(relid, key_attnums) AS key_columns,
-       kafka.capture_names(relid, exclude_attnums) AS exclude_columns, emit_before, tombstones,
+SELECT relid::regclass AS "table", kind, topic, kafka_internal.capture_names(relid, key_attnums) AS key_columns,
+       kafka_internal.capture_names(relid, exclude_attnums) AS exclude_columns, emit_before, tombstones,
        delete_after_queue, created_at, schemas
 FROM kafka.capture_config;
 
 -- Creates the triggers of a captured table (as the caller: PostgreSQL checks its privileges).
-CREATE FUNCTION kafka.capture_triggers(relid oid) RETURNS void
+CREATE FUNCTION kafka_internal.capture_triggers(relid oid) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
 DECLARE
     cfg kafka.capture_config;
@@ -83,11 +83,11 @@ BEGIN
     SELECT * INTO STRICT cfg FROM kafka.capture_config c WHERE c.relid = capture_triggers.relid;
     IF cfg.kind = 'outbox' THEN
         EXECUTE format('CREATE TRIGGER kafka_capture_outbox AFTER INSERT ON %s REFERENCING NEW TABLE AS kafka_new '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION kafka.capture_outbox_relay(%L, %L)',
+                       'FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.capture_outbox_relay(%L, %L)',
                        rel, cfg.topic, cfg.delete_after_queue);
         RETURN;
     END IF;
-    call := format('kafka.capture_changes(%L, %L, %L, %L, %L, %L)', cfg.topic, array_to_string(cfg.key_attnums, ','),
+    call := format('kafka_internal.capture_changes(%L, %L, %L, %L, %L, %L)', cfg.topic, array_to_string(cfg.key_attnums, ','),
                    array_to_string(cfg.exclude_attnums, ','), cfg.emit_before, cfg.tombstones, cfg.schemas);
     EXECUTE format('CREATE TRIGGER kafka_capture_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS kafka_new '
                    'FOR EACH STATEMENT EXECUTE FUNCTION %s', rel, call);
@@ -101,7 +101,7 @@ END $body$;
 
 -- Checks shared by capture() and capture_outbox(): an ordinary or partitioned table, not yet
 -- captured; and named columns that exist.
-CREATE FUNCTION kafka.capture_check_table("table" regclass) RETURNS void
+CREATE FUNCTION kafka_internal.capture_check_table("table" regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF (SELECT relkind FROM pg_class WHERE oid = "table") NOT IN ('r', 'p') THEN
@@ -114,7 +114,7 @@ BEGIN
     END IF;
 END $$;
 
-CREATE FUNCTION kafka.capture_check_columns("table" regclass, columns text[], hint text) RETURNS void
+CREATE FUNCTION kafka_internal.capture_check_columns("table" regclass, columns text[], hint text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     missing text;
@@ -144,14 +144,14 @@ DECLARE
     keys text[];
     result kafka.captures;
 BEGIN
-    PERFORM kafka.check_served();  -- events queued where no worker delivers would wait forever
+    PERFORM kafka_internal.check_served();  -- events queued where no worker delivers would wait forever
     SELECT * INTO c FROM pg_class WHERE oid = "table";
     nsp := (SELECT nspname FROM pg_namespace WHERE oid = c.relnamespace);
     IF c.relkind IN ('r', 'p') AND c.relpersistence = 't' THEN
         RAISE EXCEPTION '% is a temporary table', "table" USING ERRCODE = '0A000',
             HINT = 'Temporary tables live in one session only; capture a permanent table.';
     END IF;
-    PERFORM kafka.capture_check_table("table");
+    PERFORM kafka_internal.capture_check_table("table");
     keys := coalesce(key_columns, (
         SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
           FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
@@ -160,7 +160,7 @@ BEGIN
         RAISE EXCEPTION '% has no primary key', "table" USING ERRCODE = '55000',
             HINT = 'Add a primary key, or name the key columns: kafka.capture(''t'', key_columns => ARRAY[''id'']).';
     END IF;
-    PERFORM kafka.capture_check_columns("table", keys || exclude_columns,
+    PERFORM kafka_internal.capture_check_columns("table", keys || exclude_columns,
                                         'Name existing columns in key_columns and exclude_columns.');
     IF keys && exclude_columns THEN
         RAISE EXCEPTION 'key columns cannot be excluded' USING ERRCODE = '22023',
@@ -170,17 +170,17 @@ BEGIN
         RAISE NOTICE '% is unlogged: its change events are durable, but after a crash the table is empty', "table";
     END IF;
     topic := coalesce(topic, current_database() || '.' || nsp || '.' || c.relname);
-    PERFORM kafka.check_topic(topic);
+    PERFORM kafka_internal.check_topic(topic);
     INSERT INTO kafka.capture_config (relid, table_name, kind, topic, key_attnums, exclude_attnums, emit_before,
                                       tombstones, schemas)
-    VALUES ("table", "table"::text, 'table', topic, kafka.capture_attnums("table", keys),
-            kafka.capture_attnums("table", exclude_columns), emit_before, tombstones, schemas);
-    PERFORM kafka.capture_triggers("table");
+    VALUES ("table", "table"::text, 'table', topic, kafka_internal.capture_attnums("table", keys),
+            kafka_internal.capture_attnums("table", exclude_columns), emit_before, tombstones, schemas);
+    PERFORM kafka_internal.capture_triggers("table");
     SELECT * INTO result FROM kafka.captures k WHERE k."table" = capture."table";
     RETURN result;
 END $$;
 
-CREATE FUNCTION kafka.drop_capture_trigger(rel regclass, name name) RETURNS void
+CREATE FUNCTION kafka_internal.drop_capture_trigger(rel regclass, name name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     EXECUTE format('DROP TRIGGER %I ON %s', name, rel);
@@ -193,7 +193,7 @@ BEGIN
     IF NOT EXISTS (SELECT FROM kafka.capture_config WHERE relid = "table") THEN
         RETURN false;
     END IF;
-    PERFORM kafka.drop_capture_trigger("table", t.tgname) FROM pg_trigger t
+    PERFORM kafka_internal.drop_capture_trigger("table", t.tgname) FROM pg_trigger t
      WHERE t.tgrelid = "table" AND t.tgname LIKE 'kafka\_capture\_%';
     DELETE FROM kafka.capture_config WHERE relid = "table";
     DELETE FROM kafka.backfill_progress WHERE relid = "table";
@@ -212,18 +212,18 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     result kafka.captures;
 BEGIN
-    PERFORM kafka.check_served();  -- events queued where no worker delivers would wait forever
-    PERFORM kafka.capture_check_table("table");
-    PERFORM kafka.capture_check_columns("table", ARRAY['id', 'aggregatetype', 'aggregateid', 'type', 'payload'],
+    PERFORM kafka_internal.check_served();  -- events queued where no worker delivers would wait forever
+    PERFORM kafka_internal.capture_check_table("table");
+    PERFORM kafka_internal.capture_check_columns("table", ARRAY['id', 'aggregatetype', 'aggregateid', 'type', 'payload'],
                                         'An outbox table has columns id, aggregatetype, aggregateid, type and payload.');
     IF strpos(topic_pattern, '%s') = 0 THEN
-        PERFORM kafka.check_topic(topic_pattern);
+        PERFORM kafka_internal.check_topic(topic_pattern);
     ELSE
-        PERFORM kafka.check_topic(replace(topic_pattern, '%s', 'x'));
+        PERFORM kafka_internal.check_topic(replace(topic_pattern, '%s', 'x'));
     END IF;
     INSERT INTO kafka.capture_config (relid, table_name, kind, topic, delete_after_queue)
     VALUES ("table", "table"::text, 'outbox', topic_pattern, delete_after_queue);
-    PERFORM kafka.capture_triggers("table");
+    PERFORM kafka_internal.capture_triggers("table");
     SELECT * INTO result FROM kafka.captures c WHERE c."table" = capture_outbox."table";
     RETURN result;
 END $$;
@@ -243,10 +243,10 @@ SELECT relid::regclass AS "table", rows_done, last_key, started_at, updated_at, 
 FROM kafka.backfill_progress;
 
 -- One chunk of a backfill: the next `chunk_size` rows after the recorded key (in key order) as
--- op "r" events (encoded by kafka.backfill_events, like the capture trigger's); records the
+-- op "r" events (encoded by kafka_internal.backfill_events, like the capture trigger's); records the
 -- progress. Returns how many rows it queued (0: done). Runs as the caller: it reads the table
--- (and runs its types' code) with the caller's rights, and kafka.backfill_events() checks them.
-CREATE FUNCTION kafka.backfill_chunk(relid oid, chunk_size integer) RETURNS bigint
+-- (and runs its types' code) with the caller's rights, and kafka_internal.backfill_events() checks them.
+CREATE FUNCTION kafka_internal.backfill_chunk(relid oid, chunk_size integer) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
 DECLARE
     keys text[];
@@ -256,7 +256,7 @@ DECLARE
     last text[];
     n bigint;
 BEGIN
-    SELECT kafka.capture_names(c.relid, c.key_attnums) INTO STRICT keys
+    SELECT kafka_internal.capture_names(c.relid, c.key_attnums) INTO STRICT keys
       FROM kafka.capture_config c WHERE c.relid = backfill_chunk.relid AND c.kind = 'table';
     SELECT p.last_key INTO STRICT after FROM kafka.backfill_progress p WHERE p.relid = backfill_chunk.relid;
     SELECT string_agg(format('n.%I', k), ', ' ORDER BY o),
@@ -265,7 +265,7 @@ BEGIN
       FROM unnest(keys) WITH ORDINALITY u(k, o)
       JOIN pg_attribute a ON a.attrelid = backfill_chunk.relid AND a.attname = u.k;
     EXECUTE format($q$
-        SELECT kafka.backfill_events(%5$s, c.a), (SELECT ARRAY[%6$s] FROM (SELECT (c.a[cardinality(c.a)]).*) n)
+        SELECT kafka_internal.backfill_events(%5$s, c.a), (SELECT ARRAY[%6$s] FROM (SELECT (c.a[cardinality(c.a)]).*) n)
           FROM (SELECT ARRAY(SELECT n FROM %1$s n %2$s ORDER BY %3$s LIMIT %4$s) AS a) c$q$,
         relid::regclass,
         CASE WHEN after IS NULL THEN '' ELSE format('WHERE (%s) > (%s)', keys_list, after_list) END,
@@ -307,7 +307,7 @@ BEGIN
         RAISE NOTICE 'resuming the backfill of % after % rows', "table", p.rows_done;
     END IF;
     LOOP
-        EXIT WHEN kafka.backfill_chunk("table", chunk_size) = 0;
+        EXIT WHEN kafka_internal.backfill_chunk("table", chunk_size) = 0;
         COMMIT;
     END LOOP;
     UPDATE kafka.backfill_progress SET finished_at = pg_catalog.now(), updated_at = pg_catalog.now() WHERE relid = "table";
@@ -319,7 +319,7 @@ END $$;
 -- name); after ALTER TABLE the outbox relay's function is generated again, and a key column of a
 -- capture cannot be dropped. After DROP TABLE the configuration (and function) go too. Runs as
 -- the extension's owner.
-CREATE FUNCTION kafka.capture_ddl() RETURNS event_trigger
+CREATE FUNCTION kafka_internal.capture_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     cfg kafka.capture_config;
@@ -328,7 +328,7 @@ BEGIN
                 WHERE c.relid IN (SELECT d.objid FROM pg_event_trigger_ddl_commands() d
                                    WHERE d.classid = 'pg_class'::regclass)
     LOOP
-        IF cfg.kind = 'table' AND cardinality(kafka.capture_names(cfg.relid, cfg.key_attnums)) < cardinality(cfg.key_attnums) THEN
+        IF cfg.kind = 'table' AND cardinality(kafka_internal.capture_names(cfg.relid, cfg.key_attnums)) < cardinality(cfg.key_attnums) THEN
             RAISE EXCEPTION 'cannot drop a key column of captured table %', cfg.relid::regclass
                 USING ERRCODE = '2BP01',
                       HINT = 'Call kafka.uncapture() first, then kafka.capture() with the new key.';
@@ -336,7 +336,7 @@ BEGIN
     END LOOP;
 END $$;
 
-CREATE FUNCTION kafka.capture_dropped() RETURNS event_trigger
+CREATE FUNCTION kafka_internal.capture_dropped() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     gone oid;
@@ -352,7 +352,7 @@ BEGIN
 END $$;
 
 CREATE EVENT TRIGGER kafka_capture_ddl ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
-    EXECUTE FUNCTION kafka.capture_ddl();
+    EXECUTE FUNCTION kafka_internal.capture_ddl();
 -- Every command that can drop a table: DROP TABLE, DROP SCHEMA ... CASCADE, DROP OWNED BY.
 CREATE EVENT TRIGGER kafka_capture_dropped ON sql_drop
-    EXECUTE FUNCTION kafka.capture_dropped();
+    EXECUTE FUNCTION kafka_internal.capture_dropped();

@@ -1,6 +1,6 @@
 -- pg_kafka: broker checks, the status view and privileges. Runs after every function exists.
 
-CREATE FUNCTION kafka.broker_check() RETURNS trigger
+CREATE FUNCTION kafka_internal.broker_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.host IS NULL OR NEW.host !~ '^[A-Za-z0-9._:\[\]-]+$' THEN
@@ -17,34 +17,34 @@ BEGIN
 END $$;
 
 CREATE TRIGGER broker_check BEFORE INSERT OR UPDATE ON kafka.broker
-    FOR EACH ROW EXECUTE FUNCTION kafka.broker_check();
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.broker_check();
 -- Only rows that really changed restart the producer (the seed's INSERT ... ON CONFLICT DO
 -- NOTHING, run by every new session of some applications, does not interrupt deliveries).
 CREATE TRIGGER broker_changed AFTER INSERT OR UPDATE OR DELETE ON kafka.broker
-    FOR EACH ROW EXECUTE FUNCTION kafka.broker_changed();
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.broker_changed();
 CREATE TRIGGER broker_truncated AFTER TRUNCATE ON kafka.broker
-    FOR EACH STATEMENT EXECUTE FUNCTION kafka.broker_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.broker_changed();
 
 CREATE TRIGGER config_check BEFORE INSERT OR UPDATE OR DELETE ON kafka.config
-    FOR EACH ROW EXECUTE FUNCTION kafka.config_check();
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.config_check();
 -- While a secret is stored, only a superuser may point the producer at other brokers.
 CREATE TRIGGER broker_guard BEFORE INSERT OR UPDATE OR DELETE ON kafka.broker
-    FOR EACH ROW EXECUTE FUNCTION kafka.broker_guard();
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.broker_guard();
 CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE ON kafka.config
-    FOR EACH ROW EXECUTE FUNCTION kafka.broker_changed();
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.broker_changed();
 CREATE TRIGGER config_truncated AFTER TRUNCATE ON kafka.config
-    FOR EACH STATEMENT EXECUTE FUNCTION kafka.broker_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.broker_changed();
 
 -- Sessions cache who may write which topic; these tables' changes make them forget (src/topics.rs).
 CREATE TRIGGER topic_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.topic_grants
-    FOR EACH STATEMENT EXECUTE FUNCTION kafka.topic_rules_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.topic_rules_changed();
 CREATE TRIGGER topic_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.capture_config
-    FOR EACH STATEMENT EXECUTE FUNCTION kafka.topic_rules_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.topic_rules_changed();
 
 -- kafka.config as administrators may read it: secret values masked.
 CREATE VIEW kafka.settings AS
-SELECT name, CASE WHEN kafka.is_secret(name) THEN '********' ELSE value END AS value,
-       kafka.is_secret(name) AS secret
+SELECT name, CASE WHEN kafka_internal.is_secret(name) THEN '********' ELSE value END AS value,
+       kafka_internal.is_secret(name) AS secret
 FROM kafka.config;
 
 -- The jsonb value variant of publish(): the value is jsonb's canonical text.
@@ -80,11 +80,11 @@ SELECT w.running AS worker_running,
        w.failing_since,
        w.previous_error,
        w.previous_error_at
-FROM kafka.worker_state() w;
+FROM kafka_internal.worker_state() w;
 
 -- The worker's recent distinct failures, newest first (the same failure again only counts).
 CREATE VIEW kafka.recent_errors AS
-SELECT e.first_at, e.last_at, e.attempts, e.error FROM kafka.worker_errors() e;
+SELECT e.first_at, e.last_at, e.attempts, e.error FROM kafka_internal.worker_errors() e;
 
 -- Per topic: what was delivered and dead-lettered, and when last.
 CREATE VIEW kafka.topics AS
@@ -96,6 +96,7 @@ SELECT topic, delivered, dead_lettered, bytes, last_delivery_at, last_dead_lette
 REVOKE ALL ON ALL TABLES IN SCHEMA kafka FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA kafka FROM PUBLIC;
 REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA kafka FROM PUBLIC;   -- functions and procedures
+REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA kafka_internal FROM PUBLIC;
 
 DO $$
 BEGIN
@@ -117,13 +118,15 @@ GRANT EXECUTE ON FUNCTION kafka.publish(text, text, text, bytea, jsonb, integer,
                           kafka.autonomous_publish(text, jsonb, text, bytea, jsonb, integer, timestamptz, interval)
     TO kafka_producer;
 
+-- kafka_admin's functions run with its rights (none is SECURITY DEFINER) and call these helpers.
+GRANT USAGE ON SCHEMA kafka_internal TO kafka_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.broker TO kafka_admin;
 GRANT SELECT (name), INSERT, UPDATE, DELETE ON kafka.config TO kafka_admin;
 GRANT SELECT ON kafka.settings TO kafka_admin;
 GRANT SELECT, DELETE ON kafka.dead_letter TO kafka_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.topic_grants TO kafka_admin;
 GRANT SELECT ON kafka.outbox, kafka.outbox_commit, kafka.status, kafka.recent_errors TO kafka_admin;
-GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.worker_errors(), kafka.is_secret(text), kafka.check_served(),
+GRANT EXECUTE ON FUNCTION kafka.close(), kafka_internal.worker_state(), kafka_internal.worker_errors(), kafka_internal.is_secret(text), kafka_internal.check_served(),
                           kafka.requeue_dead_letters(bigint[], text), kafka.purge_dead_letters(bigint[], text),
                           kafka.release(), kafka.dead_letter_waiting(bigint[], text)
     TO kafka_admin;
@@ -132,12 +135,12 @@ GRANT SELECT, INSERT, DELETE ON kafka.capture_config TO kafka_admin;
 GRANT SELECT ON kafka.captures, kafka.backfills TO kafka_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.backfill_progress TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean), kafka.uncapture(regclass),
-                          kafka.capture_outbox(regclass, text, boolean), kafka.capture_triggers(oid),
-                          kafka.capture_changes(), kafka.capture_attnums(oid, text[]), kafka.capture_names(oid, int2[]),
-                          kafka.capture_outbox_relay(), kafka.check_topic(text), kafka.drop_capture_trigger(regclass, name),
-                          kafka.backfill_chunk(oid, integer), kafka.backfill_events(oid, anyarray),
-                          kafka.capture_check_table(regclass),
-                          kafka.capture_check_columns(regclass, text[], text)
+                          kafka.capture_outbox(regclass, text, boolean), kafka_internal.capture_triggers(oid),
+                          kafka_internal.capture_changes(), kafka_internal.capture_attnums(oid, text[]), kafka_internal.capture_names(oid, int2[]),
+                          kafka_internal.capture_outbox_relay(), kafka_internal.check_topic(text), kafka_internal.drop_capture_trigger(regclass, name),
+                          kafka_internal.backfill_chunk(oid, integer), kafka_internal.backfill_events(oid, anyarray),
+                          kafka_internal.capture_check_table(regclass),
+                          kafka_internal.capture_check_columns(regclass, text[], text)
     TO kafka_admin;
 GRANT EXECUTE ON PROCEDURE kafka.backfill(regclass, integer) TO kafka_admin;
 
@@ -145,7 +148,7 @@ GRANT SELECT ON kafka.status, kafka.topics, kafka.recent_errors TO pg_monitor;
 GRANT SELECT ON kafka.producer_statistics TO kafka_admin, pg_monitor;
 GRANT SELECT ON kafka.topics TO kafka_admin;
 GRANT TRUNCATE ON kafka.topic_stats TO kafka_admin;
-GRANT EXECUTE ON FUNCTION kafka.worker_state(), kafka.worker_errors() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION kafka_internal.worker_state(), kafka_internal.worker_errors() TO pg_monitor;
 
 -- What \dx+ kafka and \df+ show.
 COMMENT ON TABLE kafka.broker IS 'Kafka brokers to bootstrap from (host, port); changes apply when they commit';

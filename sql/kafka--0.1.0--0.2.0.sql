@@ -61,6 +61,23 @@ The ordering of items is not stable, it is driven by a dependency graph.
 -- bootstrap
 -- pg_kafka tables. Created before any function (bootstrap).
 
+-- pg_kafka's internal helpers (trigger functions, checks, the worker's state) live apart from the
+-- API in schema kafka: nothing there is for PUBLIC; kafka_admin may use what its functions need.
+CREATE SCHEMA kafka_internal;
+REVOKE ALL ON SCHEMA kafka_internal FROM PUBLIC;
+COMMENT ON SCHEMA kafka_internal IS 'pg_kafka''s internal helpers: not an API, may change in any version';
+
+-- The native trigger functions (src/): in kafka_internal, which pgrx does not place them in.
+CREATE FUNCTION kafka_internal.broker_changed() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'broker_changed_wrapper';
+CREATE FUNCTION kafka_internal.config_check() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'config_check_wrapper';
+CREATE FUNCTION kafka_internal.broker_guard() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'broker_guard_wrapper';
+CREATE FUNCTION kafka_internal.capture_changes() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'capture_changes_wrapper';
+CREATE FUNCTION kafka_internal.capture_outbox_relay() RETURNS trigger LANGUAGE c
+    AS 'MODULE_PATHNAME', 'capture_outbox_relay_wrapper';
+CREATE FUNCTION kafka_internal.topic_rules_changed() RETURNS trigger LANGUAGE c
+    AS 'MODULE_PATHNAME', 'topic_rules_changed_wrapper';
+REVOKE ALL ON ALL ROUTINES IN SCHEMA kafka_internal FROM PUBLIC;
+
 -- The seed's broker list. Changes take effect when they commit; the worker re-reads it.
 CREATE TABLE kafka.broker (
     host text NOT NULL,
@@ -209,35 +226,6 @@ AS 'MODULE_PATHNAME', 'autonomous_publish_text_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::capture::backfill_events
-CREATE  FUNCTION "backfill_events"(
-	"rel" oid, /* pg_sys :: Oid */
-	"rows" anyarray /* pgrx :: AnyArray */
-) RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::api::check_served
-CREATE  FUNCTION "check_served"() RETURNS void
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_served_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::api::check_topic
-CREATE  FUNCTION "check_topic"(
-	"topic" TEXT /* Option < & str > */
-) RETURNS void
-IMMUTABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_topic_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- kafka::api::close
 CREATE  FUNCTION "close"() RETURNS bool /* bool */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -254,16 +242,6 @@ CREATE  FUNCTION "dead_letter_waiting"(
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'dead_letter_waiting_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::api::is_secret
-CREATE  FUNCTION "is_secret"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'is_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -340,8 +318,47 @@ AS 'MODULE_PATHNAME', 'requeue_dead_letters_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- kafka::upgrade::wake_at_commit
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::api::broker_changed
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::api::broker_guard
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::capture::capture_changes
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::relay::capture_outbox_relay
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::api::config_check
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::topics::topic_rules_changed
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+CREATE SCHEMA IF NOT EXISTS kafka_internal; /* kafka::kafka_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- kafka::upgrade::requeue_v1
-CREATE  FUNCTION "requeue_v1"(
+CREATE  FUNCTION kafka_internal."requeue_v1"(
 	"topic" TEXT, /* & str */
 	"key" bytea, /* Option < & [u8] > */
 	"payload" bytea, /* Option < & [u8] > */
@@ -350,92 +367,40 @@ CREATE  FUNCTION "requeue_v1"(
 	"timestamp_ms" bigint, /* Option < i64 > */
 	"packed" INT /* Option < i32 > */
 ) RETURNS bigint /* i64 */
-VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::upgrade::wake_at_commit
--- Skipped due to `#[pgrx(sql = false)]`
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::api::worker_errors
-CREATE  FUNCTION "worker_errors"() RETURNS TABLE (
-	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"attempts" bigint,  /* i64 */
-	"error" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL SAFE
+-- kafka::api::check_topic
+CREATE  FUNCTION kafka_internal."check_topic"(
+	"topic" TEXT /* Option < & str > */
+) RETURNS void
+IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
+AS 'MODULE_PATHNAME', 'check_topic_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::worker_state
-CREATE  FUNCTION "worker_state"() RETURNS TABLE (
-	"running" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"delivery" TEXT,  /* Option < & '_ str > */
-	"delivered" bigint,  /* i64 */
-	"dead_lettered" bigint,  /* i64 */
-	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_error" TEXT,  /* Option < String > */
-	"last_error_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"failing_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"previous_error" TEXT,  /* Option < String > */
-	"previous_error_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
-)
-STRICT VOLATILE PARALLEL SAFE
+-- kafka::capture::backfill_events
+CREATE  FUNCTION kafka_internal."backfill_events"(
+	"rel" oid, /* pg_sys :: Oid */
+	"rows" anyarray /* pgrx :: AnyArray */
+) RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::api::broker_changed
-CREATE FUNCTION "broker_changed"()
-	RETURNS TRIGGER
-	LANGUAGE c
-	AS 'MODULE_PATHNAME', 'broker_changed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::api::broker_guard
-CREATE FUNCTION "broker_guard"()
-	RETURNS TRIGGER
-	LANGUAGE c
-	AS 'MODULE_PATHNAME', 'broker_guard_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::capture::capture_changes
-CREATE FUNCTION "capture_changes"()
-	RETURNS TRIGGER
-	LANGUAGE c
-	AS 'MODULE_PATHNAME', 'capture_changes_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::relay::capture_outbox_relay
-CREATE FUNCTION "capture_outbox_relay"()
-	RETURNS TRIGGER
-	LANGUAGE c
-	AS 'MODULE_PATHNAME', 'capture_outbox_relay_wrapper';
+AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
 -- requires:
 --   api::check_topic
---   capture::capture_changes
 --   capture::backfill_events
---   relay::capture_outbox_relay
 
 -- pg_kafka row-change capture: Debezium-compatible change events for INSERT, UPDATE, DELETE and
 -- TRUNCATE. A captured table gets statement-level triggers over transition tables that call
--- kafka.capture_changes() (native, src/capture.rs): it encodes every row's event and adds it to
+-- kafka_internal.capture_changes() (native, src/capture.rs): it encodes every row's event and adds it to
 -- the transaction's pending messages, so events are sent only on commit, in order.
 -- Values follow Debezium's default mappings except decimal.handling.mode, which is "string" here
 -- (exact and readable). See the README's table.
@@ -459,7 +424,7 @@ SELECT pg_catalog.pg_extension_config_dump('kafka.capture_config', '');
 -- A row of kafka.capture_config makes pg_kafka emit events for a table, so writing one takes what
 -- capturing the table takes: the TRIGGER privilege on it (its owner has it). Removing one, too,
 -- unless the table is gone. Superusers (and the extension's own event triggers) pass.
-CREATE FUNCTION kafka.capture_config_check() RETURNS trigger
+CREATE FUNCTION kafka_internal.capture_config_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r kafka.capture_config := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
@@ -471,9 +436,9 @@ BEGIN
                 HINT = 'Capture tables with kafka.capture() or kafka.capture_outbox().';
         END IF;
         IF r.kind = 'table' THEN
-            PERFORM kafka.check_topic(r.topic);
+            PERFORM kafka_internal.check_topic(r.topic);
         ELSE
-            PERFORM kafka.check_topic(replace(r.topic, '%s', 'x'));
+            PERFORM kafka_internal.check_topic(replace(r.topic, '%s', 'x'));
         END IF;
     END IF;
     IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
@@ -485,16 +450,16 @@ BEGIN
 END $$;
 
 CREATE TRIGGER capture_config_check BEFORE INSERT OR UPDATE OR DELETE ON kafka.capture_config
-    FOR EACH ROW EXECUTE FUNCTION kafka.capture_config_check();
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.capture_config_check();
 
 -- Attribute numbers of named columns, and names of attribute numbers (in the order given).
-CREATE FUNCTION kafka.capture_attnums(relid oid, names text[]) RETURNS int2[]
+CREATE FUNCTION kafka_internal.capture_attnums(relid oid, names text[]) RETURNS int2[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(array_agg(a.attnum ORDER BY u.o), '{}') FROM unnest(names) WITH ORDINALITY u(n, o)
       JOIN pg_attribute a ON a.attrelid = relid AND a.attname = u.n AND a.attnum > 0 AND NOT a.attisdropped
 $$;
 
-CREATE FUNCTION kafka.capture_names(relid oid, attnums int2[]) RETURNS text[]
+CREATE FUNCTION kafka_internal.capture_names(relid oid, attnums int2[]) RETURNS text[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(array_agg(a.attname::text ORDER BY u.o), '{}') FROM unnest(attnums) WITH ORDINALITY u(n, o)
       JOIN pg_attribute a ON a.attrelid = relid AND a.attnum = u.n AND NOT a.attisdropped
@@ -502,13 +467,13 @@ $$;
 
 -- Captured tables and their options.
 CREATE VIEW kafka.captures AS
-SELECT relid::regclass AS "table", kind, topic, kafka.capture_names(relid, key_attnums) AS key_columns,
-       kafka.capture_names(relid, exclude_attnums) AS exclude_columns, emit_before, tombstones,
+SELECT relid::regclass AS "table", kind, topic, kafka_internal.capture_names(relid, key_attnums) AS key_columns,
+       kafka_internal.capture_names(relid, exclude_attnums) AS exclude_columns, emit_before, tombstones,
        delete_after_queue, created_at, schemas
 FROM kafka.capture_config;
 
 -- Creates the triggers of a captured table (as the caller: PostgreSQL checks its privileges).
-CREATE FUNCTION kafka.capture_triggers(relid oid) RETURNS void
+CREATE FUNCTION kafka_internal.capture_triggers(relid oid) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
 DECLARE
     cfg kafka.capture_config;
@@ -518,11 +483,11 @@ BEGIN
     SELECT * INTO STRICT cfg FROM kafka.capture_config c WHERE c.relid = capture_triggers.relid;
     IF cfg.kind = 'outbox' THEN
         EXECUTE format('CREATE TRIGGER kafka_capture_outbox AFTER INSERT ON %s REFERENCING NEW TABLE AS kafka_new '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION kafka.capture_outbox_relay(%L, %L)',
+                       'FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.capture_outbox_relay(%L, %L)',
                        rel, cfg.topic, cfg.delete_after_queue);
         RETURN;
     END IF;
-    call := format('kafka.capture_changes(%L, %L, %L, %L, %L, %L)', cfg.topic, array_to_string(cfg.key_attnums, ','),
+    call := format('kafka_internal.capture_changes(%L, %L, %L, %L, %L, %L)', cfg.topic, array_to_string(cfg.key_attnums, ','),
                    array_to_string(cfg.exclude_attnums, ','), cfg.emit_before, cfg.tombstones, cfg.schemas);
     EXECUTE format('CREATE TRIGGER kafka_capture_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS kafka_new '
                    'FOR EACH STATEMENT EXECUTE FUNCTION %s', rel, call);
@@ -536,7 +501,7 @@ END $body$;
 
 -- Checks shared by capture() and capture_outbox(): an ordinary or partitioned table, not yet
 -- captured; and named columns that exist.
-CREATE FUNCTION kafka.capture_check_table("table" regclass) RETURNS void
+CREATE FUNCTION kafka_internal.capture_check_table("table" regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF (SELECT relkind FROM pg_class WHERE oid = "table") NOT IN ('r', 'p') THEN
@@ -549,7 +514,7 @@ BEGIN
     END IF;
 END $$;
 
-CREATE FUNCTION kafka.capture_check_columns("table" regclass, columns text[], hint text) RETURNS void
+CREATE FUNCTION kafka_internal.capture_check_columns("table" regclass, columns text[], hint text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     missing text;
@@ -579,14 +544,14 @@ DECLARE
     keys text[];
     result kafka.captures;
 BEGIN
-    PERFORM kafka.check_served();  -- events queued where no worker delivers would wait forever
+    PERFORM kafka_internal.check_served();  -- events queued where no worker delivers would wait forever
     SELECT * INTO c FROM pg_class WHERE oid = "table";
     nsp := (SELECT nspname FROM pg_namespace WHERE oid = c.relnamespace);
     IF c.relkind IN ('r', 'p') AND c.relpersistence = 't' THEN
         RAISE EXCEPTION '% is a temporary table', "table" USING ERRCODE = '0A000',
             HINT = 'Temporary tables live in one session only; capture a permanent table.';
     END IF;
-    PERFORM kafka.capture_check_table("table");
+    PERFORM kafka_internal.capture_check_table("table");
     keys := coalesce(key_columns, (
         SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
           FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
@@ -595,7 +560,7 @@ BEGIN
         RAISE EXCEPTION '% has no primary key', "table" USING ERRCODE = '55000',
             HINT = 'Add a primary key, or name the key columns: kafka.capture(''t'', key_columns => ARRAY[''id'']).';
     END IF;
-    PERFORM kafka.capture_check_columns("table", keys || exclude_columns,
+    PERFORM kafka_internal.capture_check_columns("table", keys || exclude_columns,
                                         'Name existing columns in key_columns and exclude_columns.');
     IF keys && exclude_columns THEN
         RAISE EXCEPTION 'key columns cannot be excluded' USING ERRCODE = '22023',
@@ -605,17 +570,17 @@ BEGIN
         RAISE NOTICE '% is unlogged: its change events are durable, but after a crash the table is empty', "table";
     END IF;
     topic := coalesce(topic, current_database() || '.' || nsp || '.' || c.relname);
-    PERFORM kafka.check_topic(topic);
+    PERFORM kafka_internal.check_topic(topic);
     INSERT INTO kafka.capture_config (relid, table_name, kind, topic, key_attnums, exclude_attnums, emit_before,
                                       tombstones, schemas)
-    VALUES ("table", "table"::text, 'table', topic, kafka.capture_attnums("table", keys),
-            kafka.capture_attnums("table", exclude_columns), emit_before, tombstones, schemas);
-    PERFORM kafka.capture_triggers("table");
+    VALUES ("table", "table"::text, 'table', topic, kafka_internal.capture_attnums("table", keys),
+            kafka_internal.capture_attnums("table", exclude_columns), emit_before, tombstones, schemas);
+    PERFORM kafka_internal.capture_triggers("table");
     SELECT * INTO result FROM kafka.captures k WHERE k."table" = capture."table";
     RETURN result;
 END $$;
 
-CREATE FUNCTION kafka.drop_capture_trigger(rel regclass, name name) RETURNS void
+CREATE FUNCTION kafka_internal.drop_capture_trigger(rel regclass, name name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     EXECUTE format('DROP TRIGGER %I ON %s', name, rel);
@@ -628,7 +593,7 @@ BEGIN
     IF NOT EXISTS (SELECT FROM kafka.capture_config WHERE relid = "table") THEN
         RETURN false;
     END IF;
-    PERFORM kafka.drop_capture_trigger("table", t.tgname) FROM pg_trigger t
+    PERFORM kafka_internal.drop_capture_trigger("table", t.tgname) FROM pg_trigger t
      WHERE t.tgrelid = "table" AND t.tgname LIKE 'kafka\_capture\_%';
     DELETE FROM kafka.capture_config WHERE relid = "table";
     DELETE FROM kafka.backfill_progress WHERE relid = "table";
@@ -647,18 +612,18 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     result kafka.captures;
 BEGIN
-    PERFORM kafka.check_served();  -- events queued where no worker delivers would wait forever
-    PERFORM kafka.capture_check_table("table");
-    PERFORM kafka.capture_check_columns("table", ARRAY['id', 'aggregatetype', 'aggregateid', 'type', 'payload'],
+    PERFORM kafka_internal.check_served();  -- events queued where no worker delivers would wait forever
+    PERFORM kafka_internal.capture_check_table("table");
+    PERFORM kafka_internal.capture_check_columns("table", ARRAY['id', 'aggregatetype', 'aggregateid', 'type', 'payload'],
                                         'An outbox table has columns id, aggregatetype, aggregateid, type and payload.');
     IF strpos(topic_pattern, '%s') = 0 THEN
-        PERFORM kafka.check_topic(topic_pattern);
+        PERFORM kafka_internal.check_topic(topic_pattern);
     ELSE
-        PERFORM kafka.check_topic(replace(topic_pattern, '%s', 'x'));
+        PERFORM kafka_internal.check_topic(replace(topic_pattern, '%s', 'x'));
     END IF;
     INSERT INTO kafka.capture_config (relid, table_name, kind, topic, delete_after_queue)
     VALUES ("table", "table"::text, 'outbox', topic_pattern, delete_after_queue);
-    PERFORM kafka.capture_triggers("table");
+    PERFORM kafka_internal.capture_triggers("table");
     SELECT * INTO result FROM kafka.captures c WHERE c."table" = capture_outbox."table";
     RETURN result;
 END $$;
@@ -678,10 +643,10 @@ SELECT relid::regclass AS "table", rows_done, last_key, started_at, updated_at, 
 FROM kafka.backfill_progress;
 
 -- One chunk of a backfill: the next `chunk_size` rows after the recorded key (in key order) as
--- op "r" events (encoded by kafka.backfill_events, like the capture trigger's); records the
+-- op "r" events (encoded by kafka_internal.backfill_events, like the capture trigger's); records the
 -- progress. Returns how many rows it queued (0: done). Runs as the caller: it reads the table
--- (and runs its types' code) with the caller's rights, and kafka.backfill_events() checks them.
-CREATE FUNCTION kafka.backfill_chunk(relid oid, chunk_size integer) RETURNS bigint
+-- (and runs its types' code) with the caller's rights, and kafka_internal.backfill_events() checks them.
+CREATE FUNCTION kafka_internal.backfill_chunk(relid oid, chunk_size integer) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
 DECLARE
     keys text[];
@@ -691,7 +656,7 @@ DECLARE
     last text[];
     n bigint;
 BEGIN
-    SELECT kafka.capture_names(c.relid, c.key_attnums) INTO STRICT keys
+    SELECT kafka_internal.capture_names(c.relid, c.key_attnums) INTO STRICT keys
       FROM kafka.capture_config c WHERE c.relid = backfill_chunk.relid AND c.kind = 'table';
     SELECT p.last_key INTO STRICT after FROM kafka.backfill_progress p WHERE p.relid = backfill_chunk.relid;
     SELECT string_agg(format('n.%I', k), ', ' ORDER BY o),
@@ -700,7 +665,7 @@ BEGIN
       FROM unnest(keys) WITH ORDINALITY u(k, o)
       JOIN pg_attribute a ON a.attrelid = backfill_chunk.relid AND a.attname = u.k;
     EXECUTE format($q$
-        SELECT kafka.backfill_events(%5$s, c.a), (SELECT ARRAY[%6$s] FROM (SELECT (c.a[cardinality(c.a)]).*) n)
+        SELECT kafka_internal.backfill_events(%5$s, c.a), (SELECT ARRAY[%6$s] FROM (SELECT (c.a[cardinality(c.a)]).*) n)
           FROM (SELECT ARRAY(SELECT n FROM %1$s n %2$s ORDER BY %3$s LIMIT %4$s) AS a) c$q$,
         relid::regclass,
         CASE WHEN after IS NULL THEN '' ELSE format('WHERE (%s) > (%s)', keys_list, after_list) END,
@@ -742,7 +707,7 @@ BEGIN
         RAISE NOTICE 'resuming the backfill of % after % rows', "table", p.rows_done;
     END IF;
     LOOP
-        EXIT WHEN kafka.backfill_chunk("table", chunk_size) = 0;
+        EXIT WHEN kafka_internal.backfill_chunk("table", chunk_size) = 0;
         COMMIT;
     END LOOP;
     UPDATE kafka.backfill_progress SET finished_at = pg_catalog.now(), updated_at = pg_catalog.now() WHERE relid = "table";
@@ -754,7 +719,7 @@ END $$;
 -- name); after ALTER TABLE the outbox relay's function is generated again, and a key column of a
 -- capture cannot be dropped. After DROP TABLE the configuration (and function) go too. Runs as
 -- the extension's owner.
-CREATE FUNCTION kafka.capture_ddl() RETURNS event_trigger
+CREATE FUNCTION kafka_internal.capture_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     cfg kafka.capture_config;
@@ -763,7 +728,7 @@ BEGIN
                 WHERE c.relid IN (SELECT d.objid FROM pg_event_trigger_ddl_commands() d
                                    WHERE d.classid = 'pg_class'::regclass)
     LOOP
-        IF cfg.kind = 'table' AND cardinality(kafka.capture_names(cfg.relid, cfg.key_attnums)) < cardinality(cfg.key_attnums) THEN
+        IF cfg.kind = 'table' AND cardinality(kafka_internal.capture_names(cfg.relid, cfg.key_attnums)) < cardinality(cfg.key_attnums) THEN
             RAISE EXCEPTION 'cannot drop a key column of captured table %', cfg.relid::regclass
                 USING ERRCODE = '2BP01',
                       HINT = 'Call kafka.uncapture() first, then kafka.capture() with the new key.';
@@ -771,7 +736,7 @@ BEGIN
     END LOOP;
 END $$;
 
-CREATE FUNCTION kafka.capture_dropped() RETURNS event_trigger
+CREATE FUNCTION kafka_internal.capture_dropped() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     gone oid;
@@ -787,33 +752,69 @@ BEGIN
 END $$;
 
 CREATE EVENT TRIGGER kafka_capture_ddl ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
-    EXECUTE FUNCTION kafka.capture_ddl();
+    EXECUTE FUNCTION kafka_internal.capture_ddl();
 -- Every command that can drop a table: DROP TABLE, DROP SCHEMA ... CASCADE, DROP OWNED BY.
 CREATE EVENT TRIGGER kafka_capture_dropped ON sql_drop
-    EXECUTE FUNCTION kafka.capture_dropped();
+    EXECUTE FUNCTION kafka_internal.capture_dropped();
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::config_check
-CREATE FUNCTION "config_check"()
-	RETURNS TRIGGER
-	LANGUAGE c
-	AS 'MODULE_PATHNAME', 'config_check_wrapper';
+-- kafka::api::check_served
+CREATE  FUNCTION kafka_internal."check_served"() RETURNS void
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_served_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::topics::topic_rules_changed
-CREATE FUNCTION "topic_rules_changed"()
-	RETURNS TRIGGER
-	LANGUAGE c
-	AS 'MODULE_PATHNAME', 'topic_rules_changed_wrapper';
+-- kafka::api::worker_errors
+CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
+	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"attempts" bigint,  /* i64 */
+	"error" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::api::is_secret
+CREATE  FUNCTION kafka_internal."is_secret"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'is_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::api::worker_state
+CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
+	"running" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"delivery" TEXT,  /* Option < & '_ str > */
+	"delivered" bigint,  /* i64 */
+	"dead_lettered" bigint,  /* i64 */
+	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_error" TEXT,  /* Option < String > */
+	"last_error_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"failing_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"previous_error" TEXT,  /* Option < String > */
+	"previous_error_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
 -- finalize
 -- pg_kafka: broker checks, the status view and privileges. Runs after every function exists.
 
-CREATE FUNCTION kafka.broker_check() RETURNS trigger
+CREATE FUNCTION kafka_internal.broker_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.host IS NULL OR NEW.host !~ '^[A-Za-z0-9._:\[\]-]+$' THEN
@@ -830,34 +831,34 @@ BEGIN
 END $$;
 
 CREATE TRIGGER broker_check BEFORE INSERT OR UPDATE ON kafka.broker
-    FOR EACH ROW EXECUTE FUNCTION kafka.broker_check();
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.broker_check();
 -- Only rows that really changed restart the producer (the seed's INSERT ... ON CONFLICT DO
 -- NOTHING, run by every new session of some applications, does not interrupt deliveries).
 CREATE TRIGGER broker_changed AFTER INSERT OR UPDATE OR DELETE ON kafka.broker
-    FOR EACH ROW EXECUTE FUNCTION kafka.broker_changed();
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.broker_changed();
 CREATE TRIGGER broker_truncated AFTER TRUNCATE ON kafka.broker
-    FOR EACH STATEMENT EXECUTE FUNCTION kafka.broker_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.broker_changed();
 
 CREATE TRIGGER config_check BEFORE INSERT OR UPDATE OR DELETE ON kafka.config
-    FOR EACH ROW EXECUTE FUNCTION kafka.config_check();
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.config_check();
 -- While a secret is stored, only a superuser may point the producer at other brokers.
 CREATE TRIGGER broker_guard BEFORE INSERT OR UPDATE OR DELETE ON kafka.broker
-    FOR EACH ROW EXECUTE FUNCTION kafka.broker_guard();
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.broker_guard();
 CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE ON kafka.config
-    FOR EACH ROW EXECUTE FUNCTION kafka.broker_changed();
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.broker_changed();
 CREATE TRIGGER config_truncated AFTER TRUNCATE ON kafka.config
-    FOR EACH STATEMENT EXECUTE FUNCTION kafka.broker_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.broker_changed();
 
 -- Sessions cache who may write which topic; these tables' changes make them forget (src/topics.rs).
 CREATE TRIGGER topic_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.topic_grants
-    FOR EACH STATEMENT EXECUTE FUNCTION kafka.topic_rules_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.topic_rules_changed();
 CREATE TRIGGER topic_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.capture_config
-    FOR EACH STATEMENT EXECUTE FUNCTION kafka.topic_rules_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.topic_rules_changed();
 
 -- kafka.config as administrators may read it: secret values masked.
 CREATE VIEW kafka.settings AS
-SELECT name, CASE WHEN kafka.is_secret(name) THEN '********' ELSE value END AS value,
-       kafka.is_secret(name) AS secret
+SELECT name, CASE WHEN kafka_internal.is_secret(name) THEN '********' ELSE value END AS value,
+       kafka_internal.is_secret(name) AS secret
 FROM kafka.config;
 
 -- The jsonb value variant of publish(): the value is jsonb's canonical text.
@@ -893,11 +894,11 @@ SELECT w.running AS worker_running,
        w.failing_since,
        w.previous_error,
        w.previous_error_at
-FROM kafka.worker_state() w;
+FROM kafka_internal.worker_state() w;
 
 -- The worker's recent distinct failures, newest first (the same failure again only counts).
 CREATE VIEW kafka.recent_errors AS
-SELECT e.first_at, e.last_at, e.attempts, e.error FROM kafka.worker_errors() e;
+SELECT e.first_at, e.last_at, e.attempts, e.error FROM kafka_internal.worker_errors() e;
 
 -- Per topic: what was delivered and dead-lettered, and when last.
 CREATE VIEW kafka.topics AS
@@ -909,6 +910,7 @@ SELECT topic, delivered, dead_lettered, bytes, last_delivery_at, last_dead_lette
 REVOKE ALL ON ALL TABLES IN SCHEMA kafka FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA kafka FROM PUBLIC;
 REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA kafka FROM PUBLIC;   -- functions and procedures
+REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA kafka_internal FROM PUBLIC;
 
 DO $$
 BEGIN
@@ -930,13 +932,15 @@ GRANT EXECUTE ON FUNCTION kafka.publish(text, text, text, bytea, jsonb, integer,
                           kafka.autonomous_publish(text, jsonb, text, bytea, jsonb, integer, timestamptz, interval)
     TO kafka_producer;
 
+-- kafka_admin's functions run with its rights (none is SECURITY DEFINER) and call these helpers.
+GRANT USAGE ON SCHEMA kafka_internal TO kafka_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.broker TO kafka_admin;
 GRANT SELECT (name), INSERT, UPDATE, DELETE ON kafka.config TO kafka_admin;
 GRANT SELECT ON kafka.settings TO kafka_admin;
 GRANT SELECT, DELETE ON kafka.dead_letter TO kafka_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.topic_grants TO kafka_admin;
 GRANT SELECT ON kafka.outbox, kafka.outbox_commit, kafka.status, kafka.recent_errors TO kafka_admin;
-GRANT EXECUTE ON FUNCTION kafka.close(), kafka.worker_state(), kafka.worker_errors(), kafka.is_secret(text), kafka.check_served(),
+GRANT EXECUTE ON FUNCTION kafka.close(), kafka_internal.worker_state(), kafka_internal.worker_errors(), kafka_internal.is_secret(text), kafka_internal.check_served(),
                           kafka.requeue_dead_letters(bigint[], text), kafka.purge_dead_letters(bigint[], text),
                           kafka.release(), kafka.dead_letter_waiting(bigint[], text)
     TO kafka_admin;
@@ -945,12 +949,12 @@ GRANT SELECT, INSERT, DELETE ON kafka.capture_config TO kafka_admin;
 GRANT SELECT ON kafka.captures, kafka.backfills TO kafka_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.backfill_progress TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean), kafka.uncapture(regclass),
-                          kafka.capture_outbox(regclass, text, boolean), kafka.capture_triggers(oid),
-                          kafka.capture_changes(), kafka.capture_attnums(oid, text[]), kafka.capture_names(oid, int2[]),
-                          kafka.capture_outbox_relay(), kafka.check_topic(text), kafka.drop_capture_trigger(regclass, name),
-                          kafka.backfill_chunk(oid, integer), kafka.backfill_events(oid, anyarray),
-                          kafka.capture_check_table(regclass),
-                          kafka.capture_check_columns(regclass, text[], text)
+                          kafka.capture_outbox(regclass, text, boolean), kafka_internal.capture_triggers(oid),
+                          kafka_internal.capture_changes(), kafka_internal.capture_attnums(oid, text[]), kafka_internal.capture_names(oid, int2[]),
+                          kafka_internal.capture_outbox_relay(), kafka_internal.check_topic(text), kafka_internal.drop_capture_trigger(regclass, name),
+                          kafka_internal.backfill_chunk(oid, integer), kafka_internal.backfill_events(oid, anyarray),
+                          kafka_internal.capture_check_table(regclass),
+                          kafka_internal.capture_check_columns(regclass, text[], text)
     TO kafka_admin;
 GRANT EXECUTE ON PROCEDURE kafka.backfill(regclass, integer) TO kafka_admin;
 
@@ -958,7 +962,7 @@ GRANT SELECT ON kafka.status, kafka.topics, kafka.recent_errors TO pg_monitor;
 GRANT SELECT ON kafka.producer_statistics TO kafka_admin, pg_monitor;
 GRANT SELECT ON kafka.topics TO kafka_admin;
 GRANT TRUNCATE ON kafka.topic_stats TO kafka_admin;
-GRANT EXECUTE ON FUNCTION kafka.worker_state(), kafka.worker_errors() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION kafka_internal.worker_state(), kafka_internal.worker_errors() TO pg_monitor;
 
 -- What \dx+ kafka and \df+ show.
 COMMENT ON TABLE kafka.broker IS 'Kafka brokers to bootstrap from (host, port); changes apply when they commit';
@@ -1012,14 +1016,14 @@ SELECT c.relid::regclass, c.table_name, c.kind, c.topic, c.key_attnums, c.exclud
   FROM kafka_upgrade.capture_config c
  WHERE EXISTS (SELECT FROM pg_catalog.pg_class r WHERE r.oid = c.relid);
 INSERT INTO kafka.backfill_progress SELECT * FROM kafka_upgrade.backfill_progress;
-SELECT kafka.capture_triggers(relid) FROM kafka.capture_config;
+SELECT kafka_internal.capture_triggers(relid) FROM kafka.capture_config;
 
 SELECT pg_catalog.setval('kafka.outbox_id_seq',
        greatest((SELECT last_value FROM kafka_upgrade.outbox_id_seq),
                            (SELECT pg_catalog.max(id) FROM kafka_upgrade.dead_letter),
                            (SELECT pg_catalog.max(id) FROM kafka_upgrade.outbox), 1) + 512);
 -- 0.1.0's waiting messages, queued again in their order: sent once ALTER EXTENSION commits.
-SELECT pg_catalog.count(kafka.requeue_v1(o.topic, o.key, o.payload, o.headers, o.partition, o.timestamp_ms, o.packed))
+SELECT pg_catalog.count(kafka_internal.requeue_v1(o.topic, o.key, o.payload, o.headers, o.partition, o.timestamp_ms, o.packed))
   FROM (SELECT * FROM kafka_upgrade.outbox ORDER BY id) o;
 
 DROP SCHEMA kafka_upgrade CASCADE;

@@ -1,5 +1,22 @@
 -- pg_kafka tables. Created before any function (bootstrap).
 
+-- pg_kafka's internal helpers (trigger functions, checks, the worker's state) live apart from the
+-- API in schema kafka: nothing there is for PUBLIC; kafka_admin may use what its functions need.
+CREATE SCHEMA kafka_internal;
+REVOKE ALL ON SCHEMA kafka_internal FROM PUBLIC;
+COMMENT ON SCHEMA kafka_internal IS 'pg_kafka''s internal helpers: not an API, may change in any version';
+
+-- The native trigger functions (src/): in kafka_internal, which pgrx does not place them in.
+CREATE FUNCTION kafka_internal.broker_changed() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'broker_changed_wrapper';
+CREATE FUNCTION kafka_internal.config_check() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'config_check_wrapper';
+CREATE FUNCTION kafka_internal.broker_guard() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'broker_guard_wrapper';
+CREATE FUNCTION kafka_internal.capture_changes() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'capture_changes_wrapper';
+CREATE FUNCTION kafka_internal.capture_outbox_relay() RETURNS trigger LANGUAGE c
+    AS 'MODULE_PATHNAME', 'capture_outbox_relay_wrapper';
+CREATE FUNCTION kafka_internal.topic_rules_changed() RETURNS trigger LANGUAGE c
+    AS 'MODULE_PATHNAME', 'topic_rules_changed_wrapper';
+REVOKE ALL ON ALL ROUTINES IN SCHEMA kafka_internal FROM PUBLIC;
+
 -- The seed's broker list. Changes take effect when they commit; the worker re-reads it.
 CREATE TABLE kafka.broker (
     host text NOT NULL,

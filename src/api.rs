@@ -191,7 +191,7 @@ fn close() -> bool {
 
 /// The worker's state from shared memory; `kafka.status` presents it with the backlog. In a
 /// database the worker does not serve, it says so instead of showing another database's state.
-#[pg_extern(volatile, parallel_safe)]
+#[pg_extern(volatile, parallel_safe, schema = "kafka_internal")]
 #[allow(clippy::type_complexity)]
 fn worker_state() -> TableIterator<
     'static,
@@ -249,7 +249,7 @@ fn worker_state() -> TableIterator<
 
 /// The worker's recent distinct failures, newest first (kept across worker restarts, not server
 /// restarts); `kafka.recent_errors` shows them. Nothing in a database the worker does not serve.
-#[pg_extern(volatile, parallel_safe)]
+#[pg_extern(volatile, parallel_safe, schema = "kafka_internal")]
 fn worker_errors() -> TableIterator<
     'static,
     (
@@ -269,26 +269,26 @@ fn worker_errors() -> TableIterator<
 
 /// Raises unless messages queued in this database would be delivered (pg_kafka preloaded, and
 /// this the database the worker serves). Used by `kafka.capture()` and `capture_outbox()`.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, schema = "kafka_internal")]
 fn check_served() {
     ensure_deliverable();
 }
 
 /// Whether a setting's value is a secret (only superusers read it back; `kafka.settings` masks it).
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, schema = "kafka_internal")]
 fn is_secret(name: &str) -> bool {
     settings::is_secret(name)
 }
 
 /// Raises the error produce() would raise for this topic name; used by kafka.capture().
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, schema = "kafka_internal")]
 fn check_topic(topic: Option<&str>) {
     crate::record::check_topic(topic).unwrap_or_else(|e| e.raise());
 }
 
 /// Trigger on `kafka.broker` and `kafka.config`: when the change commits, the worker stops what
 /// it is waiting for and makes a new producer from the new brokers and settings.
-#[pg_trigger]
+#[pg_trigger(sql = false)] // declared in sql/tables.sql, in schema kafka_internal
 fn broker_changed<'a>(
     _trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
@@ -301,7 +301,7 @@ fn broker_changed<'a>(
 /// Trigger on `kafka.config`: each row is checked by librdkafka before it is written, and a role
 /// other than a superuser may write, rename or remove only settings of the allow-list (so it
 /// can neither set a dangerous one nor move a secret's value into a readable row).
-#[pg_trigger]
+#[pg_trigger(sql = false)] // declared in sql/tables.sql, in schema kafka_internal
 fn config_check<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
@@ -340,7 +340,7 @@ fn config_check<'a>(
 
 /// Trigger on `kafka.broker`: while `kafka.config` holds a secret, only a superuser may change
 /// where it is sent.
-#[pg_trigger]
+#[pg_trigger(sql = false)] // declared in sql/tables.sql, in schema kafka_internal
 fn broker_guard<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {

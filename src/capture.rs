@@ -161,12 +161,12 @@ pub(crate) struct Tuple<'a>(pub &'a [Datum], pub &'a [bool]);
 
 /// Trigger of captured tables (created by `kafka.capture()`): AFTER INSERT/UPDATE/DELETE with
 /// transition tables, and AFTER TRUNCATE, all FOR EACH STATEMENT.
-#[pg_trigger]
+#[pg_trigger(sql = false)] // declared in sql/tables.sql, in schema kafka_internal
 fn capture_changes<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
     let data = trigger.trigger_data();
-    check_trigger(data, "kafka.capture_changes()", false).unwrap_or_else(|e| e.raise());
+    check_trigger(data, "kafka_internal.capture_changes()", false).unwrap_or_else(|e| e.raise());
     let events = Events::new(capture_plan::of_trigger(trigger), false);
     let desc = unsafe { (*data.tg_relation).rd_att };
     match data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
@@ -216,7 +216,7 @@ pub(crate) fn check_trigger(
 /// Queues an `op: "r"` (snapshot) event for each of `rows`, rows of captured table `rel`, in
 /// order; returns how many. Used by `kafka.backfill()`. The caller needs what a backfill needs
 /// (SELECT and TRIGGER on the table): the events go to the capture's topic.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, schema = "kafka_internal")]
 fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
     let options = Spi::get_two_with_args::<Vec<String>, bool>(
         "SELECT ARRAY[topic, array_to_string(key_attnums, ','), array_to_string(exclude_attnums, ','),

@@ -39,7 +39,7 @@ impl Options {
                 schemas: rest.first().is_some_and(|s| flag(s)),
             },
             _ => crate::error::KafkaError::BadTrigger(
-                "kafka.capture_changes() takes 6 trigger arguments".into(),
+                "kafka_internal.capture_changes() takes 6 trigger arguments".into(),
             )
             .raise(),
         }

@@ -36,11 +36,15 @@ mod worker;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/tables.sql", name = "tables", bootstrap);
+
+/// The schema of pg_kafka's internal helpers (`schema = "kafka_internal"` functions); created by
+/// sql/tables.sql, declared here for pgrx.
+#[pg_schema]
+mod kafka_internal {}
 extension_sql_file!(
     "../sql/capture.sql",
     name = "capture",
-    requires =
-        [api::check_topic, capture::capture_changes, capture::backfill_events, relay::capture_outbox_relay]
+    requires = [api::check_topic, capture::backfill_events]
 );
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 

@@ -18,15 +18,15 @@ const COLUMNS: [&str; 5] = ["id", "aggregatetype", "aggregateid", "type", "paylo
 
 /// Trigger of relayed outbox tables: AFTER INSERT FOR EACH STATEMENT with a NEW TABLE; arguments
 /// are the topic pattern and whether to delete the rows once queued.
-#[pg_trigger]
+#[pg_trigger(sql = false)] // declared in sql/tables.sql, in schema kafka_internal
 fn capture_outbox_relay<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
     let data = trigger.trigger_data();
-    check_trigger(data, "kafka.capture_outbox_relay()", true).unwrap_or_else(|e| e.raise());
+    check_trigger(data, "kafka_internal.capture_outbox_relay()", true).unwrap_or_else(|e| e.raise());
     let args = trigger.extra_args().unwrap_or_default();
     let [pattern, delete] = args.as_slice() else {
-        KafkaError::BadTrigger("kafka.capture_outbox_relay() takes 2 trigger arguments".into()).raise()
+        KafkaError::BadTrigger("kafka_internal.capture_outbox_relay() takes 2 trigger arguments".into()).raise()
     };
     let delete = matches!(delete.as_str(), "t" | "true");
     let desc = unsafe { (*data.tg_relation).rd_att };

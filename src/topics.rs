@@ -114,7 +114,7 @@ fn ask(role: pg_sys::Oid, topic: &str) -> (Option<KafkaError>, [pg_sys::Oid; 2])
 
 /// Trigger on `kafka.capture_config` and `kafka.topic_grants`: every session forgets its answers
 /// when the change commits.
-#[pg_trigger]
+#[pg_trigger(sql = false)] // declared in sql/tables.sql, in schema kafka_internal
 fn topic_rules_changed<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {

@@ -12,7 +12,7 @@ use pgrx::JsonB;
 
 /// Queues one 0.1.0 outbox row: a message, or with `packed` a 0.1.0 pack of `packed` messages
 /// in `payload`. Returns how many messages it queued.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, schema = "kafka_internal")]
 fn requeue_v1(
     topic: &str,
     key: Option<&[u8]>,

@@ -16,14 +16,14 @@ SELECT c.relid::regclass, c.table_name, c.kind, c.topic, c.key_attnums, c.exclud
   FROM kafka_upgrade.capture_config c
  WHERE EXISTS (SELECT FROM pg_catalog.pg_class r WHERE r.oid = c.relid);
 INSERT INTO kafka.backfill_progress SELECT * FROM kafka_upgrade.backfill_progress;
-SELECT kafka.capture_triggers(relid) FROM kafka.capture_config;
+SELECT kafka_internal.capture_triggers(relid) FROM kafka.capture_config;
 
 SELECT pg_catalog.setval('kafka.outbox_id_seq',
        greatest((SELECT last_value FROM kafka_upgrade.outbox_id_seq),
                            (SELECT pg_catalog.max(id) FROM kafka_upgrade.dead_letter),
                            (SELECT pg_catalog.max(id) FROM kafka_upgrade.outbox), 1) + 512);
 -- 0.1.0's waiting messages, queued again in their order: sent once ALTER EXTENSION commits.
-SELECT pg_catalog.count(kafka.requeue_v1(o.topic, o.key, o.payload, o.headers, o.partition, o.timestamp_ms, o.packed))
+SELECT pg_catalog.count(kafka_internal.requeue_v1(o.topic, o.key, o.payload, o.headers, o.partition, o.timestamp_ms, o.packed))
   FROM (SELECT * FROM kafka_upgrade.outbox ORDER BY id) o;
 
 DROP SCHEMA kafka_upgrade CASCADE;

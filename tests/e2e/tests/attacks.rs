@@ -110,11 +110,11 @@ fn misused_trigger_functions_raise_errors_instead_of_crashing() {
     as_role(&mut c, "e2e_v9", &["kafka_admin", "CREATE ON SCHEMA public"], |c| {
         c.batch_execute(&format!("CREATE TABLE {t} (id int)")).unwrap();
         for (i, (timing, function)) in [
-            ("AFTER INSERT ON {t} FOR EACH ROW", "kafka.capture_changes('t','1','','t','t')"),
-            ("BEFORE INSERT ON {t} FOR EACH STATEMENT", "kafka.capture_changes('t','1','','t','t')"),
-            ("AFTER INSERT ON {t} FOR EACH STATEMENT", "kafka.capture_changes('t','1','','t','t')"),
-            ("AFTER INSERT ON {t} FOR EACH ROW", "kafka.capture_outbox_relay('x.%s', 'f')"),
-            ("AFTER INSERT ON {t} FOR EACH STATEMENT", "kafka.capture_outbox_relay('x.%s', 'f')"),
+            ("AFTER INSERT ON {t} FOR EACH ROW", "kafka_internal.capture_changes('t','1','','t','t')"),
+            ("BEFORE INSERT ON {t} FOR EACH STATEMENT", "kafka_internal.capture_changes('t','1','','t','t')"),
+            ("AFTER INSERT ON {t} FOR EACH STATEMENT", "kafka_internal.capture_changes('t','1','','t','t')"),
+            ("AFTER INSERT ON {t} FOR EACH ROW", "kafka_internal.capture_outbox_relay('x.%s', 'f')"),
+            ("AFTER INSERT ON {t} FOR EACH STATEMENT", "kafka_internal.capture_outbox_relay('x.%s', 'f')"),
         ]
         .iter()
         .enumerate()
@@ -240,8 +240,8 @@ fn captures_and_backfills_run_with_the_callers_rights_only() {
         assert_eq!(done, 5);
         // backfill_events with rows of another table, or not rows at all.
         for sql in [
-            format!("SELECT kafka.backfill_events('{own}'::regclass, ARRAY[1, 2, 3])"),
-            format!("SELECT kafka.backfill_events('{own}'::regclass, ARRAY(SELECT s FROM v6_seen s))"),
+            format!("SELECT kafka_internal.backfill_events('{own}'::regclass, ARRAY[1, 2, 3])"),
+            format!("SELECT kafka_internal.backfill_events('{own}'::regclass, ARRAY(SELECT s FROM v6_seen s))"),
         ] {
             assert_eq!(error_of(c, &sql).0, "42804", "{sql}");
         }
@@ -255,7 +255,7 @@ fn captures_and_backfills_run_with_the_callers_rights_only() {
     assert!(!seen.iter().any(|m| m.contains("card-number-v6")), "{seen:?}");
     // A superuser's backfill_events call with wrong element types is an error, not a crash.
     let (state, _) =
-        error_of(&mut c, &format!("SELECT kafka.backfill_events('{secret}'::regclass, ARRAY[1,2,3])"));
+        error_of(&mut c, &format!("SELECT kafka_internal.backfill_events('{secret}'::regclass, ARRAY[1,2,3])"));
     assert_eq!(state, "55000", "not captured: nothing to encode");
     c.batch_execute(&format!("DROP TABLE {secret}")).unwrap();
 }
