@@ -3,6 +3,8 @@
 //! Backends queue messages in `kafka.outbox` as part of their transaction (`api`, `pending`,
 //! `outbox`); one background worker delivers them with librdkafka (`worker`, `producer`).
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 use pgrx::prelude::*;
 
 mod api;
