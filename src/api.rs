@@ -221,6 +221,8 @@ fn worker_state() -> TableIterator<
         return idle(Some(format!("{why}: this database's messages are not delivered")));
     }
     let s = *shared::STATE.share();
+    // SAFETY: plain read of the process-local id of the database this backend connected to, set at
+    // connection start before any SQL function runs.
     if s.database != pg_sys::Oid::INVALID && s.database != unsafe { pg_sys::MyDatabaseId } {
         return idle(Some(
             "the pg_kafka worker is switching to this database (kafka.database changed)".into(),
@@ -228,6 +230,8 @@ fn worker_state() -> TableIterator<
     }
     let ts = |t: i64| {
         (t != 0)
+            // SAFETY: `t` is a TimestampTz the worker stored (from GetCurrentTimestamp), so a
+            // by-value int8 Datum is a valid timestamptz; from_datum only reads the value.
             .then(|| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(t), false) })
             .flatten()
     };
@@ -263,6 +267,8 @@ fn worker_errors() -> TableIterator<
         return TableIterator::new(Vec::new());
     }
     let recent = shared::STATE.share().recent_errors();
+    // SAFETY: as in `worker_state`: `t` is a TimestampTz the worker stored, a valid by-value
+    // timestamptz Datum.
     let ts = |t: i64| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(t), false) };
     TableIterator::new(recent.into_iter().map(move |e| (ts(e.first_at), ts(e.last_at), e.count, e.text())))
 }
@@ -305,6 +311,8 @@ fn broker_changed<'a>(
 fn config_check<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
+    // SAFETY: superuser() looks the current role up in the catalog cache; a trigger runs inside a
+    // transaction, so the cache is valid. Errors are raised as Rust panics by pgrx's guard.
     let superuser = unsafe { pg_sys::superuser() };
     // A row that cannot be read is refused, not let through (fail closed).
     let name_of = |t: &PgHeapTuple<'_, AllocatedByPostgres>| -> Option<String> {
@@ -344,6 +352,8 @@ fn config_check<'a>(
 fn broker_guard<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
+    // SAFETY: superuser() looks the current role up in the catalog cache; a trigger runs inside a
+    // transaction, so the cache is valid.
     if !unsafe { pg_sys::superuser() } && outbox::secret_stored().unwrap_or_else(|e| e.raise()) {
         KafkaError::BrokerWithSecrets.raise();
     }
@@ -369,6 +379,10 @@ fn served_here() -> bool {
 
 fn current_database() -> String {
     thread_local! {
+        // SAFETY: only SQL functions reach this, in a backend connected to MyDatabaseId inside a
+        // transaction: the catalog lookup is valid, and the database cannot be dropped while we are
+        // connected, so get_database_name returns a palloc'd NUL-terminated name (never NULL),
+        // copied at once.
         static NAME: String = unsafe {
             let p = pg_sys::get_database_name(pg_sys::MyDatabaseId);
             std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()

@@ -47,6 +47,16 @@ pub fn insert(
     rows: usize,
     mut row: impl FnMut(usize) -> Vec<Option<Datum>>,
 ) {
+    // SAFETY: runs inside the caller's transaction. `rel` comes from table_open here and is closed
+    // below (NoLock: the RowExclusiveLock stays until transaction end), `desc` is its descriptor,
+    // and the indexes are opened by `open_indexes` and closed below. check_columns made sure the
+    // table has exactly `columns`, and `row(i)` gives one Datum per column, of that column's type
+    // (the caller's obligation: outbox::insert and insert_commit build them for the outbox's column
+    // types), so `datums`/`nulls` hold `natts` entries for heap_form_tuple. heap_insert sets
+    // `(*tuple).t_self`, which index_insert needs; index keys are plain columns (open_indexes
+    // refuses expressions), so their attribute numbers are 1..=natts and at most INDEX_MAX_KEYS
+    // (32). Everything allocated per row lives in `row_context`, reset only after the row's heap
+    // and index inserts are done.
     unsafe {
         let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
         let rel = pg_sys::table_open(relid, lock);
@@ -102,8 +112,12 @@ pub fn insert(
 
 /// Refuses a table whose columns are not the ones this version writes.
 unsafe fn check_columns(desc: pg_sys::TupleDesc, columns: &[&str]) {
+    // SAFETY: `desc` is the descriptor of the relation `insert` holds open (this function's
+    // contract).
     let natts = unsafe { (*desc).natts } as usize;
+    // SAFETY: a TupleDesc's `attrs` flexible array holds `natts` entries.
     let attrs = unsafe { (*desc).attrs.as_slice(natts) };
+    // SAFETY: `attname` is a NameData, always NUL-terminated within its NAMEDATALEN bytes.
     let name = |a: &pg_sys::FormData_pg_attribute| unsafe { CStr::from_ptr(a.attname.data.as_ptr()) };
     let expected = natts == columns.len()
         && attrs.iter().zip(columns).all(|(a, c)| !a.attisdropped && name(a).to_bytes() == c.as_bytes());
@@ -121,14 +135,22 @@ unsafe fn open_indexes(
     rel: pg_sys::Relation,
     lock: pg_sys::LOCKMODE,
 ) -> Vec<(pg_sys::Relation, *mut pg_sys::IndexInfo)> {
+    // SAFETY: `rel` is a relation `insert` holds open, inside a transaction; the list is a fresh
+    // copy in the current memory context.
     let list = unsafe { pg_sys::RelationGetIndexList(rel) };
     let oids: Vec<pg_sys::Oid> = if list.is_null() {
         Vec::new()
     } else {
+        // SAFETY: `list` is a non-null List whose `elements` array holds `length` cells.
         let cells = unsafe { std::slice::from_raw_parts((*list).elements, (*list).length as usize) };
+        // SAFETY: RelationGetIndexList returns an OID list, so `oid_value` is the member of each
+        // cell in use.
         cells.iter().map(|c| unsafe { c.oid_value }).collect()
     };
     oids.into_iter()
+        // SAFETY: `oid` is an index of the open relation `rel` (from its index list), opened with
+        // the lock the caller holds on the table; `insert` closes it. BuildIndexInfo returns a
+        // palloc'd IndexInfo.
         .map(|oid| unsafe {
             let index = pg_sys::index_open(oid, lock);
             let info = pg_sys::BuildIndexInfo(index);

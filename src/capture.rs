@@ -33,6 +33,7 @@ struct Events {
 impl Events {
     fn new(plan: Rc<Plan>, snapshot: bool) -> Events {
         let source = source(&plan, snapshot);
+        // SAFETY: GetCurrentTimestamp only reads the system clock; no precondition.
         let now_us = unix_us(unsafe { pg_sys::GetCurrentTimestamp() });
         let (schema, table) = (&plan.schema, &plan.table); // JSON strings
         let collection = (!snapshot).then(|| format!("{}.{}", &schema[..schema.len() - 1], &table[1..]));
@@ -103,9 +104,15 @@ impl Events {
     /// (key, row) JSON of one tuple; the row only if `with_row`.
     fn encode(&self, t: Tuple, with_row: bool) -> (String, Option<String>) {
         let mut key = String::with_capacity(32);
+        // SAFETY: `t` is a row of the relation `self.plan` was built from (a transition table of
+        // the firing trigger's relation, or a backfill row deformed with its descriptor), and the
+        // plan is rebuilt after any relcache invalidation, so each value has the type its column
+        // encoder expects.
         unsafe { self.plan.key.write(&mut key, t.0, t.1) };
         let row = with_row.then(|| {
             let mut row = String::with_capacity(256);
+            // SAFETY: as for the key just above: `t` is a row of the descriptor the plan was built
+            // from.
             unsafe { self.plan.row.write(&mut row, t.0, t.1) };
             row
         });
@@ -168,14 +175,23 @@ fn capture_changes<'a>(
     let data = trigger.trigger_data();
     check_trigger(data, "kafka_internal.capture_changes()", false).unwrap_or_else(|e| e.raise());
     let events = Events::new(capture_plan::of_trigger(trigger), false);
+    // SAFETY: PostgreSQL calls a trigger with valid TriggerData whose `tg_relation` is open for the
+    // call.
     let desc = unsafe { (*data.tg_relation).rd_att };
     match data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
+        // SAFETY: check_trigger verified a statement-level AFTER INSERT trigger with a NEW TABLE,
+        // so `tg_newtable` is a live tuplestore of rows of `desc`, the trigger relation's
+        // descriptor.
         pg_sys::TRIGGER_EVENT_INSERT => unsafe {
             rows(data.tg_newtable, desc, |new| events.inserted(new, 'c'));
         },
+        // SAFETY: check_trigger verified a statement-level AFTER DELETE trigger with an OLD TABLE,
+        // so `tg_oldtable` is a live tuplestore of rows of `desc`.
         pg_sys::TRIGGER_EVENT_DELETE => unsafe {
             rows(data.tg_oldtable, desc, |old| events.deleted(old));
         },
+        // SAFETY: check_trigger verified a statement-level AFTER UPDATE trigger with both
+        // transition tables, so both are live tuplestores of rows of `desc`, in the same order.
         pg_sys::TRIGGER_EVENT_UPDATE => unsafe {
             row_pairs(data.tg_oldtable, data.tg_newtable, desc, |old, new| events.updated(old, new));
         },
@@ -230,6 +246,15 @@ fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
         Ok((Some(_), _)) => KafkaError::CaptureDenied(relation_name(rel)).raise(),
         _ => KafkaError::NotCaptured(relation_name(rel)).raise(),
     };
+    // SAFETY: inside the caller's transaction. `relation` is opened here (AccessShareLock, kept
+    // until transaction end) and closed below; relation_open raises if `rel` does not exist.
+    // pg_detoast_datum gives the plain array of `rows`, whose element type is checked to be the
+    // relation's row type before anything is deformed: its elements are composite Datums (varlena
+    // HeapTupleHeaders, typlen -1, not by value, 'd' alignment, as deconstruct_array is told).
+    // deconstruct_array fills `elems`/`nulls` with `n` entries; each non-null element is detoasted
+    // and deformed with the relation's descriptor into `values`/`isnull`, sized `natts`
+    // (heap_deform_tuple fills in columns added after a value was made).
+    // format_type_be returns a palloc'd NUL-terminated name.
     unsafe {
         let relation = pg_sys::relation_open(rel, pg_sys::AccessShareLock as _);
         let arr = pg_sys::pg_detoast_datum(rows.datum().cast_mut_ptr()).cast::<pg_sys::ArrayType>();
@@ -281,8 +306,12 @@ fn relation_name(rel: pg_sys::Oid) -> String {
 /// The `source` block of the events of the current statement (Debezium's fields, in its order;
 /// the time is the statement's, not the commit's, and there is no LSN: README, Limits).
 fn source(plan: &Plan, snapshot: bool) -> String {
+    // SAFETY: plain read of the process-local start time of the current statement.
     let us = unix_us(unsafe { pg_sys::GetCurrentStatementStartTimestamp() });
     let (ts_ms, ts_ns) = (us.div_euclid(1000), us * 1000);
+    // SAFETY: inside the trigger's (or backfill's) transaction; assigns an xid if there is none
+    // yet. Where none can be assigned (recovery, parallel mode) PostgreSQL raises, turned into a
+    // Rust panic by pgrx's guard.
     let tx_id = unsafe { pg_sys::GetTopFullTransactionId() }.value;
     let Plan { db, schema, table, .. } = plan;
     format!(
@@ -311,6 +340,11 @@ struct Reader {
 
 impl Reader {
     unsafe fn new(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) -> Reader {
+        // SAFETY: `store` is a live transition tuplestore of rows of `desc` (this function's
+        // contract). It was created with EXEC_FLAG_REWIND, so a new read pointer with that flag is
+        // allowed at any time; the slot is made for `desc` with minimal-tuple ops, as tuplestores
+        // hold minimal tuples, and dropped in Drop. CurrentMemoryContext is the trigger call's,
+        // which outlives the Reader.
         unsafe {
             let pointer = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
             pg_sys::tuplestore_select_read_pointer(store, pointer);
@@ -322,6 +356,11 @@ impl Reader {
 
     /// The next row, deformed; valid until the next call.
     unsafe fn next(&mut self) -> Option<Tuple<'_>> {
+        // SAFETY: `store`, `pointer`, `slot` and `context` were set up in `new` and stay valid
+        // while the Reader lives (within one trigger call). Tuples read back from disk are
+        // allocated in `context`; slot_getallattrs fills `tts_nvalid` (the descriptor's natts)
+        // values and nulls, valid until the next fetch, which the returned borrow of `self`
+        // enforces.
         unsafe {
             pg_sys::tuplestore_select_read_pointer(self.store, self.pointer);
             let row_context = pg_sys::MemoryContextSwitchTo(self.context);
@@ -342,6 +381,8 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
+        // SAFETY: the slot was made by MakeSingleTupleTableSlot in `new` and is dropped only here,
+        // once.
         unsafe { pg_sys::ExecDropSingleTupleTableSlot(self.slot) };
     }
 }
@@ -352,7 +393,10 @@ pub(crate) unsafe fn rows(
     desc: pg_sys::TupleDesc,
     mut f: impl FnMut(Tuple),
 ) {
+    // SAFETY: forwarded contract of `rows`: `store` is a live transition tuplestore of rows of
+    // `desc`.
     let mut reader = unsafe { Reader::new(store, desc) };
+    // SAFETY: `reader` was made just above; each Tuple is used by `f` before the next fetch.
     per_row(|| unsafe { reader.next() }.map(&mut f).is_some());
 }
 
@@ -363,7 +407,9 @@ unsafe fn row_pairs(
     desc: pg_sys::TupleDesc,
     mut f: impl FnMut(Tuple, Tuple),
 ) {
+    // SAFETY: forwarded contract of `row_pairs`: both tuplestores are live and hold rows of `desc`.
     let (mut old, mut new) = unsafe { (Reader::new(old, desc), Reader::new(new, desc)) };
+    // SAFETY: both readers were made just above; the tuples are used by `f` before the next fetch.
     per_row(|| match unsafe { (old.next(), new.next()) } {
         (Some(o), Some(n)) => {
             f(o, n);
@@ -377,7 +423,11 @@ unsafe fn row_pairs(
 /// values and output strings do not pile up over a million-row statement).
 fn per_row(mut step: impl FnMut() -> bool) {
     let mut ctx = PgMemoryContexts::new("pg_kafka capture row");
+    // SAFETY: `ctx` is a memory context created just above (a child of the current one); switch_to
+    // restores the previous context when `step` returns or unwinds.
     while unsafe { ctx.switch_to(|_| step()) } {
+        // SAFETY: nothing allocated in `ctx` outlives its step: tuples are read into the Reader's
+        // own context, and what a step keeps (event strings, packs) is Rust-owned.
         unsafe { ctx.reset() };
     }
 }

@@ -65,12 +65,19 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(opts: Options, rel: pg_sys::Relation) -> Plan {
+        // SAFETY: `rel` is a relation the caller holds open (the firing trigger's, or backfill's
+        // relation_open).
         let desc = unsafe { (*rel).rd_att };
         let json = |name: &CStr| {
             let mut s = String::new();
             string(&mut s, &name.to_string_lossy());
             s
         };
+        // SAFETY: inside the caller's transaction, with `rel` open and locked: the database we are
+        // connected to and the relation's schema both exist (a schema cannot be dropped under a
+        // locked relation), so get_database_name and get_namespace_name return palloc'd
+        // NUL-terminated names, never NULL; `relname` is a NUL-terminated NameData. RowEnc::new and
+        // Schemas::new read `desc`, the open relation's descriptor.
         unsafe {
             Plan {
                 key: RowEnc::new(desc, |a| opts.key.contains(&a)),
@@ -97,6 +104,9 @@ thread_local! {
 
 /// Registers the invalidation callbacks; called once from `_PG_init`.
 pub fn init() {
+    // SAFETY: called once per process from _PG_init; the callbacks are 'static functions of the
+    // expected signature (the library is never unloaded); a full callback list is raised as an
+    // error by PostgreSQL, not overrun.
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache), Datum::from(0));
         pg_sys::CacheRegisterSyscacheCallback(
@@ -110,6 +120,8 @@ pub fn init() {
 /// The plan of the firing capture trigger.
 pub fn of_trigger(trigger: &pgrx::PgTrigger) -> Rc<Plan> {
     let data = trigger.trigger_data();
+    // SAFETY: PostgreSQL calls a trigger with valid TriggerData whose `tg_trigger` lives for the
+    // call.
     let tgoid = unsafe { (*data.tg_trigger).tgoid };
     let epoch = EPOCH.get();
     if PLANS_EPOCH.replace(epoch) != epoch {

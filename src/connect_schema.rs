@@ -65,13 +65,16 @@ pub fn wrap(schema: &str, payload: &str) -> String {
 
 /// The field schemas of the accepted columns, comma-separated, in column order.
 fn fields(desc: pg_sys::TupleDesc, keep: impl Fn(i16) -> bool) -> String {
+    // SAFETY: `desc` is the descriptor of the relation Plan::new's caller holds open.
     let natts = unsafe { (*desc).natts } as usize;
+    // SAFETY: a TupleDesc's `attrs` flexible array holds `natts` entries.
     let attrs = unsafe { (*desc).attrs.as_slice(natts) };
     let mut out = Vec::new();
     for a in attrs.iter().filter(|a| !a.attisdropped && keep(a.attnum)) {
         let mut s = schema(a.atttypid, a.atttypmod, !a.attnotnull);
         s.pop(); // the closing brace: the field's name goes last
         s.push_str(",\"field\":");
+        // SAFETY: `attname` is a NameData, always NUL-terminated.
         string(&mut s, &unsafe { CStr::from_ptr(a.attname.data.as_ptr()) }.to_string_lossy());
         s.push('}');
         out.push(s);
@@ -83,6 +86,8 @@ fn fields(desc: pg_sys::TupleDesc, keep: impl Fn(i16) -> bool) -> String {
 /// defaults and `decimal.handling.mode=string` (matching `debezium::Enc`).
 fn schema(typ: Oid, typmod: i32, optional: bool) -> String {
     let mut typmod = typmod;
+    // SAFETY: catalog cache lookup, called while building a capture plan inside a transaction;
+    // `typmod` is a valid out-parameter. A missing type is raised by PostgreSQL, as a Rust panic.
     let base = unsafe { pg_sys::getBaseTypeAndTypmod(typ, &mut typmod) };
     let millis = (0..=3).contains(&typmod);
     let named = |t: &str, name: &str| {
@@ -108,6 +113,7 @@ fn schema(typ: Oid, typmod: i32, optional: bool) -> String {
         pg_sys::UUIDOID => named("string", "io.debezium.data.Uuid"),
         pg_sys::JSONOID | pg_sys::JSONBOID => named("string", "io.debezium.data.Json"),
         pg_sys::XMLOID => named("string", "io.debezium.data.Xml"),
+        // SAFETY: catalog cache lookup of an existing type, inside the capture plan's transaction.
         _ if unsafe { pg_sys::get_typtype(base) } == b'e' as std::ffi::c_char => {
             let mut allowed = String::new();
             string(&mut allowed, &enum_labels(base));
@@ -115,6 +121,7 @@ fn schema(typ: Oid, typmod: i32, optional: bool) -> String {
                 r#"{{"type":"string","optional":{optional},"name":"io.debezium.data.Enum","version":1,"parameters":{{"allowed":{allowed}}}}}"#
             )
         }
+        // SAFETY: catalog cache lookup of an existing type, inside the capture plan's transaction.
         _ => match unsafe { pg_sys::get_element_type(base) } {
             elem if elem != pg_sys::InvalidOid => {
                 format!(r#"{{"type":"array","items":{},"optional":{optional}}}"#, schema(elem, typmod, true))

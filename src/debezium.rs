@@ -60,6 +60,8 @@ impl Enc {
     /// The encoding of a column of type `typ` with modifier `typmod` (domains resolved).
     pub fn of(typ: Oid, typmod: i32) -> Enc {
         let mut typmod = typmod;
+        // SAFETY: catalog cache lookup, called while building a capture plan inside a transaction;
+        // `typmod` is a valid out-parameter.
         let base = unsafe { pg_sys::getBaseTypeAndTypmod(typ, &mut typmod) };
         let millis = (0..=3).contains(&typmod);
         match base {
@@ -79,11 +81,15 @@ impl Enc {
             pg_sys::INTERVALOID => Enc::Interval,
             pg_sys::MONEYOID => Enc::Money,
             _ => {
+                // SAFETY: catalog cache lookup of an existing type, inside the capture plan's
+                // transaction.
                 let elem_type = unsafe { pg_sys::get_element_type(base) };
                 if elem_type == pg_sys::InvalidOid {
                     return Enc::Output(output_function(base));
                 }
                 let (mut len, mut by_val, mut align) = (0, false, 0);
+                // SAFETY: `elem_type` is the element type of an existing array type; the
+                // out-parameters are locals.
                 unsafe { pg_sys::get_typlenbyvalalign(elem_type, &mut len, &mut by_val, &mut align) };
                 let elem = Enc::of(elem_type, typmod);
                 Enc::Array(Box::new(ArrayEnc { elem_type, len, by_val, align, elem }))
@@ -100,6 +106,9 @@ impl Enc {
         let number = |out: &mut String, n: i64| {
             let _ = write!(out, "{n}");
         };
+        // SAFETY: only called for Date, Timestamp and TimestampTz with their own output function
+        // (F_DATE_OUT, F_TIMESTAMP_OUT, F_TIMESTAMPTZ_OUT), and `d` is such a value (this method's
+        // contract).
         let text_of = |out: &mut String, f: u32| string(out, unsafe { &output(Oid::from(f), d) });
         match self {
             Enc::Int2 => number(out, (d.value() as i16).into()),
@@ -108,6 +117,8 @@ impl Enc {
             Enc::Oid => number(out, (d.value() as u32).into()),
             Enc::Bool => out.push_str(if d.value() != 0 { "true" } else { "false" }),
             Enc::Float(f) => {
+                // SAFETY: `f` is the output function of float4/float8, looked up for this encoding,
+                // and `d` a value of that type (this method's contract).
                 let text = unsafe { output(*f, d) };
                 if text.parse::<f64>().is_ok_and(f64::is_finite) {
                     out.push_str(&text);
@@ -115,9 +126,12 @@ impl Enc {
                     string(out, &text);
                 }
             }
+            // SAFETY: `d` is a non-null text, varchar or bpchar value: a varlena (this method's
+            // contract).
             Enc::Text => string(out, &String::from_utf8_lossy(unsafe { varlena_bytes(d) })),
             Enc::Bytea => {
                 out.push('"');
+                // SAFETY: `d` is a non-null bytea value: a varlena (this method's contract).
                 base64(out, unsafe { varlena_bytes(d) });
                 out.push('"');
             }
@@ -130,6 +144,8 @@ impl Enc {
                 number(out, if *millis { us / 1000 } else { us });
             }
             Enc::TimeTz => {
+                // SAFETY: `d` is a non-null timetz value: a by-reference pointer to an aligned
+                // TimeTzADT in a tuple or array that outlives this call.
                 let t = unsafe { &*d.cast_mut_ptr::<pg_sys::TimeTzADT>() };
                 let utc = (t.time + i64::from(t.zone) * 1_000_000).rem_euclid(DAY_US);
                 out.push('"');
@@ -157,10 +173,16 @@ impl Enc {
                 let _ = write!(out, "\"{sign}{}.{:02}\"", abs / 100, abs % 100);
             }
             Enc::Interval => {
+                // SAFETY: `d` is a non-null interval value: a by-reference pointer to an aligned
+                // Interval that outlives this call.
                 let i = unsafe { &*d.cast_mut_ptr::<pg_sys::Interval>() };
                 number(out, i64::from(i.month) * MONTH_US + i64::from(i.day) * DAY_US + i.time);
             }
+            // SAFETY: `f` is the output function of the (base) type this encoding was made for, and
+            // `d` a value of that type (domain values are values of their base type).
             Enc::Output(f) => string(out, unsafe { &output(*f, d) }),
+            // SAFETY: Enc::Array is made only for an array type whose element type is
+            // `a.elem_type`, and `d` is a non-null value of that array type.
             Enc::Array(a) => unsafe { a.write(out, d) },
         }
     }
@@ -169,8 +191,13 @@ impl Enc {
 impl ArrayEnc {
     /// Elements in storage order (multi-dimensional arrays flattened), NULLs as null.
     unsafe fn write(&self, out: &mut String, d: Datum) {
+        // SAFETY: `d` is a non-null array varlena (this method's contract); pg_detoast_datum
+        // returns it plain, possibly as a copy in the current memory context.
         let arr = unsafe { pg_sys::pg_detoast_datum(d.cast_mut_ptr()) }.cast::<pg_sys::ArrayType>();
         let (mut elems, mut nulls, mut n) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
+        // SAFETY: `arr` is a plain array of `self.elem_type`, whose length, by-value flag and
+        // alignment were read from the catalog when the encoder was made; the out-parameters are
+        // locals, filled with `n` palloc'd entries.
         unsafe {
             pg_sys::deconstruct_array(
                 arr,
@@ -188,9 +215,12 @@ impl ArrayEnc {
             if i > 0 {
                 out.push(',');
             }
+            // SAFETY: `i < n`, and deconstruct_array filled `nulls` with `n` entries.
             if unsafe { *nulls.add(i) } {
                 out.push_str("null");
             } else {
+                // SAFETY: `i < n`, the element is not null, and it is a value of `self.elem_type`,
+                // the type `self.elem` was made for.
                 unsafe { self.elem.write(out, *elems.add(i)) };
             }
         }
@@ -208,13 +238,16 @@ pub struct RowEnc {
 impl RowEnc {
     /// The columns of `desc` whose attribute numbers `keep` accepts, in column order.
     pub fn new(desc: pg_sys::TupleDesc, keep: impl Fn(i16) -> bool) -> RowEnc {
+        // SAFETY: `desc` is the descriptor of the relation Plan::new's caller holds open.
         let natts = unsafe { (*desc).natts } as usize;
+        // SAFETY: a TupleDesc's `attrs` flexible array holds `natts` entries.
         let attrs = unsafe { (*desc).attrs.as_slice(natts) };
         let columns = attrs
             .iter()
             .enumerate()
             .filter(|(_, a)| !a.attisdropped && keep(a.attnum))
             .map(|(i, a)| {
+                // SAFETY: `attname` is a NameData, always NUL-terminated.
                 let name = unsafe { CStr::from_ptr(a.attname.data.as_ptr()) }.to_string_lossy();
                 let mut prefix = String::new();
                 string(&mut prefix, &name);
@@ -239,6 +272,9 @@ impl RowEnc {
             if nulls[*i] {
                 out.push_str("null");
             } else {
+                // SAFETY: `values` come from a tuple of the descriptor this encoder was made from
+                // (this method's contract), so non-null attribute `i` has the type `enc` was made
+                // for.
                 unsafe { enc.write(out, values[*i]) };
             }
         }
@@ -248,20 +284,29 @@ impl RowEnc {
 
 /// The text of a value from its type's output function.
 unsafe fn output(function: Oid, d: Datum) -> String {
+    // SAFETY: `function` is the output function of `d`'s type (this function's contract), called
+    // inside the caller's transaction; it returns a palloc'd C string.
     let p = unsafe { pg_sys::OidOutputFunctionCall(function, d) };
+    // SAFETY: `p` is the NUL-terminated string the output function returned.
     let s = unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+    // SAFETY: `p` was palloc'd by the output function and is not used after this copy.
     unsafe { pg_sys::pfree(p.cast()) };
     s
 }
 
 fn output_function(typ: Oid) -> Oid {
     let (mut f, mut varlena) = (pg_sys::InvalidOid, false);
+    // SAFETY: catalog cache lookup of an existing type, inside the capture plan's transaction; the
+    // out-parameters are locals.
     unsafe { pg_sys::getTypeOutputInfo(typ, &mut f, &mut varlena) };
     f
 }
 
 /// The bytes of a varlena value (detoasted if need be; a copy is left to the memory context).
 unsafe fn varlena_bytes<'a>(d: Datum) -> &'a [u8] {
+    // SAFETY: `d` is a non-null varlena Datum (this function's contract). pg_detoast_datum_packed
+    // returns a plain or short-header varlena, which varlena_to_byte_slice reads either way; the
+    // bytes live in the tuple or the current memory context, and callers use the slice at once.
     unsafe {
         let v = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
         pgrx::varlena::varlena_to_byte_slice(v)

@@ -12,6 +12,9 @@ use std::ffi::CStr;
 static mut PREVIOUS: pg_sys::ProcessUtility_hook_type = None;
 
 pub fn init() {
+    // SAFETY: called once per process from _PG_init, on the backend's only thread, before any
+    // utility statement runs: saving the previous hook and installing ours cannot race with a
+    // reader.
     unsafe {
         PREVIOUS = pg_sys::ProcessUtility_hook;
         pg_sys::ProcessUtility_hook = Some(process_utility);
@@ -30,6 +33,10 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
+    // SAFETY: PostgreSQL calls the hook with a valid PlannedStmt (`pstmt`, whose utilityStmt may be
+    // null, which drops_kafka accepts) and the other arguments, which are passed on unchanged to
+    // the previous hook or to standard_ProcessUtility, exactly as PostgreSQL would have called
+    // them.
     unsafe {
         if drops_kafka((*pstmt).utilityStmt) {
             refuse_if_queued();
@@ -45,6 +52,10 @@ unsafe extern "C-unwind" fn process_utility(
 
 /// Whether the statement is `DROP EXTENSION ... kafka ...` or `DROP SCHEMA ... kafka ...`.
 unsafe fn drops_kafka(node: *mut pg_sys::Node) -> bool {
+    // SAFETY: `node` is null or the utility statement of a valid PlannedStmt (this function's
+    // contract); its tag is checked before the cast to DropStmt. For extensions and schemas
+    // `objects` is a List of name nodes, each checked to be a String (whose `sval` is
+    // NUL-terminated) before it is read; list_nth is only called with `i < length`.
     unsafe {
         if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_DropStmt {
             return false;

@@ -46,6 +46,9 @@ struct Slot {
     error: [u8; ERROR_LEN],
 }
 
+// SAFETY: Slot is plain Copy data (an enum, integers, a fixed byte array) with no process-local
+// pointer: `latch` is the address of a PGPROC latch in shared memory, mapped at the same address in
+// every process, and `dsm` a segment handle, meaningful in every process.
 unsafe impl PGRXSharedMemory for Slot {}
 
 const FREE_SLOT: Slot = Slot {
@@ -60,6 +63,8 @@ const FREE_SLOT: Slot = Slot {
     error: [0; ERROR_LEN],
 };
 
+// SAFETY: "pg_kafka_immediate" names no other shared memory object of this library, and its
+// pg_kafka_ prefix keeps it apart from other extensions' names.
 static TABLE: PgLwLock<[Slot; SLOTS]> = unsafe { PgLwLock::new(c"pg_kafka_immediate") };
 
 pub fn init_shmem() {
@@ -79,15 +84,22 @@ pub enum Failure {
 /// Sends `msg` through the worker and waits up to `timeout` for Kafka's answer.
 pub fn send(msg: &OutboxMessage, timeout: Duration) -> Result<(i32, i64), Failure> {
     let bytes = encode(msg);
+    // SAFETY: in a backend inside a transaction (an SQL function): flags 0 make a failure raise
+    // instead of returning NULL; the segment is tied to the current resource owner and detached
+    // below on every path that returns (and by the resource owner if an error unwinds).
     let seg = unsafe { pg_sys::dsm_create(bytes.len(), 0) };
+    // SAFETY: the segment was just created with `bytes.len()` bytes mapped, and no other process
+    // knows its handle yet.
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), pg_sys::dsm_segment_address(seg).cast(), bytes.len());
     }
+    // SAFETY: plain read of the session's current user id, always valid in a backend.
     let role = unsafe { pg_sys::GetUserId() }.to_u32();
     let claimed = {
         let mut table = TABLE.exclusive();
         if table.iter().filter(|s| s.state != State::Free && s.role == role).count() >= SLOTS_PER_ROLE {
             drop(table);
+            // SAFETY: `seg` is the segment created above, not used after this.
             unsafe { pg_sys::dsm_detach(seg) };
             return Err(Failure::RoleBusy);
         }
@@ -96,7 +108,10 @@ pub fn send(msg: &OutboxMessage, timeout: Duration) -> Result<(i32, i64), Failur
             s.generation += 1;
             *s = Slot {
                 state: State::Ready,
+                // SAFETY: plain read of the process-local MyLatch: in a backend, its PGPROC latch
+                // in shared memory, which the worker may set.
                 latch: unsafe { pg_sys::MyLatch } as usize,
+                // SAFETY: `seg` is the live segment created above.
                 dsm: unsafe { pg_sys::dsm_segment_handle(seg) },
                 role,
                 generation: s.generation,
@@ -106,6 +121,8 @@ pub fn send(msg: &OutboxMessage, timeout: Duration) -> Result<(i32, i64), Failur
         })
     };
     let Some((i, generation)) = claimed else {
+        // SAFETY: `seg` is the segment created above; no slot names it, so nothing else will attach
+        // to it.
         unsafe { pg_sys::dsm_detach(seg) };
         return Err(Failure::NoSlot);
     };
@@ -123,6 +140,9 @@ pub fn send(msg: &OutboxMessage, timeout: Duration) -> Result<(i32, i64), Failur
             }
         })
         .execute();
+    // SAFETY: `seg` is the segment created above. The slot is no longer ours (see `finally`); a
+    // worker that still attaches by its handle gets NULL once it is gone, which read_segment
+    // handles.
     unsafe { pg_sys::dsm_detach(seg) };
     result
 }
@@ -145,6 +165,8 @@ fn wait(i: usize, timeout: Duration) -> Result<(i32, i64), Failure> {
         if left.is_zero() {
             return Err(Failure::TimedOut);
         }
+        // SAFETY: in a backend: MyLatch is this process's own latch; WL_EXIT_ON_PM_DEATH is set, as
+        // WaitLatch requires of a backend, and interrupts are checked after each wake-up.
         unsafe {
             pg_sys::WaitLatch(
                 pg_sys::MyLatch,
@@ -220,6 +242,9 @@ pub fn serve(producer: Option<&Producer>, no_producer: &str) {
 }
 
 fn read_segment(handle: u32) -> Option<OutboxMessage> {
+    // SAFETY: in the worker, which has shared memory access: dsm_attach returns NULL if the backend
+    // has already detached (then we return None); otherwise the mapping is `map_length` bytes long,
+    // and is copied out before dsm_detach releases it.
     unsafe {
         let seg = pg_sys::dsm_attach(handle);
         if seg.is_null() {
@@ -246,6 +271,10 @@ fn finish(i: usize, result: Result<(i32, i64), String>) {
                 }
             }
             s.state = State::Done;
+            // SAFETY: `s.latch` is the PGPROC latch of the backend that claimed this slot (set when
+            // it was Ready, so never 0). PGPROC latches live in shared memory for the whole life of
+            // the server, so even if that backend has gone, SetLatch only wakes whoever uses that
+            // PGPROC now; it cannot fail.
             unsafe { pg_sys::SetLatch(s.latch as *mut pg_sys::Latch) };
         }
         State::Abandoned => s.state = State::Free,

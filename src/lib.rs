@@ -59,6 +59,8 @@ pub extern "C-unwind" fn _PG_init() {
     reports::init();
     topics::init();
     guard::init();
+    // SAFETY: plain read of a process-local flag PostgreSQL sets while it loads
+    // shared_preload_libraries; _PG_init runs on the backend's only thread.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         shared::init();
         worker::register();

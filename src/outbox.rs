@@ -44,6 +44,9 @@ pub struct Store {
 /// Looks up the outbox's relations and owner in the catalog caches (no SQL, so cheap enough for
 /// every transaction; a re-created extension is found by name).
 pub fn store() -> Store {
+    // SAFETY: catalog cache lookups, run inside a transaction (an SQL function, a trigger, the
+    // utility hook or a worker transaction), with NUL-terminated literal names; missing_ok makes a
+    // missing schema InvalidOid rather than an error.
     let found = unsafe {
         let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
         let rel = |name: &std::ffi::CStr| pg_sys::get_relname_relid(name.as_ptr(), nsp);
@@ -63,18 +66,25 @@ pub fn store() -> Store {
 
 /// The owner of a relation, from the catalog cache.
 unsafe fn relation_owner(relid: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    // SAFETY: inside the caller's transaction (this function's contract); RELOID is keyed by an oid
+    // Datum.
     let tuple =
         unsafe { pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as _, relid.into_datum()?) };
     if tuple.is_null() {
         return None;
     }
+    // SAFETY: `tuple` is a valid pg_class tuple from the RELOID cache, whose data is a
+    // FormData_pg_class.
     let owner = unsafe { (*pg_sys::GETSTRUCT(tuple).cast::<pg_sys::FormData_pg_class>()).relowner };
+    // SAFETY: releases the reference SearchSysCache1 took above; `tuple` is not used after.
     unsafe { pg_sys::ReleaseSysCache(tuple) };
     Some(owner)
 }
 
 /// The size of `kafka.outbox` on disk, in bytes (what `kafka.max_backlog` bounds).
 pub fn size_bytes(store: Store) -> i64 {
+    // SAFETY: inside the caller's transaction: relation_open raises if the outbox is gone, the
+    // relation is only used between this open and the matching close below.
     unsafe {
         let rel = pg_sys::relation_open(store.outbox, pg_sys::AccessShareLock as _);
         let blocks = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
@@ -86,17 +96,24 @@ pub fn size_bytes(store: Store) -> i64 {
 /// Runs `f` as the owner of the outbox, like a SECURITY DEFINER function would.
 pub fn as_owner<R>(store: Store, f: impl FnOnce() -> R) -> R {
     let (mut user, mut sec) = (pg_sys::Oid::INVALID, 0);
+    // SAFETY: the out-parameters are locals; switching the user id for `f` is what a SECURITY
+    // DEFINER function does, inside the caller's transaction; it is restored below, or by the
+    // (sub)transaction's abort if `f` raises.
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
         pg_sys::SetUserIdAndSecContext(store.owner, sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
     }
     let r = f();
     // On error the transaction's abort restores the user; on success we do.
+    // SAFETY: restores the user and security context saved above.
     unsafe { pg_sys::SetUserIdAndSecContext(user, sec) };
     r
 }
 
 fn nextval(store: Store, seq: pg_sys::Oid) -> i64 {
+    // SAFETY: nextval_oid takes one regclass (oid) argument and returns a non-null int8; `seq` is
+    // the oid of one of pg_kafka's sequences, from `store`. Errors are raised as Rust panics by the
+    // guard.
     as_owner(store, || unsafe { pgrx::direct_function_call::<i64>(pg_sys::nextval_oid, &[seq.into_datum()]) })
         .expect("nextval returned NULL")
 }
@@ -108,6 +125,8 @@ pub fn next_pack_id(store: Store) -> i64 {
 
 /// The current transaction's full id as an `xid8` Datum (assigns one if it has none yet).
 fn xid_datum() -> pg_sys::Datum {
+    // SAFETY: inside the transaction that writes to the outbox (it needs an xid anyway); PostgreSQL
+    // raises where one cannot be assigned (recovery, parallel mode), turned into a Rust panic.
     let xid = unsafe { pg_sys::GetTopFullTransactionId() };
     pg_sys::Datum::from(xid.value)
 }
@@ -119,6 +138,8 @@ const COMMIT_COLUMNS: [&str; 2] = ["csn", "xid"];
 pub fn insert(packs: &[Pack], store: Store) {
     with_snapshot(|| {
         let xid = xid_datum();
+        // SAFETY: plain read of the current transaction's start timestamp; a TimestampTz is a
+        // by-value Datum.
         let produced_at = pg_sys::Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
         crate::append::insert(store.outbox, &OUTBOX_COLUMNS, packs.len(), |i| {
             let p = &packs[i];
@@ -146,18 +167,24 @@ pub fn insert_commit(store: Store) {
 /// At COMMIT or RELEASE SAVEPOINT no statement is running: bring a snapshot of our own (TOAST
 /// and unique checks may want one).
 fn with_snapshot(f: impl FnOnce()) {
+    // SAFETY: reads the current transaction's active snapshot stack.
     let own_snapshot = unsafe { !pg_sys::ActiveSnapshotSet() };
     if own_snapshot {
+        // SAFETY: inside a transaction (also at PRE_COMMIT, which still runs inside it); popped
+        // below, or by the transaction's abort if `f` raises.
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     }
     f();
     if own_snapshot {
+        // SAFETY: pops the snapshot pushed above: `own_snapshot` is true only when we pushed one.
         unsafe { pg_sys::PopActiveSnapshot() };
     }
 }
 
 /// Whether the extension is installed in the worker's database (catalog caches, no SQL).
 pub fn installed() -> bool {
+    // SAFETY: catalog cache lookups with NUL-terminated literal names; every caller runs inside a
+    // transaction (a worker transaction, or the utility hook).
     unsafe {
         let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
         nsp != pg_sys::InvalidOid
@@ -471,10 +498,15 @@ pub fn truncate_if_empty(from_bytes: i64) -> Result<bool, KafkaError> {
     if size < from_bytes {
         return Ok(false);
     }
+    // SAFETY: catalog cache lookup inside the worker's transaction; missing_ok gives InvalidOid.
     let nsp = unsafe { pg_sys::get_namespace_oid(c"kafka".as_ptr(), true) };
     for name in [c"outbox", c"outbox_commit"] {
+        // SAFETY: catalog cache lookup inside the worker's transaction, with a NUL-terminated
+        // literal name.
         let rel = unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) };
         let lock = pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE;
+        // SAFETY: inside the worker's transaction: the lock is only tried, never waited for, and is
+        // released when that transaction ends.
         if rel == pg_sys::InvalidOid || !unsafe { pg_sys::ConditionalLockRelationOid(rel, lock) } {
             return Ok(false);
         }

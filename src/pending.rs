@@ -60,6 +60,8 @@ thread_local! {
 
 /// Registers the transaction callbacks; called once from `_PG_init`.
 pub fn init() {
+    // SAFETY: called once per process from _PG_init; the callbacks are 'static functions of the
+    // expected signature (the library is never unloaded) and take no argument.
     unsafe {
         pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
@@ -86,6 +88,8 @@ fn store() -> Store {
 /// restored copy's packs its own transaction id): at PRE-COMMIT it takes their place in commit
 /// order, as for packs it wrote itself.
 pub fn adopt_packs() {
+    // SAFETY: plain read of the current transaction state; called by an SQL function, inside a
+    // transaction.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     store();
     TXN.with_borrow_mut(|t| {
@@ -97,6 +101,8 @@ pub fn adopt_packs() {
 
 /// Queues one message in the current transaction; returns its id.
 pub fn push(msg: &Parts) -> i64 {
+    // SAFETY: plain read of the current transaction state; called inside a transaction (by SQL
+    // functions, triggers, and txn_metadata at PRE_COMMIT).
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     let open = TXN.with_borrow(|t| {
         t.entries

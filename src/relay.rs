@@ -26,12 +26,19 @@ fn capture_outbox_relay<'a>(
     check_trigger(data, "kafka_internal.capture_outbox_relay()", true).unwrap_or_else(|e| e.raise());
     let args = trigger.extra_args().unwrap_or_default();
     let [pattern, delete] = args.as_slice() else {
-        KafkaError::BadTrigger("kafka_internal.capture_outbox_relay() takes 2 trigger arguments".into()).raise()
+        KafkaError::BadTrigger("kafka_internal.capture_outbox_relay() takes 2 trigger arguments".into())
+            .raise()
     };
     let delete = matches!(delete.as_str(), "t" | "true");
+    // SAFETY: PostgreSQL calls a trigger with valid TriggerData whose `tg_relation` is open for the
+    // call.
     let desc = unsafe { (*data.tg_relation).rd_att };
+    // SAFETY: `desc` is the descriptor of the open trigger relation.
     let columns = unsafe { column_outputs(desc) }.unwrap_or_else(|e| e.raise());
     let mut ids = Vec::new();
+    // SAFETY: check_trigger verified a statement-level AFTER INSERT trigger with a NEW TABLE, so
+    // `tg_newtable` is a live tuplestore of rows of `desc`; `columns` were found in that same
+    // descriptor, so each Column::text reads a value of the type its output function is for.
     unsafe {
         rows(data.tg_newtable, desc, |row| {
             let [id, aggregatetype, aggregateid, kind, payload] = columns.map(|c| c.text(row));
@@ -53,6 +60,10 @@ fn capture_outbox_relay<'a>(
         });
     }
     if delete && !ids.is_empty() {
+        // SAFETY: inside the trigger's transaction, with the relation open and locked by the
+        // INSERT: its schema exists, so get_namespace_name returns a NUL-terminated name; `relname`
+        // is a NUL-terminated NameData; quote_qualified_identifier returns a palloc'd
+        // NUL-terminated string.
         let name = unsafe {
             let rel = data.tg_relation;
             let nsp = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
@@ -83,18 +94,24 @@ impl Column {
         if row.1[self.index] {
             return None;
         }
+        // SAFETY: `row` comes from the descriptor column_outputs read (this method's contract), the
+        // value is not null, and `self.output` is the output function of that column's type.
         let out = unsafe { pg_sys::OidOutputFunctionCall(self.output, row.0[self.index]) };
+        // SAFETY: `out` is the palloc'd NUL-terminated string the output function returned.
         Some(unsafe { CStr::from_ptr(out) }.to_string_lossy().into_owned())
     }
 }
 
 /// Finds the relay's columns by name; refuses a table that lacks one.
 unsafe fn column_outputs(desc: pg_sys::TupleDesc) -> Result<[Column; 5], KafkaError> {
+    // SAFETY: `desc` is the descriptor of the open trigger relation (this function's contract).
     let natts = unsafe { (*desc).natts } as usize;
+    // SAFETY: a TupleDesc's `attrs` flexible array holds `natts` entries.
     let attrs = unsafe { (*desc).attrs.as_slice(natts) };
     let find = |name: &str| {
         attrs.iter().position(|a| {
             !a.attisdropped
+                // SAFETY: `attname` is a NameData, always NUL-terminated.
                 && unsafe { CStr::from_ptr(a.attname.data.as_ptr()) }.to_bytes() == name.as_bytes()
         })
     };
@@ -104,6 +121,8 @@ unsafe fn column_outputs(desc: pg_sys::TupleDesc) -> Result<[Column; 5], KafkaEr
             KafkaError::BadTrigger(format!("a relayed outbox table needs a column \"{name}\""))
         })?;
         let (mut output, mut varlena) = (pg_sys::InvalidOid, false);
+        // SAFETY: catalog cache lookup of the column's existing type, inside the trigger's
+        // transaction; the out-parameters are locals.
         unsafe { pg_sys::getTypeOutputInfo(attrs[index].atttypid, &mut output, &mut varlena) };
         *slot = Column { index, output };
     }

@@ -28,6 +28,8 @@ thread_local! {
 
 /// The identity of the statement running now.
 fn statement_now() -> (i64, usize) {
+    // SAFETY: plain reads of process-local globals; `debug_query_string` is only compared as a
+    // number here, never dereferenced.
     unsafe { (pg_sys::GetCurrentStatementStartTimestamp(), pg_sys::debug_query_string as usize) }
 }
 
@@ -38,6 +40,9 @@ pub fn secret_written() {
 }
 
 pub fn init() {
+    // SAFETY: called once per process from _PG_init, on the backend's only thread, before this
+    // backend reports anything through the hook: saving the previous hook and installing ours
+    // cannot race.
     unsafe {
         PREVIOUS = pg_sys::emit_log_hook;
         pg_sys::emit_log_hook = Some(on_report);
@@ -71,6 +76,10 @@ pub fn role_for(message: &str) -> Option<&'static str> {
 /// string is not known yet), also under PREPARE or EXPLAIN; EXECUTE of such a prepared
 /// statement; a DO block that names `config`.
 unsafe fn writes_config(statement: &CStr) -> bool {
+    // SAFETY: the caller is inside a transaction and `statement` is a NUL-terminated query string;
+    // raw_parser returns NULL or a List of RawStmt nodes, read only at `i < length`.
+    // Caveat: should raw_parser raise here (inside error reporting), catching that error is not
+    // sound: PostgreSQL has already reset ErrorContext, which holds the report being emitted.
     PgTryBuilder::new(|| unsafe {
         let list = pg_sys::raw_parser(statement.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
         let n = if list.is_null() { 0 } else { (*list).length };
@@ -85,12 +94,17 @@ unsafe fn writes(node: *mut pg_sys::Node) -> bool {
     if node.is_null() {
         return false;
     }
+    // SAFETY: `rv` is null (checked) or a RangeVar of a parse tree; its name fields are null
+    // (checked) or NUL-terminated strings.
     let config = |rv: *mut pg_sys::RangeVar| unsafe {
         let name = |p: *mut std::ffi::c_char| (!p.is_null()).then(|| CStr::from_ptr(p).to_bytes());
         !rv.is_null()
             && name((*rv).relname) == Some(b"config")
             && matches!(name((*rv).schemaname), None | Some(b"kafka"))
     };
+    // SAFETY: `node` is a non-null node of a raw parse tree (this function's contract), cast only
+    // to the struct its tag names. FetchPreparedStatement with throwError false returns NULL for an
+    // unknown name; every pointer followed from it is checked for null first.
     unsafe {
         match (*node).type_ {
             pg_sys::NodeTag::T_InsertStmt => config((*node.cast::<pg_sys::InsertStmt>()).relation),
@@ -128,6 +142,9 @@ unsafe fn writes(node: *mut pg_sys::Node) -> bool {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn on_report(edata: *mut pg_sys::ErrorData) {
+    // SAFETY: PostgreSQL calls the hook with the ErrorData being reported (null is checked); the
+    // previous hook, saved in `init` before ours was installed, gets it next, as PostgreSQL would
+    // have called it.
     unsafe {
         if let Some(e) = edata.as_mut() {
             edit(e);
@@ -139,12 +156,16 @@ unsafe extern "C-unwind" fn on_report(edata: *mut pg_sys::ErrorData) {
 }
 
 unsafe fn edit(e: &mut pg_sys::ErrorData) {
+    // SAFETY: `e.message` is null or the NUL-terminated message of the report, allocated in
+    // ErrorContext, which outlives this hook.
     let message = || unsafe { e.message.as_ref().map(|m| CStr::from_ptr(m).to_string_lossy()) };
     if e.sqlerrcode == PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32 && e.hint.is_null() {
         if let Some(role) = message().as_deref().and_then(role_for) {
             // No catalog lookup here (we are reporting an error): the user's name is left to them.
             let hint = format!("pg_kafka grants this through the role {role}: GRANT <role> TO <your role>;");
             if let Ok(h) = CString::new(hint) {
+                // SAFETY: during error reporting CurrentMemoryContext is ErrorContext: the copy
+                // lives there, where PostgreSQL frees the report's strings once it is emitted.
                 e.hint = unsafe { pg_sys::pstrdup(h.as_ptr()) };
             }
         }
@@ -156,17 +177,28 @@ unsafe fn edit(e: &mut pg_sys::ErrorData) {
     let hide = secret
         || (logged_text
             && e.elevel == pg_sys::LOG as i32
+            // SAFETY: IsTransactionState only reads the transaction state; superuser() reads the
+            // catalog cache, which is valid because it is only called inside a transaction (the
+            // left operand).
             && unsafe { pg_sys::IsTransactionState() && pg_sys::superuser() }
+            // SAFETY: plain read of the process-local pointer to the current query text (null or
+            // NUL-terminated).
             && unsafe { pg_sys::debug_query_string.as_ref() }
+                // SAFETY: `q` is the non-null NUL-terminated query text, and we are inside a
+                // transaction (checked above), as writes_config requires.
                 .is_some_and(|q| unsafe { writes_config(CStr::from_ptr(q)) }));
     if hide {
         e.hide_stmt = true;
         e.context = std::ptr::null_mut(); // a function's or DO block's statement, with its values
+
+        // SAFETY: `e.detail` is null or a NUL-terminated string of the report, in ErrorContext.
         let detail = unsafe { e.detail.as_ref().map(|d| CStr::from_ptr(d).to_bytes()) };
         if detail.is_some_and(|d| d.starts_with(b"parameters: ") || d.starts_with(b"prepare: ")) {
             e.detail = std::ptr::null_mut();
         }
         if logged_text {
+            // SAFETY: pstrdup copies a literal into ErrorContext (the current context), where
+            // PostgreSQL frees the report's strings; the old message is left to that context.
             e.message = unsafe {
                 pg_sys::pstrdup(
                     c"statement: <a statement writing kafka.config, not logged by pg_kafka>".as_ptr(),

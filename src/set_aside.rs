@@ -16,6 +16,9 @@ use pgrx::prelude::*;
 /// the worker is sending at this very moment may still reach Kafka.
 #[pg_extern(volatile, parallel_unsafe)]
 fn dead_letter_waiting(ids: Vec<i64>, reason: default!(&str, "'moved by an administrator'")) -> i64 {
+    // SAFETY: an SQL function inside a transaction: GetUserId is the session's current role, and
+    // with noerr false GetUserNameFromId raises instead of returning NULL, so the pointer is a
+    // palloc'd NUL-terminated name, copied at once.
     let who = unsafe { std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)) }
         .to_string_lossy()
         .into_owned();

@@ -75,6 +75,8 @@ pub struct WorkerState {
     pub recent_count: usize,
 }
 
+// SAFETY: WorkerState is plain Copy data (integers, an Oid, fixed byte arrays) with no pointer and
+// no Drop, so the bytes in shared memory mean the same in every process.
 unsafe impl PGRXSharedMemory for WorkerState {}
 
 impl WorkerState {
@@ -171,6 +173,8 @@ impl WorkerState {
     }
 }
 
+// SAFETY: "pg_kafka_worker_state" names no other shared memory object of this library, and its
+// pg_kafka_ prefix keeps it apart from other extensions' names.
 pub static STATE: PgLwLock<WorkerState> = unsafe { PgLwLock::new(c"pg_kafka_worker_state") };
 /// What backends signal to the worker without taking a lock.
 pub struct Signals {
@@ -184,8 +188,13 @@ pub struct Signals {
     wants_commits: AtomicBool,
 }
 
+// SAFETY: Signals holds only atomics (lock-free, so usable across processes) and, as an integer,
+// the address of the worker's PGPROC latch, which is in shared memory mapped at the same address in
+// every process.
 unsafe impl PGRXSharedMemory for Signals {}
 
+// SAFETY: "pg_kafka_signals" names no other shared memory object of this library, and its pg_kafka_
+// prefix keeps it apart from other extensions' names.
 pub static SIGNALS: PgAtomic<Signals> = unsafe { PgAtomic::new(c"pg_kafka_signals") };
 
 static PRELOADED: AtomicBool = AtomicBool::new(false);
@@ -213,6 +222,10 @@ pub fn init() {
 pub fn wake_worker() {
     let latch = SIGNALS.get().latch.load(Ordering::Acquire) as *mut pg_sys::Latch;
     if !latch.is_null() {
+        // SAFETY: `latch` is the worker's PGPROC latch, published by the worker (see
+        // `publish_latch`). PGPROC latches live in shared memory for the whole life of the server,
+        // so even if the worker has exited since, SetLatch only wakes whoever uses that PGPROC now;
+        // it cannot fail.
         unsafe { pg_sys::SetLatch(latch) };
     }
 }

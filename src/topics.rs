@@ -28,6 +28,9 @@ thread_local! {
 
 /// Registers the invalidation callbacks (once per process, from `_PG_init`).
 pub fn init() {
+    // SAFETY: called once per process from _PG_init; the callbacks are 'static functions of the
+    // expected signature (the library is never unloaded); a full callback list is raised as an
+    // error by PostgreSQL, not overrun.
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(Some(relation_changed), pg_sys::Datum::from(0));
         pg_sys::CacheRegisterSyscacheCallback(
@@ -55,9 +58,12 @@ unsafe extern "C-unwind" fn membership_changed(_arg: pg_sys::Datum, _cache: i32,
 
 /// Raises unless the current role may produce to `topic`.
 pub fn check_writable(topic: &str) {
+    // SAFETY: superuser() reads the catalog cache; only called by SQL functions and triggers,
+    // inside a transaction.
     if unsafe { pg_sys::superuser() } {
         return;
     }
+    // SAFETY: plain read of the session's current user id, always valid in a backend.
     let role = unsafe { pg_sys::GetUserId() };
     let cached = CACHE.with(|c| c.borrow().answers.get(&role.to_u32()).and_then(|t| t.get(topic)).cloned());
     let refusal = match cached {
@@ -118,6 +124,8 @@ fn ask(role: pg_sys::Oid, topic: &str) -> (Option<KafkaError>, [pg_sys::Oid; 2])
 fn topic_rules_changed<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
+    // SAFETY: `tg_relation` is the open relation of the firing trigger; the invalidation is queued
+    // in the current transaction and sent when it commits.
     unsafe { pg_sys::CacheInvalidateRelcache(trigger.trigger_data().tg_relation) };
     Ok(None)
 }

@@ -89,6 +89,9 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = gucs::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // SAFETY: in the worker's main function, connected: `on_exit` is a 'static callback of the
+    // expected signature, registered once. MyLatch is this worker's PGPROC latch in shared memory
+    // (set up by InitProcess before the entry function runs), valid for other processes to set.
     unsafe {
         pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(0));
         shared::publish_latch(pg_sys::MyLatch);
@@ -98,7 +101,10 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
         let recent = (s.recent, s.recent_count);
         *s = shared::WorkerState::new(); // a new worker: counters and failures start afresh...
         (s.recent, s.recent_count) = recent; // ...but the recent failures are kept
+
+        // SAFETY: plain read of this process's id, set at process start.
         s.pid = unsafe { pg_sys::MyProcPid };
+        // SAFETY: plain read of the database id, set by connect_worker_to_spi above.
         s.database = unsafe { pg_sys::MyDatabaseId };
         s.started_at = now();
     }
@@ -140,6 +146,8 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
         last_truncate: None,
     }
     .run();
+    // SAFETY: ends the worker process and does not return; `run` returns only between passes, with
+    // no transaction open.
     unsafe { pg_sys::proc_exit(1) };
 }
 
@@ -249,6 +257,8 @@ impl Worker {
         let mut pass_began = std::time::Instant::now();
         while !shutdown_requested() {
             if BackgroundWorker::sighup_received() {
+                // SAFETY: in the worker's main loop, outside any transaction, after SIGHUP: what
+                // PostgreSQL's own processes do to reload the configuration.
                 unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
                 if gucs::database() != self.database {
                     log!("pg_kafka worker: kafka.database changed to \"{}\", restarting", gucs::database());
@@ -493,14 +503,19 @@ fn activity(what: &str) {
 
 fn activity_state(what: &str, state: pg_sys::BackendState::Type) {
     let text = CString::new(what.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: `text` is a NUL-terminated CString alive for the call; PostgreSQL copies it into this
+    // backend's status entry.
     unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) };
 }
 
 fn shutdown_requested() -> bool {
+    // SAFETY: ShutdownRequestPending is a process-local sig_atomic_t set by the SIGTERM handler; it
+    // is read through a raw pointer, volatile, with no reference to the `static mut`.
     unsafe { std::ptr::read_volatile(&raw const pg_sys::ShutdownRequestPending) != 0 }
 }
 
 fn now() -> i64 {
+    // SAFETY: GetCurrentTimestamp only reads the system clock; no precondition.
     unsafe { pg_sys::GetCurrentTimestamp() }
 }
 

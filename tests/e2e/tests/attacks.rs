@@ -241,7 +241,9 @@ fn captures_and_backfills_run_with_the_callers_rights_only() {
         // backfill_events with rows of another table, or not rows at all.
         for sql in [
             format!("SELECT kafka_internal.backfill_events('{own}'::regclass, ARRAY[1, 2, 3])"),
-            format!("SELECT kafka_internal.backfill_events('{own}'::regclass, ARRAY(SELECT s FROM v6_seen s))"),
+            format!(
+                "SELECT kafka_internal.backfill_events('{own}'::regclass, ARRAY(SELECT s FROM v6_seen s))"
+            ),
         ] {
             assert_eq!(error_of(c, &sql).0, "42804", "{sql}");
         }
@@ -254,8 +256,10 @@ fn captures_and_backfills_run_with_the_callers_rights_only() {
     let seen = r.texts_until("end");
     assert!(!seen.iter().any(|m| m.contains("card-number-v6")), "{seen:?}");
     // A superuser's backfill_events call with wrong element types is an error, not a crash.
-    let (state, _) =
-        error_of(&mut c, &format!("SELECT kafka_internal.backfill_events('{secret}'::regclass, ARRAY[1,2,3])"));
+    let (state, _) = error_of(
+        &mut c,
+        &format!("SELECT kafka_internal.backfill_events('{secret}'::regclass, ARRAY[1,2,3])"),
+    );
     assert_eq!(state, "55000", "not captured: nothing to encode");
     c.batch_execute(&format!("DROP TABLE {secret}")).unwrap();
 }
