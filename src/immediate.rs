@@ -36,6 +36,9 @@ struct Slot {
     /// The waiting backend's latch.
     latch: usize,
     dsm: u32,
+    /// The record's length in the segment (which may be mapped larger: whole pages when it comes
+    /// from `min_dynamic_shared_memory`).
+    len: usize,
     /// The role that claimed it (freed slots keep it; only busy ones count).
     role: u32,
     /// Bumped each time the slot is claimed, so that a late answer cannot reach a new caller.
@@ -55,6 +58,7 @@ const FREE_SLOT: Slot = Slot {
     state: State::Free,
     latch: 0,
     dsm: 0,
+    len: 0,
     role: 0,
     generation: 0,
     partition: -1,
@@ -113,6 +117,7 @@ pub fn send(msg: &OutboxMessage, timeout: Duration) -> Result<(i32, i64), Failur
                 latch: unsafe { pg_sys::MyLatch } as usize,
                 // SAFETY: `seg` is the live segment created above.
                 dsm: unsafe { pg_sys::dsm_segment_handle(seg) },
+                len: bytes.len(),
                 role,
                 generation: s.generation,
                 ..FREE_SLOT
@@ -195,7 +200,7 @@ pub fn in_flight() -> bool {
 /// Takes new requests and sends them, then hands out the answers that arrived. With no
 /// producer (no broker, or it could not be made), requests are answered with `no_producer`.
 pub fn serve(producer: Option<&Producer>, no_producer: &str) {
-    let taken: Vec<(usize, u32)> = {
+    let taken: Vec<(usize, u32, usize)> = {
         let mut table = TABLE.exclusive();
         table
             .iter_mut()
@@ -203,16 +208,16 @@ pub fn serve(producer: Option<&Producer>, no_producer: &str) {
             .filter(|(_, s)| s.state == State::Ready)
             .map(|(i, s)| {
                 s.state = State::Taken;
-                (i, s.dsm)
+                (i, s.dsm, s.len)
             })
             .collect()
     };
-    for (i, handle) in taken {
+    for (i, handle, len) in taken {
         let Some(producer) = producer else {
             finish(i, Err(no_producer.to_owned()));
             continue;
         };
-        let Some(msg) = read_segment(handle) else {
+        let Some(msg) = read_segment(handle, len) else {
             finish(i, Err("the request was abandoned".into()));
             continue;
         };
@@ -241,7 +246,7 @@ pub fn serve(producer: Option<&Producer>, no_producer: &str) {
     }
 }
 
-fn read_segment(handle: u32) -> Option<OutboxMessage> {
+fn read_segment(handle: u32, len: usize) -> Option<OutboxMessage> {
     // SAFETY: in the worker, which has shared memory access: dsm_attach returns NULL if the backend
     // has already detached (then we return None); otherwise the mapping is `map_length` bytes long,
     // and is copied out before dsm_detach releases it.
@@ -250,7 +255,7 @@ fn read_segment(handle: u32) -> Option<OutboxMessage> {
         if seg.is_null() {
             return None;
         }
-        let len = pg_sys::dsm_segment_map_length(seg);
+        let len = pg_sys::dsm_segment_map_length(seg).min(len); // the record, not the page padding
         let bytes = std::slice::from_raw_parts(pg_sys::dsm_segment_address(seg) as *const u8, len).to_vec();
         pg_sys::dsm_detach(seg);
         decode(&bytes)

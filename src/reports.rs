@@ -76,10 +76,21 @@ pub fn role_for(message: &str) -> Option<&'static str> {
 /// string is not known yet), also under PREPARE or EXPLAIN; EXECUTE of such a prepared
 /// statement; a DO block that names `config`.
 unsafe fn writes_config(statement: &CStr) -> bool {
-    // SAFETY: the caller is inside a transaction and `statement` is a NUL-terminated query string;
-    // raw_parser returns NULL or a List of RawStmt nodes, read only at `i < length`.
-    // Caveat: should raw_parser raise here (inside error reporting), catching that error is not
-    // sound: PostgreSQL has already reset ErrorContext, which holds the report being emitted.
+    // raw_parser must not raise here: an ERROR inside error reporting resets ErrorContext, which
+    // holds the report being emitted, and no catching makes that sound. The server parsed this
+    // text before logging it, and raw parsing depends on settings only through backslashes
+    // (standard_conforming_strings, backslash_quote, escape_string_warning's WARNING), which a
+    // later statement of the same string may have changed before a duration line. So a text
+    // with a backslash is judged by its words instead, failing closed: it may write kafka.config
+    // if it names `config` or runs a prepared statement.
+    if statement.to_bytes().contains(&b'\\') {
+        let words = statement.to_string_lossy().to_ascii_lowercase();
+        return words.contains("config") || words.contains("execute");
+    }
+    // SAFETY: the caller is inside a transaction and `statement` is a NUL-terminated query string
+    // the server parsed with the same lexing (no backslash, see above), so raw_parser succeeds as
+    // it did then; it returns NULL or a List of RawStmt nodes, read only at `i < length`. The
+    // catch below is a last resort that should never run (see above).
     PgTryBuilder::new(|| unsafe {
         let list = pg_sys::raw_parser(statement.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
         let n = if list.is_null() { 0 } else { (*list).length };
