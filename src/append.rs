@@ -43,7 +43,7 @@ pub fn compressed(bytes: &[u8]) -> Option<Datum> {
 /// context reset after each row.
 pub fn insert(
     relid: pg_sys::Oid,
-    columns: &[&str],
+    columns: &[(&str, pg_sys::Oid)],
     rows: usize,
     mut row: impl FnMut(usize) -> Vec<Option<Datum>>,
 ) {
@@ -110,8 +110,9 @@ pub fn insert(
     }
 }
 
-/// Refuses a table whose columns are not the ones this version writes.
-unsafe fn check_columns(desc: pg_sys::TupleDesc, columns: &[&str]) {
+/// Refuses a table whose columns (names and types) are not the ones this version writes: the
+/// Datums `insert` forms are of those types.
+unsafe fn check_columns(desc: pg_sys::TupleDesc, columns: &[(&str, pg_sys::Oid)]) {
     // SAFETY: `desc` is the descriptor of the relation `insert` holds open (this function's
     // contract).
     let natts = unsafe { (*desc).natts } as usize;
@@ -120,7 +121,10 @@ unsafe fn check_columns(desc: pg_sys::TupleDesc, columns: &[&str]) {
     // SAFETY: `attname` is a NameData, always NUL-terminated within its NAMEDATALEN bytes.
     let name = |a: &pg_sys::FormData_pg_attribute| unsafe { CStr::from_ptr(a.attname.data.as_ptr()) };
     let expected = natts == columns.len()
-        && attrs.iter().zip(columns).all(|(a, c)| !a.attisdropped && name(a).to_bytes() == c.as_bytes());
+        && attrs
+            .iter()
+            .zip(columns)
+            .all(|(a, (c, typ))| !a.attisdropped && name(a).to_bytes() == c.as_bytes() && a.atttypid == *typ);
     if !expected {
         let names: Vec<_> =
             attrs.iter().filter(|a| !a.attisdropped).map(|a| name(a).to_string_lossy()).collect();

@@ -131,8 +131,15 @@ fn xid_datum() -> pg_sys::Datum {
     pg_sys::Datum::from(xid.value)
 }
 
-const OUTBOX_COLUMNS: [&str; 6] = ["id", "xid", "messages", "payload", "produced_at", "first_attempt_at"];
-const COMMIT_COLUMNS: [&str; 2] = ["csn", "xid"];
+const OUTBOX_COLUMNS: [(&str, pg_sys::Oid); 6] = [
+    ("id", pg_sys::INT8OID),
+    ("xid", pg_sys::XID8OID),
+    ("messages", pg_sys::INT4OID),
+    ("payload", pg_sys::BYTEAOID),
+    ("produced_at", pg_sys::TIMESTAMPTZOID),
+    ("first_attempt_at", pg_sys::TIMESTAMPTZOID),
+];
+const COMMIT_COLUMNS: [(&str, pg_sys::Oid); 2] = [("csn", pg_sys::INT8OID), ("xid", pg_sys::XID8OID)];
 
 /// Appends packs to the outbox in the current transaction (`append`).
 pub fn insert(packs: &[Pack], store: Store) {

@@ -141,7 +141,8 @@ fn secrets_stay_out_of_the_log_even_when_statements_are_logged() {
         c.query_one("SELECT pg_postmaster_start_time()", &[]).unwrap().get(0);
     c.batch_execute("BEGIN; SET standard_conforming_strings = off; SELECT '\\'").unwrap();
     c.batch_execute("ROLLBACK").unwrap();
-    let again: std::time::SystemTime = pg().query_one("SELECT pg_postmaster_start_time()", &[]).unwrap().get(0);
+    let again: std::time::SystemTime =
+        pg().query_one("SELECT pg_postmaster_start_time()", &[]).unwrap().get(0);
     assert_eq!(started, again, "the server did not restart");
     c.batch_execute("RESET log_statement; RESET log_min_duration_statement").unwrap();
     let log = std::fs::read_to_string(server_log()).unwrap();
