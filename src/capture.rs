@@ -16,28 +16,38 @@ use crate::{pending, txn_metadata};
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
+use std::cell::RefCell;
 use std::ffi::CStr;
-use std::fmt::Write;
 use std::rc::Rc;
 
 /// Encodes the events of one statement on one table.
 struct Events {
     plan: Rc<Plan>,
     source: String,
-    /// When the events were made (microseconds since 1970): the envelope's ts_ms/ts_us/ts_ns.
-    now_us: i64,
-    /// `"schema.table"` for transaction metadata (`txn_metadata`); None for backfill events.
-    collection: Option<String>,
+    /// The envelope's end after `op`: `","ts_ms":…,"ts_us":…,"ts_ns":…}` (when the events were
+    /// made, microseconds since 1970), the same for every event of the statement.
+    tail: String,
+    /// With transaction metadata on (`kafka.transaction_topic`, read once per statement): its
+    /// topic and the table's `"schema.table"`.
+    collection: Option<(String, String)>,
+    /// Buffers reused from event to event (value; key and row of an insert): a bulk statement
+    /// makes one event per row.
+    value: RefCell<String>,
+    key_row: RefCell<(String, String)>,
 }
 
 impl Events {
     fn new(plan: Rc<Plan>, snapshot: bool) -> Events {
         let source = source(&plan, snapshot);
         // SAFETY: GetCurrentTimestamp only reads the system clock; no precondition.
-        let now_us = unix_us(unsafe { pg_sys::GetCurrentTimestamp() });
+        let us = unix_us(unsafe { pg_sys::GetCurrentTimestamp() });
+        let tail = format!("\",\"ts_ms\":{},\"ts_us\":{us},\"ts_ns\":{}}}", us.div_euclid(1000), us * 1000);
         let (schema, table) = (&plan.schema, &plan.table); // JSON strings
-        let collection = (!snapshot).then(|| format!("{}.{}", &schema[..schema.len() - 1], &table[1..]));
-        Events { plan, source, now_us, collection }
+        let collection = crate::gucs::transaction_topic()
+            .filter(|_| !snapshot)
+            .map(|topic| (topic, format!("{}.{}", &schema[..schema.len() - 1], &table[1..])));
+        let (value, key_row) = Default::default();
+        Events { plan, source, tail, collection, value, key_row }
     }
 
     /// Queues one event: key `key`, value `{"before":…,"after":…,"source":…,"transaction":null,
@@ -55,9 +65,8 @@ impl Events {
         op: char,
         header: Option<(&str, &str)>,
     ) {
-        let mut v = String::with_capacity(
-            before.map_or(4, str::len) + after.map_or(4, str::len) + self.source.len() + 64,
-        );
+        let mut v = self.value.borrow_mut();
+        v.clear();
         v.push_str("{\"before\":");
         v.push_str(before.unwrap_or("null"));
         v.push_str(",\"after\":");
@@ -65,37 +74,34 @@ impl Events {
         v.push_str(",\"source\":");
         v.push_str(&self.source);
         v.push_str(",\"transaction\":");
-        let block = self.collection.as_deref().and_then(txn_metadata::next_event);
+        let block = self.collection.as_ref().map(|(topic, table)| txn_metadata::next_event(topic, table));
         v.push_str(block.as_deref().unwrap_or("null"));
         v.push_str(",\"op\":\"");
         v.push(op);
-        let us = self.now_us;
-        let _ = write!(v, "\",\"ts_ms\":{},\"ts_us\":{us},\"ts_ns\":{}}}", us.div_euclid(1000), us * 1000);
-        if let Some(s) = &self.plan.schemas {
-            v = connect_schema::wrap(&s.value, &v);
-        }
+        v.push_str(&self.tail);
+        let wrapped = self.plan.schemas.as_ref().map(|s| connect_schema::wrap(&s.value, &v));
         let headers = header.map(|(name, value)| [(name.to_owned(), Some(value.to_owned()))]);
-        self.queue_with(key, Some(v), headers.as_ref().map(|h| &h[..]));
+        self.queue_with(key, Some(wrapped.as_deref().unwrap_or(&v)), headers.as_ref().map(|h| &h[..]));
     }
 
-    fn queue(&self, key: Option<&str>, value: Option<String>) {
+    fn queue(&self, key: Option<&str>, value: Option<&str>) {
         self.queue_with(key, value, None);
     }
 
     fn queue_with(
         &self,
         key: Option<&str>,
-        value: Option<String>,
+        value: Option<&str>,
         headers: Option<&[(String, Option<String>)]>,
     ) {
-        let key = match (&self.plan.schemas, key) {
-            (Some(s), Some(k)) => Some(connect_schema::wrap(&s.key, k)),
-            (_, k) => k.map(str::to_owned),
+        let key: Option<std::borrow::Cow<str>> = match (&self.plan.schemas, key) {
+            (Some(s), Some(k)) => Some(connect_schema::wrap(&s.key, k).into()),
+            (_, k) => k.map(Into::into),
         };
         pending::push(&Parts {
             topic: &self.plan.opts.topic,
             key: key.as_deref().map(str::as_bytes),
-            payload: value.as_deref().map(str::as_bytes),
+            payload: value.map(str::as_bytes),
             headers,
             ..Default::default()
         });
@@ -120,8 +126,16 @@ impl Events {
     }
 
     fn inserted(&self, new: Tuple, op: char) {
-        let (key, after) = self.encode(new, true);
-        self.push(Some(&key), None, after.as_deref(), op);
+        let mut bufs = self.key_row.borrow_mut();
+        let (key, row) = &mut *bufs;
+        key.clear();
+        row.clear();
+        // SAFETY: as in `encode`: `new` is a row of the descriptor the plan was built from.
+        unsafe {
+            self.plan.key.write(key, new.0, new.1);
+            self.plan.row.write(row, new.0, new.1);
+        }
+        self.push(Some(key), None, Some(row), op);
     }
 
     fn deleted(&self, old: Tuple) {

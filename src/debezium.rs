@@ -102,10 +102,7 @@ impl Enc {
     /// # Safety
     /// `d` must be a valid Datum of the type this encoding was made for.
     pub unsafe fn write(&self, out: &mut String, d: Datum) {
-        use std::fmt::Write;
-        let number = |out: &mut String, n: i64| {
-            let _ = write!(out, "{n}");
-        };
+        let number = push_int;
         // SAFETY: only called for Date, Timestamp and TimestampTz with their own output function
         // (F_DATE_OUT, F_TIMESTAMP_OUT, F_TIMESTAMPTZ_OUT), and `d` is such a value (this method's
         // contract).
@@ -170,7 +167,8 @@ impl Enc {
                 let cents = d.value() as i64;
                 let sign = if cents < 0 { "-" } else { "" };
                 let abs = cents.unsigned_abs();
-                let _ = write!(out, "\"{sign}{}.{:02}\"", abs / 100, abs % 100);
+                let _ =
+                    std::fmt::Write::write_fmt(out, format_args!("\"{sign}{}.{:02}\"", abs / 100, abs % 100));
             }
             Enc::Interval => {
                 // SAFETY: `d` is a non-null interval value: a by-reference pointer to an aligned
@@ -350,9 +348,12 @@ fn base64(out: &mut String, bytes: &[u8]) {
 
 /// `HH:MM:SS[.ffffff]` of microseconds since midnight, trailing zeros of the fraction trimmed.
 fn clock(out: &mut String, us: i64) {
-    use std::fmt::Write;
     let secs = us / 1_000_000;
-    let _ = write!(out, "{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    push_digits(out, secs / 3600, 2);
+    out.push(':');
+    push_digits(out, secs / 60 % 60, 2);
+    out.push(':');
+    push_digits(out, secs % 60, 2);
     let mut frac = us % 1_000_000;
     if frac != 0 {
         let mut digits = 6;
@@ -360,15 +361,53 @@ fn clock(out: &mut String, us: i64) {
             frac /= 10;
             digits -= 1;
         }
-        let _ = write!(out, ".{frac:0digits$}");
+        out.push('.');
+        push_digits(out, frac, digits);
     }
+}
+
+/// Appends an integer in decimal (what `write!(out, "{n}")` does, without the formatting
+/// machinery: events write several numbers per row).
+pub fn push_int(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    push_digits(out, n.unsigned_abs() as i64, 1);
+}
+
+/// Appends `n` (not negative; `i64::MIN`'s magnitude is handled as u64) in decimal, zero-padded
+/// to at least `width` digits.
+fn push_digits(out: &mut String, n: i64, width: usize) {
+    let mut n = n as u64;
+    let mut buf = [b'0'; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = i.min(buf.len() - width.min(buf.len()));
+    // The buffer holds ASCII digits only.
+    out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.ffffff]` of microseconds since 1970-01-01 UTC.
 fn iso_utc(out: &mut String, us: i64) {
     let days = us.div_euclid(DAY_US);
     let (y, m, d) = civil_from_days(days);
-    let _ = std::fmt::Write::write_fmt(out, format_args!("{y:04}-{m:02}-{d:02}T"));
+    if (0..=9999).contains(&y) {
+        push_digits(out, y, 4);
+        out.push('-');
+        push_digits(out, m.into(), 2);
+        out.push('-');
+        push_digits(out, d.into(), 2);
+        out.push('T');
+    } else {
+        let _ = std::fmt::Write::write_fmt(out, format_args!("{y:04}-{m:02}-{d:02}T"));
+    }
     clock(out, us.rem_euclid(DAY_US));
 }
 
@@ -403,6 +442,18 @@ mod unit {
             base64(&mut s, raw);
             assert_eq!(s, want);
         }
+    }
+
+    #[test]
+    fn integers_are_written_like_display() {
+        for n in [0, 7, -5, 10, 1_000_000, i64::MAX, i64::MIN, -9_223_372_036_854_775_807] {
+            let mut s = String::from("x");
+            push_int(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
+        let mut s = String::new();
+        iso_utc(&mut s, -62_135_596_800_000_000 - 86_400_000_000); // the day before year 1
+        assert_eq!(s, "0000-12-31T00:00:00");
     }
 
     #[test]

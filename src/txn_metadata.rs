@@ -40,10 +40,9 @@ pub fn init() {
 }
 
 /// The `transaction` block of the next event on table `collection` (a JSON string,
-/// `"schema.table"`), writing the BEGIN record first if it is the transaction's first event;
-/// None when transaction metadata is off.
-pub fn next_event(collection: &str) -> Option<String> {
-    let topic = crate::gucs::transaction_topic()?;
+/// `"schema.table"`), writing the BEGIN record to `topic` first if it is the transaction's first
+/// event.
+pub fn next_event(topic: &str, collection: &str) -> String {
     let first = META.with_borrow(|m| m.counts.total == 0);
     if first {
         // SAFETY: reads the current transaction's id (assigned if it has none yet).
@@ -53,8 +52,8 @@ pub fn next_event(collection: &str) -> Option<String> {
             "{{\"status\":\"BEGIN\",\"id\":\"{id}\",\"event_count\":null,\"data_collections\":null,\"ts_ms\":{}}}",
             now_ms()
         );
-        push(&topic, &id, &value);
-        META.with_borrow_mut(|m| (m.topic, m.id) = (topic, id));
+        push(topic, &id, &value);
+        META.with_borrow_mut(|m| (m.topic, m.id) = (topic.to_owned(), id));
     }
     META.with_borrow_mut(|m| {
         m.counts.total += 1;
@@ -68,10 +67,7 @@ pub fn next_event(collection: &str) -> Option<String> {
                 1
             }
         };
-        Some(format!(
-            "{{\"id\":\"{}\",\"total_order\":{},\"data_collection_order\":{n}}}",
-            m.id, m.counts.total
-        ))
+        format!("{{\"id\":\"{}\",\"total_order\":{},\"data_collection_order\":{n}}}", m.id, m.counts.total)
     })
 }
 
