@@ -36,3 +36,31 @@ fn kafka_refusal_is_an_error_with_the_brokers_reason() {
     assert_eq!(state, "22023");
     assert!(hint.is_some());
 }
+
+/// With `min_dynamic_shared_memory`, the segment that carries a record to the worker comes from a
+/// preallocated area in whole pages, larger than the record: only the record is read.
+#[test]
+fn works_with_preallocated_dynamic_shared_memory() {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            pg().batch_execute("ALTER SYSTEM RESET min_dynamic_shared_memory").unwrap();
+            stack(&["down", "pg"]);
+            stack(&["up", "pg"]);
+        }
+    }
+    let _reset = Reset;
+    pg().batch_execute("ALTER SYSTEM SET min_dynamic_shared_memory = '4MB'").unwrap();
+    stack(&["down", "pg"]); // a postmaster setting: a restart applies it
+    stack(&["up", "pg"]);
+    let mut c = pg();
+    let t = topic("immediate_dsm");
+    wait_until("the worker to run", || status(&mut c).running);
+    let row = c.query_one("SELECT * FROM kafka.autonomous_publish($1, 'from a preallocated segment')", &[&t]);
+    let row = row.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(row.get::<_, i64>(1), 0);
+    assert_eq!(
+        TopicReader::new(&t).read_at_least(1)[0].text().as_deref(),
+        Some("from a preallocated segment")
+    );
+}
