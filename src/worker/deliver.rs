@@ -11,7 +11,6 @@ use crate::producer::{Outcome, Producer, Record};
 use crate::{gucs, immediate, shared, topic_stats};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
-use std::panic::AssertUnwindSafe;
 
 /// Most chunks handed to librdkafka whose reports are not all in: the next chunks are read and
 /// sent while the first ones are acknowledged, so the connection never idles between chunks.
@@ -53,13 +52,7 @@ pub(super) fn stream(
         // Read ahead only behind a large chunk: after a small one there is rarely more, and
         // each read is a transaction of the worker's own.
         while !failed && chunk.len() >= SMALL_BATCH && in_flight.len() + 1 < IN_FLIGHT {
-            let next = BackgroundWorker::transaction(AssertUnwindSafe(|| {
-                if outbox::installed() {
-                    log.next_chunk()
-                } else {
-                    Ok(Vec::new())
-                }
-            }));
+            let next = log.read_ahead();
             match next {
                 Ok(next) if next.is_empty() => break,
                 Ok(next) => {

@@ -19,7 +19,6 @@ use crate::{gucs, immediate, position, set_aside, shared, topic_stats};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use rdkafka::config::ClientConfig;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 /// How long the worker waits for Kafka's transaction coordinator (init, commit, abort) and for
@@ -170,13 +169,7 @@ fn send_chunks(
     let mut in_flight = vec![(first, sent)];
     let mut read_failed = false;
     while more && in_flight.len() < IN_FLIGHT {
-        let next = BackgroundWorker::transaction(AssertUnwindSafe(|| {
-            if outbox::installed() {
-                log.next_chunk()
-            } else {
-                Ok(Vec::new())
-            }
-        }));
+        let next = log.read_ahead();
         match next {
             Ok(next) if !next.is_empty() => {
                 more = next.len() >= SMALL_BATCH;

@@ -42,6 +42,18 @@ impl Log {
         }
     }
 
+    /// The next chunk, read in a transaction of its own while earlier chunks are in flight
+    /// (empty if the extension is gone meanwhile).
+    pub(super) fn read_ahead(&mut self) -> Result<Vec<OutboxMessage>, KafkaError> {
+        pgrx::bgworkers::BackgroundWorker::transaction(std::panic::AssertUnwindSafe(|| {
+            if outbox::installed() {
+                self.next_chunk()
+            } else {
+                Ok(Vec::new())
+            }
+        }))
+    }
+
     /// After a failure: read the outbox again from its start (what was sent and not recorded
     /// is sent again, in order).
     pub(super) fn restart(&mut self) {
