@@ -86,9 +86,23 @@ FROM kafka_internal.worker_state() w;
 CREATE VIEW kafka.recent_errors AS
 SELECT e.first_at, e.last_at, e.attempts, e.error FROM kafka_internal.worker_errors() e;
 
--- Per topic: what was delivered and dead-lettered, and when last.
+-- Per topic: what was delivered and dead-lettered, and when last; and since when its oldest
+-- waiting message waits (from the packs' topic lists: one outbox row per pack, nothing unpacked).
 CREATE VIEW kafka.topics AS
-SELECT topic, delivered, dead_lettered, bytes, last_delivery_at, last_dead_letter_at FROM kafka.topic_stats;
+WITH waiting AS (
+    SELECT t.topic, pg_catalog.min(o.produced_at) AS oldest
+      FROM kafka.outbox o, pg_catalog.unnest(o.topics) AS t(topic)
+     GROUP BY t.topic
+)
+SELECT coalesce(s.topic, w.topic) AS topic,
+       coalesce(s.delivered, 0) AS delivered,
+       coalesce(s.dead_lettered, 0) AS dead_lettered,
+       coalesce(s.bytes, 0) AS bytes,
+       s.last_delivery_at,
+       s.last_dead_letter_at,
+       w.oldest AS oldest_waiting_at,
+       pg_catalog.now() OPERATOR(pg_catalog.-) w.oldest AS oldest_age
+FROM kafka.topic_stats s FULL JOIN waiting w ON w.topic OPERATOR(pg_catalog.=) s.topic;
 
 -- Privileges. Nothing here is for PUBLIC. Two roles, created if absent (roles are cluster-wide
 -- and outlive the extension): kafka_producer may produce; kafka_admin manages brokers, settings
@@ -162,7 +176,7 @@ COMMENT ON TABLE kafka.capture_config IS 'Captured tables and their options; use
 COMMENT ON TABLE kafka.home IS 'The database the waiting messages belong to (a restored copy holds them until kafka.release())';
 COMMENT ON VIEW kafka.recent_errors IS 'The delivery worker''s last 8 distinct failures: first and last time, attempts';
 COMMENT ON VIEW kafka.status IS 'The delivery worker: running, backlog, delivered, current and previous failure';
-COMMENT ON VIEW kafka.topics IS 'Per topic: messages delivered and dead-lettered, bytes, when last';
+COMMENT ON VIEW kafka.topics IS 'Per topic: messages delivered and dead-lettered, bytes, when last, oldest waiting';
 COMMENT ON VIEW kafka.settings IS 'kafka.config with secret values masked';
 COMMENT ON VIEW kafka.captures IS 'Captured tables, their topics and options';
 COMMENT ON VIEW kafka.backfills IS 'Progress of the latest backfill of each captured table';

@@ -95,6 +95,7 @@ CREATE TABLE kafka.outbox (
     id bigint NOT NULL,             -- the pack's first message id
     xid xid8 NOT NULL,              -- the transaction that wrote it
     messages integer NOT NULL,      -- how many messages the pack holds
+    topics text[] NOT NULL,         -- the distinct topics of its messages (for kafka.topics)
     payload bytea NOT NULL,         -- the pack (src/pack.rs), lz4-compressed from 256 bytes
     produced_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     first_attempt_at timestamptz,   -- set when a delivery attempt failed and will be retried
@@ -373,13 +374,37 @@ AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::check_topic
-CREATE  FUNCTION kafka_internal."check_topic"(
-	"topic" TEXT /* Option < & str > */
-) RETURNS void
-IMMUTABLE PARALLEL SAFE 
+-- kafka::api::worker_errors
+CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
+	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"attempts" bigint,  /* i64 */
+	"error" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_topic_wrapper';
+AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::api::worker_state
+CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
+	"running" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"delivery" TEXT,  /* Option < & '_ str > */
+	"delivered" bigint,  /* i64 */
+	"dead_lettered" bigint,  /* i64 */
+	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_error" TEXT,  /* Option < String > */
+	"last_error_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"failing_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"previous_error" TEXT,  /* Option < String > */
+	"previous_error_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -391,6 +416,16 @@ CREATE  FUNCTION kafka_internal."backfill_events"(
 STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::api::check_topic
+CREATE  FUNCTION kafka_internal."check_topic"(
+	"topic" TEXT /* Option < & str > */
+) RETURNS void
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_topic_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -767,19 +802,6 @@ AS 'MODULE_PATHNAME', 'check_served_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::worker_errors
-CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
-	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"attempts" bigint,  /* i64 */
-	"error" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- kafka::api::is_secret
 CREATE  FUNCTION kafka_internal."is_secret"(
 	"name" TEXT /* & str */
@@ -787,27 +809,6 @@ CREATE  FUNCTION kafka_internal."is_secret"(
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'is_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::api::worker_state
-CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
-	"running" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"delivery" TEXT,  /* Option < & '_ str > */
-	"delivered" bigint,  /* i64 */
-	"dead_lettered" bigint,  /* i64 */
-	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_error" TEXT,  /* Option < String > */
-	"last_error_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"failing_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"previous_error" TEXT,  /* Option < String > */
-	"previous_error_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
-)
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -900,9 +901,23 @@ FROM kafka_internal.worker_state() w;
 CREATE VIEW kafka.recent_errors AS
 SELECT e.first_at, e.last_at, e.attempts, e.error FROM kafka_internal.worker_errors() e;
 
--- Per topic: what was delivered and dead-lettered, and when last.
+-- Per topic: what was delivered and dead-lettered, and when last; and since when its oldest
+-- waiting message waits (from the packs' topic lists: one outbox row per pack, nothing unpacked).
 CREATE VIEW kafka.topics AS
-SELECT topic, delivered, dead_lettered, bytes, last_delivery_at, last_dead_letter_at FROM kafka.topic_stats;
+WITH waiting AS (
+    SELECT t.topic, pg_catalog.min(o.produced_at) AS oldest
+      FROM kafka.outbox o, pg_catalog.unnest(o.topics) AS t(topic)
+     GROUP BY t.topic
+)
+SELECT coalesce(s.topic, w.topic) AS topic,
+       coalesce(s.delivered, 0) AS delivered,
+       coalesce(s.dead_lettered, 0) AS dead_lettered,
+       coalesce(s.bytes, 0) AS bytes,
+       s.last_delivery_at,
+       s.last_dead_letter_at,
+       w.oldest AS oldest_waiting_at,
+       pg_catalog.now() OPERATOR(pg_catalog.-) w.oldest AS oldest_age
+FROM kafka.topic_stats s FULL JOIN waiting w ON w.topic OPERATOR(pg_catalog.=) s.topic;
 
 -- Privileges. Nothing here is for PUBLIC. Two roles, created if absent (roles are cluster-wide
 -- and outlive the extension): kafka_producer may produce; kafka_admin manages brokers, settings
@@ -976,7 +991,7 @@ COMMENT ON TABLE kafka.capture_config IS 'Captured tables and their options; use
 COMMENT ON TABLE kafka.home IS 'The database the waiting messages belong to (a restored copy holds them until kafka.release())';
 COMMENT ON VIEW kafka.recent_errors IS 'The delivery worker''s last 8 distinct failures: first and last time, attempts';
 COMMENT ON VIEW kafka.status IS 'The delivery worker: running, backlog, delivered, current and previous failure';
-COMMENT ON VIEW kafka.topics IS 'Per topic: messages delivered and dead-lettered, bytes, when last';
+COMMENT ON VIEW kafka.topics IS 'Per topic: messages delivered and dead-lettered, bytes, when last, oldest waiting';
 COMMENT ON VIEW kafka.settings IS 'kafka.config with secret values masked';
 COMMENT ON VIEW kafka.captures IS 'Captured tables, their topics and options';
 COMMENT ON VIEW kafka.backfills IS 'Progress of the latest backfill of each captured table';

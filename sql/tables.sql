@@ -34,6 +34,7 @@ CREATE TABLE kafka.outbox (
     id bigint NOT NULL,             -- the pack's first message id
     xid xid8 NOT NULL,              -- the transaction that wrote it
     messages integer NOT NULL,      -- how many messages the pack holds
+    topics text[] NOT NULL,         -- the distinct topics of its messages (for kafka.topics)
     payload bytea NOT NULL,         -- the pack (src/pack.rs), lz4-compressed from 256 bytes
     produced_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     first_attempt_at timestamptz,   -- set when a delivery attempt failed and will be retried

@@ -131,10 +131,11 @@ fn xid_datum() -> pg_sys::Datum {
     pg_sys::Datum::from(xid.value)
 }
 
-const OUTBOX_COLUMNS: [(&str, pg_sys::Oid); 6] = [
+const OUTBOX_COLUMNS: [(&str, pg_sys::Oid); 7] = [
     ("id", pg_sys::INT8OID),
     ("xid", pg_sys::XID8OID),
     ("messages", pg_sys::INT4OID),
+    ("topics", pg_sys::TEXTARRAYOID),
     ("payload", pg_sys::BYTEAOID),
     ("produced_at", pg_sys::TIMESTAMPTZOID),
     ("first_attempt_at", pg_sys::TIMESTAMPTZOID),
@@ -154,6 +155,7 @@ pub fn insert(packs: &[Pack], store: Store) {
                 p.id.into_datum(),
                 Some(xid),
                 p.count.into_datum(),
+                p.topics.iter().map(String::as_str).collect::<Vec<&str>>().into_datum(),
                 crate::append::compressed(&p.bytes),
                 Some(produced_at),
                 None,

@@ -56,11 +56,14 @@ pub struct Pack {
     /// How many messages it holds.
     pub count: i32,
     pub bytes: Vec<u8>,
+    /// The distinct topics of its messages, in first-seen order (`kafka.outbox.topics`, which
+    /// `kafka.topics` reads for the oldest message waiting per topic without unpacking).
+    pub topics: Vec<String>,
 }
 
 impl Pack {
     pub fn new(id: i64) -> Pack {
-        Pack { id, count: 0, bytes: Vec::with_capacity(1024) }
+        Pack { id, count: 0, bytes: Vec::with_capacity(1024), topics: Vec::new() }
     }
 
     /// Whether it takes one more message.
@@ -79,6 +82,9 @@ impl Pack {
             | (m.timestamp_ms.is_some() as u8 * TIMESTAMP);
         out.push(flags);
         bytes(out, m.topic.as_bytes());
+        if self.topics.last().is_none_or(|t| t != m.topic) && !self.topics.iter().any(|t| t == m.topic) {
+            self.topics.push(m.topic.to_owned());
+        }
         if let Some(k) = m.key {
             bytes(out, k);
         }
@@ -217,6 +223,15 @@ mod unit {
                 assert!(partial.len() < 3, "a cut payload never yields the whole pack ({cut})");
             }
         }
+    }
+
+    #[test]
+    fn a_pack_lists_each_topic_once_in_first_seen_order() {
+        let mut pack = Pack::new(0);
+        for t in ["b", "a", "b", "b", "c", "a"] {
+            pack.push(&msg(t).parts());
+        }
+        assert_eq!(pack.topics, ["b", "a", "c"]);
     }
 
     #[test]

@@ -84,13 +84,20 @@ fn move_out(ids: &[i64], error: &str) -> Result<i64, pgrx::spi::Error> {
                     p.push(&m.parts());
                 }
                 client.update(
-                    "INSERT INTO kafka.outbox (id, xid, messages, payload, produced_at, first_attempt_at)
-                     SELECT $1, o.xid, $2, $3, o.produced_at, o.first_attempt_at FROM kafka.outbox o
+                    "INSERT INTO kafka.outbox (id, xid, messages, topics, payload, produced_at, first_attempt_at)
+                     SELECT $1, o.xid, $2, $6, $3, o.produced_at, o.first_attempt_at FROM kafka.outbox o
                       WHERE o.id OPERATOR(pg_catalog.=) $4
                         AND o.xid OPERATOR(pg_catalog.=) $5::pg_catalog.text::pg_catalog.xid8
                         AND $1 OPERATOR(pg_catalog.<>) $4",
                     None,
-                    &[p.id.into(), p.count.into(), p.bytes.clone().into(), row.into(), xid.into()],
+                    &[
+                        p.id.into(),
+                        p.count.into(),
+                        p.bytes.clone().into(),
+                        row.into(),
+                        xid.into(),
+                        p.topics.clone().into(),
+                    ],
                 )?;
             }
             // The pack itself: gone, or now its first run (same id).
@@ -101,10 +108,10 @@ fn move_out(ids: &[i64], error: &str) -> Result<i64, pgrx::spi::Error> {
                         p.push(&m.parts());
                     }
                     client.update(
-                        "UPDATE kafka.outbox SET messages = $3, payload = $4
+                        "UPDATE kafka.outbox SET messages = $3, payload = $4, topics = $5
                           WHERE id OPERATOR(pg_catalog.=) $1 AND xid OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.xid8",
                         None,
-                        &[row.into(), xid.into(), p.count.into(), p.bytes.clone().into()],
+                        &[row.into(), xid.into(), p.count.into(), p.bytes.clone().into(), p.topics.clone().into()],
                     )?;
                 }
                 None => {

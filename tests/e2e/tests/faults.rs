@@ -345,6 +345,11 @@ fn an_admin_moves_waiting_messages_to_the_dead_letters() {
         [(ids[1], "m2"), (ids[3], "m4")]
     );
     assert!(dead[0].2.contains("stuck") && dead[0].2.contains("e2e_set_aside"), "{}", dead[0].2);
+    let still_waiting: bool = c
+        .query_one("SELECT oldest_waiting_at IS NOT NULL FROM kafka.topics WHERE topic = $1", &[&t])
+        .unwrap()
+        .get(0);
+    assert!(still_waiting, "the split packs still list their topic");
     c.batch_execute("UPDATE kafka.broker SET port = 9092").unwrap();
     let got = r.texts_until("m5");
     assert_eq!(got.iter().filter(|m| m.starts_with('m')).collect::<Vec<_>>(), ["m1", "m3"]);
@@ -352,4 +357,50 @@ fn an_admin_moves_waiting_messages_to_the_dead_letters() {
     let again: i64 =
         c.query_one("SELECT kafka.dead_letter_waiting(ARRAY[$1::bigint])", &[&ids[4]]).unwrap().get(0);
     assert_eq!(again, 0);
+}
+
+/// While Kafka cannot be reached, kafka.topics shows per topic since when its oldest message
+/// waits (a transaction writing two topics counts for both); once delivered, nothing waits.
+#[test]
+fn per_topic_oldest_waiting_while_kafka_is_unreachable() {
+    let _back = BrokerBack;
+    let mut c = pg();
+    let (t1, t2, t3) = (topic("waiting_a"), topic("waiting_b"), topic("waiting_c"));
+    c.execute("SELECT kafka.produce($1, 'probe')", &[&t1]).unwrap();
+    let mut r1 = TopicReader::new(&t1);
+    r1.read_at_least(1);
+    let log_from = std::fs::metadata(server_log()).unwrap().len() as usize;
+    c.batch_execute("UPDATE kafka.broker SET port = 1").unwrap(); // nothing listens: messages wait
+    wait_until("the worker to use the new broker", || {
+        std::fs::read_to_string(server_log()).unwrap()[log_from..].contains("closing the Kafka producer")
+    });
+    let mut tx = c.transaction().unwrap();
+    for (t, m) in [(&t1, "a1"), (&t2, "b1"), (&t1, "a2")] {
+        tx.execute("SELECT kafka.publish($1, $2)", &[t, &m]).unwrap();
+    }
+    let first: std::time::SystemTime = tx.query_one("SELECT now()", &[]).unwrap().get(0);
+    tx.commit().unwrap();
+    let mut tx = c.transaction().unwrap();
+    tx.execute("SELECT kafka.publish($1, 'c1')", &[&t3]).unwrap();
+    let second: std::time::SystemTime = tx.query_one("SELECT now()", &[]).unwrap().get(0);
+    tx.commit().unwrap();
+    type Row = (Option<std::time::SystemTime>, bool, i64);
+    let waiting = |c: &mut postgres::Client, t: &str| -> Option<Row> {
+        c.query_opt(
+            "SELECT oldest_waiting_at, oldest_age > interval '0', delivered FROM kafka.topics WHERE topic = $1",
+            &[&t],
+        )
+        .unwrap()
+        .map(|r| (r.get(0), r.get::<_, Option<bool>>(1).unwrap_or(false), r.get(2)))
+    };
+    assert_eq!(waiting(&mut c, &t1), Some((Some(first), true, 1)), "one delivered, two waiting");
+    assert_eq!(waiting(&mut c, &t2), Some((Some(first), true, 0)), "never delivered, waiting");
+    assert_eq!(waiting(&mut c, &t3), Some((Some(second), true, 0)));
+    c.batch_execute("UPDATE kafka.broker SET port = 9092").unwrap();
+    assert_eq!(r1.texts_until("a2"), ["probe", "a1"]);
+    wait_until("nothing waiting, every message counted", || {
+        waiting(&mut c, &t1) == Some((None, false, 3))
+            && waiting(&mut c, &t2) == Some((None, false, 1))
+            && waiting(&mut c, &t3) == Some((None, false, 1))
+    });
 }

@@ -32,7 +32,7 @@ fn drop_extension_refuses_while_messages_wait() {
     let (_db, mut o) = OtherDb::new("e2e_ops_drop");
     // Messages no worker delivers here: rows as a restored copy would hold them.
     o.batch_execute(
-        "INSERT INTO kafka.outbox (id, xid, messages, payload) VALUES (1, pg_current_xact_id(), 3, '\\x00')",
+        "INSERT INTO kafka.outbox (id, xid, messages, topics, payload) VALUES (1, pg_current_xact_id(), 3, '{t}', '\\x00')",
     )
     .unwrap();
     for sql in [
