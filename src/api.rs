@@ -3,8 +3,9 @@
 
 use crate::error::KafkaError;
 use crate::immediate::{self, Failure};
-use crate::outbox::{self, OutboxMessage};
-use crate::pack::Parts;
+use crate::outbox;
+use kafka_core::message::Message;
+use kafka_core::pack::Parts;
 use crate::record::{check_partition, kafka_timestamp_ms, parse_headers};
 use crate::{gucs, pending, settings, shared};
 use pgrx::prelude::*;
@@ -87,7 +88,7 @@ fn autonomous_publish_bytea(
 }
 
 fn send_now(
-    msg: OutboxMessage,
+    msg: Message,
     timeout: Option<Interval>,
 ) -> TableIterator<'static, (name!(partition, i32), name!(offset, i64))> {
     let wait = match timeout.map(|t| t.as_micros()) {
@@ -136,8 +137,8 @@ pub(crate) fn record(
     headers: Option<JsonB>,
     partition: Option<i32>,
     ts: Option<TimestampWithTimeZone>,
-) -> OutboxMessage {
-    let check = || -> Result<OutboxMessage, KafkaError> {
+) -> Message {
+    let check = || -> Result<Message, KafkaError> {
         let topic = crate::record::check_topic(topic)?.to_owned();
         let key = match (key, key_bytes) {
             (Some(_), Some(_)) => return Err(KafkaError::TwoKeys),
@@ -154,7 +155,7 @@ pub(crate) fn record(
                 kafka_timestamp_ms(micros, || t.to_string())
             })
             .transpose()?;
-        Ok(OutboxMessage {
+        Ok(Message {
             topic,
             key,
             payload: value,

@@ -11,7 +11,7 @@
 use crate::capture_plan::{self, Options, Plan};
 use crate::connect_schema;
 use crate::error::KafkaError;
-use crate::pack::Parts;
+use kafka_core::pack::Parts;
 use crate::{pending, txn_metadata};
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;

@@ -9,8 +9,8 @@
 //! (timeout, cancel) marks its slot ABANDONED and the worker frees it; the record may still be
 //! delivered, as with any producer whose caller gave up waiting.
 
-use crate::outbox::OutboxMessage;
-use crate::producer::{Producer, Record};
+use kafka_core::message::Message;
+use kafka_core::producer::{Producer, Record};
 use crate::shared;
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
@@ -86,7 +86,7 @@ pub enum Failure {
 // ---- backend side -------------------------------------------------------------------------
 
 /// Sends `msg` through the worker and waits up to `timeout` for Kafka's answer.
-pub fn send(msg: &OutboxMessage, timeout: Duration) -> Result<(i32, i64), Failure> {
+pub fn send(msg: &Message, timeout: Duration) -> Result<(i32, i64), Failure> {
     let bytes = encode(msg);
     // SAFETY: in a backend inside a transaction (an SQL function): flags 0 make a failure raise
     // instead of returning NULL; the segment is tied to the current resource owner and detached
@@ -246,7 +246,7 @@ pub fn serve(producer: Option<&Producer>, no_producer: &str) {
     }
 }
 
-fn read_segment(handle: u32, len: usize) -> Option<OutboxMessage> {
+fn read_segment(handle: u32, len: usize) -> Option<Message> {
     // SAFETY: in the worker, which has shared memory access: dsm_attach returns NULL if the backend
     // has already detached (then we return None); otherwise the mapping is `map_length` bytes long,
     // and is copied out before dsm_detach releases it.
@@ -298,14 +298,14 @@ fn floor_char_boundary(s: &str, max: usize) -> usize {
 // ---- the record in the segment ------------------------------------------------------------
 
 /// A record crosses the segment in the outbox's pack format (a pack of one).
-fn encode(m: &OutboxMessage) -> Vec<u8> {
-    let mut pack = crate::pack::Pack::new(0);
+fn encode(m: &Message) -> Vec<u8> {
+    let mut pack = kafka_core::pack::Pack::new(0);
     pack.push(&m.parts());
     pack.bytes
 }
 
-fn decode(b: &[u8]) -> Option<OutboxMessage> {
-    let mut msgs = crate::pack::unpack(0, b)?;
+fn decode(b: &[u8]) -> Option<Message> {
+    let mut msgs = kafka_core::pack::unpack(0, b)?;
     (msgs.len() == 1).then(|| msgs.pop()).flatten()
 }
 
@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn records_survive_the_segment() {
-        let m = OutboxMessage {
+        let m = Message {
             topic: "t".into(),
             key: Some(vec![0, 1]),
             payload: None,
@@ -326,7 +326,7 @@ mod tests {
         };
         let back = decode(&encode(&m)).unwrap();
         assert_eq!(format!("{m:?}"), format!("{back:?}"));
-        let bare = OutboxMessage { topic: "u".into(), payload: Some(b"p".to_vec()), ..Default::default() };
+        let bare = Message { topic: "u".into(), payload: Some(b"p".to_vec()), ..Default::default() };
         assert_eq!(format!("{bare:?}"), format!("{:?}", decode(&encode(&bare)).unwrap()));
         assert!(decode(&encode(&m)[..5]).is_none());
         assert!(decode(&[encode(&m), encode(&bare)].concat()).is_none(), "one record per segment");

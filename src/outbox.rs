@@ -8,28 +8,11 @@
 //! once its fate is recorded.
 
 use crate::error::KafkaError;
-use crate::pack::Pack;
+use kafka_core::message::Message;
+use kafka_core::pack::Pack;
 use crate::record::Headers;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-
-/// One message: what a backend queues, and what the worker reads back out of a pack.
-#[derive(Debug, Clone, Default)]
-pub struct OutboxMessage {
-    /// Its id (`kafka.publish()` returns it; a dead letter keeps it).
-    pub id: i64,
-    /// The outbox row (pack) it was read from, and that row's transaction (the worker's side).
-    pub row: i64,
-    pub xid: i64,
-    /// Its transaction's place in commit order (the worker's side).
-    pub csn: i64,
-    pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: Option<Headers>,
-    pub partition: Option<i32>,
-    pub timestamp_ms: Option<i64>,
-}
 
 /// pg_kafka's relations and the role that owns them, for appends made on a caller's behalf.
 #[derive(Debug, Clone, Copy)]
@@ -311,7 +294,7 @@ impl Round {
 
 /// The next chunk of `round`, in commit order: whole packs, about `limit` messages and
 /// `max_bytes` bytes (the first pack always comes, whatever its size). Advances `round.pos`.
-pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec<OutboxMessage>, KafkaError> {
+pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec<Message>, KafkaError> {
     const FETCH: i64 = 64;
     let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not read kafka.outbox: {e}"));
     // The worker's planner settings keep this on the indexes (see `worker::PLANNER`).
@@ -342,9 +325,9 @@ pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec
                 let payload: Vec<u8> = row.get(3).map_err(failed)?.unwrap_or_default();
                 let xid: i64 = row.get(4).map_err(failed)?.unwrap_or_default();
                 bytes += payload.len() as i64;
-                let msgs = crate::pack::unpack(id, &payload)
+                let msgs = kafka_core::pack::unpack(id, &payload)
                     .ok_or_else(|| KafkaError::Internal(format!("outbox row {id} is malformed")))?;
-                batch.extend(msgs.into_iter().map(|m| OutboxMessage { csn, xid, ..m }));
+                batch.extend(msgs.into_iter().map(|m| Message { csn, xid, ..m }));
                 round.pos = (csn, id);
             }
         }
@@ -359,7 +342,7 @@ pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec
 /// `csns` the transactions the chunk touched. Returns how many messages were dead-lettered.
 pub fn finish(
     done: &[(i64, i64)],
-    refused: &[(&OutboxMessage, String)],
+    refused: &[(&Message, String)],
     retried: &[(i64, i64)],
     csns: &[i64],
 ) -> Result<i64, KafkaError> {
@@ -377,7 +360,7 @@ pub fn finish(
         };
         let mut dead = 0;
         if !refused.is_empty() {
-            let column = |f: fn(&OutboxMessage) -> Option<&[u8]>| -> Vec<Option<&[u8]>> {
+            let column = |f: fn(&Message) -> Option<&[u8]>| -> Vec<Option<&[u8]>> {
                 refused.iter().map(|(m, _)| f(m)).collect()
             };
             let headers: Vec<Option<String>> = refused
@@ -537,7 +520,7 @@ pub fn truncate_if_empty(from_bytes: i64) -> Result<bool, KafkaError> {
 pub fn take_dead_letters(
     ids: Option<Vec<i64>>,
     topic: Option<&str>,
-) -> Result<Vec<OutboxMessage>, KafkaError> {
+) -> Result<Vec<Message>, KafkaError> {
     let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not requeue dead letters: {e}"));
     Spi::connect_mut(|client| {
         let rows = client
@@ -553,7 +536,7 @@ pub fn take_dead_letters(
             )
             .map_err(failed)?;
         rows.map(|r| {
-            Ok(OutboxMessage {
+            Ok(Message {
                 id: r.get(1).map_err(failed)?.unwrap_or_default(),
                 topic: r.get(2).map_err(failed)?.unwrap_or_default(),
                 key: r.get(3).map_err(failed)?,

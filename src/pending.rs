@@ -14,7 +14,7 @@
 //! - at COMMIT only the worker's latch is set, which cannot fail.
 
 use crate::outbox::{self, Store};
-use crate::pack::{Pack, Parts};
+use kafka_core::pack::{Pack, Parts};
 use crate::shared;
 use pgrx::pg_sys::{self, SubTransactionId};
 use pgrx::prelude::*;

@@ -5,7 +5,7 @@ use crate::error::{KafkaError, MAX_TOPIC_LEN};
 use serde_json::Value;
 
 /// Kafka record headers, in order; a name may repeat; a value may be null.
-pub type Headers = Vec<(String, Option<String>)>;
+pub use kafka_core::message::Headers;
 
 /// Checks a topic name the way the Kafka broker does, before anything is queued.
 pub fn check_topic(topic: Option<&str>) -> Result<&str, KafkaError> {

@@ -8,7 +8,7 @@
 
 use crate::capture::{check_trigger, rows, Tuple};
 use crate::error::KafkaError;
-use crate::pack::Parts;
+use kafka_core::pack::Parts;
 use crate::pending;
 use pgrx::prelude::*;
 use std::ffi::CStr;

@@ -6,8 +6,9 @@
 //! message's id, so every message keeps its id and its place in the order.
 
 use crate::error::KafkaError;
-use crate::outbox::{self, OutboxMessage};
-use crate::pack::{self, Pack};
+use crate::outbox;
+use kafka_core::message::Message;
+use kafka_core::pack::{self, Pack};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
@@ -49,7 +50,7 @@ fn move_out(ids: &[i64], error: &str) -> Result<i64, pgrx::spi::Error> {
         for (row, xid, payload) in packs {
             let Some(messages) = pack::unpack(row, &payload) else { continue };
             let (out, runs) = split(messages, ids);
-            let args = |m: &OutboxMessage| -> Vec<DatumWithOid> {
+            let args = |m: &Message| -> Vec<DatumWithOid> {
                 vec![
                     m.id.into(),
                     m.topic.as_str().into(),
@@ -148,7 +149,7 @@ pub fn refused_by_kafka(messages: &[(i64, String)]) -> Result<i64, KafkaError> {
 }
 
 /// The messages of a pack taken out (those with one of `ids`), and the runs of those that stay.
-fn split(messages: Vec<OutboxMessage>, ids: &[i64]) -> (Vec<OutboxMessage>, Vec<Vec<OutboxMessage>>) {
+fn split(messages: Vec<Message>, ids: &[i64]) -> (Vec<Message>, Vec<Vec<Message>>) {
     let (mut out, mut runs) = (Vec::new(), vec![Vec::new()]);
     for m in messages {
         if ids.contains(&m.id) {
@@ -168,7 +169,7 @@ mod tests {
 
     #[test]
     fn a_pack_splits_around_what_is_taken_out_and_ids_stay() {
-        let messages = (100..106).map(|id| OutboxMessage { id, ..Default::default() }).collect();
+        let messages = (100..106).map(|id| Message { id, ..Default::default() }).collect();
         let (out, runs) = split(messages, &[100, 103, 104]);
         assert_eq!(out.iter().map(|m| m.id).collect::<Vec<_>>(), [100, 103, 104]);
         let runs: Vec<Vec<i64>> = runs.iter().map(|r| r.iter().map(|m| m.id).collect()).collect();

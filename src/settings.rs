@@ -3,7 +3,7 @@
 //! is written. The worker applies the table when it (re)creates its producer.
 
 use crate::error::KafkaError;
-use crate::producer;
+use kafka_core::producer;
 
 /// Names pg_kafka sets itself (and their aliases), or that would break delivery.
 /// (`transactional.id`: the worker derives it from the database, for `kafka.delivery = exactly_once`.)

@@ -5,7 +5,7 @@
 //! commits, to that topic. Counters follow savepoints: a rolled-back subtransaction takes its
 //! events, its counts and, if it held the first event, the BEGIN record with it.
 
-use crate::pack::Parts;
+use kafka_core::pack::Parts;
 use crate::pending;
 use pgrx::pg_sys::{self, SubTransactionId};
 use std::cell::RefCell;

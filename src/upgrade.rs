@@ -5,7 +5,7 @@
 //! to anyone; the upgrade script runs as the extension's owner.
 
 use crate::error::KafkaError;
-use crate::pack::Parts;
+use kafka_core::pack::Parts;
 use crate::pending;
 use pgrx::prelude::*;
 use pgrx::JsonB;

@@ -7,9 +7,7 @@
 //!
 //! Run with `scripts/bench latency [SECONDS]`.
 
-#[path = "../../src/producer.rs"]
-#[allow(dead_code)]
-mod producer;
+use kafka_core::producer;
 
 mod stack;
 mod trickle;

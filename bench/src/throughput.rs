@@ -8,9 +8,7 @@
 //!
 //! Run with `scripts/bench [N]` (the stack must be up; the script brings it up).
 
-#[path = "../../src/producer.rs"]
-#[allow(dead_code)]
-mod producer;
+use kafka_core::producer;
 
 mod stack;
 

@@ -6,8 +6,9 @@
 use super::log::Log;
 use super::{activity, now, record_error, shutdown_requested, SMALL_BATCH};
 use crate::error::KafkaError;
-use crate::outbox::{self, OutboxMessage};
-use crate::producer::{Outcome, Producer, Record};
+use crate::outbox;
+use kafka_core::message::Message;
+use kafka_core::producer::{Outcome, Producer, Record};
 use crate::{gucs, immediate, shared, topic_stats};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
@@ -24,7 +25,7 @@ pub(super) const IN_FLIGHT: usize = 4;
 /// be retried (the caller then restarts the log).
 pub(super) fn stream(
     producer: &Producer,
-    first: Vec<OutboxMessage>,
+    first: Vec<Message>,
     close_requests: u64,
     log: &mut Log,
 ) -> Option<(usize, usize)> {
@@ -78,7 +79,7 @@ pub(super) fn stream(
 /// refused for good by itself, so one bad record never holds back or drags down the others.
 pub(super) fn send_isolated(
     producer: &Producer,
-    chunk: &[OutboxMessage],
+    chunk: &[Message],
     stop: &mut dyn FnMut() -> bool,
 ) -> Vec<Outcome> {
     const ISOLATE_MAX: usize = 1000;
@@ -102,11 +103,11 @@ pub(super) fn send_isolated(
 }
 
 /// How many transactions a chunk holds messages of.
-pub(super) fn transactions(chunk: &[OutboxMessage]) -> usize {
+pub(super) fn transactions(chunk: &[Message]) -> usize {
     chunk.windows(2).filter(|w| w[0].csn != w[1].csn).count() + usize::from(!chunk.is_empty())
 }
 
-pub(super) fn records_of(batch: &[OutboxMessage]) -> Vec<Record<'_>> {
+pub(super) fn records_of(batch: &[Message]) -> Vec<Record<'_>> {
     batch
         .iter()
         .map(|m| Record {
@@ -132,7 +133,7 @@ pub(super) fn records_of(batch: &[OutboxMessage]) -> Vec<Record<'_>> {
 /// batch Kafka refused as a whole is retried, one message at a time (`log.isolate`).
 /// Returns false if some messages must be retried or the outcome could not be recorded.
 pub(super) fn record(
-    batch: &[OutboxMessage],
+    batch: &[Message],
     outcomes: &[Outcome],
     after_failure: bool,
     log: &mut Log,

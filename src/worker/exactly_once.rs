@@ -1,7 +1,7 @@
 //! Exactly-once delivery (`kafka.delivery = exactly_once`), the worker's side.
 //!
 //! Each pass's chunks travel in one Kafka transaction that ends with a position record listing
-//! their outbox rows (`crate::position`). The transaction is committed only if Kafka took every
+//! their outbox rows (`kafka_core::position`). The transaction is committed only if Kafka took every
 //! message; it is then recorded in PostgreSQL, synchronously, before the next one begins — so
 //! at any moment at most one committed Kafka transaction is not recorded, and it is the one the
 //! last committed position record names. A new producer (at start, and after any failure whose
@@ -13,12 +13,14 @@
 use super::deliver::{record, records_of, send_isolated, transactions, IN_FLIGHT};
 use super::log::Log;
 use super::{activity, record_error, shutdown_requested, SMALL_BATCH};
-use crate::outbox::{self, OutboxMessage};
-use crate::producer::{Outcome, Producer, Record};
-use crate::{gucs, immediate, position, set_aside, shared, topic_stats};
+use crate::outbox;
+use kafka_core::message::Message;
+use kafka_core::producer::{Outcome, Producer, Record};
+use crate::{gucs, immediate, set_aside, shared, topic_stats};
+use kafka_core::position;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
-use rdkafka::config::ClientConfig;
+use kafka_core::producer::ClientConfig;
 use std::time::Duration;
 
 /// How long the worker waits for Kafka's transaction coordinator (init, commit, abort) and for
@@ -110,7 +112,7 @@ pub(super) fn connect(
 pub(super) fn stream(
     producer: &Producer,
     txn: &Txn,
-    first: Vec<OutboxMessage>,
+    first: Vec<Message>,
     close_requests: u64,
     log: &mut Log,
 ) -> Sent {
@@ -160,10 +162,10 @@ pub(super) fn stream(
 /// them with their outcomes, and whether reading failed.
 fn send_chunks(
     producer: &Producer,
-    first: Vec<OutboxMessage>,
+    first: Vec<Message>,
     log: &mut Log,
     stop: &mut dyn FnMut() -> bool,
-) -> (Vec<OutboxMessage>, Vec<Outcome>, bool) {
+) -> (Vec<Message>, Vec<Outcome>, bool) {
     let mut more = first.len() >= SMALL_BATCH;
     let sent = producer.send_batch(&records_of(&first), stop);
     let mut in_flight = vec![(first, sent)];
@@ -196,7 +198,7 @@ fn send_chunks(
 fn commit(
     producer: &Producer,
     txn: &Txn,
-    batch: &[OutboxMessage],
+    batch: &[Message],
     stop: &mut dyn FnMut() -> bool,
 ) -> Result<(), String> {
     let rows: Vec<(i64, i64)> = batch.iter().map(|m| (m.xid, m.row)).collect();
@@ -232,8 +234,8 @@ fn abort(producer: &Producer) -> Option<Sent> {
 /// After an abort: messages Kafka refused for good become dead letters (the others are sent
 /// again without them), a refused record batch is retried one message at a time, and what
 /// failed for now is reported.
-fn aborted(batch: &[OutboxMessage], outcomes: &[Outcome], log: &mut Log) -> Sent {
-    let refused: Vec<(&OutboxMessage, &str)> = batch
+fn aborted(batch: &[Message], outcomes: &[Outcome], log: &mut Log) -> Sent {
+    let refused: Vec<(&Message, &str)> = batch
         .iter()
         .zip(outcomes)
         .filter_map(|(m, o)| match o {

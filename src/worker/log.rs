@@ -4,8 +4,9 @@
 
 use crate::error::KafkaError;
 use crate::gucs;
-use crate::outbox::{self, OutboxMessage, Round};
-use crate::producer::Outcome;
+use crate::outbox::{self, Round};
+use kafka_core::message::Message;
+use kafka_core::producer::Outcome;
 
 /// The worker's place in the log of commits: the round being read, and where the last one ended.
 #[derive(Default)]
@@ -24,7 +25,7 @@ pub(super) struct Log {
 impl Log {
     /// The next chunk in commit order, or an empty one when nothing more has committed. Runs
     /// inside a transaction.
-    pub(super) fn next_chunk(&mut self) -> Result<Vec<OutboxMessage>, KafkaError> {
+    pub(super) fn next_chunk(&mut self) -> Result<Vec<Message>, KafkaError> {
         loop {
             let fresh = self.round.is_none();
             if fresh {
@@ -44,7 +45,7 @@ impl Log {
 
     /// The next chunk, read in a transaction of its own while earlier chunks are in flight
     /// (empty if the extension is gone meanwhile).
-    pub(super) fn read_ahead(&mut self) -> Result<Vec<OutboxMessage>, KafkaError> {
+    pub(super) fn read_ahead(&mut self) -> Result<Vec<Message>, KafkaError> {
         pgrx::bgworkers::BackgroundWorker::transaction(std::panic::AssertUnwindSafe(|| {
             if outbox::installed() {
                 self.next_chunk()
@@ -68,7 +69,7 @@ impl Log {
     pub(super) fn give_up_on_stuck(
         &mut self,
         limit: Option<u32>,
-        batch: &[OutboxMessage],
+        batch: &[Message],
         outcomes: &mut [Outcome],
     ) {
         let Some(limit) = limit else { return };
@@ -96,8 +97,8 @@ impl Log {
 mod tests {
     use super::*;
 
-    fn messages(ids: &[i64]) -> Vec<OutboxMessage> {
-        ids.iter().map(|&id| OutboxMessage { id, ..Default::default() }).collect()
+    fn messages(ids: &[i64]) -> Vec<Message> {
+        ids.iter().map(|&id| Message { id, ..Default::default() }).collect()
     }
 
     #[test]

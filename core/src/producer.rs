@@ -8,7 +8,8 @@
 //! report says so (`in_flight_count() == 0` alone says nothing about success). Callbacks only
 //! push into mutex-guarded vectors, because librdkafka may call `log` from its own threads.
 
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+pub use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};

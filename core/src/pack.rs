@@ -11,7 +11,7 @@
 //! (same), headers (u32 count, then per header a name as u32 length and bytes, and a value as
 //! u32 length and bytes or `u32::MAX` for null), partition (i32), timestamp in ms (i64).
 
-use crate::outbox::OutboxMessage;
+use crate::message::Message;
 
 /// A pack takes at most this many messages (the step of `kafka.outbox_id_seq`)...
 pub const MAX_MESSAGES: i32 = 512;
@@ -35,7 +35,7 @@ pub struct Parts<'a> {
     pub timestamp_ms: Option<i64>,
 }
 
-impl OutboxMessage {
+impl Message {
     pub fn parts(&self) -> Parts<'_> {
         Parts {
             topic: &self.topic,
@@ -138,13 +138,13 @@ impl<'a> Reader<'a> {
 }
 
 /// The messages of the packed payload of outbox row `row`; None if it is malformed.
-pub fn unpack(row: i64, payload: &[u8]) -> Option<Vec<OutboxMessage>> {
+pub fn unpack(row: i64, payload: &[u8]) -> Option<Vec<Message>> {
     let mut r = Reader(payload);
     let mut msgs = Vec::new();
     while !r.0.is_empty() {
         let flags = r.take(1)?[0];
         let mut m =
-            OutboxMessage { id: row + msgs.len() as i64, row, topic: r.text()?, ..Default::default() };
+            Message { id: row + msgs.len() as i64, row, topic: r.text()?, ..Default::default() };
         if flags & KEY != 0 {
             m.key = Some(r.bytes()?.to_vec());
         }
@@ -182,14 +182,14 @@ pub fn unpack(row: i64, payload: &[u8]) -> Option<Vec<OutboxMessage>> {
 mod unit {
     use super::*;
 
-    fn msg(topic: &str) -> OutboxMessage {
-        OutboxMessage { topic: topic.into(), ..Default::default() }
+    fn msg(topic: &str) -> Message {
+        Message { topic: topic.into(), ..Default::default() }
     }
 
     #[test]
     fn round_trip_keeps_order_nulls_and_every_part() {
         let mut pack = Pack::new(1024);
-        let full = OutboxMessage {
+        let full = Message {
             key: Some(b"k".to_vec()),
             payload: Some(b"{}".to_vec()),
             headers: Some(vec![("a".into(), Some("1".into())), ("a".into(), None)]),
@@ -198,12 +198,12 @@ mod unit {
             ..msg("a")
         };
         let empty =
-            OutboxMessage { key: Some(Vec::new()), payload: Some("é".as_bytes().to_vec()), ..msg("c") };
+            Message { key: Some(Vec::new()), payload: Some("é".as_bytes().to_vec()), ..msg("c") };
         assert_eq!(pack.push(&full.parts()).0, 1024);
         assert_eq!(pack.push(&msg("b").parts()).0, 1025);
         assert_eq!(pack.push(&empty.parts()).0, 1026);
         let back = unpack(1024, &pack.bytes).unwrap();
-        let strip = |m: &OutboxMessage| {
+        let strip = |m: &Message| {
             (
                 m.topic.clone(),
                 m.key.clone(),
