@@ -1,6 +1,6 @@
 -- pg_kafka row-change capture: Debezium-compatible change events for INSERT, UPDATE, DELETE and
 -- TRUNCATE. A captured table gets statement-level triggers over transition tables that call
--- kafka_internal.capture_changes() (native, src/capture.rs): it encodes every row's event and adds it to
+-- kafka_internal.capture_changes() (native, src/backend/capture/mod.rs): it encodes every row's event and adds it to
 -- the transaction's pending messages, so events are sent only on commit, in order.
 -- Values follow Debezium's default mappings except decimal.handling.mode, which is "string" here
 -- (exact and readable). See the README's table.

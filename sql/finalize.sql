@@ -35,7 +35,7 @@ CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE ON kafka.config
 CREATE TRIGGER config_truncated AFTER TRUNCATE ON kafka.config
     FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.broker_changed();
 
--- Sessions cache who may write which topic; these tables' changes make them forget (src/topics.rs).
+-- Sessions cache who may write which topic; these tables' changes make them forget (src/backend/topics.rs).
 CREATE TRIGGER topic_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.topic_grants
     FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.topic_rules_changed();
 CREATE TRIGGER topic_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.capture_config

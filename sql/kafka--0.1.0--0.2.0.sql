@@ -86,7 +86,7 @@ CREATE TABLE kafka.broker (
 );
 
 -- Messages of committed transactions that Kafka has not acknowledged yet, in packs of up to 512
--- (src/pack.rs). Ordinary WAL-logged tables: they survive crashes and follow physical replication.
+-- (core/src/pack.rs). Ordinary WAL-logged tables: they survive crashes and follow physical replication.
 -- Delivery order is commit order: each transaction that wrote packs also writes one row of
 -- kafka.outbox_commit just before it commits, numbered from kafka.commit_seq; the worker sends
 -- transactions in that order and a transaction's packs in id order (README, "How it works").
@@ -96,7 +96,7 @@ CREATE TABLE kafka.outbox (
     xid xid8 NOT NULL,              -- the transaction that wrote it
     messages integer NOT NULL,      -- how many messages the pack holds
     topics text[] NOT NULL,         -- the distinct topics of its messages (for kafka.topics)
-    payload bytea NOT NULL,         -- the pack (src/pack.rs), lz4-compressed from 256 bytes
+    payload bytea NOT NULL,         -- the pack (core/src/pack.rs), lz4-compressed from 256 bytes
     produced_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     first_attempt_at timestamptz,   -- set when a delivery attempt failed and will be retried
     PRIMARY KEY (xid, id)           -- one index: a transaction's packs, in id order
@@ -130,7 +130,7 @@ CREATE INDEX dead_letter_topic ON kafka.dead_letter (topic);
 
 -- Where this queue lives: the database and this table's own oid, recorded by the worker when it
 -- first serves the database. A restored dump or a TEMPLATE copy differs, and holds delivery
--- until kafka.release() (src/outbox.rs, at_home); a physical replica or pg_upgrade does not.
+-- until kafka.release() (src/store/outbox.rs, at_home); a physical replica or pg_upgrade does not.
 CREATE TABLE kafka.home (
     database_oid oid NOT NULL,
     table_oid oid NOT NULL,
@@ -146,7 +146,7 @@ SELECT pg_catalog.pg_extension_config_dump('kafka.outbox_commit', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.commit_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.dead_letter', '');
 
--- Per-topic delivery figures, added to by the worker as it records outcomes (src/topic_stats.rs).
+-- Per-topic delivery figures, added to by the worker as it records outcomes (src/store/topic_stats.rs).
 -- Operational counters: not dumped; TRUNCATE resets them.
 CREATE TABLE kafka.topic_stats (
     topic text PRIMARY KEY,
@@ -187,7 +187,7 @@ SELECT pg_catalog.pg_extension_config_dump('kafka.config', '');
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::autonomous_publish
+-- kafka::backend::api::autonomous_publish
 CREATE  FUNCTION "autonomous_publish"(
 	"topic" TEXT, /* Option < & str > */
 	"value" bytea, /* Option < & [u8] > */
@@ -207,7 +207,7 @@ AS 'MODULE_PATHNAME', 'autonomous_publish_bytea_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::autonomous_publish
+-- kafka::backend::api::autonomous_publish
 CREATE  FUNCTION "autonomous_publish"(
 	"topic" TEXT, /* Option < & str > */
 	"value" TEXT, /* Option < & str > */
@@ -227,7 +227,7 @@ AS 'MODULE_PATHNAME', 'autonomous_publish_text_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::close
+-- kafka::backend::api::close
 CREATE  FUNCTION "close"() RETURNS bool /* bool */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
@@ -235,7 +235,7 @@ AS 'MODULE_PATHNAME', 'close_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::set_aside::dead_letter_waiting
+-- kafka::store::set_aside::dead_letter_waiting
 CREATE  FUNCTION "dead_letter_waiting"(
 	"ids" bigint[], /* Vec < i64 > */
 	"reason" TEXT DEFAULT 'moved by an administrator' /* & str */
@@ -246,7 +246,7 @@ AS 'MODULE_PATHNAME', 'dead_letter_waiting_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::produce
+-- kafka::backend::api::produce
 CREATE  FUNCTION "produce"(
 	"topic" TEXT, /* Option < & str > */
 	"message" TEXT /* Option < & str > */
@@ -257,7 +257,7 @@ AS 'MODULE_PATHNAME', 'produce_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::publish
+-- kafka::backend::api::publish
 CREATE  FUNCTION "publish"(
 	"topic" TEXT, /* Option < & str > */
 	"value" bytea, /* Option < & [u8] > */
@@ -273,7 +273,7 @@ AS 'MODULE_PATHNAME', 'publish_bytea_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::publish
+-- kafka::backend::api::publish
 CREATE  FUNCTION "publish"(
 	"topic" TEXT, /* Option < & str > */
 	"value" TEXT, /* Option < & str > */
@@ -289,7 +289,7 @@ AS 'MODULE_PATHNAME', 'publish_text_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::purge_dead_letters
+-- kafka::backend::api::purge_dead_letters
 CREATE  FUNCTION "purge_dead_letters"(
 	"ids" bigint[] DEFAULT NULL, /* :: std :: option :: Option < Vec < i64 > > */
 	"topic" TEXT DEFAULT NULL /* Option < & str > */
@@ -300,7 +300,7 @@ AS 'MODULE_PATHNAME', 'purge_dead_letters_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::release
+-- kafka::backend::api::release
 CREATE  FUNCTION "release"() RETURNS bool /* bool */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
@@ -308,7 +308,7 @@ AS 'MODULE_PATHNAME', 'release_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::requeue_dead_letters
+-- kafka::backend::api::requeue_dead_letters
 CREATE  FUNCTION "requeue_dead_letters"(
 	"ids" bigint[] DEFAULT NULL, /* :: std :: option :: Option < Vec < i64 > > */
 	"topic" TEXT DEFAULT NULL /* Option < & str > */
@@ -319,37 +319,37 @@ AS 'MODULE_PATHNAME', 'requeue_dead_letters_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::upgrade::wake_at_commit
+-- kafka::backend::upgrade::wake_at_commit
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::broker_changed
+-- kafka::backend::api::broker_changed
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::broker_guard
+-- kafka::backend::api::broker_guard
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::capture::capture_changes
+-- kafka::backend::capture::capture_changes
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::relay::capture_outbox_relay
+-- kafka::backend::capture::relay::capture_outbox_relay
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::config_check
+-- kafka::backend::api::config_check
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::topics::topic_rules_changed
+-- kafka::backend::topics::topic_rules_changed
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
@@ -358,36 +358,17 @@ CREATE SCHEMA IF NOT EXISTS kafka_internal; /* kafka::kafka_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::upgrade::requeue_v1
-CREATE  FUNCTION kafka_internal."requeue_v1"(
-	"topic" TEXT, /* & str */
-	"key" bytea, /* Option < & [u8] > */
-	"payload" bytea, /* Option < & [u8] > */
-	"headers" jsonb, /* Option < JsonB > */
-	"partition" INT, /* Option < i32 > */
-	"timestamp_ms" bigint, /* Option < i64 > */
-	"packed" INT /* Option < i32 > */
-) RETURNS bigint /* i64 */
-VOLATILE PARALLEL UNSAFE 
+-- kafka::backend::api::is_secret
+CREATE  FUNCTION kafka_internal."is_secret"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
+AS 'MODULE_PATHNAME', 'is_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::worker_errors
-CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
-	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"attempts" bigint,  /* i64 */
-	"error" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::api::worker_state
+-- kafka::backend::api::worker_state
 CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
 	"running" bool,  /* bool */
 	"pid" INT,  /* Option < i32 > */
@@ -408,7 +389,15 @@ AS 'MODULE_PATHNAME', 'worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::capture::backfill_events
+-- kafka::backend::api::check_served
+CREATE  FUNCTION kafka_internal."check_served"() RETURNS void
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_served_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::capture::backfill_events
 CREATE  FUNCTION kafka_internal."backfill_events"(
 	"rel" oid, /* pg_sys :: Oid */
 	"rows" anyarray /* pgrx :: AnyArray */
@@ -419,7 +408,23 @@ AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::check_topic
+-- kafka::backend::upgrade::requeue_v1
+CREATE  FUNCTION kafka_internal."requeue_v1"(
+	"topic" TEXT, /* & str */
+	"key" bytea, /* Option < & [u8] > */
+	"payload" bytea, /* Option < & [u8] > */
+	"headers" jsonb, /* Option < JsonB > */
+	"partition" INT, /* Option < i32 > */
+	"timestamp_ms" bigint, /* Option < i64 > */
+	"packed" INT /* Option < i32 > */
+) RETURNS bigint /* i64 */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::check_topic
 CREATE  FUNCTION kafka_internal."check_topic"(
 	"topic" TEXT /* Option < & str > */
 ) RETURNS void
@@ -430,12 +435,12 @@ AS 'MODULE_PATHNAME', 'check_topic_wrapper';
 
 /* <begin connected objects> */
 -- requires:
---   api::check_topic
---   capture::backfill_events
+--   backend::api::check_topic
+--   backend::capture::backfill_events
 
 -- pg_kafka row-change capture: Debezium-compatible change events for INSERT, UPDATE, DELETE and
 -- TRUNCATE. A captured table gets statement-level triggers over transition tables that call
--- kafka_internal.capture_changes() (native, src/capture.rs): it encodes every row's event and adds it to
+-- kafka_internal.capture_changes() (native, src/backend/capture/mod.rs): it encodes every row's event and adds it to
 -- the transaction's pending messages, so events are sent only on commit, in order.
 -- Values follow Debezium's default mappings except decimal.handling.mode, which is "string" here
 -- (exact and readable). See the README's table.
@@ -794,21 +799,16 @@ CREATE EVENT TRIGGER kafka_capture_dropped ON sql_drop
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::api::check_served
-CREATE  FUNCTION kafka_internal."check_served"() RETURNS void
-STRICT STABLE PARALLEL SAFE 
+-- kafka::backend::api::worker_errors
+CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
+	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"attempts" bigint,  /* i64 */
+	"error" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_served_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::api::is_secret
-CREATE  FUNCTION kafka_internal."is_secret"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'is_secret_wrapper';
+AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -850,7 +850,7 @@ CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE ON kafka.config
 CREATE TRIGGER config_truncated AFTER TRUNCATE ON kafka.config
     FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.broker_changed();
 
--- Sessions cache who may write which topic; these tables' changes make them forget (src/topics.rs).
+-- Sessions cache who may write which topic; these tables' changes make them forget (src/backend/topics.rs).
 CREATE TRIGGER topic_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.topic_grants
     FOR EACH STATEMENT EXECUTE FUNCTION kafka_internal.topic_rules_changed();
 CREATE TRIGGER topic_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kafka.capture_config

@@ -25,7 +25,7 @@ CREATE TABLE kafka.broker (
 );
 
 -- Messages of committed transactions that Kafka has not acknowledged yet, in packs of up to 512
--- (src/pack.rs). Ordinary WAL-logged tables: they survive crashes and follow physical replication.
+-- (core/src/pack.rs). Ordinary WAL-logged tables: they survive crashes and follow physical replication.
 -- Delivery order is commit order: each transaction that wrote packs also writes one row of
 -- kafka.outbox_commit just before it commits, numbered from kafka.commit_seq; the worker sends
 -- transactions in that order and a transaction's packs in id order (README, "How it works").
@@ -35,7 +35,7 @@ CREATE TABLE kafka.outbox (
     xid xid8 NOT NULL,              -- the transaction that wrote it
     messages integer NOT NULL,      -- how many messages the pack holds
     topics text[] NOT NULL,         -- the distinct topics of its messages (for kafka.topics)
-    payload bytea NOT NULL,         -- the pack (src/pack.rs), lz4-compressed from 256 bytes
+    payload bytea NOT NULL,         -- the pack (core/src/pack.rs), lz4-compressed from 256 bytes
     produced_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     first_attempt_at timestamptz,   -- set when a delivery attempt failed and will be retried
     PRIMARY KEY (xid, id)           -- one index: a transaction's packs, in id order
@@ -69,7 +69,7 @@ CREATE INDEX dead_letter_topic ON kafka.dead_letter (topic);
 
 -- Where this queue lives: the database and this table's own oid, recorded by the worker when it
 -- first serves the database. A restored dump or a TEMPLATE copy differs, and holds delivery
--- until kafka.release() (src/outbox.rs, at_home); a physical replica or pg_upgrade does not.
+-- until kafka.release() (src/store/outbox.rs, at_home); a physical replica or pg_upgrade does not.
 CREATE TABLE kafka.home (
     database_oid oid NOT NULL,
     table_oid oid NOT NULL,
@@ -85,7 +85,7 @@ SELECT pg_catalog.pg_extension_config_dump('kafka.outbox_commit', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.commit_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('kafka.dead_letter', '');
 
--- Per-topic delivery figures, added to by the worker as it records outcomes (src/topic_stats.rs).
+-- Per-topic delivery figures, added to by the worker as it records outcomes (src/store/topic_stats.rs).
 -- Operational counters: not dumped; TRUNCATE resets them.
 CREATE TABLE kafka.topic_stats (
     topic text PRIMARY KEY,

@@ -236,9 +236,15 @@ impl fmt::Display for KafkaError {
                 write!(f, "only a superuser may change kafka.broker while kafka.config holds a secret")
             }
             BadTimeout => write!(f, "timeout must be positive"),
-            ImmediateBusy => write!(f, "all {} immediate-send slots are in use", crate::immediate::SLOTS),
+            ImmediateBusy => {
+                write!(f, "all {} immediate-send slots are in use", crate::gucs::IMMEDIATE_SLOTS)
+            }
             ImmediateRoleBusy => {
-                write!(f, "this role already waits on {} immediate sends", crate::immediate::SLOTS_PER_ROLE)
+                write!(
+                    f,
+                    "this role already waits on {} immediate sends",
+                    crate::gucs::IMMEDIATE_SLOTS_PER_ROLE
+                )
             }
             ImmediateRefused(why) => write!(f, "Kafka did not take the message: {why}"),
             ImmediateTimeout(t) => write!(f, "no acknowledgement from Kafka within {t}"),

@@ -36,6 +36,12 @@ static DELIVERY: GucSetting<Delivery> = GucSetting::<Delivery>::new(Delivery::At
 static POSITION_TOPIC: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"pg_kafka_positions"));
 
+/// Fixed limits, not settings: how many immediate sends (`kafka.autonomous_publish`) may wait at
+/// once (slots in shared memory, sized at server start)...
+pub const IMMEDIATE_SLOTS: usize = 16;
+/// ...and how many of them one role may hold, so that one role cannot starve the others.
+pub const IMMEDIATE_SLOTS_PER_ROLE: usize = 4;
+
 /// `kafka.delivery`: how the worker delivers.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Delivery {

@@ -1,35 +1,52 @@
 //! pg_kafka: produce to Apache Kafka from PostgreSQL, transactionally and durably.
 //!
-//! Backends queue messages in `kafka.outbox` as part of their transaction (`api`, `pending`,
-//! `outbox`); one background worker delivers them with librdkafka (`worker`, `producer`).
+//! # Map
+//!
+//! Layers, from the bottom; a module uses only lower layers or its own folder, checked by
+//! `tests/e2e/tests/architecture.rs`:
+//!
+//! | layer | module | owns |
+//! |---|---|---|
+//! | — | `core/` (crate `kafka_core`, no pgrx) | the message, the pack format, librdkafka (producer, transactions), exactly-once positions |
+//! | 0 | [`gucs`] | every `kafka.*` setting and fixed limit |
+//! | 1 | [`error`] | `KafkaError`: every failure a user can meet, its SQLSTATE and hint |
+//! | 2 | [`settings`] | the rules of `kafka.config` (who may set what, secrets, `${file:…}`) |
+//! | 3 | [`shared`] | shared memory: the worker's state, wake-ups, the immediate-send slots |
+//! | 4 | [`store`] | pg_kafka's tables and every statement on them; the fast append |
+//! | 5 | [`backend`] | what runs in a user's session: SQL functions, the transaction's buffer, capture |
+//! | 5 | [`worker`] | the background worker: the delivery loop, both delivery modes, immediate sends |
+//!
+//! A message's way: `backend::api::produce` → `backend::pending` (buffered in packs, written to
+//! `kafka.outbox` and given its commit number as the transaction commits) → `worker::log` (reads
+//! committed transactions in commit order) → `worker::deliver` or `worker::exactly_once`
+//! (librdkafka through `kafka_core::producer`) → `store::outbox::finish` (removed once Kafka
+//! acknowledged or refused it).
+//!
+//! # Glossary
+//!
+//! - **message**: one Kafka record to be (a topic, key, value, headers, partition, timestamp).
+//! - **pack**: one `kafka.outbox` row: up to 512 messages of one transaction, in order.
+//! - **commit number** (`csn`): a transaction's place in commit order (`kafka.outbox_commit`).
+//! - **round**: the committed transactions the worker reads in one pass, in commit order.
+//! - **chunk**: the part of a round sent to Kafka as one batch.
+//! - **immediate send**: `kafka.autonomous_publish()`, sent now, outside the caller's
+//!   transaction, through the worker (`shared::slots`).
+//! - **position record**: the record that ends each Kafka transaction in exactly-once mode,
+//!   naming the packs it carried.
+//! - **dead letter**: a message Kafka refused for good, kept in `kafka.dead_letter`.
+//! - **capture**: row changes of a table turned into Debezium-shaped events (`backend::capture`).
+//! - **the original extension**: the C `pg_kafka` whose SQL interface this one keeps.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use pgrx::prelude::*;
 
-mod api;
-mod append;
-mod capture;
-mod capture_plan;
-mod connect_schema;
-mod debezium;
+mod backend;
 mod error;
-mod guard;
 mod gucs;
-mod immediate;
-mod outbox;
-mod pending;
-mod record;
-mod relay;
-mod reports;
-mod set_aside;
 mod settings;
 mod shared;
-mod statistics;
-mod topic_stats;
-mod topics;
-mod txn_metadata;
-mod upgrade;
+mod store;
 mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -43,19 +60,14 @@ mod kafka_internal {}
 extension_sql_file!(
     "../sql/capture.sql",
     name = "capture",
-    requires = [api::check_topic, capture::backfill_events]
+    requires = [backend::api::check_topic, backend::capture::backfill_events]
 );
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
-    pending::init();
-    txn_metadata::init();
-    capture_plan::init();
-    reports::init();
-    topics::init();
-    guard::init();
+    backend::init();
     // SAFETY: plain read of a process-local flag PostgreSQL sets while it loads
     // shared_preload_libraries; _PG_init runs on the backend's only thread.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {

@@ -143,8 +143,7 @@ pub fn unpack(row: i64, payload: &[u8]) -> Option<Vec<Message>> {
     let mut msgs = Vec::new();
     while !r.0.is_empty() {
         let flags = r.take(1)?[0];
-        let mut m =
-            Message { id: row + msgs.len() as i64, row, topic: r.text()?, ..Default::default() };
+        let mut m = Message { id: row + msgs.len() as i64, row, topic: r.text()?, ..Default::default() };
         if flags & KEY != 0 {
             m.key = Some(r.bytes()?.to_vec());
         }
@@ -197,8 +196,7 @@ mod unit {
             timestamp_ms: Some(1_577_836_800_000),
             ..msg("a")
         };
-        let empty =
-            Message { key: Some(Vec::new()), payload: Some("é".as_bytes().to_vec()), ..msg("c") };
+        let empty = Message { key: Some(Vec::new()), payload: Some("é".as_bytes().to_vec()), ..msg("c") };
         assert_eq!(pack.push(&full.parts()).0, 1024);
         assert_eq!(pack.push(&msg("b").parts()).0, 1025);
         assert_eq!(pack.push(&empty.parts()).0, 1026);

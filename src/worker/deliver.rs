@@ -3,13 +3,14 @@
 //! dead-lettered, the rest left for the next pass). `exactly_once` wraps the same pieces in a
 //! Kafka transaction.
 
+use super::immediate;
 use super::log::Log;
 use super::{activity, now, record_error, shutdown_requested, SMALL_BATCH};
 use crate::error::KafkaError;
-use crate::outbox;
+use crate::store::outbox;
+use crate::{gucs, shared, store::topic_stats};
 use kafka_core::message::Message;
 use kafka_core::producer::{Outcome, Producer, Record};
-use crate::{gucs, immediate, shared, topic_stats};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
@@ -132,12 +133,7 @@ pub(super) fn records_of(batch: &[Message]) -> Vec<Record<'_>> {
 /// With `after_failure`, an earlier chunk had a message to retry: every row stays. A record
 /// batch Kafka refused as a whole is retried, one message at a time (`log.isolate`).
 /// Returns false if some messages must be retried or the outcome could not be recorded.
-pub(super) fn record(
-    batch: &[Message],
-    outcomes: &[Outcome],
-    after_failure: bool,
-    log: &mut Log,
-) -> bool {
+pub(super) fn record(batch: &[Message], outcomes: &[Outcome], after_failure: bool, log: &mut Log) -> bool {
     let mut outcomes = outcomes.to_vec();
     log.give_up_on_stuck(gucs::dead_letter_after(), batch, &mut outcomes);
     let outcomes = &outcomes[..];

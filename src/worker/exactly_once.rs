@@ -11,16 +11,18 @@
 //! again, nothing it aborted is lost.
 
 use super::deliver::{record, records_of, send_isolated, transactions, IN_FLIGHT};
+use super::immediate;
 use super::log::Log;
 use super::{activity, record_error, shutdown_requested, SMALL_BATCH};
-use crate::outbox;
+use crate::store::outbox;
+use crate::store::{set_aside, topic_stats};
+use crate::{gucs, shared};
 use kafka_core::message::Message;
-use kafka_core::producer::{Outcome, Producer, Record};
-use crate::{gucs, immediate, set_aside, shared, topic_stats};
 use kafka_core::position;
+use kafka_core::producer::ClientConfig;
+use kafka_core::producer::{Outcome, Producer, Record};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
-use kafka_core::producer::ClientConfig;
 use std::time::Duration;
 
 /// How long the worker waits for Kafka's transaction coordinator (init, commit, abort) and for

@@ -4,7 +4,7 @@
 
 use crate::error::KafkaError;
 use crate::gucs;
-use crate::outbox::{self, Round};
+use crate::store::outbox::{self, Round};
 use kafka_core::message::Message;
 use kafka_core::producer::Outcome;
 

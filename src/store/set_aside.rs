@@ -1,12 +1,12 @@
 //! `kafka.dead_letter_waiting()`: an administrator moves given waiting messages out of the
 //! queue into `kafka.dead_letter` (for a message that holds back the ones behind it and that
-//! nobody wants delivered any more). A message waits inside a pack (src/pack.rs) whose ids are
+//! nobody wants delivered any more). A message waits inside a pack (core/src/pack.rs) whose ids are
 //! positional (message `i` of pack `id` is `id + i`): the pack is split around the messages
 //! taken out, each remaining run becoming a pack of the same transaction whose id is its first
 //! message's id, so every message keeps its id and its place in the order.
 
 use crate::error::KafkaError;
-use crate::outbox;
+use crate::store::outbox;
 use kafka_core::message::Message;
 use kafka_core::pack::{self, Pack};
 use pgrx::datum::DatumWithOid;

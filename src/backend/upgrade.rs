@@ -4,9 +4,9 @@
 //! in the upgrading transaction (so they are sent, in that order, once it commits). Not granted
 //! to anyone; the upgrade script runs as the extension's owner.
 
+use crate::backend::pending;
 use crate::error::KafkaError;
 use kafka_core::pack::Parts;
-use crate::pending;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 

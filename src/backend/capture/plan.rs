@@ -4,8 +4,8 @@
 //! ALTER TABLE, a new `kafka.capture()`, a renamed schema, a VACUUM's new statistics...), so that a
 //! one-row statement does no catalog lookups.
 
-use crate::connect_schema::Schemas;
-use crate::debezium::{string, RowEnc};
+use crate::backend::capture::connect_schema::Schemas;
+use crate::backend::capture::debezium::{string, RowEnc};
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};

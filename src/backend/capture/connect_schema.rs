@@ -4,7 +4,7 @@
 //! value encoding of `debezium` type by type (Debezium's names: `io.debezium.time.Date`, ...),
 //! and are built once per table and session with the capture plan (`capture_plan`).
 
-use crate::debezium::string;
+use crate::backend::capture::debezium::string;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use std::ffi::CStr;

@@ -6,10 +6,10 @@
 //! `id` and `type`. With `delete_after_queue`, the queued rows are deleted again by the same
 //! session, as Debezium's docs suggest for an outbox that should stay empty.
 
-use crate::capture::{check_trigger, rows, Tuple};
+use crate::backend::capture::{check_trigger, rows, Tuple};
+use crate::backend::pending;
 use crate::error::KafkaError;
 use kafka_core::pack::Parts;
-use crate::pending;
 use pgrx::prelude::*;
 use std::ffi::CStr;
 
@@ -44,8 +44,8 @@ fn capture_outbox_relay<'a>(
             let [id, aggregatetype, aggregateid, kind, payload] = columns.map(|c| c.text(row));
             let aggregatetype = aggregatetype.unwrap_or_default();
             let topic = pattern.replace("%s", &aggregatetype);
-            crate::record::check_topic(Some(&topic)).unwrap_or_else(|e| e.raise());
-            crate::topics::check_writable(&topic);
+            crate::backend::record::check_topic(Some(&topic)).unwrap_or_else(|e| e.raise());
+            crate::backend::topics::check_writable(&topic);
             let headers = [("id".to_owned(), id.clone()), ("type".to_owned(), kind)];
             pending::push(&Parts {
                 topic: &topic,

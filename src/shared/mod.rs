@@ -5,6 +5,8 @@
 //! [`STATE`], the worker's counters and last error behind an LWLock, read by `kafka.status` and
 //! written only by the worker.
 
+pub mod slots;
+
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -208,7 +210,7 @@ pub fn preloaded() -> bool {
 pub fn init() {
     PRELOADED.store(true, Ordering::Relaxed);
     pg_shmem_init!(STATE = WorkerState::new());
-    crate::immediate::init_shmem();
+    slots::init_shmem();
     pg_shmem_init!(
         SIGNALS = Signals {
             latch: AtomicUsize::new(0),

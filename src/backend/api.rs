@@ -1,13 +1,13 @@
 //! The SQL functions of pg_kafka. Each one validates its arguments and hands over to the module
 //! that owns the work; no SQL strings and no Kafka calls here.
 
+use crate::backend::immediate::{self, Failure};
+use crate::backend::record::{check_partition, kafka_timestamp_ms, parse_headers};
 use crate::error::KafkaError;
-use crate::immediate::{self, Failure};
-use crate::outbox;
+use crate::store::outbox;
+use crate::{backend::pending, gucs, settings, shared};
 use kafka_core::message::Message;
 use kafka_core::pack::Parts;
-use crate::record::{check_partition, kafka_timestamp_ms, parse_headers};
-use crate::{gucs, pending, settings, shared};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use std::time::Duration;
@@ -16,9 +16,9 @@ use std::time::Duration;
 /// A NULL message is a record with a null value (a tombstone). Returns true once queued.
 #[pg_extern(volatile, parallel_unsafe)]
 fn produce(topic: Option<&str>, message: Option<&str>) -> bool {
-    let topic = crate::record::check_topic(topic).unwrap_or_else(|e| e.raise());
+    let topic = crate::backend::record::check_topic(topic).unwrap_or_else(|e| e.raise());
     ensure_deliverable();
-    crate::topics::check_writable(topic);
+    crate::backend::topics::check_writable(topic);
     pending::push(&Parts { topic, payload: message.map(str::as_bytes), ..Default::default() });
     true
 }
@@ -139,7 +139,7 @@ pub(crate) fn record(
     ts: Option<TimestampWithTimeZone>,
 ) -> Message {
     let check = || -> Result<Message, KafkaError> {
-        let topic = crate::record::check_topic(topic)?.to_owned();
+        let topic = crate::backend::record::check_topic(topic)?.to_owned();
         let key = match (key, key_bytes) {
             (Some(_), Some(_)) => return Err(KafkaError::TwoKeys),
             (k, kb) => k.map(|k| k.as_bytes().to_vec()).or(kb.map(<[u8]>::to_vec)),
@@ -155,19 +155,11 @@ pub(crate) fn record(
                 kafka_timestamp_ms(micros, || t.to_string())
             })
             .transpose()?;
-        Ok(Message {
-            topic,
-            key,
-            payload: value,
-            headers,
-            partition,
-            timestamp_ms,
-            ..Default::default()
-        })
+        Ok(Message { topic, key, payload: value, headers, partition, timestamp_ms, ..Default::default() })
     };
     let msg = check().unwrap_or_else(|e| e.raise());
     ensure_deliverable();
-    crate::topics::check_writable(&msg.topic);
+    crate::backend::topics::check_writable(&msg.topic);
     msg
 }
 
@@ -290,7 +282,7 @@ fn is_secret(name: &str) -> bool {
 /// Raises the error produce() would raise for this topic name; used by kafka.capture().
 #[pg_extern(immutable, parallel_safe, schema = "kafka_internal")]
 fn check_topic(topic: Option<&str>) {
-    crate::record::check_topic(topic).unwrap_or_else(|e| e.raise());
+    crate::backend::record::check_topic(topic).unwrap_or_else(|e| e.raise());
 }
 
 /// Trigger on `kafka.broker` and `kafka.config`: when the change commits, the worker stops what
@@ -323,7 +315,7 @@ fn config_check<'a>(
     };
     let rows = [trigger.old(), trigger.new()];
     if rows.iter().flatten().filter_map(name_of).any(|n| settings::is_secret(&n)) {
-        crate::reports::secret_written(); // before any check can fail: its report hides the statement
+        crate::backend::log_hook::secret_written(); // before any check can fail: its report hides the statement
     }
     if let Some(old) = trigger.old() {
         if let Some(name) = name_of(&old).filter(|n| !superuser && !settings::admin_may_set(n)) {

@@ -8,7 +8,7 @@
 //! session when the change commits) or role memberships change.
 
 use crate::error::KafkaError;
-use crate::outbox;
+use crate::store::outbox;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;

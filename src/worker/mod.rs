@@ -20,18 +20,19 @@
 
 mod deliver;
 mod exactly_once;
+mod immediate;
 mod log;
 
 use crate::error::KafkaError;
 use crate::gucs::Delivery;
-use crate::outbox;
-use kafka_core::producer::{base_config, Producer};
-use crate::{gucs, immediate, settings, shared, statistics};
+use crate::store::outbox;
+use crate::{gucs, settings, shared, store::statistics};
 use deliver::stream;
+use kafka_core::producer::ClientConfig;
+use kafka_core::producer::{base_config, Producer};
 use log::Log;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
-use kafka_core::producer::ClientConfig;
 use std::ffi::CString;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! decision is the command's, not its text's.
 
 use crate::error::KafkaError;
-use crate::outbox;
+use crate::store::outbox;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::CStr;

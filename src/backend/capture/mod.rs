@@ -8,14 +8,18 @@
 //! numbers survive column renames; new and dropped columns are picked up at the next statement
 //! (`capture_plan`).
 
-use crate::capture_plan::{self, Options, Plan};
-use crate::connect_schema;
+pub mod connect_schema;
+pub mod debezium;
+pub mod plan;
+pub mod relay;
+
+use crate::backend::{pending, txn_metadata};
 use crate::error::KafkaError;
 use kafka_core::pack::Parts;
-use crate::{pending, txn_metadata};
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
+use plan::{Options, Plan};
 use std::cell::RefCell;
 use std::ffi::CStr;
 use std::rc::Rc;
@@ -74,8 +78,15 @@ impl Events {
         v.push_str(",\"source\":");
         v.push_str(&self.source);
         v.push_str(",\"transaction\":");
-        let block = self.collection.as_ref().map(|(topic, table)| txn_metadata::next_event(topic, table));
-        v.push_str(block.as_deref().unwrap_or("null"));
+        match self.collection.as_ref().map(|(topic, table)| txn_metadata::next_event(topic, table)) {
+            Some((block, begin)) => {
+                if let Some(begin) = begin {
+                    pending::push(&begin.parts());
+                }
+                v.push_str(&block);
+            }
+            None => v.push_str("null"),
+        }
         v.push_str(",\"op\":\"");
         v.push(op);
         v.push_str(&self.tail);
@@ -188,7 +199,7 @@ fn capture_changes<'a>(
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
     let data = trigger.trigger_data();
     check_trigger(data, "kafka_internal.capture_changes()", false).unwrap_or_else(|e| e.raise());
-    let events = Events::new(capture_plan::of_trigger(trigger), false);
+    let events = Events::new(plan::of_trigger(trigger), false);
     // SAFETY: PostgreSQL calls a trigger with valid TriggerData whose `tg_relation` is open for the
     // call.
     let desc = unsafe { (*data.tg_relation).rd_att };

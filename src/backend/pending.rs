@@ -13,9 +13,9 @@
 //! - the commit-order number is taken after every lock the transaction waited for;
 //! - at COMMIT only the worker's latch is set, which cannot fail.
 
-use crate::outbox::{self, Store};
-use kafka_core::pack::{Pack, Parts};
 use crate::shared;
+use crate::store::outbox::{self, Store};
+use kafka_core::pack::{Pack, Parts};
 use pgrx::pg_sys::{self, SubTransactionId};
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -165,7 +165,9 @@ fn recount_tail(t: &mut Txn) {
 /// Before the transaction commits or prepares: write what is buffered and, if it wrote anything
 /// that is still live, take its place in commit order.
 fn pre_commit() {
-    crate::txn_metadata::at_pre_commit(); // its END record goes in with the last pack
+    if let Some(end) = crate::backend::txn_metadata::at_pre_commit() {
+        push(&end.parts()); // the END record goes in with the last pack
+    }
     flush_tail(TOP_SUBXACT);
     let (written, store) = TXN.with_borrow(|t| (!t.written.is_empty(), t.store));
     if let (true, Some(store)) = (written, store) {
@@ -174,7 +176,7 @@ fn pre_commit() {
 }
 
 fn reset() {
-    crate::txn_metadata::reset();
+    crate::backend::txn_metadata::reset();
     TXN.with_borrow_mut(|t| *t = Txn::default());
 }
 

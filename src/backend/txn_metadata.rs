@@ -6,7 +6,6 @@
 //! events, its counts and, if it held the first event, the BEGIN record with it.
 
 use kafka_core::pack::Parts;
-use crate::pending;
 use pgrx::pg_sys::{self, SubTransactionId};
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -39,11 +38,30 @@ pub fn init() {
     unsafe { pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut()) };
 }
 
+/// A BEGIN or END record, for the caller to queue.
+pub struct Record {
+    topic: String,
+    key: String,
+    value: String,
+}
+
+impl Record {
+    pub fn parts(&self) -> Parts<'_> {
+        Parts {
+            topic: &self.topic,
+            key: Some(self.key.as_bytes()),
+            payload: Some(self.value.as_bytes()),
+            ..Default::default()
+        }
+    }
+}
+
 /// The `transaction` block of the next event on table `collection` (a JSON string,
-/// `"schema.table"`), writing the BEGIN record to `topic` first if it is the transaction's first
-/// event.
-pub fn next_event(topic: &str, collection: &str) -> String {
+/// `"schema.table"`), and the BEGIN record to queue on `topic` before the event if it is the
+/// transaction's first.
+pub fn next_event(topic: &str, collection: &str) -> (String, Option<Record>) {
     let first = META.with_borrow(|m| m.counts.total == 0);
+    let mut begin = None;
     if first {
         // SAFETY: reads the current transaction's id (assigned if it has none yet).
         let xid = unsafe { pg_sys::GetTopFullTransactionId() }.value;
@@ -52,10 +70,10 @@ pub fn next_event(topic: &str, collection: &str) -> String {
             "{{\"status\":\"BEGIN\",\"id\":\"{id}\",\"event_count\":null,\"data_collections\":null,\"ts_ms\":{}}}",
             now_ms()
         );
-        push(topic, &id, &value);
+        begin = Some(record(topic, &id, value));
         META.with_borrow_mut(|m| (m.topic, m.id) = (topic.to_owned(), id));
     }
-    META.with_borrow_mut(|m| {
+    let block = META.with_borrow_mut(|m| {
         m.counts.total += 1;
         let n = match m.counts.per_table.iter_mut().find(|(c, _)| c == collection) {
             Some((_, n)) => {
@@ -68,17 +86,15 @@ pub fn next_event(topic: &str, collection: &str) -> String {
             }
         };
         format!("{{\"id\":\"{}\",\"total_order\":{},\"data_collection_order\":{n}}}", m.id, m.counts.total)
-    })
+    });
+    (block, begin)
 }
 
-/// Writes the END record of a transaction that captured something; called before it commits
-/// or prepares, before its last pack is written.
-pub fn at_pre_commit() {
-    let Some((topic, id, counts)) =
-        META.with_borrow(|m| (m.counts.total > 0).then(|| (m.topic.clone(), m.id.clone(), m.counts.clone())))
-    else {
-        return;
-    };
+/// The END record of a transaction that captured something, to queue before it commits or
+/// prepares (before its last pack is written); forgets the transaction.
+pub fn at_pre_commit() -> Option<Record> {
+    let (topic, id, counts) = META
+        .with_borrow(|m| (m.counts.total > 0).then(|| (m.topic.clone(), m.id.clone(), m.counts.clone())))?;
     let mut value = format!(
         "{{\"status\":\"END\",\"id\":\"{id}\",\"event_count\":{},\"data_collections\":[",
         counts.total
@@ -88,8 +104,8 @@ pub fn at_pre_commit() {
         let _ = write!(value, "{comma}{{\"data_collection\":{collection},\"event_count\":{n}}}");
     }
     let _ = write!(value, "],\"ts_ms\":{}}}", now_ms());
-    push(&topic, &id, &value);
     reset();
+    Some(record(&topic, &id, value))
 }
 
 /// Forgets the transaction (at commit, abort or prepare).
@@ -97,14 +113,8 @@ pub fn reset() {
     META.with_borrow_mut(|m| *m = Meta::default());
 }
 
-fn push(topic: &str, id: &str, value: &str) {
-    let key = format!("{{\"id\":\"{id}\"}}");
-    pending::push(&Parts {
-        topic,
-        key: Some(key.as_bytes()),
-        payload: Some(value.as_bytes()),
-        ..Default::default()
-    });
+fn record(topic: &str, id: &str, value: String) -> Record {
+    Record { topic: topic.to_owned(), key: format!("{{\"id\":\"{id}\"}}"), value }
 }
 
 fn now_ms() -> i64 {

@@ -8,9 +8,9 @@
 //! once its fate is recorded.
 
 use crate::error::KafkaError;
+use kafka_core::message::Headers;
 use kafka_core::message::Message;
 use kafka_core::pack::Pack;
-use crate::record::Headers;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
@@ -132,14 +132,14 @@ pub fn insert(packs: &[Pack], store: Store) {
         // SAFETY: plain read of the current transaction's start timestamp; a TimestampTz is a
         // by-value Datum.
         let produced_at = pg_sys::Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
-        crate::append::insert(store.outbox, &OUTBOX_COLUMNS, packs.len(), |i| {
+        crate::store::append::insert(store.outbox, &OUTBOX_COLUMNS, packs.len(), |i| {
             let p = &packs[i];
             vec![
                 p.id.into_datum(),
                 Some(xid),
                 p.count.into_datum(),
                 p.topics.iter().map(String::as_str).collect::<Vec<&str>>().into_datum(),
-                crate::append::compressed(&p.bytes),
+                crate::store::append::compressed(&p.bytes),
                 Some(produced_at),
                 None,
             ]
@@ -152,7 +152,9 @@ pub fn insert_commit(store: Store) {
     with_snapshot(|| {
         let csn = nextval(store, store.commit_seq);
         let xid = xid_datum();
-        crate::append::insert(store.commits, &COMMIT_COLUMNS, 1, |_| vec![csn.into_datum(), Some(xid)]);
+        crate::store::append::insert(store.commits, &COMMIT_COLUMNS, 1, |_| {
+            vec![csn.into_datum(), Some(xid)]
+        });
     })
 }
 
@@ -517,10 +519,7 @@ pub fn truncate_if_empty(from_bytes: i64) -> Result<bool, KafkaError> {
 
 /// Takes dead letters out of `kafka.dead_letter` (`ids` and `topic` narrow the choice; both NULL
 /// means all), in id order, for the caller to queue again in its transaction.
-pub fn take_dead_letters(
-    ids: Option<Vec<i64>>,
-    topic: Option<&str>,
-) -> Result<Vec<Message>, KafkaError> {
+pub fn take_dead_letters(ids: Option<Vec<i64>>, topic: Option<&str>) -> Result<Vec<Message>, KafkaError> {
     let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not requeue dead letters: {e}"));
     Spi::connect_mut(|client| {
         let rows = client

@@ -1,0 +1,10 @@
+//! pg_kafka's tables, and every statement on them: the outbox and its commit order (`outbox`),
+//! the fast append of packs (`append`), taking waiting messages out to the dead letters
+//! (`set_aside`), per-topic figures (`topic_stats`) and librdkafka's statistics (`statistics`).
+//! Used by the backend side and the worker alike; uses neither.
+
+pub mod append;
+pub mod outbox;
+pub mod set_aside;
+pub mod statistics;
+pub mod topic_stats;
