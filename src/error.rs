@@ -1,5 +1,11 @@
 //! The one error type of pg_kafka. Every error a user can meet in SQL is a variant here, with its
-//! SQLSTATE and a hint saying what to do; [`KafkaError::raise`] reports it as a PostgreSQL ERROR.
+//! SQLSTATE and a hint saying what to do.
+//!
+//! Failures travel up as `Result<_, KafkaError>`; SQL functions return [`SqlResult`], which pgrx
+//! reports as the error's own SQLSTATE, message and hint. Only where PostgreSQL gives no way to
+//! return an error — trigger functions (pgrx turns a trigger's `Err` into an internal error),
+//! transaction callbacks and hooks — does the entry point call [`KafkaError::raise`], once, on
+//! its outermost line.
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
@@ -52,8 +58,10 @@ pub enum KafkaError {
     NotPreloaded,
     /// `produce()` ran in a database the worker does not serve.
     WrongDatabase { current: String, served: String },
-    /// pg_kafka's tables are missing or were altered.
+    /// pg_kafka's tables are missing...
     OutboxMissing,
+    /// ...or were altered (what was found).
+    OutboxAltered(String),
     /// A trigger function called the wrong way (not as the statement-level AFTER trigger it is).
     BadTrigger(String),
     /// A failure inside pg_kafka that no input explains (a database call failed).
@@ -104,7 +112,7 @@ impl KafkaError {
             BadTimeout => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             ImmediateRefused(_) | ImmediateTimeout(_) => PgSqlErrorCode::ERRCODE_CONNECTION_EXCEPTION,
             NoValueNoKey => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            NotPreloaded | WrongDatabase { .. } | OutboxMissing | NotCaptured(_) => {
+            NotPreloaded | WrongDatabase { .. } | OutboxMissing | OutboxAltered(_) | NotCaptured(_) => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             BadTrigger(_) => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
@@ -170,7 +178,7 @@ impl KafkaError {
                 "The pg_kafka worker serves the database named by kafka.database; set \
                  kafka.database = '{current}' and reload, or produce from that database."
             ),
-            OutboxMissing => "After installing a new pg_kafka library, run ALTER EXTENSION kafka UPDATE; \
+            OutboxMissing | OutboxAltered(_) => "After installing a new pg_kafka library, run ALTER EXTENSION kafka UPDATE; \
                               otherwise recreate the extension (DROP EXTENSION kafka; CREATE EXTENSION kafka)."
                 .into(),
             BadTrigger(_) => "Use kafka.capture() or kafka.capture_outbox(), which create the triggers \
@@ -203,12 +211,21 @@ impl KafkaError {
         }
     }
 
-    /// Reports this error as a PostgreSQL ERROR; does not return.
+    /// Reports this error as a PostgreSQL ERROR; does not return. For entry points that cannot
+    /// return an error (see the module's header).
     pub fn raise(self) -> ! {
-        ErrorReport::new(self.sqlstate(), self.to_string(), "pg_kafka")
-            .set_hint(self.hint())
-            .report(PgLogLevel::ERROR);
+        ErrorReport::from(self).report(PgLogLevel::ERROR);
         unreachable!("ereport(ERROR) returned")
+    }
+}
+
+/// What pg_kafka's SQL functions return: pgrx reports an `Err` with its SQLSTATE and hint.
+pub type SqlResult<T> = Result<T, ErrorReport>;
+
+impl From<KafkaError> for ErrorReport {
+    fn from(e: KafkaError) -> ErrorReport {
+        let hint = e.hint();
+        ErrorReport::new(e.sqlstate(), e.to_string(), "pg_kafka").set_hint(hint)
     }
 }
 
@@ -255,6 +272,7 @@ impl fmt::Display for KafkaError {
                 "the pg_kafka worker delivers messages from database \"{served}\", not \"{current}\""
             ),
             OutboxMissing => write!(f, "pg_kafka's outbox tables are missing or altered"),
+            OutboxAltered(what) => write!(f, "pg_kafka's tables were altered: {what}"),
             BadTrigger(why) => write!(f, "{why}"),
             Internal(why) => write!(f, "pg_kafka: {why}"),
             CaptureDenied(table) => write!(f, "permission denied to capture table {table}"),
@@ -329,6 +347,7 @@ mod tests {
             KafkaError::BadSetting { name: "x".into(), why: "y".into() },
             KafkaError::WrongDatabase { current: "a".into(), served: "b".into() },
             KafkaError::OutboxMissing,
+            KafkaError::OutboxAltered("x".into()),
             KafkaError::BadTrigger("x".into()),
             KafkaError::Internal("x".into()),
             KafkaError::CaptureDenied("x".into()),

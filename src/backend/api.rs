@@ -3,7 +3,7 @@
 
 use crate::backend::immediate::{self, Failure};
 use crate::backend::record::{check_partition, kafka_timestamp_ms, parse_headers};
-use crate::error::KafkaError;
+use crate::error::{KafkaError, SqlResult};
 use crate::store::outbox;
 use crate::{backend::pending, gucs, settings, shared};
 use kafka_core::message::Message;
@@ -15,12 +15,12 @@ use std::time::Duration;
 /// Queues `message` for `topic`. It reaches Kafka if and only if the calling transaction commits.
 /// A NULL message is a record with a null value (a tombstone). Returns true once queued.
 #[pg_extern(volatile, parallel_unsafe)]
-fn produce(topic: Option<&str>, message: Option<&str>) -> bool {
-    let topic = crate::backend::record::check_topic(topic).unwrap_or_else(|e| e.raise());
-    ensure_deliverable();
-    crate::backend::topics::check_writable(topic);
-    pending::push(&Parts { topic, payload: message.map(str::as_bytes), ..Default::default() });
-    true
+fn produce(topic: Option<&str>, message: Option<&str>) -> SqlResult<bool> {
+    let topic = crate::backend::record::check_topic(topic)?;
+    ensure_deliverable()?;
+    crate::backend::topics::check_writable(topic)?;
+    pending::push(&Parts { topic, payload: message.map(str::as_bytes), ..Default::default() })?;
+    Ok(true)
 }
 
 /// Queues a full Kafka record (text value); sent if and only if the transaction commits.
@@ -34,9 +34,9 @@ fn publish_text(
     headers: default!(Option<JsonB>, "NULL"),
     partition: default!(Option<i32>, "NULL"),
     ts: default!(Option<TimestampWithTimeZone>, "NULL"),
-) -> i64 {
+) -> SqlResult<i64> {
     let value = value.map(|v| v.as_bytes().to_vec());
-    pending::push(&record(topic, value, key, key_bytes, headers, partition, ts).parts())
+    Ok(pending::push(&record(topic, value, key, key_bytes, headers, partition, ts)?.parts())?)
 }
 
 /// Queues a full Kafka record whose value is bytes, exactly as given.
@@ -49,8 +49,9 @@ fn publish_bytea(
     headers: default!(Option<JsonB>, "NULL"),
     partition: default!(Option<i32>, "NULL"),
     ts: default!(Option<TimestampWithTimeZone>, "NULL"),
-) -> i64 {
-    pending::push(&record(topic, value.map(<[u8]>::to_vec), key, key_bytes, headers, partition, ts).parts())
+) -> SqlResult<i64> {
+    let msg = record(topic, value.map(<[u8]>::to_vec), key, key_bytes, headers, partition, ts)?;
+    Ok(pending::push(&msg.parts())?)
 }
 
 /// Sends a record now, outside the transaction (it stays sent if the caller rolls back), and
@@ -66,9 +67,9 @@ fn autonomous_publish_text(
     partition: default!(Option<i32>, "NULL"),
     ts: default!(Option<TimestampWithTimeZone>, "NULL"),
     timeout: default!(Option<Interval>, "'10 seconds'"),
-) -> TableIterator<'static, (name!(partition, i32), name!(offset, i64))> {
+) -> SqlResult<TableIterator<'static, (name!(partition, i32), name!(offset, i64))>> {
     let value = value.map(|v| v.as_bytes().to_vec());
-    send_now(record(topic, value, key, key_bytes, headers, partition, ts), timeout)
+    send_now(record(topic, value, key, key_bytes, headers, partition, ts)?, timeout)
 }
 
 /// Sends a record whose value is bytes now, outside the transaction; see the text variant.
@@ -83,26 +84,26 @@ fn autonomous_publish_bytea(
     partition: default!(Option<i32>, "NULL"),
     ts: default!(Option<TimestampWithTimeZone>, "NULL"),
     timeout: default!(Option<Interval>, "'10 seconds'"),
-) -> TableIterator<'static, (name!(partition, i32), name!(offset, i64))> {
-    send_now(record(topic, value.map(<[u8]>::to_vec), key, key_bytes, headers, partition, ts), timeout)
+) -> SqlResult<TableIterator<'static, (name!(partition, i32), name!(offset, i64))>> {
+    send_now(record(topic, value.map(<[u8]>::to_vec), key, key_bytes, headers, partition, ts)?, timeout)
 }
 
 fn send_now(
     msg: Message,
     timeout: Option<Interval>,
-) -> TableIterator<'static, (name!(partition, i32), name!(offset, i64))> {
+) -> SqlResult<TableIterator<'static, (name!(partition, i32), name!(offset, i64))>> {
     let wait = match timeout.map(|t| t.as_micros()) {
         None => Duration::from_secs(10),
         Some(us) if us > 0 => Duration::from_micros(us as u64),
-        Some(_) => KafkaError::BadTimeout.raise(),
+        Some(_) => return Err(KafkaError::BadTimeout.into()),
     };
-    match immediate::send(&msg, wait) {
-        Ok((p, o)) => TableIterator::once((p, o)),
-        Err(Failure::NoSlot) => KafkaError::ImmediateBusy.raise(),
-        Err(Failure::RoleBusy) => KafkaError::ImmediateRoleBusy.raise(),
-        Err(Failure::Kafka(why)) => KafkaError::ImmediateRefused(why).raise(),
-        Err(Failure::TimedOut) => KafkaError::ImmediateTimeout(format!("{wait:?}")).raise(),
-    }
+    let sent = immediate::send(&msg, wait).map_err(|f| match f {
+        Failure::NoSlot => KafkaError::ImmediateBusy,
+        Failure::RoleBusy => KafkaError::ImmediateRoleBusy,
+        Failure::Kafka(why) => KafkaError::ImmediateRefused(why),
+        Failure::TimedOut => KafkaError::ImmediateTimeout(format!("{wait:?}")),
+    })?;
+    Ok(TableIterator::once(sent))
 }
 
 /// Moves dead letters back to the outbox (all, or those with the given ids and/or topic), in id
@@ -111,24 +112,43 @@ fn send_now(
 fn requeue_dead_letters(
     ids: default!(Option<Vec<i64>>, "NULL"),
     topic: default!(Option<&str>, "NULL"),
-) -> i64 {
-    let letters = outbox::take_dead_letters(ids, topic).unwrap_or_else(|e| e.raise());
+) -> SqlResult<i64> {
+    let letters = outbox::take_dead_letters(ids, topic)?;
     for m in &letters {
-        pending::push(&m.parts());
+        pending::push(&m.parts())?;
     }
-    let n = letters.len() as i64;
     // A fix (new partitions, a new ACL) is often what made them deliverable: fresh metadata.
     pending::reload_at_commit();
-    n
+    Ok(letters.len() as i64)
 }
 
 /// Deletes dead letters (all, or those with the given ids and/or topic). Returns how many.
 #[pg_extern(volatile, parallel_unsafe)]
-fn purge_dead_letters(ids: default!(Option<Vec<i64>>, "NULL"), topic: default!(Option<&str>, "NULL")) -> i64 {
-    outbox::purge_dead_letters(ids, topic)
+fn purge_dead_letters(
+    ids: default!(Option<Vec<i64>>, "NULL"),
+    topic: default!(Option<&str>, "NULL"),
+) -> SqlResult<i64> {
+    Ok(outbox::purge_dead_letters(ids, topic)?)
 }
 
-/// Checks every argument of publish() and builds the outbox message; raises on bad input.
+/// Moves the waiting messages with the given ids to `kafka.dead_letter` with `reason`; returns
+/// how many it moved (ids that are not waiting, e.g. delivered already, are skipped). A message
+/// the worker is sending at this very moment may still reach Kafka.
+#[pg_extern(volatile, parallel_unsafe)]
+fn dead_letter_waiting(
+    ids: Vec<i64>,
+    reason: default!(&str, "'moved by an administrator'"),
+) -> SqlResult<i64> {
+    // SAFETY: an SQL function inside a transaction: GetUserId is the session's current role, and
+    // with noerr false GetUserNameFromId raises instead of returning NULL, so the pointer is a
+    // palloc'd NUL-terminated name, copied at once.
+    let who = unsafe { std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)) }
+        .to_string_lossy()
+        .into_owned();
+    Ok(crate::store::set_aside::move_out(&ids, &format!("{reason} (kafka.dead_letter_waiting by {who})"))?)
+}
+
+/// Checks every argument of publish() and builds the message.
 pub(crate) fn record(
     topic: Option<&str>,
     value: Option<Vec<u8>>,
@@ -137,7 +157,7 @@ pub(crate) fn record(
     headers: Option<JsonB>,
     partition: Option<i32>,
     ts: Option<TimestampWithTimeZone>,
-) -> Message {
+) -> Result<Message, KafkaError> {
     let check = || -> Result<Message, KafkaError> {
         let topic = crate::backend::record::check_topic(topic)?.to_owned();
         let key = match (key, key_bytes) {
@@ -157,29 +177,29 @@ pub(crate) fn record(
             .transpose()?;
         Ok(Message { topic, key, payload: value, headers, partition, timestamp_ms, ..Default::default() })
     };
-    let msg = check().unwrap_or_else(|e| e.raise());
-    ensure_deliverable();
-    crate::backend::topics::check_writable(&msg.topic);
-    msg
+    let msg = check()?;
+    ensure_deliverable()?;
+    crate::backend::topics::check_writable(&msg.topic)?;
+    Ok(msg)
 }
 
 /// Lets a restored copy of a database deliver the messages it was restored with (the worker
 /// holds them so that a copy does not send its original's messages again). Returns true.
 #[pg_extern(volatile, parallel_unsafe)]
-fn release() -> bool {
-    ensure_deliverable();
-    outbox::release().unwrap_or_else(|e| e.raise());
-    pending::adopt_packs();
+fn release() -> SqlResult<bool> {
+    ensure_deliverable()?;
+    outbox::release()?;
+    pending::adopt_packs()?;
     pending::reload_at_commit();
-    true
+    Ok(true)
 }
 
 /// Makes the worker drop its Kafka producer and re-read `kafka.broker`. Returns whether a worker
 /// is running to do so.
 #[pg_extern(volatile, parallel_unsafe)]
-fn close() -> bool {
-    ensure_deliverable();
-    shared::request_close()
+fn close() -> SqlResult<bool> {
+    ensure_deliverable()?;
+    Ok(shared::request_close())
 }
 
 /// The worker's state from shared memory; `kafka.status` presents it with the backlog. In a
@@ -269,8 +289,8 @@ fn worker_errors() -> TableIterator<
 /// Raises unless messages queued in this database would be delivered (pg_kafka preloaded, and
 /// this the database the worker serves). Used by `kafka.capture()` and `capture_outbox()`.
 #[pg_extern(stable, parallel_safe, schema = "kafka_internal")]
-fn check_served() {
-    ensure_deliverable();
+fn check_served() -> SqlResult<()> {
+    Ok(ensure_deliverable()?)
 }
 
 /// Whether a setting's value is a secret (only superusers read it back; `kafka.settings` masks it).
@@ -281,8 +301,9 @@ fn is_secret(name: &str) -> bool {
 
 /// Raises the error produce() would raise for this topic name; used by kafka.capture().
 #[pg_extern(immutable, parallel_safe, schema = "kafka_internal")]
-fn check_topic(topic: Option<&str>) {
-    crate::backend::record::check_topic(topic).unwrap_or_else(|e| e.raise());
+fn check_topic(topic: Option<&str>) -> SqlResult<()> {
+    crate::backend::record::check_topic(topic)?;
+    Ok(())
 }
 
 /// Trigger on `kafka.broker` and `kafka.config`: when the change commits, the worker stops what
@@ -304,36 +325,38 @@ fn broker_changed<'a>(
 fn config_check<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
+    Ok(check_config_row(trigger).unwrap_or_else(|e| e.raise()))
+}
+
+fn check_config_row<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, KafkaError> {
     // SAFETY: superuser() looks the current role up in the catalog cache; a trigger runs inside a
     // transaction, so the cache is valid. Errors are raised as Rust panics by pgrx's guard.
     let superuser = unsafe { pg_sys::superuser() };
     // A row that cannot be read is refused, not let through (fail closed).
-    let name_of = |t: &PgHeapTuple<'_, AllocatedByPostgres>| -> Option<String> {
-        t.get_by_name::<String>("name").unwrap_or_else(|e| {
-            KafkaError::Internal(format!("could not read a kafka.config row: {e}")).raise()
-        })
-    };
-    let rows = [trigger.old(), trigger.new()];
-    if rows.iter().flatten().filter_map(name_of).any(|n| settings::is_secret(&n)) {
+    fn unreadable(e: impl std::fmt::Display) -> KafkaError {
+        KafkaError::Internal(format!("could not read a kafka.config row: {e}"))
+    }
+    let name_of =
+        |t: &PgHeapTuple<'_, AllocatedByPostgres>| t.get_by_name::<String>("name").map_err(unreadable);
+    let (old, new) = (trigger.old(), trigger.new());
+    let (old_name, new_name) =
+        (old.as_ref().map(name_of).transpose()?.flatten(), new.as_ref().map(name_of).transpose()?.flatten());
+    if [&old_name, &new_name].into_iter().flatten().any(|n| settings::is_secret(n)) {
         crate::backend::log_hook::secret_written(); // before any check can fail: its report hides the statement
     }
-    if let Some(old) = trigger.old() {
-        if let Some(name) = name_of(&old).filter(|n| !superuser && !settings::admin_may_set(n)) {
-            KafkaError::SuperuserSetting(name).raise();
-        }
-        if trigger.new().is_none() {
-            return Ok(Some(old)); // DELETE
-        }
+    if let Some(name) = old_name.filter(|n| !superuser && !settings::admin_may_set(n)) {
+        return Err(KafkaError::SuperuserSetting(name));
     }
-    let new =
-        trigger.new().unwrap_or_else(|| KafkaError::BadTrigger("config_check runs on rows".into()).raise());
-    let value: Option<String> = new
-        .get_by_name("value")
-        .unwrap_or_else(|e| KafkaError::Internal(format!("could not read a kafka.config row: {e}")).raise());
-    match (name_of(&new), value) {
-        (Some(name), Some(value)) => settings::check(&name, &value, superuser).unwrap_or_else(|e| e.raise()),
+    let Some(new) = new else {
+        return Ok(old); // DELETE
+    };
+    let value: Option<String> = new.get_by_name("value").map_err(unreadable)?;
+    match (new_name, value) {
+        (Some(name), Some(value)) => settings::check(&name, &value, superuser)?,
         // NOT NULL refuses it after this trigger; a non-superuser's gets no further than here.
-        (None, _) if !superuser => KafkaError::SuperuserSetting(String::new()).raise(),
+        (None, _) if !superuser => return Err(KafkaError::SuperuserSetting(String::new())),
         _ => {}
     }
     Ok(Some(new))
@@ -345,24 +368,30 @@ fn config_check<'a>(
 fn broker_guard<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
-    // SAFETY: superuser() looks the current role up in the catalog cache; a trigger runs inside a
-    // transaction, so the cache is valid.
-    if !unsafe { pg_sys::superuser() } && outbox::secret_stored().unwrap_or_else(|e| e.raise()) {
-        KafkaError::BrokerWithSecrets.raise();
-    }
+    check_broker_change().unwrap_or_else(|e| e.raise());
     Ok(trigger.new().or_else(|| trigger.old()))
 }
 
+fn check_broker_change() -> Result<(), KafkaError> {
+    // SAFETY: superuser() looks the current role up in the catalog cache; a trigger runs inside a
+    // transaction, so the cache is valid.
+    if !unsafe { pg_sys::superuser() } && outbox::secret_stored()? {
+        return Err(KafkaError::BrokerWithSecrets);
+    }
+    Ok(())
+}
+
 /// Refuses to queue a message that no worker would ever deliver.
-fn ensure_deliverable() {
+pub(crate) fn ensure_deliverable() -> Result<(), KafkaError> {
     if !shared::preloaded() {
-        KafkaError::NotPreloaded.raise();
+        return Err(KafkaError::NotPreloaded);
     }
     let served = gucs::database();
     let current = current_database();
     if served != current {
-        KafkaError::WrongDatabase { current, served }.raise();
+        return Err(KafkaError::WrongDatabase { current, served });
     }
+    Ok(())
 }
 
 /// Whether this is the database the worker delivers from.

@@ -39,7 +39,7 @@ unsafe extern "C-unwind" fn process_utility(
     // them.
     unsafe {
         if drops_kafka((*pstmt).utilityStmt) {
-            refuse_if_queued();
+            refuse_if_queued().unwrap_or_else(|e| e.raise());
         }
         match PREVIOUS {
             Some(previous) => previous(pstmt, query, read_only_tree, context, params, env, dest, qc),
@@ -75,17 +75,16 @@ unsafe fn drops_kafka(node: *mut pg_sys::Node) -> bool {
     }
 }
 
-/// Raises while the outbox holds messages (an extension that is not installed holds none).
-fn refuse_if_queued() {
-    if !outbox::installed() {
-        return;
-    }
-    let waiting = outbox::as_owner(outbox::store(), || {
+/// Refuses while the outbox holds messages. An extension that is not installed holds none; a
+/// damaged one (tables missing, or altered so that they cannot be read) is let go on purpose:
+/// dropping it is how it is repaired.
+fn refuse_if_queued() -> Result<(), KafkaError> {
+    let Ok(store) = outbox::store() else { return Ok(()) };
+    let waiting = outbox::as_owner(store, || {
         Spi::get_one::<i64>("SELECT pg_catalog.sum(o.messages)::pg_catalog.int8 FROM kafka.outbox o")
     });
-    if let Ok(Some(n)) = waiting {
-        if n > 0 {
-            KafkaError::MessagesWaiting(n).raise();
-        }
+    match waiting {
+        Ok(Some(n)) if n > 0 => Err(KafkaError::MessagesWaiting(n)),
+        _ => Ok(()),
     }
 }

@@ -13,6 +13,7 @@
 //! - the commit-order number is taken after every lock the transaction waited for;
 //! - at COMMIT only the worker's latch is set, which cannot fail.
 
+use crate::error::KafkaError;
 use crate::shared;
 use crate::store::outbox::{self, Store};
 use kafka_core::pack::{Pack, Parts};
@@ -70,37 +71,39 @@ pub fn init() {
 
 /// The outbox, looked up at the transaction's first message (which is also when the session's
 /// `kafka.max_backlog` is checked).
-fn store() -> Store {
-    TXN.with_borrow(|t| t.store).unwrap_or_else(|| {
-        let s = outbox::store();
-        if let Some(limit) = crate::gucs::max_backlog_bytes() {
-            let size = outbox::size_bytes(s);
-            if size > limit {
-                crate::error::KafkaError::BacklogFull { size, limit }.raise();
-            }
+fn store() -> Result<Store, KafkaError> {
+    if let Some(s) = TXN.with_borrow(|t| t.store) {
+        return Ok(s);
+    }
+    let s = outbox::store()?;
+    if let Some(limit) = crate::gucs::max_backlog_bytes() {
+        let size = outbox::size_bytes(s);
+        if size > limit {
+            return Err(KafkaError::BacklogFull { size, limit });
         }
-        TXN.with_borrow_mut(|t| t.store = Some(s));
-        s
-    })
+    }
+    TXN.with_borrow_mut(|t| t.store = Some(s));
+    Ok(s)
 }
 
 /// The current transaction took over packs already in the outbox (`kafka.release()` gives a
 /// restored copy's packs its own transaction id): at PRE-COMMIT it takes their place in commit
 /// order, as for packs it wrote itself.
-pub fn adopt_packs() {
+pub fn adopt_packs() -> Result<(), KafkaError> {
     // SAFETY: plain read of the current transaction state; called by an SQL function, inside a
     // transaction.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
-    store();
+    store()?;
     TXN.with_borrow_mut(|t| {
         if t.written.last() != Some(&subxact) {
             t.written.push(subxact);
         }
     });
+    Ok(())
 }
 
 /// Queues one message in the current transaction; returns its id.
-pub fn push(msg: &Parts) -> i64 {
+pub fn push(msg: &Parts) -> Result<i64, KafkaError> {
     // SAFETY: plain read of the current transaction state; called inside a transaction (by SQL
     // functions, triggers, and txn_metadata at PRE_COMMIT).
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
@@ -110,7 +113,7 @@ pub fn push(msg: &Parts) -> i64 {
             .is_some_and(|e| e.subxact == subxact && e.pack.id == t.last_pack && e.pack.has_room())
     });
     if !open {
-        let pack = Pack::new(outbox::next_pack_id(store()));
+        let pack = Pack::new(outbox::next_pack_id(store()?)?);
         TXN.with_borrow_mut(|t| {
             t.last_pack = pack.id;
             if t.entries.last().is_none_or(|e| e.subxact != subxact) {
@@ -128,9 +131,9 @@ pub fn push(msg: &Parts) -> i64 {
         (id, t.tail_len >= FLUSH_MESSAGES || t.tail_bytes >= FLUSH_BYTES)
     });
     if full {
-        flush_tail(subxact);
+        flush_tail(subxact)?;
     }
-    id
+    Ok(id)
 }
 
 /// Makes the worker start a new producer (fresh metadata) when the current transaction commits.
@@ -139,7 +142,7 @@ pub fn reload_at_commit() {
 }
 
 /// Writes the buffered packs of subtransaction `subxact` (the current one) to the outbox.
-fn flush_tail(subxact: SubTransactionId) {
+fn flush_tail(subxact: SubTransactionId) -> Result<(), KafkaError> {
     let (packs, store) = TXN.with_borrow_mut(|t| {
         let keep = t.entries.iter().rposition(|e| e.subxact != subxact).map_or(0, |i| i + 1);
         let packs: Vec<Pack> = t.entries.drain(keep..).map(|e| e.pack).collect();
@@ -149,8 +152,9 @@ fn flush_tail(subxact: SubTransactionId) {
         recount_tail(t);
         (packs, t.store)
     });
-    if let (false, Some(store)) = (packs.is_empty(), store) {
-        outbox::insert(&packs, store);
+    match (packs.is_empty(), store) {
+        (false, Some(store)) => outbox::insert(&packs, store),
+        _ => Ok(()),
     }
 }
 
@@ -164,14 +168,15 @@ fn recount_tail(t: &mut Txn) {
 
 /// Before the transaction commits or prepares: write what is buffered and, if it wrote anything
 /// that is still live, take its place in commit order.
-fn pre_commit() {
+fn pre_commit() -> Result<(), KafkaError> {
     if let Some(end) = crate::backend::txn_metadata::at_pre_commit() {
-        push(&end.parts()); // the END record goes in with the last pack
+        push(&end.parts())?; // the END record goes in with the last pack
     }
-    flush_tail(TOP_SUBXACT);
+    flush_tail(TOP_SUBXACT)?;
     let (written, store) = TXN.with_borrow(|t| (!t.written.is_empty(), t.store));
-    if let (true, Some(store)) = (written, store) {
-        outbox::insert_commit(store);
+    match (written, store) {
+        (true, Some(store)) => outbox::insert_commit(store),
+        _ => Ok(()),
     }
 }
 
@@ -185,7 +190,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
     use pg_sys::XactEvent::*;
     match event {
         // Still inside the transaction: an error here aborts it cleanly.
-        XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => pre_commit(),
+        XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => pre_commit().unwrap_or_else(|e| e.raise()),
         // Committed: nothing here may fail. Setting a latch cannot.
         XACT_EVENT_COMMIT => {
             let (wake, reload) = TXN.with_borrow(|t| (t.wake_at_commit, t.reload_at_commit));
@@ -210,7 +215,7 @@ unsafe extern "C-unwind" fn on_subxact(
 ) {
     use pg_sys::SubXactEvent::*;
     match event {
-        SUBXACT_EVENT_PRE_COMMIT_SUB => flush_tail(my_subid),
+        SUBXACT_EVENT_PRE_COMMIT_SUB => flush_tail(my_subid).unwrap_or_else(|e| e.raise()),
         SUBXACT_EVENT_ABORT_SUB => TXN.with_borrow_mut(|t| {
             t.entries.retain(|e| e.subxact < my_subid);
             t.written.retain(|s| *s < my_subid);

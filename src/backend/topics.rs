@@ -56,12 +56,12 @@ unsafe extern "C-unwind" fn membership_changed(_arg: pg_sys::Datum, _cache: i32,
     CACHE.with(|c| c.borrow_mut().answers.clear());
 }
 
-/// Raises unless the current role may produce to `topic`.
-pub fn check_writable(topic: &str) {
+/// Refuses unless the current role may produce to `topic`.
+pub fn check_writable(topic: &str) -> Result<(), KafkaError> {
     // SAFETY: superuser() reads the catalog cache; only called by SQL functions and triggers,
     // inside a transaction.
     if unsafe { pg_sys::superuser() } {
-        return;
+        return Ok(());
     }
     // SAFETY: plain read of the session's current user id, always valid in a backend.
     let role = unsafe { pg_sys::GetUserId() };
@@ -69,7 +69,7 @@ pub fn check_writable(topic: &str) {
     let refusal = match cached {
         Some(answer) => answer,
         None => {
-            let (answer, watched) = ask(role, topic);
+            let (answer, watched) = ask(role, topic)?;
             CACHE.with(|c| {
                 let mut c = c.borrow_mut();
                 c.watched = watched;
@@ -78,13 +78,11 @@ pub fn check_writable(topic: &str) {
             answer
         }
     };
-    if let Some(e) = refusal {
-        e.raise();
-    }
+    refusal.map_or(Ok(()), Err)
 }
 
 /// Reads the rules (as the extension's owner: producers cannot read these tables).
-fn ask(role: pg_sys::Oid, topic: &str) -> (Option<KafkaError>, [pg_sys::Oid; 2]) {
+fn ask(role: pg_sys::Oid, topic: &str) -> Result<(Option<KafkaError>, [pg_sys::Oid; 2]), KafkaError> {
     let sql = "SELECT EXISTS (SELECT FROM kafka.capture_config c
                                WHERE c.kind OPERATOR(pg_catalog.=) 'table' AND c.topic OPERATOR(pg_catalog.=) $1),
                       NOT EXISTS (SELECT FROM kafka.topic_grants)
@@ -96,7 +94,7 @@ fn ask(role: pg_sys::Oid, topic: &str) -> (Option<KafkaError>, [pg_sys::Oid; 2])
                                              AND pg_catalog.starts_with($1, pg_catalog.left(g.topic, -1))))),
                       'kafka.capture_config'::pg_catalog.regclass::pg_catalog.oid,
                       'kafka.topic_grants'::pg_catalog.regclass::pg_catalog.oid";
-    let row = outbox::as_owner(outbox::store(), || {
+    let row = outbox::as_owner(outbox::store()?, || {
         Spi::connect(|client| {
             let t = client.select(sql, Some(1), &[topic.into(), role.into()])?.first();
             Ok::<_, pgrx::spi::SpiError>((
@@ -107,7 +105,7 @@ fn ask(role: pg_sys::Oid, topic: &str) -> (Option<KafkaError>, [pg_sys::Oid; 2])
         })
     });
     let (captured, granted, watched) =
-        row.unwrap_or_else(|e| KafkaError::Internal(format!("could not read the topic rules: {e}")).raise());
+        row.map_err(|e| KafkaError::Internal(format!("could not read the topic rules: {e}")))?;
     let refusal = if captured {
         Some(KafkaError::CaptureTopic(topic.to_owned()))
     } else if !granted {
@@ -115,7 +113,7 @@ fn ask(role: pg_sys::Oid, topic: &str) -> (Option<KafkaError>, [pg_sys::Oid; 2])
     } else {
         None
     };
-    (refusal, watched)
+    Ok((refusal, watched))
 }
 
 /// Trigger on `kafka.capture_config` and `kafka.topic_grants`: every session forgets its answers

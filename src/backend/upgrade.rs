@@ -5,7 +5,7 @@
 //! to anyone; the upgrade script runs as the extension's owner.
 
 use crate::backend::pending;
-use crate::error::KafkaError;
+use crate::error::{KafkaError, SqlResult};
 use kafka_core::pack::Parts;
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -21,24 +21,23 @@ fn requeue_v1(
     partition: Option<i32>,
     timestamp_ms: Option<i64>,
     packed: Option<i32>,
-) -> i64 {
+) -> SqlResult<i64> {
     if packed.is_some() {
-        let messages = unpack_v1(payload.unwrap_or_default()).unwrap_or_else(|| {
-            KafkaError::Internal(format!("a 0.1.0 pack for {topic} is malformed")).raise()
-        });
+        let messages = unpack_v1(payload.unwrap_or_default())
+            .ok_or_else(|| KafkaError::Internal(format!("a 0.1.0 pack for {topic} is malformed")))?;
         for (topic, key, value) in &messages {
             pending::push(&Parts {
                 topic,
                 key: key.as_deref(),
                 payload: value.as_deref(),
                 ..Default::default()
-            });
+            })?;
         }
-        return messages.len() as i64;
+        return Ok(messages.len() as i64);
     }
     let headers = headers.map(|h| headers_v1(&h.0));
-    pending::push(&Parts { topic, key, payload, headers: headers.as_deref(), partition, timestamp_ms });
-    1
+    pending::push(&Parts { topic, key, payload, headers: headers.as_deref(), partition, timestamp_ms })?;
+    Ok(1)
 }
 
 /// 0.1.0 headers: `[["name", "value" or null], ...]`.

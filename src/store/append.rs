@@ -8,6 +8,7 @@
 //! about half, and with it the WAL every transaction writes. Readers see plain bytea (PostgreSQL
 //! decompresses on access).
 
+use crate::error::KafkaError;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::{IntoDatum, PgMemoryContexts};
 use std::ffi::CStr;
@@ -46,7 +47,7 @@ pub fn insert(
     columns: &[(&str, pg_sys::Oid)],
     rows: usize,
     mut row: impl FnMut(usize) -> Vec<Option<Datum>>,
-) {
+) -> Result<(), KafkaError> {
     // SAFETY: runs inside the caller's transaction. `rel` comes from table_open here and is closed
     // below (NoLock: the RowExclusiveLock stays until transaction end), `desc` is its descriptor,
     // and the indexes are opened by `open_indexes` and closed below. check_columns made sure the
@@ -61,8 +62,14 @@ pub fn insert(
         let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
         let rel = pg_sys::table_open(relid, lock);
         let desc = (*rel).rd_att;
-        check_columns(desc, columns);
-        let indexes = open_indexes(rel, lock);
+        let checked = check_columns(desc, columns).and_then(|()| open_indexes(rel, lock));
+        let indexes = match checked {
+            Ok(indexes) => indexes,
+            Err(what) => {
+                pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+                return Err(KafkaError::OutboxAltered(what));
+            }
+        };
         let cid = pg_sys::GetCurrentCommandId(true);
         let mut row_context = PgMemoryContexts::new("pg_kafka outbox row");
         for i in 0..rows {
@@ -108,11 +115,12 @@ pub fn insert(
         }
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
     }
+    Ok(())
 }
 
 /// Refuses a table whose columns (names and types) are not the ones this version writes: the
 /// Datums `insert` forms are of those types.
-unsafe fn check_columns(desc: pg_sys::TupleDesc, columns: &[(&str, pg_sys::Oid)]) {
+unsafe fn check_columns(desc: pg_sys::TupleDesc, columns: &[(&str, pg_sys::Oid)]) -> Result<(), String> {
     // SAFETY: `desc` is the descriptor of the relation `insert` holds open (this function's
     // contract).
     let natts = unsafe { (*desc).natts } as usize;
@@ -125,20 +133,20 @@ unsafe fn check_columns(desc: pg_sys::TupleDesc, columns: &[(&str, pg_sys::Oid)]
             .iter()
             .zip(columns)
             .all(|(a, (c, typ))| !a.attisdropped && name(a).to_bytes() == c.as_bytes() && a.atttypid == *typ);
-    if !expected {
-        let names: Vec<_> =
-            attrs.iter().filter(|a| !a.attisdropped).map(|a| name(a).to_string_lossy()).collect();
-        panic!(
-            "a pg_kafka table does not have the columns pg_kafka writes ({names:?}); recreate the extension"
-        );
+    if expected {
+        return Ok(());
     }
+    let names: Vec<_> = attrs.iter().filter(|a| !a.attisdropped).map(|a| name(a).to_string_lossy()).collect();
+    let wanted: Vec<_> = columns.iter().map(|(c, _)| *c).collect();
+    Err(format!("a table has the columns {names:?}, not the ones this version writes ({wanted:?})"))
 }
 
-/// The outbox's indexes with their IndexInfo; only plain-column, non-partial indexes.
+/// The outbox's indexes with their IndexInfo; only plain-column, non-partial indexes (else the
+/// indexes are closed again and the reason returned).
 unsafe fn open_indexes(
     rel: pg_sys::Relation,
     lock: pg_sys::LOCKMODE,
-) -> Vec<(pg_sys::Relation, *mut pg_sys::IndexInfo)> {
+) -> Result<Vec<(pg_sys::Relation, *mut pg_sys::IndexInfo)>, String> {
     // SAFETY: `rel` is a relation `insert` holds open, inside a transaction; the list is a fresh
     // copy in the current memory context.
     let list = unsafe { pg_sys::RelationGetIndexList(rel) };
@@ -151,17 +159,24 @@ unsafe fn open_indexes(
         // cell in use.
         cells.iter().map(|c| unsafe { c.oid_value }).collect()
     };
-    oids.into_iter()
+    let mut opened = Vec::with_capacity(oids.len());
+    for oid in oids {
         // SAFETY: `oid` is an index of the open relation `rel` (from its index list), opened with
-        // the lock the caller holds on the table; `insert` closes it. BuildIndexInfo returns a
-        // palloc'd IndexInfo.
-        .map(|oid| unsafe {
+        // the lock the caller holds on the table; `insert` closes it (or the loop below does).
+        // BuildIndexInfo returns a palloc'd IndexInfo.
+        let (index, info) = unsafe {
             let index = pg_sys::index_open(oid, lock);
-            let info = pg_sys::BuildIndexInfo(index);
-            if !(*info).ii_Expressions.is_null() || !(*info).ii_Predicate.is_null() {
-                panic!("a pg_kafka table has an index pg_kafka cannot maintain; recreate the extension");
+            (index, pg_sys::BuildIndexInfo(index))
+        };
+        opened.push((index, info));
+        // SAFETY: `info` is the IndexInfo just built.
+        if unsafe { !(*info).ii_Expressions.is_null() || !(*info).ii_Predicate.is_null() } {
+            for (index, _) in opened {
+                // SAFETY: each was opened above and is closed once, keeping the lock.
+                unsafe { pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE) };
             }
-            (index, info)
-        })
-        .collect()
+            return Err("a table has an index on an expression or with a predicate".into());
+        }
+    }
+    Ok(opened)
 }

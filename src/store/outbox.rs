@@ -26,7 +26,7 @@ pub struct Store {
 
 /// Looks up the outbox's relations and owner in the catalog caches (no SQL, so cheap enough for
 /// every transaction; a re-created extension is found by name).
-pub fn store() -> Store {
+pub fn store() -> Result<Store, KafkaError> {
     // SAFETY: catalog cache lookups, run inside a transaction (an SQL function, a trigger, the
     // utility hook or a worker transaction), with NUL-terminated literal names; missing_ok makes a
     // missing schema InvalidOid rather than an error.
@@ -44,7 +44,7 @@ pub fn store() -> Store {
             commits,
         })
     };
-    found.unwrap_or_else(|| KafkaError::OutboxMissing.raise())
+    found.ok_or(KafkaError::OutboxMissing)
 }
 
 /// The owner of a relation, from the catalog cache.
@@ -93,16 +93,16 @@ pub fn as_owner<R>(store: Store, f: impl FnOnce() -> R) -> R {
     r
 }
 
-fn nextval(store: Store, seq: pg_sys::Oid) -> i64 {
+fn nextval(store: Store, seq: pg_sys::Oid) -> Result<i64, KafkaError> {
     // SAFETY: nextval_oid takes one regclass (oid) argument and returns a non-null int8; `seq` is
     // the oid of one of pg_kafka's sequences, from `store`. Errors are raised as Rust panics by the
     // guard.
     as_owner(store, || unsafe { pgrx::direct_function_call::<i64>(pg_sys::nextval_oid, &[seq.into_datum()]) })
-        .expect("nextval returned NULL")
+        .ok_or_else(|| KafkaError::Internal("nextval returned NULL".into()))
 }
 
 /// The id of a new pack: ids grow in the order a session asks for them.
-pub fn next_pack_id(store: Store) -> i64 {
+pub fn next_pack_id(store: Store) -> Result<i64, KafkaError> {
     nextval(store, store.id_seq)
 }
 
@@ -126,7 +126,7 @@ const OUTBOX_COLUMNS: [(&str, pg_sys::Oid); 7] = [
 const COMMIT_COLUMNS: [(&str, pg_sys::Oid); 2] = [("csn", pg_sys::INT8OID), ("xid", pg_sys::XID8OID)];
 
 /// Appends packs to the outbox in the current transaction (`append`).
-pub fn insert(packs: &[Pack], store: Store) {
+pub fn insert(packs: &[Pack], store: Store) -> Result<(), KafkaError> {
     with_snapshot(|| {
         let xid = xid_datum();
         // SAFETY: plain read of the current transaction's start timestamp; a TimestampTz is a
@@ -143,24 +143,22 @@ pub fn insert(packs: &[Pack], store: Store) {
                 Some(produced_at),
                 None,
             ]
-        });
+        })
     })
 }
 
 /// Records the current transaction's place in commit order; called last before it commits.
-pub fn insert_commit(store: Store) {
+pub fn insert_commit(store: Store) -> Result<(), KafkaError> {
     with_snapshot(|| {
-        let csn = nextval(store, store.commit_seq);
+        let csn = nextval(store, store.commit_seq)?;
         let xid = xid_datum();
-        crate::store::append::insert(store.commits, &COMMIT_COLUMNS, 1, |_| {
-            vec![csn.into_datum(), Some(xid)]
-        });
+        crate::store::append::insert(store.commits, &COMMIT_COLUMNS, 1, |_| vec![csn.into_datum(), Some(xid)])
     })
 }
 
 /// At COMMIT or RELEASE SAVEPOINT no statement is running: bring a snapshot of our own (TOAST
 /// and unique checks may want one).
-fn with_snapshot(f: impl FnOnce()) {
+fn with_snapshot<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: reads the current transaction's active snapshot stack.
     let own_snapshot = unsafe { !pg_sys::ActiveSnapshotSet() };
     if own_snapshot {
@@ -168,11 +166,12 @@ fn with_snapshot(f: impl FnOnce()) {
         // below, or by the transaction's abort if `f` raises.
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     }
-    f();
+    let r = f();
     if own_snapshot {
         // SAFETY: pops the snapshot pushed above: `own_snapshot` is true only when we pushed one.
         unsafe { pg_sys::PopActiveSnapshot() };
     }
+    r
 }
 
 /// Whether the extension is installed in the worker's database (catalog caches, no SQL).
@@ -255,7 +254,7 @@ pub fn release() -> Result<(), KafkaError> {
         "SELECT pg_catalog.setval('kafka.outbox_id_seq', pg_catalog.max(o.id) + 512) FROM kafka.outbox o
           HAVING pg_catalog.count(*) > 0",
     ];
-    as_owner(store(), || sql.iter().try_for_each(|q| Spi::run(q)))
+    as_owner(store()?, || sql.iter().try_for_each(|q| Spi::run(q)))
         .map_err(|e| KafkaError::Internal(format!("could not release the queue: {e}")))
 }
 
@@ -263,7 +262,7 @@ pub fn release() -> Result<(), KafkaError> {
 pub fn secret_stored() -> Result<bool, KafkaError> {
     let names = Spi::connect(|client| -> Result<Vec<String>, pgrx::spi::Error> {
         let rows = client.select("SELECT c.name FROM kafka.config c", None, &[])?;
-        Ok(rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
+        rows.map(|r| Ok(r.get::<String>(1)?.unwrap_or_default())).collect()
     })
     .map_err(|e| KafkaError::Internal(format!("could not read kafka.config: {e}")))?;
     Ok(names.iter().any(|n| crate::settings::is_secret(n)))
@@ -289,7 +288,7 @@ impl Round {
     pub fn start(after: Option<String>) -> Result<Round, KafkaError> {
         let upto = Spi::get_one::<String>("SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text")
             .map_err(|e| KafkaError::Internal(format!("could not take a snapshot: {e}")))?
-            .unwrap_or_default();
+            .ok_or_else(|| KafkaError::Internal("pg_current_snapshot() returned NULL".into()))?;
         Ok(Round { after, upto, pos: (i64::MIN, i64::MIN) })
     }
 }
@@ -551,7 +550,7 @@ pub fn take_dead_letters(ids: Option<Vec<i64>>, topic: Option<&str>) -> Result<V
 }
 
 /// Deletes dead letters (`ids` and `topic` narrow the choice; both NULL means all).
-pub fn purge_dead_letters(ids: Option<Vec<i64>>, topic: Option<&str>) -> i64 {
+pub fn purge_dead_letters(ids: Option<Vec<i64>>, topic: Option<&str>) -> Result<i64, KafkaError> {
     Spi::connect_mut(|client| {
         client
             .update(
@@ -561,6 +560,6 @@ pub fn purge_dead_letters(ids: Option<Vec<i64>>, topic: Option<&str>) -> i64 {
                 &[ids.into(), topic.into()],
             )
             .map(|t| t.len() as i64)
-            .unwrap_or_else(|e| KafkaError::Internal(format!("could not purge dead letters: {e}")).raise())
+            .map_err(|e| KafkaError::Internal(format!("could not purge dead letters: {e}")))
     })
 }

@@ -12,23 +12,14 @@ use kafka_core::pack::{self, Pack};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
-/// Moves the waiting messages with the given ids to `kafka.dead_letter` with `reason`; returns
-/// how many it moved (ids that are not waiting, e.g. delivered already, are skipped). A message
-/// the worker is sending at this very moment may still reach Kafka.
-#[pg_extern(volatile, parallel_unsafe)]
-fn dead_letter_waiting(ids: Vec<i64>, reason: default!(&str, "'moved by an administrator'")) -> i64 {
-    // SAFETY: an SQL function inside a transaction: GetUserId is the session's current role, and
-    // with noerr false GetUserNameFromId raises instead of returning NULL, so the pointer is a
-    // palloc'd NUL-terminated name, copied at once.
-    let who = unsafe { std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)) }
-        .to_string_lossy()
-        .into_owned();
-    let error = format!("{reason} (kafka.dead_letter_waiting by {who})");
-    outbox::as_owner(outbox::store(), || move_out(&ids, &error))
-        .unwrap_or_else(|e| KafkaError::Internal(format!("could not move waiting messages: {e}")).raise())
+/// Moves the waiting messages with the given ids to `kafka.dead_letter` with `error` (as the
+/// outbox's owner); returns how many it moved (ids that are not waiting are skipped).
+pub fn move_out(ids: &[i64], error: &str) -> Result<i64, KafkaError> {
+    outbox::as_owner(outbox::store()?, || move_rows(ids, error))
+        .map_err(|e| KafkaError::Internal(format!("could not move waiting messages: {e}")))
 }
 
-fn move_out(ids: &[i64], error: &str) -> Result<i64, pgrx::spi::Error> {
+fn move_rows(ids: &[i64], error: &str) -> Result<i64, pgrx::spi::Error> {
     Spi::connect_mut(|client| {
         // Locked: the worker's recording of a delivery waits until this commits.
         let rows = client.update(

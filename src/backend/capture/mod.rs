@@ -14,7 +14,7 @@ pub mod plan;
 pub mod relay;
 
 use crate::backend::{pending, txn_metadata};
-use crate::error::KafkaError;
+use crate::error::{KafkaError, SqlResult};
 use kafka_core::pack::Parts;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
@@ -56,8 +56,14 @@ impl Events {
 
     /// Queues one event: key `key`, value `{"before":…,"after":…,"source":…,"transaction":null,
     /// "op":…,"ts_ms":…,"ts_us":…,"ts_ns":…}` (Debezium's envelope, in its order).
-    fn push(&self, key: Option<&str>, before: Option<&str>, after: Option<&str>, op: char) {
-        self.push_with(key, before, after, op, None);
+    fn push(
+        &self,
+        key: Option<&str>,
+        before: Option<&str>,
+        after: Option<&str>,
+        op: char,
+    ) -> Result<(), KafkaError> {
+        self.push_with(key, before, after, op, None)
     }
 
     /// [`Events::push`] with a header (Debezium's `__debezium.oldkey`/`newkey` on key changes).
@@ -68,7 +74,7 @@ impl Events {
         after: Option<&str>,
         op: char,
         header: Option<(&str, &str)>,
-    ) {
+    ) -> Result<(), KafkaError> {
         let mut v = self.value.borrow_mut();
         v.clear();
         v.push_str("{\"before\":");
@@ -81,7 +87,7 @@ impl Events {
         match self.collection.as_ref().map(|(topic, table)| txn_metadata::next_event(topic, table)) {
             Some((block, begin)) => {
                 if let Some(begin) = begin {
-                    pending::push(&begin.parts());
+                    pending::push(&begin.parts())?;
                 }
                 v.push_str(&block);
             }
@@ -92,11 +98,11 @@ impl Events {
         v.push_str(&self.tail);
         let wrapped = self.plan.schemas.as_ref().map(|s| connect_schema::wrap(&s.value, &v));
         let headers = header.map(|(name, value)| [(name.to_owned(), Some(value.to_owned()))]);
-        self.queue_with(key, Some(wrapped.as_deref().unwrap_or(&v)), headers.as_ref().map(|h| &h[..]));
+        self.queue_with(key, Some(wrapped.as_deref().unwrap_or(&v)), headers.as_ref().map(|h| &h[..]))
     }
 
-    fn queue(&self, key: Option<&str>, value: Option<&str>) {
-        self.queue_with(key, value, None);
+    fn queue(&self, key: Option<&str>, value: Option<&str>) -> Result<(), KafkaError> {
+        self.queue_with(key, value, None)
     }
 
     fn queue_with(
@@ -104,7 +110,7 @@ impl Events {
         key: Option<&str>,
         value: Option<&str>,
         headers: Option<&[(String, Option<String>)]>,
-    ) {
+    ) -> Result<(), KafkaError> {
         let key: Option<std::borrow::Cow<str>> = match (&self.plan.schemas, key) {
             (Some(s), Some(k)) => Some(connect_schema::wrap(&s.key, k).into()),
             (_, k) => k.map(Into::into),
@@ -115,7 +121,8 @@ impl Events {
             payload: value.map(str::as_bytes),
             headers,
             ..Default::default()
-        });
+        })?;
+        Ok(())
     }
 
     /// (key, row) JSON of one tuple; the row only if `with_row`.
@@ -136,7 +143,7 @@ impl Events {
         (key, row)
     }
 
-    fn inserted(&self, new: Tuple, op: char) {
+    fn inserted(&self, new: Tuple, op: char) -> Result<(), KafkaError> {
         let mut bufs = self.key_row.borrow_mut();
         let (key, row) = &mut *bufs;
         key.clear();
@@ -146,22 +153,23 @@ impl Events {
             self.plan.key.write(key, new.0, new.1);
             self.plan.row.write(row, new.0, new.1);
         }
-        self.push(Some(key), None, Some(row), op);
+        self.push(Some(key), None, Some(row), op)
     }
 
-    fn deleted(&self, old: Tuple) {
+    fn deleted(&self, old: Tuple) -> Result<(), KafkaError> {
         let (key, before) = self.encode(old, self.plan.opts.emit_before);
-        self.push(Some(&key), before.as_deref(), None, 'd');
+        self.push(Some(&key), before.as_deref(), None, 'd')?;
         if self.plan.opts.tombstones {
-            self.queue(Some(&key), None);
+            self.queue(Some(&key), None)?;
         }
+        Ok(())
     }
 
-    fn updated(&self, old: Tuple, new: Tuple) {
+    fn updated(&self, old: Tuple, new: Tuple) -> Result<(), KafkaError> {
         let (old_key, before) = self.encode(old, self.plan.opts.emit_before);
         let (new_key, after) = self.encode(new, true);
         if old_key == new_key {
-            self.push(Some(&new_key), before.as_deref(), after.as_deref(), 'u');
+            self.push(Some(&new_key), before.as_deref(), after.as_deref(), 'u')
         } else {
             // The key changed: as Debezium, a delete on the old key (and its tombstone) with the
             // new key in header __debezium.newkey, a create on the new key with the old one in
@@ -172,17 +180,11 @@ impl Events {
                 None,
                 'd',
                 Some(("__debezium.newkey", &new_key)),
-            );
+            )?;
             if self.plan.opts.tombstones {
-                self.queue(Some(&old_key), None);
+                self.queue(Some(&old_key), None)?;
             }
-            self.push_with(
-                Some(&new_key),
-                None,
-                after.as_deref(),
-                'c',
-                Some(("__debezium.oldkey", &old_key)),
-            );
+            self.push_with(Some(&new_key), None, after.as_deref(), 'c', Some(("__debezium.oldkey", &old_key)))
         }
     }
 }
@@ -197,9 +199,14 @@ pub(crate) struct Tuple<'a>(pub &'a [Datum], pub &'a [bool]);
 fn capture_changes<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
+    capture_statement(trigger).unwrap_or_else(|e| e.raise());
+    Ok(None)
+}
+
+fn capture_statement(trigger: &pgrx::PgTrigger) -> Result<(), KafkaError> {
     let data = trigger.trigger_data();
-    check_trigger(data, "kafka_internal.capture_changes()", false).unwrap_or_else(|e| e.raise());
-    let events = Events::new(plan::of_trigger(trigger), false);
+    check_trigger(data, "kafka_internal.capture_changes()", false)?;
+    let events = Events::new(plan::of_trigger(trigger)?, false);
     // SAFETY: PostgreSQL calls a trigger with valid TriggerData whose `tg_relation` is open for the
     // call.
     let desc = unsafe { (*data.tg_relation).rd_att };
@@ -208,21 +215,18 @@ fn capture_changes<'a>(
         // so `tg_newtable` is a live tuplestore of rows of `desc`, the trigger relation's
         // descriptor.
         pg_sys::TRIGGER_EVENT_INSERT => unsafe {
-            rows(data.tg_newtable, desc, |new| events.inserted(new, 'c'));
+            rows(data.tg_newtable, desc, |new| events.inserted(new, 'c'))
         },
         // SAFETY: check_trigger verified a statement-level AFTER DELETE trigger with an OLD TABLE,
         // so `tg_oldtable` is a live tuplestore of rows of `desc`.
-        pg_sys::TRIGGER_EVENT_DELETE => unsafe {
-            rows(data.tg_oldtable, desc, |old| events.deleted(old));
-        },
+        pg_sys::TRIGGER_EVENT_DELETE => unsafe { rows(data.tg_oldtable, desc, |old| events.deleted(old)) },
         // SAFETY: check_trigger verified a statement-level AFTER UPDATE trigger with both
         // transition tables, so both are live tuplestores of rows of `desc`, in the same order.
         pg_sys::TRIGGER_EVENT_UPDATE => unsafe {
-            row_pairs(data.tg_oldtable, data.tg_newtable, desc, |old, new| events.updated(old, new));
+            row_pairs(data.tg_oldtable, data.tg_newtable, desc, |old, new| events.updated(old, new))
         },
         _ => events.push(None, None, None, 't'),
     }
-    Ok(None)
 }
 
 /// Refuses to run as anything but a statement-level AFTER trigger with the transition tables its
@@ -258,7 +262,7 @@ pub(crate) fn check_trigger(
 /// order; returns how many. Used by `kafka.backfill()`. The caller needs what a backfill needs
 /// (SELECT and TRIGGER on the table): the events go to the capture's topic.
 #[pg_extern(volatile, parallel_unsafe, schema = "kafka_internal")]
-fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
+fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> SqlResult<i64> {
     let options = Spi::get_two_with_args::<Vec<String>, bool>(
         "SELECT ARRAY[topic, array_to_string(key_attnums, ','), array_to_string(exclude_attnums, ','),
                       emit_before::text, tombstones::text, schemas::text],
@@ -268,9 +272,15 @@ fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
     );
     let args = match options {
         Ok((Some(args), Some(true))) => args,
-        Ok((Some(_), _)) => KafkaError::CaptureDenied(relation_name(rel)).raise(),
-        _ => KafkaError::NotCaptured(relation_name(rel)).raise(),
+        Ok((Some(_), _)) => return Err(KafkaError::CaptureDenied(relation_name(rel)).into()),
+        Ok((None, _)) | Err(pgrx::spi::Error::InvalidPosition) => {
+            return Err(KafkaError::NotCaptured(relation_name(rel)).into())
+        }
+        Err(e) => {
+            return Err(KafkaError::Internal(format!("could not read kafka.capture_config: {e}")).into())
+        }
     };
+    let options = Options::from_args(&args)?;
     // SAFETY: inside the caller's transaction. `relation` is opened here (AccessShareLock, kept
     // until transaction end) and closed below; relation_open raises if `rel` does not exist.
     // pg_detoast_datum gives the plain array of `rows`, whose element type is checked to be the
@@ -286,9 +296,10 @@ fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
         let elem_type = (*arr).elemtype;
         if elem_type != (*(*relation).rd_rel).reltype {
             let found = CStr::from_ptr(pg_sys::format_type_be(elem_type)).to_string_lossy();
-            KafkaError::NotTableRows(format!("{found}[]")).raise();
+            pg_sys::relation_close(relation, pg_sys::AccessShareLock as _);
+            return Err(KafkaError::NotTableRows(format!("{found}[]")).into());
         }
-        let events = Events::new(Rc::new(Plan::new(Options::from_args(&args), relation)), true);
+        let events = Events::new(Rc::new(Plan::new(options, relation)), true);
         let desc = (*relation).rd_att;
         let natts = (*desc).natts as usize;
         let (mut elems, mut nulls, mut n) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
@@ -313,10 +324,10 @@ fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> i64 {
             tuple.t_len = pgrx::varlena::varsize_any(header.cast()) as u32;
             tuple.t_data = header;
             pg_sys::heap_deform_tuple(&mut tuple, desc, values.as_mut_ptr(), isnull.as_mut_ptr());
-            events.inserted(Tuple(&values, &isnull), 'r');
+            events.inserted(Tuple(&values, &isnull), 'r')?;
         }
         pg_sys::relation_close(relation, pg_sys::NoLock as _);
-        n.into()
+        Ok(n.into())
     }
 }
 
@@ -416,13 +427,13 @@ impl Drop for Reader {
 pub(crate) unsafe fn rows(
     store: *mut pg_sys::Tuplestorestate,
     desc: pg_sys::TupleDesc,
-    mut f: impl FnMut(Tuple),
-) {
+    mut f: impl FnMut(Tuple) -> Result<(), KafkaError>,
+) -> Result<(), KafkaError> {
     // SAFETY: forwarded contract of `rows`: `store` is a live transition tuplestore of rows of
     // `desc`.
     let mut reader = unsafe { Reader::new(store, desc) };
     // SAFETY: `reader` was made just above; each Tuple is used by `f` before the next fetch.
-    per_row(|| unsafe { reader.next() }.map(&mut f).is_some());
+    per_row(|| unsafe { reader.next() }.map(&mut f).transpose().map(|r| r.is_some()))
 }
 
 /// Calls `f` for each (old, new) pair of an UPDATE's transition tables (same order in both).
@@ -430,29 +441,27 @@ unsafe fn row_pairs(
     old: *mut pg_sys::Tuplestorestate,
     new: *mut pg_sys::Tuplestorestate,
     desc: pg_sys::TupleDesc,
-    mut f: impl FnMut(Tuple, Tuple),
-) {
+    mut f: impl FnMut(Tuple, Tuple) -> Result<(), KafkaError>,
+) -> Result<(), KafkaError> {
     // SAFETY: forwarded contract of `row_pairs`: both tuplestores are live and hold rows of `desc`.
     let (mut old, mut new) = unsafe { (Reader::new(old, desc), Reader::new(new, desc)) };
     // SAFETY: both readers were made just above; the tuples are used by `f` before the next fetch.
     per_row(|| match unsafe { (old.next(), new.next()) } {
-        (Some(o), Some(n)) => {
-            f(o, n);
-            true
-        }
-        _ => false,
-    });
+        (Some(o), Some(n)) => f(o, n).map(|()| true),
+        _ => Ok(false),
+    })
 }
 
 /// Runs `step` until it returns false, each time in a fresh short-lived memory context (detoasted
 /// values and output strings do not pile up over a million-row statement).
-fn per_row(mut step: impl FnMut() -> bool) {
+fn per_row(mut step: impl FnMut() -> Result<bool, KafkaError>) -> Result<(), KafkaError> {
     let mut ctx = PgMemoryContexts::new("pg_kafka capture row");
     // SAFETY: `ctx` is a memory context created just above (a child of the current one); switch_to
     // restores the previous context when `step` returns or unwinds.
-    while unsafe { ctx.switch_to(|_| step()) } {
+    while unsafe { ctx.switch_to(|_| step()) }? {
         // SAFETY: nothing allocated in `ctx` outlives its step: tuples are read into the Reader's
         // own context, and what a step keeps (event strings, packs) is Rust-owned.
         unsafe { ctx.reset() };
     }
+    Ok(())
 }

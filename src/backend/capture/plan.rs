@@ -6,6 +6,7 @@
 
 use crate::backend::capture::connect_schema::Schemas;
 use crate::backend::capture::debezium::{string, RowEnc};
+use crate::error::KafkaError;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
@@ -25,23 +26,25 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn from_args(args: &[String]) -> Options {
-        let attnums =
-            |s: &str| s.split(',').filter(|a| !a.is_empty()).filter_map(|a| a.parse().ok()).collect();
+    pub fn from_args(args: &[String]) -> Result<Options, KafkaError> {
+        let bad = |why: &str| KafkaError::BadTrigger(format!("kafka_internal.capture_changes() {why}"));
+        let attnums = |s: &str| -> Result<Vec<i16>, KafkaError> {
+            s.split(',')
+                .filter(|a| !a.is_empty())
+                .map(|a| a.parse().map_err(|_| bad("takes column numbers, separated by commas")))
+                .collect()
+        };
         // Triggers made before the `schemas` option have 5 arguments.
         match args {
-            [topic, key, exclude, before, tombstones, rest @ ..] if rest.len() <= 1 => Options {
+            [topic, key, exclude, before, tombstones, rest @ ..] if rest.len() <= 1 => Ok(Options {
                 topic: topic.clone(),
-                key: attnums(key),
-                exclude: attnums(exclude),
+                key: attnums(key)?,
+                exclude: attnums(exclude)?,
                 emit_before: flag(before),
                 tombstones: flag(tombstones),
                 schemas: rest.first().is_some_and(|s| flag(s)),
-            },
-            _ => crate::error::KafkaError::BadTrigger(
-                "kafka_internal.capture_changes() takes 6 trigger arguments".into(),
-            )
-            .raise(),
+            }),
+            _ => Err(bad("takes 6 trigger arguments")),
         }
     }
 }
@@ -118,7 +121,7 @@ pub fn init() {
 }
 
 /// The plan of the firing capture trigger.
-pub fn of_trigger(trigger: &pgrx::PgTrigger) -> Rc<Plan> {
+pub fn of_trigger(trigger: &pgrx::PgTrigger) -> Result<Rc<Plan>, KafkaError> {
     let data = trigger.trigger_data();
     // SAFETY: PostgreSQL calls a trigger with valid TriggerData whose `tg_trigger` lives for the
     // call.
@@ -128,16 +131,18 @@ pub fn of_trigger(trigger: &pgrx::PgTrigger) -> Rc<Plan> {
         PLANS.with_borrow_mut(HashMap::clear);
     }
     if let Some(plan) = PLANS.with_borrow(|p| p.get(&tgoid).cloned()) {
-        return plan;
+        return Ok(plan);
     }
-    let args = trigger.extra_args().unwrap_or_default();
-    let plan = Rc::new(Plan::new(Options::from_args(&args), data.tg_relation));
+    let args = trigger.extra_args().map_err(|e| {
+        KafkaError::BadTrigger(format!("could not read the capture trigger's arguments: {e}"))
+    })?;
+    let plan = Rc::new(Plan::new(Options::from_args(&args)?, data.tg_relation));
     // Building it looked up catalogs, which may have processed invalidations: keep it only if
     // none came meanwhile.
     if EPOCH.get() == epoch {
         PLANS.with_borrow_mut(|p| p.insert(tgoid, plan.clone()));
     }
-    plan
+    Ok(plan)
 }
 
 // Invalidation callbacks only bump a counter: they may run in the middle of anything.

@@ -22,19 +22,25 @@ const COLUMNS: [&str; 5] = ["id", "aggregatetype", "aggregateid", "type", "paylo
 fn capture_outbox_relay<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
+    relay_statement(trigger).unwrap_or_else(|e| e.raise());
+    Ok(None)
+}
+
+fn relay_statement(trigger: &pgrx::PgTrigger) -> Result<(), KafkaError> {
     let data = trigger.trigger_data();
-    check_trigger(data, "kafka_internal.capture_outbox_relay()", true).unwrap_or_else(|e| e.raise());
-    let args = trigger.extra_args().unwrap_or_default();
+    check_trigger(data, "kafka_internal.capture_outbox_relay()", true)?;
+    let bad =
+        || KafkaError::BadTrigger("kafka_internal.capture_outbox_relay() takes 2 trigger arguments".into());
+    let args = trigger.extra_args().map_err(|_| bad())?;
     let [pattern, delete] = args.as_slice() else {
-        KafkaError::BadTrigger("kafka_internal.capture_outbox_relay() takes 2 trigger arguments".into())
-            .raise()
+        return Err(bad());
     };
     let delete = matches!(delete.as_str(), "t" | "true");
     // SAFETY: PostgreSQL calls a trigger with valid TriggerData whose `tg_relation` is open for the
     // call.
     let desc = unsafe { (*data.tg_relation).rd_att };
     // SAFETY: `desc` is the descriptor of the open trigger relation.
-    let columns = unsafe { column_outputs(desc) }.unwrap_or_else(|e| e.raise());
+    let columns = unsafe { column_outputs(desc) }?;
     let mut ids = Vec::new();
     // SAFETY: check_trigger verified a statement-level AFTER INSERT trigger with a NEW TABLE, so
     // `tg_newtable` is a live tuplestore of rows of `desc`; `columns` were found in that same
@@ -44,8 +50,8 @@ fn capture_outbox_relay<'a>(
             let [id, aggregatetype, aggregateid, kind, payload] = columns.map(|c| c.text(row));
             let aggregatetype = aggregatetype.unwrap_or_default();
             let topic = pattern.replace("%s", &aggregatetype);
-            crate::backend::record::check_topic(Some(&topic)).unwrap_or_else(|e| e.raise());
-            crate::backend::topics::check_writable(&topic);
+            crate::backend::record::check_topic(Some(&topic))?;
+            crate::backend::topics::check_writable(&topic)?;
             let headers = [("id".to_owned(), id.clone()), ("type".to_owned(), kind)];
             pending::push(&Parts {
                 topic: &topic,
@@ -53,11 +59,12 @@ fn capture_outbox_relay<'a>(
                 payload: payload.as_deref().map(str::as_bytes),
                 headers: Some(&headers),
                 ..Default::default()
-            });
+            })?;
             if delete {
                 ids.extend(id);
             }
-        });
+            Ok(())
+        })?;
     }
     if delete && !ids.is_empty() {
         // SAFETY: inside the trigger's transaction, with the relation open and locked by the
@@ -76,9 +83,9 @@ fn capture_outbox_relay<'a>(
             "DELETE FROM {name} t WHERE t.id::pg_catalog.text OPERATOR(pg_catalog.=) ANY($1::pg_catalog.text[])"
         );
         Spi::run_with_args(&sql, &[ids.into()])
-            .unwrap_or_else(|e| KafkaError::Internal(format!("could not delete relayed rows: {e}")).raise());
+            .map_err(|e| KafkaError::Internal(format!("could not delete relayed rows: {e}")))?;
     }
-    Ok(None)
+    Ok(())
 }
 
 /// One column of the outbox table and its type's output function.
