@@ -228,18 +228,18 @@ AS 'MODULE_PATHNAME', 'autonomous_publish_text_wrapper';
 
 /* <begin connected objects> */
 -- kafka::backend::api::close
-CREATE  FUNCTION "close"() RETURNS bool /* bool */
+CREATE  FUNCTION "close"() RETURNS bool /* SqlResult < bool > */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'close_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::store::set_aside::dead_letter_waiting
+-- kafka::backend::api::dead_letter_waiting
 CREATE  FUNCTION "dead_letter_waiting"(
 	"ids" bigint[], /* Vec < i64 > */
 	"reason" TEXT DEFAULT 'moved by an administrator' /* & str */
-) RETURNS bigint /* i64 */
+) RETURNS bigint /* SqlResult < i64 > */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'dead_letter_waiting_wrapper';
@@ -250,7 +250,7 @@ AS 'MODULE_PATHNAME', 'dead_letter_waiting_wrapper';
 CREATE  FUNCTION "produce"(
 	"topic" TEXT, /* Option < & str > */
 	"message" TEXT /* Option < & str > */
-) RETURNS bool /* bool */
+) RETURNS bool /* SqlResult < bool > */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'produce_wrapper';
@@ -266,7 +266,7 @@ CREATE  FUNCTION "publish"(
 	"headers" jsonb DEFAULT NULL, /* Option < JsonB > */
 	"partition" INT DEFAULT NULL, /* Option < i32 > */
 	"ts" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
-) RETURNS bigint /* i64 */
+) RETURNS bigint /* SqlResult < i64 > */
 VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'publish_bytea_wrapper';
@@ -282,7 +282,7 @@ CREATE  FUNCTION "publish"(
 	"headers" jsonb DEFAULT NULL, /* Option < JsonB > */
 	"partition" INT DEFAULT NULL, /* Option < i32 > */
 	"ts" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
-) RETURNS bigint /* i64 */
+) RETURNS bigint /* SqlResult < i64 > */
 VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'publish_text_wrapper';
@@ -293,7 +293,7 @@ AS 'MODULE_PATHNAME', 'publish_text_wrapper';
 CREATE  FUNCTION "purge_dead_letters"(
 	"ids" bigint[] DEFAULT NULL, /* :: std :: option :: Option < Vec < i64 > > */
 	"topic" TEXT DEFAULT NULL /* Option < & str > */
-) RETURNS bigint /* i64 */
+) RETURNS bigint /* SqlResult < i64 > */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'purge_dead_letters_wrapper';
@@ -301,7 +301,7 @@ AS 'MODULE_PATHNAME', 'purge_dead_letters_wrapper';
 
 /* <begin connected objects> */
 -- kafka::backend::api::release
-CREATE  FUNCTION "release"() RETURNS bool /* bool */
+CREATE  FUNCTION "release"() RETURNS bool /* SqlResult < bool > */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'release_wrapper';
@@ -312,7 +312,7 @@ AS 'MODULE_PATHNAME', 'release_wrapper';
 CREATE  FUNCTION "requeue_dead_letters"(
 	"ids" bigint[] DEFAULT NULL, /* :: std :: option :: Option < Vec < i64 > > */
 	"topic" TEXT DEFAULT NULL /* Option < & str > */
-) RETURNS bigint /* i64 */
+) RETURNS bigint /* SqlResult < i64 > */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'requeue_dead_letters_wrapper';
@@ -368,43 +368,27 @@ AS 'MODULE_PATHNAME', 'is_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::api::worker_state
-CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
-	"running" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"delivery" TEXT,  /* Option < & '_ str > */
-	"delivered" bigint,  /* i64 */
-	"dead_lettered" bigint,  /* i64 */
-	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_error" TEXT,  /* Option < String > */
-	"last_error_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"failing_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"previous_error" TEXT,  /* Option < String > */
-	"previous_error_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
-)
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::api::check_served
-CREATE  FUNCTION kafka_internal."check_served"() RETURNS void
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_served_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- kafka::backend::capture::backfill_events
 CREATE  FUNCTION kafka_internal."backfill_events"(
 	"rel" oid, /* pg_sys :: Oid */
 	"rows" anyarray /* pgrx :: AnyArray */
-) RETURNS bigint /* i64 */
+) RETURNS bigint /* SqlResult < i64 > */
 STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::worker_errors
+CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
+	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"attempts" bigint,  /* i64 */
+	"error" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -417,17 +401,25 @@ CREATE  FUNCTION kafka_internal."requeue_v1"(
 	"partition" INT, /* Option < i32 > */
 	"timestamp_ms" bigint, /* Option < i64 > */
 	"packed" INT /* Option < i32 > */
-) RETURNS bigint /* i64 */
+) RETURNS bigint /* SqlResult < i64 > */
 VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- kafka::backend::api::check_served
+CREATE  FUNCTION kafka_internal."check_served"() RETURNS VOID /* SqlResult < () > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_served_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- kafka::backend::api::check_topic
 CREATE  FUNCTION kafka_internal."check_topic"(
 	"topic" TEXT /* Option < & str > */
-) RETURNS void
+) RETURNS VOID /* SqlResult < () > */
 IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'check_topic_wrapper';
@@ -799,16 +791,24 @@ CREATE EVENT TRIGGER kafka_capture_dropped ON sql_drop
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::api::worker_errors
-CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
-	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"attempts" bigint,  /* i64 */
-	"error" TEXT  /* String */
+-- kafka::backend::api::worker_state
+CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
+	"running" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"delivery" TEXT,  /* Option < & '_ str > */
+	"delivered" bigint,  /* i64 */
+	"dead_lettered" bigint,  /* i64 */
+	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_error" TEXT,  /* Option < String > */
+	"last_error_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"failing_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"previous_error" TEXT,  /* Option < String > */
+	"previous_error_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
 )
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
+AS 'MODULE_PATHNAME', 'worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */

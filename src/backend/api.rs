@@ -8,6 +8,7 @@ use crate::store::outbox;
 use crate::{backend::pending, gucs, settings, shared};
 use kafka_core::message::Message;
 use kafka_core::pack::Parts;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use std::time::Duration;
@@ -67,7 +68,7 @@ fn autonomous_publish_text(
     partition: default!(Option<i32>, "NULL"),
     ts: default!(Option<TimestampWithTimeZone>, "NULL"),
     timeout: default!(Option<Interval>, "'10 seconds'"),
-) -> SqlResult<TableIterator<'static, (name!(partition, i32), name!(offset, i64))>> {
+) -> Result<TableIterator<'static, (name!(partition, i32), name!(offset, i64))>, ErrorReport> {
     let value = value.map(|v| v.as_bytes().to_vec());
     send_now(record(topic, value, key, key_bytes, headers, partition, ts)?, timeout)
 }
@@ -84,14 +85,14 @@ fn autonomous_publish_bytea(
     partition: default!(Option<i32>, "NULL"),
     ts: default!(Option<TimestampWithTimeZone>, "NULL"),
     timeout: default!(Option<Interval>, "'10 seconds'"),
-) -> SqlResult<TableIterator<'static, (name!(partition, i32), name!(offset, i64))>> {
+) -> Result<TableIterator<'static, (name!(partition, i32), name!(offset, i64))>, ErrorReport> {
     send_now(record(topic, value.map(<[u8]>::to_vec), key, key_bytes, headers, partition, ts)?, timeout)
 }
 
 fn send_now(
     msg: Message,
     timeout: Option<Interval>,
-) -> SqlResult<TableIterator<'static, (name!(partition, i32), name!(offset, i64))>> {
+) -> Result<TableIterator<'static, (name!(partition, i32), name!(offset, i64))>, ErrorReport> {
     let wait = match timeout.map(|t| t.as_micros()) {
         None => Duration::from_secs(10),
         Some(us) if us > 0 => Duration::from_micros(us as u64),
