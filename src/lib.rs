@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | — | `core/` (crate `kafka_core`, no pgrx) | the message, the pack format, librdkafka (producer, transactions), exactly-once positions |
 //! | 0 | [`gucs`] | every `kafka.*` setting and fixed limit |
+//! | 0 | [`relation`] | relations held open for a scope (closed on every return path) |
 //! | 1 | [`error`] | `KafkaError`: every failure a user can meet, its SQLSTATE and hint |
 //! | 2 | [`settings`] | the rules of `kafka.config` (who may set what, secrets, `${file:…}`) |
 //! | 3 | [`shared`] | shared memory: the worker's state, wake-ups, the immediate-send slots |
@@ -44,6 +45,7 @@ use pgrx::prelude::*;
 mod backend;
 mod error;
 mod gucs;
+mod relation;
 mod settings;
 mod shared;
 mod store;

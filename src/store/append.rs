@@ -9,6 +9,7 @@
 //! decompresses on access).
 
 use crate::error::KafkaError;
+use crate::relation::Open;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::{IntoDatum, PgMemoryContexts};
 use std::ffi::CStr;
@@ -48,38 +49,40 @@ pub fn insert(
     rows: usize,
     mut row: impl FnMut(usize) -> Vec<Option<Datum>>,
 ) -> Result<(), KafkaError> {
-    // SAFETY: runs inside the caller's transaction. `rel` comes from table_open here and is closed
-    // below (NoLock: the RowExclusiveLock stays until transaction end), `desc` is its descriptor,
-    // and the indexes are opened by `open_indexes` and closed below. check_columns made sure the
-    // table has exactly `columns`, and `row(i)` gives one Datum per column, of that column's type
-    // (the caller's obligation: outbox::insert and insert_commit build them for the outbox's column
-    // types), so `datums`/`nulls` hold `natts` entries for heap_form_tuple. heap_insert sets
-    // `(*tuple).t_self`, which index_insert needs; index keys are plain columns (open_indexes
-    // refuses expressions), so their attribute numbers are 1..=natts and at most INDEX_MAX_KEYS
-    // (32). Everything allocated per row lives in `row_context`, reset only after the row's heap
-    // and index inserts are done.
-    unsafe {
-        let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-        let rel = pg_sys::table_open(relid, lock);
-        let desc = (*rel).rd_att;
-        let checked = check_columns(desc, columns).and_then(|()| open_indexes(rel, lock));
-        let indexes = match checked {
-            Ok(indexes) => indexes,
-            Err(what) => {
-                pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-                return Err(KafkaError::OutboxAltered(what));
-            }
-        };
-        let cid = pg_sys::GetCurrentCommandId(true);
-        let mut row_context = PgMemoryContexts::new("pg_kafka outbox row");
-        for i in 0..rows {
+    let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+    // Closed when they go out of scope, with NoLock: like any INSERT, the transaction keeps its
+    // lock until it ends, so the worker's TRUNCATE of an emptied outbox (which only tries the
+    // lock) can never take rows of a transaction still open.
+    // SAFETY: inside the caller's transaction.
+    let table = unsafe { Open::relation(relid, lock) };
+    let rel = table.get();
+    // SAFETY: `rel` is open (held by `table`), so its descriptor is valid.
+    let desc = unsafe { (*rel).rd_att };
+    // SAFETY: `desc` is the descriptor of the open relation `rel`.
+    unsafe { check_columns(desc, columns) }.map_err(KafkaError::OutboxAltered)?;
+    // SAFETY: `rel` is open, inside the caller's transaction, locked with `lock`.
+    let indexes = unsafe { open_indexes(rel, lock) }.map_err(KafkaError::OutboxAltered)?;
+    // SAFETY: inside a transaction.
+    let cid = unsafe { pg_sys::GetCurrentCommandId(true) };
+    let mut row_context = PgMemoryContexts::new("pg_kafka outbox row");
+    for i in 0..rows {
+        // SAFETY: check_columns made sure the table has exactly `columns`, and `row(i)` gives one
+        // Datum per column, of that column's type (the caller's obligation: outbox::insert and
+        // insert_commit build them for the outbox's column types), so `datums`/`nulls` hold
+        // `natts` entries for heap_form_tuple. heap_insert sets `(*tuple).t_self`, which
+        // index_insert needs; index keys are plain columns (open_indexes refuses expressions), so
+        // their attribute numbers are 1..=natts and at most INDEX_MAX_KEYS (32). Everything
+        // allocated per row lives in `row_context`, reset only after the row's heap and index
+        // inserts are done.
+        unsafe {
             row_context.switch_to(|_| {
                 let values = row(i);
                 let mut datums: Vec<Datum> = values.iter().map(|v| v.unwrap_or(Datum::from(0))).collect();
                 let mut nulls: Vec<bool> = values.iter().map(Option::is_none).collect();
                 let tuple = pg_sys::heap_form_tuple(desc, datums.as_mut_ptr(), nulls.as_mut_ptr());
                 pg_sys::heap_insert(rel, tuple, cid, 0, std::ptr::null_mut());
-                for &(index, info) in &indexes {
+                for (index, info) in &indexes {
+                    let (index, info) = (index.get(), *info);
                     let keys = (*info).ii_NumIndexKeyAttrs as usize;
                     let mut key_datums = [Datum::from(0); 32];
                     let mut key_nulls = [false; 32];
@@ -107,13 +110,6 @@ pub fn insert(
             });
             row_context.reset();
         }
-        // Closed with NoLock: like any INSERT, the transaction keeps its lock until it ends, so
-        // the worker's TRUNCATE of an emptied outbox (which only tries the lock) can never
-        // take rows of a transaction still open.
-        for (index, _) in indexes {
-            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
-        }
-        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
     }
     Ok(())
 }
@@ -142,12 +138,15 @@ unsafe fn check_columns(desc: pg_sys::TupleDesc, columns: &[(&str, pg_sys::Oid)]
 }
 
 /// The outbox's indexes with their IndexInfo; only plain-column, non-partial indexes (else the
-/// indexes are closed again and the reason returned).
+/// reason; the indexes opened so far close as they drop).
+///
+/// # Safety
+/// `rel` is open, inside a transaction, locked with `lock`.
 unsafe fn open_indexes(
     rel: pg_sys::Relation,
     lock: pg_sys::LOCKMODE,
-) -> Result<Vec<(pg_sys::Relation, *mut pg_sys::IndexInfo)>, String> {
-    // SAFETY: `rel` is a relation `insert` holds open, inside a transaction; the list is a fresh
+) -> Result<Vec<(Open, *mut pg_sys::IndexInfo)>, String> {
+    // SAFETY: `rel` is a relation the caller holds open, inside a transaction; the list is a fresh
     // copy in the current memory context.
     let list = unsafe { pg_sys::RelationGetIndexList(rel) };
     let oids: Vec<pg_sys::Oid> = if list.is_null() {
@@ -162,21 +161,15 @@ unsafe fn open_indexes(
     let mut opened = Vec::with_capacity(oids.len());
     for oid in oids {
         // SAFETY: `oid` is an index of the open relation `rel` (from its index list), opened with
-        // the lock the caller holds on the table; `insert` closes it (or the loop below does).
-        // BuildIndexInfo returns a palloc'd IndexInfo.
-        let (index, info) = unsafe {
-            let index = pg_sys::index_open(oid, lock);
-            (index, pg_sys::BuildIndexInfo(index))
-        };
-        opened.push((index, info));
+        // the lock the caller holds on the table.
+        let index = unsafe { Open::index(oid, lock) };
+        // SAFETY: `index` is open; BuildIndexInfo returns a palloc'd IndexInfo.
+        let info = unsafe { pg_sys::BuildIndexInfo(index.get()) };
         // SAFETY: `info` is the IndexInfo just built.
         if unsafe { !(*info).ii_Expressions.is_null() || !(*info).ii_Predicate.is_null() } {
-            for (index, _) in opened {
-                // SAFETY: each was opened above and is closed once, keeping the lock.
-                unsafe { pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE) };
-            }
             return Err("a table has an index on an expression or with a predicate".into());
         }
+        opened.push((index, info));
     }
     Ok(opened)
 }

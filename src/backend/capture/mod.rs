@@ -15,6 +15,7 @@ pub mod relay;
 
 use crate::backend::{pending, txn_metadata};
 use crate::error::{KafkaError, SqlResult};
+use crate::relation::Open;
 use kafka_core::pack::Parts;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
@@ -281,8 +282,10 @@ fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> SqlResult<i64> {
         }
     };
     let options = Options::from_args(&args)?;
-    // SAFETY: inside the caller's transaction. `relation` is opened here (AccessShareLock, kept
-    // until transaction end) and closed below; relation_open raises if `rel` does not exist.
+    // SAFETY: inside the caller's transaction; relation_open raises if `rel` does not exist.
+    let opened = unsafe { Open::relation(rel, pg_sys::AccessShareLock as _) }; // lock kept until the end
+    let relation = opened.get();
+    // SAFETY: inside the caller's transaction, with `relation` open (held by `opened`).
     // pg_detoast_datum gives the plain array of `rows`, whose element type is checked to be the
     // relation's row type before anything is deformed: its elements are composite Datums (varlena
     // HeapTupleHeaders, typlen -1, not by value, 'd' alignment, as deconstruct_array is told).
@@ -291,12 +294,10 @@ fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> SqlResult<i64> {
     // (heap_deform_tuple fills in columns added after a value was made).
     // format_type_be returns a palloc'd NUL-terminated name.
     unsafe {
-        let relation = pg_sys::relation_open(rel, pg_sys::AccessShareLock as _);
         let arr = pg_sys::pg_detoast_datum(rows.datum().cast_mut_ptr()).cast::<pg_sys::ArrayType>();
         let elem_type = (*arr).elemtype;
         if elem_type != (*(*relation).rd_rel).reltype {
             let found = CStr::from_ptr(pg_sys::format_type_be(elem_type)).to_string_lossy();
-            pg_sys::relation_close(relation, pg_sys::AccessShareLock as _);
             return Err(KafkaError::NotTableRows(format!("{found}[]")).into());
         }
         let events = Events::new(Rc::new(Plan::new(options, relation)), true);
@@ -326,7 +327,6 @@ fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> SqlResult<i64> {
             pg_sys::heap_deform_tuple(&mut tuple, desc, values.as_mut_ptr(), isnull.as_mut_ptr());
             events.inserted(Tuple(&values, &isnull), 'r')?;
         }
-        pg_sys::relation_close(relation, pg_sys::NoLock as _);
         Ok(n.into())
     }
 }

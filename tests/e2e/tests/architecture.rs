@@ -1,5 +1,5 @@
 //! The extension's module layers, checked on its source (no database needed). From the bottom:
-//! `gucs`, `error`, `settings`, `shared`, `store`, then `backend` and `worker` side by side, then
+//! `gucs` and `relation`, `error`, `settings`, `shared`, `store`, then `backend` and `worker` side by side, then
 //! `lib`. A module may use (`crate::…`) only modules of lower layers or of its own folder; the
 //! backend and the worker never use each other; and no module reaches itself back through
 //! `crate::` paths. (That nothing but `core/` touches librdkafka, and that `core/` cannot call
@@ -10,6 +10,7 @@ use std::path::Path;
 
 const LAYERS: &[(&str, u8)] = &[
     ("gucs", 0),
+    ("relation", 0),
     ("error", 1),
     ("settings", 2),
     ("shared", 3),

@@ -187,3 +187,21 @@ fn a_restored_copy_keeps_its_captures_and_holds_the_originals_messages() {
     drop(src);
     drop(copy);
 }
+
+/// A pg_kafka table altered by hand (here an index on an expression, which the append cannot
+/// maintain) makes queuing fail with 55000 and a hint, not with an internal error; nothing is
+/// queued, and once undone, queuing works again.
+#[test]
+fn an_altered_outbox_is_a_clear_error() {
+    let mut c = pg();
+    let t = topic("altered");
+    c.batch_execute("CREATE INDEX e2e_altered ON kafka.outbox ((id + 1))").unwrap();
+    let refused = error_of(&mut c, &format!("SELECT kafka.produce('{t}', 'refused')"));
+    c.batch_execute("DROP INDEX kafka.e2e_altered").unwrap();
+    let (state, hint) = refused;
+    assert_eq!(state, "55000");
+    assert!(hint.unwrap().contains("ALTER EXTENSION kafka UPDATE"));
+    c.execute("SELECT kafka.produce($1, 'after')", &[&t]).unwrap();
+    let texts = TopicReader::new(&t).texts_until("after");
+    assert!(texts.is_empty(), "nothing of the refused transaction was queued: {texts:?}");
+}
