@@ -18,7 +18,7 @@ END $$;
 
 CREATE TRIGGER broker_check BEFORE INSERT OR UPDATE ON kafka.broker
     FOR EACH ROW EXECUTE FUNCTION kafka_internal.broker_check();
--- Only rows that really changed restart the producer (the seed's INSERT ... ON CONFLICT DO
+-- Only rows that really changed restart the producer (the original extension's INSERT ... ON CONFLICT DO
 -- NOTHING, run by every new session of some applications, does not interrupt deliveries).
 CREATE TRIGGER broker_changed AFTER INSERT OR UPDATE OR DELETE ON kafka.broker
     FOR EACH ROW EXECUTE FUNCTION kafka_internal.broker_changed();

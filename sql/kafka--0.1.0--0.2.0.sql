@@ -78,7 +78,7 @@ CREATE FUNCTION kafka_internal.topic_rules_changed() RETURNS trigger LANGUAGE c
     AS 'MODULE_PATHNAME', 'topic_rules_changed_wrapper';
 REVOKE ALL ON ALL ROUTINES IN SCHEMA kafka_internal FROM PUBLIC;
 
--- The seed's broker list. Changes take effect when they commit; the worker re-reads it.
+-- The original extension's broker list. Changes take effect when they commit; the worker re-reads it.
 CREATE TABLE kafka.broker (
     host text NOT NULL,
     port integer NOT NULL DEFAULT 9092,
@@ -358,16 +358,6 @@ CREATE SCHEMA IF NOT EXISTS kafka_internal; /* kafka::kafka_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::api::is_secret
-CREATE  FUNCTION kafka_internal."is_secret"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'is_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- kafka::backend::capture::backfill_events
 CREATE  FUNCTION kafka_internal."backfill_events"(
 	"rel" oid, /* pg_sys :: Oid */
@@ -376,19 +366,6 @@ CREATE  FUNCTION kafka_internal."backfill_events"(
 STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::api::worker_errors
-CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
-	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"attempts" bigint,  /* i64 */
-	"error" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -405,14 +382,6 @@ CREATE  FUNCTION kafka_internal."requeue_v1"(
 VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::api::check_served
-CREATE  FUNCTION kafka_internal."check_served"() RETURNS VOID /* SqlResult < () > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_served_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -791,6 +760,37 @@ CREATE EVENT TRIGGER kafka_capture_dropped ON sql_drop
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- kafka::backend::api::is_secret
+CREATE  FUNCTION kafka_internal."is_secret"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'is_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::check_served
+CREATE  FUNCTION kafka_internal."check_served"() RETURNS VOID /* SqlResult < () > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_served_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::worker_errors
+CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
+	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"attempts" bigint,  /* i64 */
+	"error" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- kafka::backend::api::worker_state
 CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
 	"running" bool,  /* bool */
@@ -833,7 +833,7 @@ END $$;
 
 CREATE TRIGGER broker_check BEFORE INSERT OR UPDATE ON kafka.broker
     FOR EACH ROW EXECUTE FUNCTION kafka_internal.broker_check();
--- Only rows that really changed restart the producer (the seed's INSERT ... ON CONFLICT DO
+-- Only rows that really changed restart the producer (the original extension's INSERT ... ON CONFLICT DO
 -- NOTHING, run by every new session of some applications, does not interrupt deliveries).
 CREATE TRIGGER broker_changed AFTER INSERT OR UPDATE OR DELETE ON kafka.broker
     FOR EACH ROW EXECUTE FUNCTION kafka_internal.broker_changed();

@@ -17,7 +17,7 @@ CREATE FUNCTION kafka_internal.topic_rules_changed() RETURNS trigger LANGUAGE c
     AS 'MODULE_PATHNAME', 'topic_rules_changed_wrapper';
 REVOKE ALL ON ALL ROUTINES IN SCHEMA kafka_internal FROM PUBLIC;
 
--- The seed's broker list. Changes take effect when they commit; the worker re-reads it.
+-- The original extension's broker list. Changes take effect when they commit; the worker re-reads it.
 CREATE TABLE kafka.broker (
     host text NOT NULL,
     port integer NOT NULL DEFAULT 9092,

@@ -26,6 +26,8 @@
 //! # Glossary
 //!
 //! - **message**: one Kafka record to be (a topic, key, value, headers, partition, timestamp).
+//! - **record**: always a Kafka record (a message as librdkafka sends it, a BEGIN/END record,
+//!   a position record); what the worker writes to PostgreSQL about an outcome is *recording*.
 //! - **pack**: one `kafka.outbox` row: up to 512 messages of one transaction, in order.
 //! - **commit number** (`csn`): a transaction's place in commit order (`kafka.outbox_commit`).
 //! - **round**: the committed transactions the worker reads in one pass, in commit order.

@@ -13,7 +13,7 @@ pub fn count_arg(default: i64) -> i64 {
     std::env::args().nth(1).map(|a| a.parse().expect("N must be a number")).unwrap_or(default)
 }
 
-/// A connection to the stack's database with the extension created and the seed's broker row.
+/// A connection to the stack's database with the extension created and the original extension's broker row.
 pub fn connect() -> Client {
     let conf = format!(
         "host={} port={} user={} dbname={}",

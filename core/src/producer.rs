@@ -75,7 +75,9 @@ pub fn check_setting(name: &str, value: &str) -> Result<(), String> {
 
 #[derive(Default)]
 pub struct Context {
-    reports: Mutex<Vec<(usize, Report)>>,
+    /// Reports of batch records: ((batch number, index in the batch), report).
+    reports: Mutex<Vec<((usize, usize), Report)>>,
+    /// Reports of immediate sends: (the caller's tag, report).
     immediate: Mutex<Vec<(usize, Report)>>,
     events: Mutex<Vec<String>>,
     /// librdkafka's latest statistics (JSON), not yet taken.
@@ -88,8 +90,36 @@ pub type Report = Result<(i32, i64), KafkaError>;
 /// Where Kafka stored an immediate record (partition, offset), or why not.
 pub type Answer = Result<(i32, i64), String>;
 
-/// Tags from here on mark records sent one by one ([`Producer::send_immediate`]), not in a batch.
-pub const IMMEDIATE_TAG: usize = 1 << 62;
+/// What a delivery report is for. librdkafka carries it with the record as a plain `usize`
+/// ([`Tag::opaque`]), read back in the delivery callback ([`Tag::of`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tag {
+    /// Record `index` of batch number `seq` (below [`MAX_SEQ`]).
+    Batch { seq: usize, index: usize },
+    /// A record sent by [`Producer::send_immediate`] with the caller's tag.
+    Immediate(usize),
+}
+
+impl Tag {
+    /// Opaque values from here on are immediate sends; below it, `seq << 32 | index`.
+    const IMMEDIATE: usize = 1 << 62;
+    const SEQ_SHIFT: u32 = 32;
+
+    fn opaque(self) -> usize {
+        match self {
+            Tag::Batch { seq, index } => (seq << Self::SEQ_SHIFT) | index,
+            Tag::Immediate(tag) => Self::IMMEDIATE + tag,
+        }
+    }
+
+    fn of(opaque: usize) -> Tag {
+        if opaque >= Self::IMMEDIATE {
+            Tag::Immediate(opaque - Self::IMMEDIATE)
+        } else {
+            Tag::Batch { seq: opaque >> Self::SEQ_SHIFT, index: opaque & ((1 << Self::SEQ_SHIFT) - 1) }
+        }
+    }
+}
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
@@ -125,8 +155,12 @@ impl ProducerContext for Context {
 
     fn delivery(&self, result: &DeliveryResult<'_>, tag: usize) {
         let r = result.as_ref().map(|m| (m.partition(), m.offset())).map_err(|(e, _)| e.clone());
-        let to = if tag >= IMMEDIATE_TAG { &self.immediate } else { &self.reports };
-        to.lock().unwrap_or_else(|p| p.into_inner()).push((tag, r));
+        match Tag::of(tag) {
+            Tag::Batch { seq, index } => {
+                self.reports.lock().unwrap_or_else(|p| p.into_inner()).push(((seq, index), r))
+            }
+            Tag::Immediate(t) => self.immediate.lock().unwrap_or_else(|p| p.into_inner()).push((t, r)),
+        }
     }
 }
 
@@ -140,7 +174,7 @@ pub struct Producer {
     /// for, or given up) are dropped.
     oldest_seq: Cell<usize>,
     /// Reports that arrived while collecting for an earlier batch.
-    stash: RefCell<Vec<(usize, Report)>>,
+    stash: RefCell<Vec<((usize, usize), Report)>>,
 }
 
 /// A batch handed to librdkafka whose delivery reports are not all in yet.
@@ -151,8 +185,7 @@ pub struct InFlight {
     stopped: bool,
 }
 
-/// A record's tag is its batch number shifted left by this, plus its index in the batch.
-const SEQ_SHIFT: u32 = 32;
+/// Batch numbers wrap around here (they only need to tell the batches in flight apart).
 const MAX_SEQ: usize = 1 << 28;
 
 impl Producer {
@@ -197,7 +230,7 @@ impl Producer {
         self.next_seq.set((seq + 1) % MAX_SEQ);
         let mut b = InFlight { seq, outcomes: vec![None; records.len()], pending: 0, stopped: false };
         'send: for (i, r) in records.iter().enumerate() {
-            let mut rec = base_record(r, (seq << SEQ_SHIFT) | i);
+            let mut rec = base_record(r, Tag::Batch { seq, index: i }.opaque());
             loop {
                 match self.inner.send(rec) {
                     Ok(()) => {
@@ -244,7 +277,7 @@ impl Producer {
 
     /// Sends one record outside any batch; its report comes from [`Producer::take_immediate`].
     pub fn send_immediate(&self, r: &Record, tag: usize) -> Result<(), String> {
-        let mut rec = base_record(r, IMMEDIATE_TAG + tag);
+        let mut rec = base_record(r, Tag::Immediate(tag).opaque());
         for _ in 0..50 {
             match self.inner.send(rec) {
                 Ok(()) => return Ok(()),
@@ -263,7 +296,7 @@ impl Producer {
         self.poll_until(timeout, |c| !c.immediate.lock().unwrap_or_else(|p| p.into_inner()).is_empty());
         let reports =
             std::mem::take(&mut *self.inner.context().immediate.lock().unwrap_or_else(|p| p.into_inner()));
-        reports.into_iter().map(|(tag, r)| (tag - IMMEDIATE_TAG, r.map_err(|e| e.to_string()))).collect()
+        reports.into_iter().map(|(tag, r)| (tag, r.map_err(|e| e.to_string()))).collect()
     }
 
     /// Polls once and records the reports of batch `b` that arrived; reports of a later batch
@@ -275,16 +308,15 @@ impl Producer {
             std::mem::take(&mut *self.inner.context().reports.lock().unwrap_or_else(|p| p.into_inner()));
         let mut stash = self.stash.borrow_mut();
         reports.append(&mut stash);
-        for (tag, r) in reports {
-            let seq = tag >> SEQ_SHIFT;
+        for ((seq, index), r) in reports {
             if seq == b.seq {
-                b.outcomes[tag & ((1 << SEQ_SHIFT) - 1)] = Some(match r {
+                b.outcomes[index] = Some(match r {
                     Ok(_) => Outcome::Delivered,
                     Err(e) => classify(&e),
                 });
                 b.pending -= 1;
             } else if !before(seq, self.oldest_seq.get()) {
-                stash.push((tag, r)); // another batch still in flight
+                stash.push(((seq, index), r)); // another batch still in flight
             }
         }
     }
@@ -444,6 +476,21 @@ mod tests {
 
     fn records<'a>(topic: &'a str, payloads: &'a [Vec<u8>]) -> Vec<Record<'a>> {
         payloads.iter().map(|p| Record { topic, payload: Some(p), ..Default::default() }).collect()
+    }
+
+    #[test]
+    fn tags_round_trip_and_never_collide() {
+        for t in [
+            Tag::Batch { seq: 0, index: 0 },
+            Tag::Batch { seq: MAX_SEQ - 1, index: u32::MAX as usize },
+            Tag::Immediate(0),
+            Tag::Immediate(15),
+        ] {
+            assert_eq!(Tag::of(t.opaque()), t);
+        }
+        assert!(
+            Tag::Batch { seq: MAX_SEQ - 1, index: u32::MAX as usize }.opaque() < Tag::Immediate(0).opaque()
+        );
     }
 
     #[test]

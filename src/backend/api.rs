@@ -2,7 +2,7 @@
 //! that owns the work; no SQL strings and no Kafka calls here.
 
 use crate::backend::immediate::{self, Failure};
-use crate::backend::record::{check_partition, kafka_timestamp_ms, parse_headers};
+use crate::backend::input::{check_partition, kafka_timestamp_ms, parse_headers};
 use crate::error::{KafkaError, SqlResult};
 use crate::store::outbox;
 use crate::{backend::pending, gucs, settings, shared};
@@ -17,7 +17,7 @@ use std::time::Duration;
 /// A NULL message is a record with a null value (a tombstone). Returns true once queued.
 #[pg_extern(volatile, parallel_unsafe)]
 fn produce(topic: Option<&str>, message: Option<&str>) -> SqlResult<bool> {
-    let topic = crate::backend::record::check_topic(topic)?;
+    let topic = crate::backend::input::check_topic(topic)?;
     ensure_deliverable()?;
     crate::backend::topics::check_writable(topic)?;
     pending::push(&Parts { topic, payload: message.map(str::as_bytes), ..Default::default() })?;
@@ -160,7 +160,7 @@ pub(crate) fn record(
     ts: Option<TimestampWithTimeZone>,
 ) -> Result<Message, KafkaError> {
     let check = || -> Result<Message, KafkaError> {
-        let topic = crate::backend::record::check_topic(topic)?.to_owned();
+        let topic = crate::backend::input::check_topic(topic)?.to_owned();
         let key = match (key, key_bytes) {
             (Some(_), Some(_)) => return Err(KafkaError::TwoKeys),
             (k, kb) => k.map(|k| k.as_bytes().to_vec()).or(kb.map(<[u8]>::to_vec)),
@@ -303,7 +303,7 @@ fn is_secret(name: &str) -> bool {
 /// Raises the error produce() would raise for this topic name; used by kafka.capture().
 #[pg_extern(immutable, parallel_safe, schema = "kafka_internal")]
 fn check_topic(topic: Option<&str>) -> SqlResult<()> {
-    crate::backend::record::check_topic(topic)?;
+    crate::backend::input::check_topic(topic)?;
     Ok(())
 }
 

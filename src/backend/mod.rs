@@ -1,5 +1,5 @@
 //! What runs in a user's session: the SQL functions (`api`), the transaction's message buffer
-//! written at commit (`pending`, `txn_metadata`), input checks (`record`), who may write which
+//! written at commit (`pending`, `txn_metadata`), input checks (`input`), who may write which
 //! topic (`topics`), immediate sends' backend half (`immediate`), row-change capture
 //! (`capture/`), the DROP EXTENSION guard (`guard`), the upgrade from 0.1.0 (`upgrade`) and the
 //! log hook that keeps secrets out of the server log (`log_hook`). Nothing here touches
@@ -9,9 +9,9 @@ pub mod api;
 pub mod capture;
 pub mod guard;
 pub mod immediate;
+pub mod input;
 pub mod log_hook;
 pub mod pending;
-pub mod record;
 pub mod topics;
 pub mod txn_metadata;
 pub mod upgrade;

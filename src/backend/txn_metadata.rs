@@ -120,7 +120,7 @@ fn record(topic: &str, id: &str, value: String) -> Record {
 fn now_ms() -> i64 {
     // SAFETY: reads the clock.
     let ts = unsafe { pg_sys::GetCurrentTimestamp() };
-    (ts + 946_684_800_000_000).div_euclid(1000)
+    crate::backend::input::unix_us(ts).div_euclid(1000)
 }
 
 #[pgrx::pg_guard]

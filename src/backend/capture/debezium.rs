@@ -12,7 +12,7 @@ use pgrx::pg_sys::{self, Datum, Oid};
 use std::ffi::CStr;
 
 /// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
-const PG_EPOCH_US: i64 = 946_684_800_000_000;
+use crate::backend::input::PG_EPOCH_UNIX_US as PG_EPOCH_US;
 const PG_EPOCH_DAYS: i32 = 10_957;
 const DAY_US: i64 = 86_400_000_000;
 /// Debezium's month for intervals: 30.4375 days.

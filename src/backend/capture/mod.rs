@@ -13,6 +13,7 @@ pub mod debezium;
 pub mod plan;
 pub mod relay;
 
+use crate::backend::input::unix_us;
 use crate::backend::{pending, txn_metadata};
 use crate::error::{KafkaError, SqlResult};
 use crate::relation::Open;
@@ -357,11 +358,6 @@ fn source(plan: &Plan, snapshot: bool) -> String {
          \"origin\":null,\"origin_lsn\":null}}",
         env!("CARGO_PKG_VERSION")
     )
-}
-
-/// Microseconds since 1970 of a PostgreSQL timestamp (microseconds since 2000).
-fn unix_us(ts: pg_sys::TimestampTz) -> i64 {
-    ts + 946_684_800_000_000
 }
 
 /// A read position of its own on a transition table (other triggers may be reading it too).

@@ -50,7 +50,7 @@ fn relay_statement(trigger: &pgrx::PgTrigger) -> Result<(), KafkaError> {
             let [id, aggregatetype, aggregateid, kind, payload] = columns.map(|c| c.text(row));
             let aggregatetype = aggregatetype.unwrap_or_default();
             let topic = pattern.replace("%s", &aggregatetype);
-            crate::backend::record::check_topic(Some(&topic))?;
+            crate::backend::input::check_topic(Some(&topic))?;
             crate::backend::topics::check_writable(&topic)?;
             let headers = [("id".to_owned(), id.clone()), ("type".to_owned(), kind)];
             pending::push(&Parts {

@@ -43,7 +43,7 @@ pub fn connect_to(database: &str) -> Client {
     Client::connect(&conf, NoTls).unwrap_or_else(|e| panic!("cannot connect to PostgreSQL ({conf}): {e}"))
 }
 
-/// A connection with the extension created and the seed's broker row present.
+/// A connection with the extension created and the original extension's broker row present.
 pub fn pg() -> Client {
     let mut c = connect_to(&env("PGDATABASE"));
     c.batch_execute(

@@ -3,9 +3,9 @@
 use pg_kafka_e2e::*;
 
 #[test]
-fn seed_usage_verbatim() {
+fn original_extension_usage_verbatim() {
     let mut c = pg();
-    let t = topic("seed");
+    let t = topic("original");
     c.batch_execute("DELETE FROM kafka.broker").unwrap();
     c.batch_execute("insert into kafka.broker values ('localhost', 9092);").unwrap();
     let queued: bool =

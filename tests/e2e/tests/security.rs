@@ -36,7 +36,7 @@ fn producer_role_produces_and_cannot_administer() {
     let t = topic("producer_role");
     as_role(&mut c, "e2e_prod", &["kafka_producer"], |c| {
         c.execute("SELECT kafka.publish($1, 'from kafka_producer', key => 'k')", &[&t]).unwrap();
-        c.execute("SELECT kafka.produce($1, 'seed api too')", &[&t]).unwrap();
+        c.execute("SELECT kafka.produce($1, 'original api too')", &[&t]).unwrap();
         let (state, hint) = error_of(c, "DELETE FROM kafka.broker");
         assert_eq!(state, "42501");
         assert!(hint.unwrap().contains("kafka_admin"));
@@ -44,7 +44,7 @@ fn producer_role_produces_and_cannot_administer() {
     });
     let mut r = TopicReader::new(&t);
     let got: Vec<String> = r.read_at_least(2).iter().map(|m| m.text().unwrap()).collect();
-    assert_eq!(got, ["from kafka_producer", "seed api too"]);
+    assert_eq!(got, ["from kafka_producer", "original api too"]);
 }
 
 #[test]

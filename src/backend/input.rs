@@ -54,10 +54,18 @@ pub fn check_partition(partition: Option<i32>) -> Result<Option<i32>, KafkaError
     }
 }
 
+/// PostgreSQL counts time from 2000-01-01, Kafka and Debezium from 1970-01-01: the difference,
+/// in microseconds.
+pub const PG_EPOCH_UNIX_US: i64 = 946_684_800_000_000;
+
+/// Microseconds since 1970 of a PostgreSQL timestamp (microseconds since 2000).
+pub fn unix_us(ts: i64) -> i64 {
+    ts + PG_EPOCH_UNIX_US
+}
+
 /// Converts PostgreSQL microseconds since 2000-01-01 to Kafka milliseconds since 1970-01-01.
 pub fn kafka_timestamp_ms(pg_micros: i64, shown: impl FnOnce() -> String) -> Result<i64, KafkaError> {
-    const EPOCH_DIFF_MICROS: i64 = 946_684_800_000_000;
-    match pg_micros.checked_add(EPOCH_DIFF_MICROS) {
+    match pg_micros.checked_add(PG_EPOCH_UNIX_US) {
         Some(us) if us >= 0 && pg_micros != i64::MAX => Ok(us / 1000),
         _ => Err(KafkaError::BadTimestamp(shown())),
     }
