@@ -73,6 +73,15 @@ SELECT relid::regclass AS "table", kind, topic, kafka_internal.capture_names(rel
 FROM kafka.capture_config;
 
 -- Creates the triggers of a captured table (as the caller: PostgreSQL checks its privileges).
+-- The arguments of a table's capture trigger, the one place they are built: what
+-- kafka_internal.capture_changes() reads back (Options::from_args, src/backend/capture/plan.rs),
+-- for the triggers and for kafka.backfill() alike.
+CREATE FUNCTION kafka_internal.capture_args(cfg kafka.capture_config) RETURNS text[]
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ARRAY[cfg.topic, array_to_string(cfg.key_attnums, ','), array_to_string(cfg.exclude_attnums, ','),
+                 cfg.emit_before::text, cfg.tombstones::text, cfg.schemas::text]
+$$;
+
 CREATE FUNCTION kafka_internal.capture_triggers(relid oid) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
 DECLARE
@@ -87,8 +96,9 @@ BEGIN
                        rel, cfg.topic, cfg.delete_after_queue);
         RETURN;
     END IF;
-    call := format('kafka_internal.capture_changes(%L, %L, %L, %L, %L, %L)', cfg.topic, array_to_string(cfg.key_attnums, ','),
-                   array_to_string(cfg.exclude_attnums, ','), cfg.emit_before, cfg.tombstones, cfg.schemas);
+    call := format('kafka_internal.capture_changes(%s)',
+                   (SELECT string_agg(quote_literal(a.arg), ', ' ORDER BY a.n)
+                      FROM unnest(kafka_internal.capture_args(cfg)) WITH ORDINALITY AS a(arg, n)));
     EXECUTE format('CREATE TRIGGER kafka_capture_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS kafka_new '
                    'FOR EACH STATEMENT EXECUTE FUNCTION %s', rel, call);
     EXECUTE format('CREATE TRIGGER kafka_capture_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS kafka_old '

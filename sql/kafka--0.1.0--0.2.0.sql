@@ -358,14 +358,55 @@ CREATE SCHEMA IF NOT EXISTS kafka_internal; /* kafka::kafka_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::capture::backfill_events
-CREATE  FUNCTION kafka_internal."backfill_events"(
-	"rel" oid, /* pg_sys :: Oid */
-	"rows" anyarray /* pgrx :: AnyArray */
-) RETURNS bigint /* SqlResult < i64 > */
-STRICT VOLATILE PARALLEL UNSAFE 
+-- kafka::backend::api::is_secret
+CREATE  FUNCTION kafka_internal."is_secret"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
+AS 'MODULE_PATHNAME', 'is_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::check_served
+CREATE  FUNCTION kafka_internal."check_served"() RETURNS VOID /* SqlResult < () > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_served_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::worker_errors
+CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
+	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"attempts" bigint,  /* i64 */
+	"error" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::worker_state
+CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
+	"running" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"delivery" TEXT,  /* Option < & '_ str > */
+	"delivered" bigint,  /* i64 */
+	"dead_lettered" bigint,  /* i64 */
+	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_error" TEXT,  /* Option < String > */
+	"last_error_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"failing_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"previous_error" TEXT,  /* Option < String > */
+	"previous_error_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -392,6 +433,17 @@ CREATE  FUNCTION kafka_internal."check_topic"(
 IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'check_topic_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::capture::backfill_events
+CREATE  FUNCTION kafka_internal."backfill_events"(
+	"rel" oid, /* pg_sys :: Oid */
+	"rows" anyarray /* pgrx :: AnyArray */
+) RETURNS bigint /* SqlResult < i64 > */
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -474,6 +526,15 @@ SELECT relid::regclass AS "table", kind, topic, kafka_internal.capture_names(rel
 FROM kafka.capture_config;
 
 -- Creates the triggers of a captured table (as the caller: PostgreSQL checks its privileges).
+-- The arguments of a table's capture trigger, the one place they are built: what
+-- kafka_internal.capture_changes() reads back (Options::from_args, src/backend/capture/plan.rs),
+-- for the triggers and for kafka.backfill() alike.
+CREATE FUNCTION kafka_internal.capture_args(cfg kafka.capture_config) RETURNS text[]
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ARRAY[cfg.topic, array_to_string(cfg.key_attnums, ','), array_to_string(cfg.exclude_attnums, ','),
+                 cfg.emit_before::text, cfg.tombstones::text, cfg.schemas::text]
+$$;
+
 CREATE FUNCTION kafka_internal.capture_triggers(relid oid) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
 DECLARE
@@ -488,8 +549,9 @@ BEGIN
                        rel, cfg.topic, cfg.delete_after_queue);
         RETURN;
     END IF;
-    call := format('kafka_internal.capture_changes(%L, %L, %L, %L, %L, %L)', cfg.topic, array_to_string(cfg.key_attnums, ','),
-                   array_to_string(cfg.exclude_attnums, ','), cfg.emit_before, cfg.tombstones, cfg.schemas);
+    call := format('kafka_internal.capture_changes(%s)',
+                   (SELECT string_agg(quote_literal(a.arg), ', ' ORDER BY a.n)
+                      FROM unnest(kafka_internal.capture_args(cfg)) WITH ORDINALITY AS a(arg, n)));
     EXECUTE format('CREATE TRIGGER kafka_capture_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS kafka_new '
                    'FOR EACH STATEMENT EXECUTE FUNCTION %s', rel, call);
     EXECUTE format('CREATE TRIGGER kafka_capture_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS kafka_old '
@@ -760,58 +822,6 @@ CREATE EVENT TRIGGER kafka_capture_dropped ON sql_drop
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::api::is_secret
-CREATE  FUNCTION kafka_internal."is_secret"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'is_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::api::check_served
-CREATE  FUNCTION kafka_internal."check_served"() RETURNS VOID /* SqlResult < () > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_served_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::api::worker_errors
-CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
-	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"attempts" bigint,  /* i64 */
-	"error" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::api::worker_state
-CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
-	"running" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"delivery" TEXT,  /* Option < & '_ str > */
-	"delivered" bigint,  /* i64 */
-	"dead_lettered" bigint,  /* i64 */
-	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_error" TEXT,  /* Option < String > */
-	"last_error_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"failing_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"previous_error" TEXT,  /* Option < String > */
-	"previous_error_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
-)
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- finalize
 -- pg_kafka: broker checks, the status view and privileges. Runs after every function exists.
 
@@ -965,6 +975,7 @@ GRANT SELECT ON kafka.captures, kafka.backfills TO kafka_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.backfill_progress TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean), kafka.uncapture(regclass),
                           kafka.capture_outbox(regclass, text, boolean), kafka_internal.capture_triggers(oid),
+                          kafka_internal.capture_args(kafka.capture_config),
                           kafka_internal.capture_changes(), kafka_internal.capture_attnums(oid, text[]), kafka_internal.capture_names(oid, int2[]),
                           kafka_internal.capture_outbox_relay(), kafka_internal.check_topic(text), kafka_internal.drop_capture_trigger(regclass, name),
                           kafka_internal.backfill_chunk(oid, integer), kafka_internal.backfill_events(oid, anyarray),

@@ -266,10 +266,9 @@ pub(crate) fn check_trigger(
 #[pg_extern(volatile, parallel_unsafe, schema = "kafka_internal")]
 fn backfill_events(rel: pg_sys::Oid, rows: pgrx::AnyArray) -> SqlResult<i64> {
     let options = Spi::get_two_with_args::<Vec<String>, bool>(
-        "SELECT ARRAY[topic, array_to_string(key_attnums, ','), array_to_string(exclude_attnums, ','),
-                      emit_before::text, tombstones::text, schemas::text],
-                pg_catalog.has_table_privilege(relid, 'SELECT') AND pg_catalog.has_table_privilege(relid, 'TRIGGER')
-           FROM kafka.capture_config WHERE relid = $1 AND kind = 'table'",
+        "SELECT kafka_internal.capture_args(c),
+                pg_catalog.has_table_privilege(c.relid, 'SELECT') AND pg_catalog.has_table_privilege(c.relid, 'TRIGGER')
+           FROM kafka.capture_config c WHERE c.relid = $1 AND c.kind = 'table'",
         &[rel.into()],
     );
     let args = match options {
