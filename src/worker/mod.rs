@@ -39,13 +39,15 @@ use std::time::Duration;
 
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 /// The worker's session settings (see `pg_kafka_worker_main`).
-const PLANNER: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
+const PLANNER: [(&std::ffi::CStr, &std::ffi::CStr); 7] = [
     (c"search_path", c"pg_catalog"),
     (c"enable_seqscan", c"off"),
     (c"enable_sort", c"off"),
     (c"enable_bitmapscan", c"off"),
     (c"enable_hashjoin", c"off"),
     (c"enable_mergejoin", c"off"),
+    // The settings above make plans look expensive enough to be JIT-compiled at every pass.
+    (c"jit", c"off"),
 ];
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the worker polls librdkafka while an immediate send waits for its report.
