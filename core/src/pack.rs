@@ -63,7 +63,13 @@ pub struct Pack {
 
 impl Pack {
     pub fn new(id: i64) -> Pack {
-        Pack { id, count: 0, bytes: Vec::with_capacity(1024), topics: Vec::new() }
+        Pack::with_buffer(id, Vec::with_capacity(1024))
+    }
+
+    /// A new pack that fills `buffer` (cleared first), e.g. the memory of a pack already written.
+    pub fn with_buffer(id: i64, mut buffer: Vec<u8>) -> Pack {
+        buffer.clear();
+        Pack { id, count: 0, bytes: buffer, topics: Vec::new() }
     }
 
     /// Whether it takes one more message.

@@ -10,6 +10,7 @@
 
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::ffi::CStr;
+use std::fmt::Write;
 
 /// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
 use crate::backend::input::PG_EPOCH_UNIX_US as PG_EPOCH_US;
@@ -123,9 +124,15 @@ impl Enc {
                     string(out, &text);
                 }
             }
-            // SAFETY: `d` is a non-null text, varchar or bpchar value: a varlena (this method's
-            // contract).
-            Enc::Text => string(out, &String::from_utf8_lossy(unsafe { varlena_bytes(d) })),
+            Enc::Text => {
+                // SAFETY: `d` is a non-null text, varchar or bpchar value: a varlena (this method's
+                // contract).
+                let bytes = unsafe { varlena_bytes(d) };
+                match std::str::from_utf8(bytes) {
+                    Ok(text) => string(out, text),
+                    Err(_) => string(out, &String::from_utf8_lossy(bytes)),
+                }
+            }
             Enc::Bytea => {
                 out.push('"');
                 // SAFETY: `d` is a non-null bytea value: a varlena (this method's contract).
@@ -315,19 +322,31 @@ unsafe fn varlena_bytes<'a>(d: Datum) -> &'a [u8] {
 pub fn string(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    // Runs that need no escape are copied whole; every byte that does is ASCII, so a char
+    // boundary (the bytes of a multi-byte character are all 0x80 or above).
+    let mut run = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        match escaped {
+            "" => {
+                let _ = write!(out, "\\u{b:04x}");
+            }
+            e => out.push_str(e),
         }
+        run = i + 1;
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
@@ -433,6 +452,13 @@ mod unit {
         let mut s = String::new();
         string(&mut s, "a\"b\\c\nd\u{1}é");
         assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
+        for (raw, json) in
+            [("", r#""""#), ("\"", r#""\"""#), ("日\u{1f}\t", r#""日\u001f\t""#), ("x\u{7f}", "\"x\u{7f}\"")]
+        {
+            s.clear();
+            string(&mut s, raw);
+            assert_eq!(s, json, "{raw:?}");
+        }
     }
 
     #[test]
