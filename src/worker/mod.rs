@@ -147,6 +147,7 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
         log: Log::default(),
         delivered_since_idle: false,
         last_truncate: None,
+        failing_since: None,
     }
     .run();
     // SAFETY: ends the worker process and does not return; `run` returns only between passes, with
@@ -198,6 +199,8 @@ enum Pass {
     More(usize, usize),
     /// Something failed: back off before the next try.
     Failed,
+    /// Kafka did not take what the producer sent: back off, as for `Failed`.
+    Undelivered,
 }
 
 /// What the producer was made from: a change in any of it makes a new producer. Read again when
@@ -253,6 +256,8 @@ struct Worker {
     delivered_since_idle: bool,
     /// When it last tried to empty the outbox with TRUNCATE.
     last_truncate: Option<std::time::Instant>,
+    /// Since when every pass of the current producer failed (None: the last pass did not).
+    failing_since: Option<std::time::Instant>,
 }
 
 impl Worker {
@@ -273,8 +278,13 @@ impl Worker {
             let since = pass_began.elapsed();
             pass_began = std::time::Instant::now();
             let pass = self.pass();
-            if matches!(pass, Pass::More(..) | Pass::Idle) {
-                recovered();
+            match pass {
+                Pass::More(..) | Pass::Idle => {
+                    recovered();
+                    self.failing_since = None;
+                }
+                Pass::Undelivered => self.replace_stuck_producer(),
+                Pass::Failed => self.failing_since = None,
             }
             immediate::serve(self.producer.as_ref().map(Connected::immediate), &self.no_producer);
             self.save_statistics();
@@ -286,7 +296,7 @@ impl Worker {
                     self.backoff = Duration::ZERO;
                     gucs::poll_interval()
                 }
-                Pass::Failed => {
+                Pass::Failed | Pass::Undelivered => {
                     self.backoff = (self.backoff * 2).clamp(FIRST_BACKOFF, gucs::retry_backoff_max());
                     self.backoff
                 }
@@ -297,13 +307,36 @@ impl Worker {
                 }
                 // Lingering and backing off are not cut short by commits, only by what needs
                 // the worker at once.
-                let hold = matches!(pass, Pass::More(..) | Pass::Failed) && !immediate::in_flight();
+                let hold = matches!(pass, Pass::More(..) | Pass::Failed | Pass::Undelivered)
+                    && !immediate::in_flight();
                 if !sleep(wait, hold) {
                     return;
                 }
             } else {
                 pg_sys::check_for_interrupts!();
             }
+        }
+    }
+
+    /// A producer whose every pass failed to deliver for twice the message timeout (and at least
+    /// a minute) is replaced: librdkafka reconnects by itself after an outage, but an idempotent producer
+    /// can be left in a state it does not leave (seen after a partition leader was killed, the
+    /// brokers came back and nothing was delivered until a new producer was made).
+    fn replace_stuck_producer(&mut self) {
+        if self.producer.is_none() {
+            self.failing_since = None;
+            return;
+        }
+        let since = *self.failing_since.get_or_insert_with(std::time::Instant::now);
+        let limit =
+            (2 * Duration::from_millis(gucs::message_timeout_ms() as u64)).max(Duration::from_secs(60));
+        if since.elapsed() >= limit {
+            log!(
+                "pg_kafka worker: replacing a Kafka producer that has failed for {} s",
+                since.elapsed().as_secs()
+            );
+            self.producer = None;
+            self.failing_since = None;
         }
     }
 
@@ -434,7 +467,7 @@ impl Worker {
                 }
                 exactly_once::Sent::Retry => {
                     self.log.restart();
-                    Pass::Failed
+                    Pass::Undelivered
                 }
                 exactly_once::Sent::Reconnect => {
                     self.log.restart();
@@ -447,7 +480,7 @@ impl Worker {
             Some(last) => Pass::More(last.0, last.1),
             None => {
                 self.log.restart();
-                Pass::Failed
+                Pass::Undelivered
             }
         }
     }

@@ -404,3 +404,30 @@ fn per_topic_oldest_waiting_while_kafka_is_unreachable() {
             && waiting(&mut c, &t3) == Some((None, false, 1))
     });
 }
+
+/// A producer that has failed to deliver for a minute (twice the message timeout, at least 60 s)
+/// is replaced by a new one; once Kafka is back, everything arrives, in order.
+#[test]
+fn a_producer_failing_for_a_minute_is_replaced() {
+    let _restore = Restore;
+    let mut c = pg();
+    c.batch_execute("ALTER SYSTEM SET kafka.message_timeout = '1s'").unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let t = topic("replaced");
+    c.execute("SELECT kafka.produce($1, 'before')", &[&t]).unwrap();
+    let mut r = TopicReader::new(&t);
+    r.read_at_least(1); // a producer with the new timeout exists and delivers
+    let log_from = std::fs::metadata(server_log()).unwrap().len() as usize;
+    stack(&["down", "kafka"]);
+    c.execute("SELECT kafka.produce($1, 'm' || i) FROM generate_series(1, 100) i", &[&t]).unwrap();
+    // Replaced after 60 s of failures (plus at most one back-off): longer than wait_until's patience.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !std::fs::read_to_string(server_log()).unwrap()[log_from..].contains("replacing a Kafka producer") {
+        assert!(std::time::Instant::now() < deadline, "the failing producer was not replaced");
+        std::thread::sleep(std::time::Duration::from_millis(500)); // poll interval of a condition wait
+    }
+    stack(&["up", "kafka"]);
+    let got: Vec<String> = r.read_at_least(101)[1..].iter().map(|m| m.text().unwrap()).collect();
+    let want: Vec<String> = (1..=100).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+}
