@@ -14,7 +14,8 @@
 //! worker commits asynchronously: within `wal_writer_delay` × 3) re-sends the chunk (at least once).
 //!
 //! It sleeps on its latch, which committing backends set; `kafka.poll_interval` is only the
-//! fallback. After a failure it backs off exponentially up to `kafka.retry_backoff_max`. It keeps
+//! fallback. After a failure it backs off exponentially up to `kafka.retry_backoff_max`, and it
+//! replaces a producer that has delivered nothing for twice the message timeout. It keeps
 //! running when the extension does not exist (yet), reloads on SIGHUP, and exits with code 1 so
 //! that the postmaster restarts it (after `RESTART_AFTER`) whatever ended it.
 

@@ -2,7 +2,7 @@
 //! `{"schema": ..., "payload": ...}` form Kafka Connect's JsonConverter writes with
 //! `schemas.enable=true`, which Connect sinks (the JDBC sink, ...) need. The schemas follow the
 //! value encoding of `debezium` type by type (Debezium's names: `io.debezium.time.Date`, ...),
-//! and are built once per table and session with the capture plan (`capture_plan`).
+//! and are built once per table and session with the capture plan (`plan`).
 
 use crate::backend::capture::debezium::string;
 use pgrx::pg_sys::{self, Oid};

@@ -6,7 +6,7 @@
 //! What to capture is in the trigger's arguments, set by `kafka.capture()` (sql/capture.sql):
 //! topic, key attribute numbers, excluded attribute numbers, emit_before, tombstones, schemas. Attribute
 //! numbers survive column renames; new and dropped columns are picked up at the next statement
-//! (`capture_plan`).
+//! (`plan`).
 
 pub mod connect_schema;
 pub mod debezium;
