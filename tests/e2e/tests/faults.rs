@@ -15,12 +15,18 @@ impl Drop for Restore {
     }
 }
 
-#[test]
-fn kafka_outage_longer_than_message_timeout_loses_nothing() {
-    let _restore = Restore;
+/// `kafka.message_timeout = 1s` until the returned guard drops (which also brings Kafka back up).
+fn with_message_timeout_of_1s() -> (Restore, postgres::Client) {
+    let restore = Restore;
     let mut c = pg();
     c.batch_execute("ALTER SYSTEM SET kafka.message_timeout = '1s'").unwrap();
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    (restore, c)
+}
+
+#[test]
+fn kafka_outage_longer_than_message_timeout_loses_nothing() {
+    let (_restore, mut c) = with_message_timeout_of_1s();
     let log_from = std::fs::metadata(server_log()).unwrap().len() as usize;
     let t = topic("outage");
     stack(&["down", "kafka"]);
@@ -409,10 +415,7 @@ fn per_topic_oldest_waiting_while_kafka_is_unreachable() {
 /// is replaced by a new one; once Kafka is back, everything arrives, in order.
 #[test]
 fn a_producer_failing_for_a_minute_is_replaced() {
-    let _restore = Restore;
-    let mut c = pg();
-    c.batch_execute("ALTER SYSTEM SET kafka.message_timeout = '1s'").unwrap();
-    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let (_restore, mut c) = with_message_timeout_of_1s();
     let t = topic("replaced");
     c.execute("SELECT kafka.produce($1, 'before')", &[&t]).unwrap();
     let mut r = TopicReader::new(&t);
