@@ -1,9 +1,11 @@
 //! pg_kafka's tables, and every statement on them: the outbox and its commit order (`outbox`),
 //! the fast append of packs (`append`), taking waiting messages out to the dead letters
-//! (`set_aside`), per-topic figures (`topic_stats`) and librdkafka's statistics (`statistics`).
+//! (`set_aside`), per-topic figures (`topic_stats`), librdkafka's statistics (`statistics`) and
+//! the worker's statements kept prepared (`kept`).
 //! Used by the backend side and the worker alike; uses neither.
 
 pub mod append;
+pub mod kept;
 pub mod outbox;
 pub mod set_aside;
 pub mod statistics;

@@ -8,11 +8,13 @@
 //! once its fate is recorded.
 
 use crate::error::KafkaError;
+use crate::store::kept::{self, Access};
 use kafka_core::message::Headers;
 use kafka_core::message::Message;
 use kafka_core::pack::Pack;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 
 /// pg_kafka's relations and the role that owns them, for appends made on a caller's behalf.
 #[derive(Debug, Clone, Copy)]
@@ -286,9 +288,13 @@ pub struct Round {
 impl Round {
     /// A new round: what committed after `after` and before now.
     pub fn start(after: Option<String>) -> Result<Round, KafkaError> {
-        let upto = Spi::get_one::<String>("SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text")
-            .map_err(|e| KafkaError::Internal(format!("could not take a snapshot: {e}")))?
-            .ok_or_else(|| KafkaError::Internal("pg_current_snapshot() returned NULL".into()))?;
+        let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not take a snapshot: {e}"));
+        let upto = Spi::connect(|client| {
+            let sql = "SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text";
+            let statement = kept::statement(client, sql, &[], Access::Read).map_err(failed)?;
+            client.select(&*statement, Some(1), &[]).map_err(failed)?.first().get::<String>(1).map_err(failed)
+        })?
+        .ok_or_else(|| KafkaError::Internal("pg_current_snapshot() returned NULL".into()))?;
         Ok(Round { after, upto, pos: (i64::MIN, i64::MIN) })
     }
 }
@@ -300,17 +306,22 @@ pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec
     let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not read kafka.outbox: {e}"));
     // The worker's planner settings keep this on the indexes (see `worker::PLANNER`).
     Spi::connect(|client| {
-        let mut cursor = client.open_cursor(
-            "SELECT c.csn, o.id, o.payload, o.xid::pg_catalog.text::pg_catalog.int8
+        const READ: &str = "SELECT c.csn, o.id, o.payload, o.xid::pg_catalog.text::pg_catalog.int8
                FROM kafka.outbox_commit c JOIN kafka.outbox o ON o.xid OPERATOR(pg_catalog.=) c.xid
               WHERE c.csn OPERATOR(pg_catalog.>=) $1
                 AND (c.csn OPERATOR(pg_catalog.>) $1 OR o.id OPERATOR(pg_catalog.>) $2)
                 AND pg_catalog.pg_visible_in_snapshot(c.xid, $3::pg_catalog.text::pg_catalog.pg_snapshot)
                 AND ($4::pg_catalog.text IS NULL
                      OR NOT pg_catalog.pg_visible_in_snapshot(c.xid, $4::pg_catalog.text::pg_catalog.pg_snapshot))
-              ORDER BY c.csn, o.id",
-            &[round.pos.0.into(), round.pos.1.into(), round.upto.as_str().into(), round.after.as_deref().into()],
-        );
+              ORDER BY c.csn, o.id";
+        let args = [
+            round.pos.0.into(),
+            round.pos.1.into(),
+            round.upto.as_str().into(),
+            round.after.as_deref().into(),
+        ];
+        let statement = kept::statement(client, READ, &args, Access::Read).map_err(failed)?;
+        let mut cursor = client.open_cursor(&*statement, &args);
         let (mut batch, mut bytes) = (Vec::new(), 0_i64);
         loop {
             let rows = cursor.fetch(FETCH).map_err(failed)?;
@@ -353,11 +364,8 @@ pub fn finish(
         if !installed() {
             return Ok(0);
         }
-        let mut run = |what: &str, sql: &str, args: &[DatumWithOid]| -> Result<i64, KafkaError> {
-            client
-                .update(sql, None, args)
-                .map(|t| t.len() as i64)
-                .map_err(|e| KafkaError::Internal(format!("could not {what}: {e}")))
+        let run = |client: &mut SpiClient, what: &str, sql: &str, args: &[DatumWithOid]| {
+            client.update(sql, None, args).map(|t| t.len() as i64).map_err(|e| failed(what, e))
         };
         let mut dead = 0;
         if !refused.is_empty() {
@@ -381,6 +389,7 @@ pub fn finish(
                 refused.iter().map(|(m, _)| m.xid).collect::<Vec<_>>().into(),
             ];
             dead = run(
+                client,
                 "move messages to kafka.dead_letter",
                 "INSERT INTO kafka.dead_letter (id, topic, key, payload, headers, partition, timestamp_ms,
                                                 produced_at, first_attempt_at, error)
@@ -399,7 +408,8 @@ pub fn finish(
             )?;
         }
         if !done.is_empty() {
-            run(
+            run_kept(
+                client,
                 "delete from kafka.outbox",
                 "DELETE FROM kafka.outbox
                   WHERE xid OPERATOR(pg_catalog.=) ANY($2::pg_catalog.int8[]::pg_catalog.text[]::pg_catalog.xid8[])
@@ -409,6 +419,7 @@ pub fn finish(
         }
         if !retried.is_empty() {
             run(
+                client,
                 "record a failed attempt",
                 "UPDATE kafka.outbox SET first_attempt_at = pg_catalog.now()
                   WHERE xid OPERATOR(pg_catalog.=) ANY($2::pg_catalog.int8[]::pg_catalog.text[]::pg_catalog.xid8[])
@@ -417,7 +428,8 @@ pub fn finish(
             )?;
         }
         if !csns.is_empty() {
-            run(
+            run_kept(
+                client,
                 "forget delivered transactions",
                 "DELETE FROM kafka.outbox_commit c
                   WHERE c.csn OPERATOR(pg_catalog.=) ANY($1::pg_catalog.int8[])
@@ -427,6 +439,22 @@ pub fn finish(
         }
         Ok(dead)
     })
+}
+
+fn failed(what: &str, e: pgrx::spi::Error) -> KafkaError {
+    KafkaError::Internal(format!("could not {what}: {e}"))
+}
+
+/// Runs one of the statements of every pass, kept prepared (`kept`); returns how many rows it
+/// changed.
+fn run_kept(
+    client: &mut SpiClient,
+    what: &str,
+    sql: &'static str,
+    args: &[DatumWithOid],
+) -> Result<i64, KafkaError> {
+    let statement = kept::statement(client, sql, args, Access::Write).map_err(|e| failed(what, e))?;
+    client.update(&*statement, None, args).map(|t| t.len() as i64).map_err(|e| failed(what, e))
 }
 
 /// Deletes outbox rows (transaction id, pack id) that Kafka already holds, and the commit

@@ -4,6 +4,7 @@
 //! `TRUNCATE kafka.topic_stats`.
 
 use crate::error::KafkaError;
+use crate::store::kept::{self, Access};
 use pgrx::prelude::*;
 use std::collections::BTreeMap;
 
@@ -44,8 +45,7 @@ impl Chunk {
         }
         let topics: Vec<&str> = self.0.keys().map(String::as_str).collect();
         let column = |f: fn(&Counts) -> i64| self.0.values().map(f).collect::<Vec<i64>>();
-        Spi::run_with_args(
-            "INSERT INTO kafka.topic_stats AS s (topic, delivered, dead_lettered, bytes, last_delivery_at, last_dead_letter_at)
+        const ADD: &str = "INSERT INTO kafka.topic_stats AS s (topic, delivered, dead_lettered, bytes, last_delivery_at, last_dead_letter_at)
              SELECT t, d, x, b,
                     CASE WHEN d OPERATOR(pg_catalog.>) 0 THEN pg_catalog.now() END,
                     CASE WHEN x OPERATOR(pg_catalog.>) 0 THEN pg_catalog.now() END
@@ -57,14 +57,17 @@ impl Chunk {
                     dead_lettered = s.dead_lettered OPERATOR(pg_catalog.+) excluded.dead_lettered,
                     bytes = s.bytes OPERATOR(pg_catalog.+) excluded.bytes,
                     last_delivery_at = coalesce(excluded.last_delivery_at, s.last_delivery_at),
-                    last_dead_letter_at = coalesce(excluded.last_dead_letter_at, s.last_dead_letter_at)",
-            &[
-                topics.into(),
-                column(|c| c.delivered).into(),
-                column(|c| c.dead_lettered).into(),
-                column(|c| c.bytes).into(),
-            ],
-        )
+                    last_dead_letter_at = coalesce(excluded.last_dead_letter_at, s.last_dead_letter_at)";
+        let args = [
+            topics.into(),
+            column(|c| c.delivered).into(),
+            column(|c| c.dead_lettered).into(),
+            column(|c| c.bytes).into(),
+        ];
+        Spi::connect_mut(|client| {
+            let statement = kept::statement(client, ADD, &args, Access::Write)?;
+            client.update(&*statement, None, &args).map(drop)
+        })
         .map_err(|e| KafkaError::Internal(format!("could not count deliveries per topic: {e}")))
     }
 }

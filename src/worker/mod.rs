@@ -40,7 +40,7 @@ use std::time::Duration;
 
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 /// The worker's session settings (see `pg_kafka_worker_main`).
-const PLANNER: [(&std::ffi::CStr, &std::ffi::CStr); 7] = [
+const PLANNER: [(&std::ffi::CStr, &std::ffi::CStr); 8] = [
     (c"search_path", c"pg_catalog"),
     (c"enable_seqscan", c"off"),
     (c"enable_sort", c"off"),
@@ -49,6 +49,8 @@ const PLANNER: [(&std::ffi::CStr, &std::ffi::CStr); 7] = [
     (c"enable_mergejoin", c"off"),
     // The settings above make plans look expensive enough to be JIT-compiled at every pass.
     (c"jit", c"off"),
+    // Kept statements (`store::kept`) are planned with their arguments at each execution.
+    (c"plan_cache_mode", c"force_custom_plan"),
 ];
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the worker polls librdkafka while an immediate send waits for its report.
