@@ -10,11 +10,12 @@ use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult};
 use pgrx::PgOid;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 
 thread_local! {
-    /// Per process, by statement text (the texts are the program's own constants).
-    static KEPT: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+    /// Per process, by statement text (the texts are the program's own constants). Never
+    /// freed: a handful of plans kept for the life of the worker, and no plan is freed from a
+    /// thread-local destructor while the process exits.
+    static KEPT: RefCell<HashMap<&'static str, &'static OwnedPreparedStatement>> = RefCell::new(HashMap::new());
 }
 
 /// Whether a statement reads only, or changes what it reads (run without its own snapshot
@@ -32,8 +33,8 @@ pub fn statement(
     sql: &'static str,
     args: &[DatumWithOid],
     access: Access,
-) -> SpiResult<Rc<OwnedPreparedStatement>> {
-    if let Some(kept) = KEPT.with(|k| k.borrow().get(sql).cloned()) {
+) -> SpiResult<&'static OwnedPreparedStatement> {
+    if let Some(kept) = KEPT.with(|k| k.borrow().get(sql).copied()) {
         return Ok(kept);
     }
     let types: Vec<PgOid> = args.iter().map(|a| PgOid::from_untagged(a.oid())).collect();
@@ -41,7 +42,7 @@ pub fn statement(
         Access::Read => client.prepare(sql, &types)?,
         Access::Write => client.prepare_mut(sql, &types)?,
     };
-    let kept = Rc::new(prepared.keep());
-    KEPT.with(|k| k.borrow_mut().insert(sql, Rc::clone(&kept)));
+    let kept: &'static OwnedPreparedStatement = Box::leak(Box::new(prepared.keep()));
+    KEPT.with(|k| k.borrow_mut().insert(sql, kept));
     Ok(kept)
 }

@@ -292,7 +292,7 @@ impl Round {
         let upto = Spi::connect(|client| {
             let sql = "SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text";
             let statement = kept::statement(client, sql, &[], Access::Read).map_err(failed)?;
-            client.select(&*statement, Some(1), &[]).map_err(failed)?.first().get::<String>(1).map_err(failed)
+            client.select(statement, Some(1), &[]).map_err(failed)?.first().get::<String>(1).map_err(failed)
         })?
         .ok_or_else(|| KafkaError::Internal("pg_current_snapshot() returned NULL".into()))?;
         Ok(Round { after, upto, pos: (i64::MIN, i64::MIN) })
@@ -321,7 +321,7 @@ pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec
             round.after.as_deref().into(),
         ];
         let statement = kept::statement(client, READ, &args, Access::Read).map_err(failed)?;
-        let mut cursor = client.open_cursor(&*statement, &args);
+        let mut cursor = client.open_cursor(statement, &args);
         let (mut batch, mut bytes) = (Vec::new(), 0_i64);
         loop {
             let rows = cursor.fetch(FETCH).map_err(failed)?;
@@ -454,7 +454,7 @@ fn run_kept(
     args: &[DatumWithOid],
 ) -> Result<i64, KafkaError> {
     let statement = kept::statement(client, sql, args, Access::Write).map_err(|e| failed(what, e))?;
-    client.update(&*statement, None, args).map(|t| t.len() as i64).map_err(|e| failed(what, e))
+    client.update(statement, None, args).map(|t| t.len() as i64).map_err(|e| failed(what, e))
 }
 
 /// Deletes outbox rows (transaction id, pack id) that Kafka already holds, and the commit

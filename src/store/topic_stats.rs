@@ -66,7 +66,7 @@ impl Chunk {
         ];
         Spi::connect_mut(|client| {
             let statement = kept::statement(client, ADD, &args, Access::Write)?;
-            client.update(&*statement, None, &args).map(drop)
+            client.update(statement, None, &args).map(drop)
         })
         .map_err(|e| KafkaError::Internal(format!("could not count deliveries per topic: {e}")))
     }
