@@ -288,7 +288,7 @@ pub struct Round {
 impl Round {
     /// A new round: what committed after `after` and before now.
     pub fn start(after: Option<String>) -> Result<Round, KafkaError> {
-        let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not take a snapshot: {e}"));
+        let failed = |e| could_not("take a snapshot", e);
         let upto = Spi::connect(|client| {
             let sql = "SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text";
             let statement = kept::statement(client, sql, &[], Access::Read).map_err(failed)?;
@@ -303,7 +303,7 @@ impl Round {
 /// `max_bytes` bytes (the first pack always comes, whatever its size). Advances `round.pos`.
 pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec<Message>, KafkaError> {
     const FETCH: i64 = 64;
-    let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not read kafka.outbox: {e}"));
+    let failed = |e| could_not("read kafka.outbox", e);
     // The worker's planner settings keep this on the indexes (see `worker::PLANNER`).
     Spi::connect(|client| {
         const READ: &str = "SELECT c.csn, o.id, o.payload, o.xid::pg_catalog.text::pg_catalog.int8
@@ -365,7 +365,7 @@ pub fn finish(
             return Ok(0);
         }
         let run = |client: &mut SpiClient, what: &str, sql: &str, args: &[DatumWithOid]| {
-            client.update(sql, None, args).map(|t| t.len() as i64).map_err(|e| failed(what, e))
+            client.update(sql, None, args).map(|t| t.len() as i64).map_err(|e| could_not(what, e))
         };
         let mut dead = 0;
         if !refused.is_empty() {
@@ -441,7 +441,8 @@ pub fn finish(
     })
 }
 
-fn failed(what: &str, e: pgrx::spi::Error) -> KafkaError {
+/// The error of a statement on pg_kafka's tables: "could not <what>: <SPI's error>".
+fn could_not(what: &str, e: pgrx::spi::Error) -> KafkaError {
     KafkaError::Internal(format!("could not {what}: {e}"))
 }
 
@@ -453,15 +454,15 @@ fn run_kept(
     sql: &'static str,
     args: &[DatumWithOid],
 ) -> Result<i64, KafkaError> {
-    let statement = kept::statement(client, sql, args, Access::Write).map_err(|e| failed(what, e))?;
-    client.update(statement, None, args).map(|t| t.len() as i64).map_err(|e| failed(what, e))
+    let statement = kept::statement(client, sql, args, Access::Write).map_err(|e| could_not(what, e))?;
+    client.update(statement, None, args).map(|t| t.len() as i64).map_err(|e| could_not(what, e))
 }
 
 /// Deletes outbox rows (transaction id, pack id) that Kafka already holds, and the commit
 /// entries left with no row (exactly-once reconciliation, see `position`). Returns how many rows
 /// it deleted: 0 when PostgreSQL had recorded the delivery already.
 pub fn forget(rows: &[(i64, i64)]) -> Result<i64, KafkaError> {
-    let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not remove delivered rows: {e}"));
+    let failed = |e| could_not("remove delivered rows", e);
     let xids: Vec<i64> = rows.iter().map(|r| r.0).collect();
     let ids: Vec<i64> = rows.iter().map(|r| r.1).collect();
     Spi::connect_mut(|client| {
@@ -511,7 +512,7 @@ fn headers_from_json(j: &serde_json::Value) -> Headers {
 /// the worker and no open or prepared transaction's rows can be lost. Only when the outbox takes
 /// `from_bytes` or more. Returns whether it did.
 pub fn truncate_if_empty(from_bytes: i64) -> Result<bool, KafkaError> {
-    let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not empty the outbox: {e}"));
+    let failed = |e| could_not("empty the outbox", e);
     let size =
         Spi::get_one::<i64>("SELECT pg_catalog.pg_total_relation_size('kafka.outbox'::pg_catalog.regclass)")
             .map_err(failed)?
@@ -547,7 +548,7 @@ pub fn truncate_if_empty(from_bytes: i64) -> Result<bool, KafkaError> {
 /// Takes dead letters out of `kafka.dead_letter` (`ids` and `topic` narrow the choice; both NULL
 /// means all), in id order, for the caller to queue again in its transaction.
 pub fn take_dead_letters(ids: Option<Vec<i64>>, topic: Option<&str>) -> Result<Vec<Message>, KafkaError> {
-    let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not requeue dead letters: {e}"));
+    let failed = |e| could_not("requeue dead letters", e);
     Spi::connect_mut(|client| {
         let rows = client
             .update(
