@@ -9,6 +9,7 @@ pub fn env(name: &str) -> String {
 }
 
 /// The first command-line argument as a count, or `default`.
+#[allow(dead_code)] // not every program takes a count
 pub fn count_arg(default: i64) -> i64 {
     std::env::args().nth(1).map(|a| a.parse().expect("N must be a number")).unwrap_or(default)
 }
