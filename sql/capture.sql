@@ -35,10 +35,26 @@ BEGIN
             RAISE EXCEPTION 'relation % is not a table', r.relid USING ERRCODE = '42809',
                 HINT = 'Capture tables with kafka.capture() or kafka.capture_outbox().';
         END IF;
+        IF (SELECT relpersistence FROM pg_class WHERE oid = r.relid) = 't' THEN
+            RAISE EXCEPTION '% is a temporary table', r.relid USING ERRCODE = '0A000',
+                HINT = 'Temporary tables live in one session only; capture a permanent table.';
+        END IF;
         IF r.kind = 'table' THEN
             PERFORM kafka_internal.check_topic(r.topic);
         ELSE
             PERFORM kafka_internal.check_topic(replace(r.topic, '%s', 'x'));
+        END IF;
+        IF r.topic IN (current_setting('kafka.position_topic', true), current_setting('kafka.transaction_topic', true)) THEN
+            RAISE EXCEPTION 'topic "%" is pg_kafka''s own', r.topic USING ERRCODE = '42501',
+                HINT = 'kafka.position_topic and kafka.transaction_topic are written by pg_kafka''s worker only; capture to another topic.';
+        END IF;
+        -- A captured topic is written by its capture only: another table's events there could
+        -- pass for the first one's. (A superuser may still merge tables into one topic.)
+        IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+           AND EXISTS (SELECT FROM kafka.capture_config o WHERE o.topic = r.topic AND o.relid <> r.relid) THEN
+            RAISE EXCEPTION 'topic "%" already carries the events of another captured table', r.topic
+                USING ERRCODE = '42501',
+                HINT = 'Capture each table to a topic of its own; a superuser may put several tables in one topic.';
         END IF;
     END IF;
     IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
@@ -297,7 +313,11 @@ LANGUAGE plpgsql AS $$
 DECLARE
     p kafka.backfill_progress;
 BEGIN
-    IF NOT EXISTS (SELECT FROM kafka.capture_config WHERE relid = "table" AND kind = 'table') THEN
+    -- No SET search_path here (a procedure that commits cannot have one): every operator is
+    -- qualified, so none from a schema on the caller's path runs with the caller's rights.
+    IF NOT EXISTS (SELECT FROM kafka.capture_config c
+                    WHERE c.relid::pg_catalog.oid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid
+                      AND c.kind OPERATOR(pg_catalog.=) 'table') THEN
         RAISE EXCEPTION '% is not captured', "table" USING ERRCODE = '55000',
             HINT = 'Call kafka.capture() first: the backfill uses its topic, key and columns.';
     END IF;
@@ -305,22 +325,23 @@ BEGIN
         RAISE EXCEPTION 'permission denied to backfill table %', "table" USING ERRCODE = '42501',
             HINT = 'Backfilling a table takes the SELECT and TRIGGER privileges on it, as for its owner.';
     END IF;
-    IF chunk_size IS NULL OR chunk_size < 1 THEN
+    IF chunk_size IS NULL OR chunk_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'chunk_size must be positive' USING ERRCODE = '22023', HINT = 'e.g. chunk_size => 10000';
     END IF;
-    SELECT * INTO p FROM kafka.backfill_progress WHERE relid = "table";
+    SELECT * INTO p FROM kafka.backfill_progress b WHERE b.relid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid;
     IF NOT FOUND OR p.finished_at IS NOT NULL THEN
-        DELETE FROM kafka.backfill_progress WHERE relid = "table";
+        DELETE FROM kafka.backfill_progress b WHERE b.relid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid;
         INSERT INTO kafka.backfill_progress (relid) VALUES ("table") RETURNING * INTO p;
         COMMIT;
     ELSE
         RAISE NOTICE 'resuming the backfill of % after % rows', "table", p.rows_done;
     END IF;
     LOOP
-        EXIT WHEN kafka_internal.backfill_chunk("table", chunk_size) = 0;
+        EXIT WHEN kafka_internal.backfill_chunk("table", chunk_size) OPERATOR(pg_catalog.=) 0;
         COMMIT;
     END LOOP;
-    UPDATE kafka.backfill_progress SET finished_at = pg_catalog.now(), updated_at = pg_catalog.now() WHERE relid = "table";
+    UPDATE kafka.backfill_progress b SET finished_at = pg_catalog.now(), updated_at = pg_catalog.now()
+     WHERE b.relid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid;
     COMMIT;
 END $$;
 

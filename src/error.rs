@@ -80,6 +80,9 @@ pub enum KafkaError {
     CaptureTopic(String),
     /// A topic outside the calling role's grants in `kafka.topic_grants` (the topic).
     TopicDenied(String),
+    /// pg_kafka's own topic (`kafka.position_topic`, `kafka.transaction_topic`), written by the
+    /// worker only (the topic).
+    WorkerTopic(String),
 }
 
 /// A value from the user as shown in a message: at most 100 characters, quoted.
@@ -118,7 +121,7 @@ impl KafkaError {
             BadTrigger(_) => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             MessagesWaiting(_) => PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            CaptureDenied(_) | CaptureTopic(_) | TopicDenied(_) => {
+            CaptureDenied(_) | CaptureTopic(_) | TopicDenied(_) | WorkerTopic(_) => {
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
             }
             NotTableRows(_) => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
@@ -208,6 +211,10 @@ impl KafkaError {
             TopicDenied(_) => "kafka.topic_grants lists the topics each role may produce to; ask an \
                                administrator to add a row for your role."
                 .into(),
+            WorkerTopic(_) => "kafka.position_topic and kafka.transaction_topic are written by pg_kafka's \
+                               worker only (a record there could stop delivery or skip messages); \
+                               produce to another topic."
+                .into(),
         }
     }
 
@@ -289,6 +296,7 @@ impl fmt::Display for KafkaError {
             NotTableRows(found) => write!(f, "expected an array of rows of the captured table, got {found}"),
             CaptureTopic(t) => write!(f, "topic {} is written by a capture only", shown(t)),
             TopicDenied(t) => write!(f, "permission denied to produce to topic {}", shown(t)),
+            WorkerTopic(t) => write!(f, "topic {} is pg_kafka's own", shown(t)),
         }
     }
 }
@@ -354,6 +362,7 @@ mod tests {
             KafkaError::NotTableRows("x".into()),
             KafkaError::CaptureTopic("x".into()),
             KafkaError::TopicDenied("x".into()),
+            KafkaError::WorkerTopic("x".into()),
         ];
         for e in all {
             assert!(!e.hint().is_empty(), "{e}");

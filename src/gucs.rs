@@ -214,6 +214,11 @@ pub fn position_topic() -> String {
     POSITION_TOPIC.get().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
+/// Whether `topic` is one the worker writes for itself (position or transaction metadata).
+pub fn worker_topic(topic: &str) -> bool {
+    [POSITION_TOPIC.get(), TRANSACTION_TOPIC.get()].into_iter().flatten().any(|t| t.to_bytes() == topic.as_bytes())
+}
+
 /// None: no transaction metadata.
 pub fn transaction_topic() -> Option<String> {
     TRANSACTION_TOPIC.get().map(|s| s.to_string_lossy().into_owned()).filter(|s| !s.is_empty())

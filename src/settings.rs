@@ -68,9 +68,21 @@ pub fn admin_may_set(name: &str) -> bool {
 pub fn is_secret(name: &str) -> bool {
     name.contains("password")
         || name.contains("secret")
-        || name == "ssl.key.pem"
+        || name.contains("passphrase")
+        || name.ends_with("key.pem")
         || name == "ssl_key"
         || name == "sasl.oauthbearer.config"
+}
+
+/// Settings that hold a credential, as a value or as a file that holds one: while one is stored,
+/// only a superuser may point the worker at other brokers (which would be handed it).
+pub fn holds_credential(name: &str) -> bool {
+    is_secret(name)
+        || name.ends_with("keytab")
+        || name.contains("key.location")
+        || name.contains("keystore")
+        || name.contains("private.key")
+        || name.starts_with("sasl.oauthbearer.assertion")
 }
 
 /// The value librdkafka gets for a setting: a secret may name a file on the server instead of
@@ -196,9 +208,24 @@ mod tests {
             "ssl.keystore.password",
             "sasl.oauthbearer.client.secret",
             "ssl.key.pem",
+            "sasl.oauthbearer.assertion.private.key.passphrase",
+            "sasl.oauthbearer.assertion.private.key.pem",
         ] {
             assert!(is_secret(s), "{s}");
+            assert!(holds_credential(s), "{s}");
         }
-        assert!(!is_secret("sasl.username"));
+        for s in ["sasl.username", "ssl.ca.pem", "ssl.certificate.pem", "ssl.key.location", "sasl.kerberos.keytab"] {
+            assert!(!is_secret(s), "{s}");
+        }
+        for s in [
+            "ssl.key.location",
+            "ssl.keystore.location",
+            "sasl.kerberos.keytab",
+            "sasl.oauthbearer.assertion.private.key.file",
+            "sasl.oauthbearer.assertion.file",
+        ] {
+            assert!(holds_credential(s), "{s}");
+        }
+        assert!(!holds_credential("ssl.ca.location") && !holds_credential("sasl.username"));
     }
 }

@@ -1,7 +1,8 @@
 //! Who may write which topic. A captured table's topic carries its change events, written by the
 //! capture only; and once `kafka.topic_grants` has rows, a role other than a superuser may produce
 //! only to the topics granted to it (or to a role it belongs to). `produce()`, `publish()`,
-//! `autonomous_publish()` and the outbox relay ask here before they queue.
+//! `autonomous_publish()` and the outbox relay ask here before they queue. Nobody produces to the
+//! worker's own topics (`kafka.position_topic`, `kafka.transaction_topic`).
 //!
 //! The answers are cached per session and topic, and thrown away when `kafka.capture_config` or
 //! `kafka.topic_grants` change (their trigger sends a relcache invalidation, delivered to every
@@ -56,8 +57,12 @@ unsafe extern "C-unwind" fn membership_changed(_arg: pg_sys::Datum, _cache: i32,
     CACHE.with(|c| c.borrow_mut().answers.clear());
 }
 
-/// Refuses unless the current role may produce to `topic`.
+/// Refuses unless the current role may produce to `topic`. pg_kafka's own topics are refused to
+/// every role, superusers included.
 pub fn check_writable(topic: &str) -> Result<(), KafkaError> {
+    if crate::gucs::worker_topic(topic) {
+        return Err(KafkaError::WorkerTopic(topic.to_owned()));
+    }
     // SAFETY: superuser() reads the catalog cache; only called by SQL functions and triggers,
     // inside a transaction.
     if unsafe { pg_sys::superuser() } {

@@ -78,20 +78,41 @@ pub fn size_bytes(store: Store) -> i64 {
     }
 }
 
-/// Runs `f` as the owner of the outbox, like a SECURITY DEFINER function would.
+/// Runs `f` as the owner of the outbox with `search_path = pg_catalog, pg_temp`, like a SECURITY
+/// DEFINER function with a pinned path would: SQL that `f` runs cannot reach the caller's own
+/// functions or operators (a role that may create an operator in a schema on its path would
+/// otherwise have it run as the owner).
 pub fn as_owner<R>(store: Store, f: impl FnOnce() -> R) -> R {
     let (mut user, mut sec) = (pg_sys::Oid::INVALID, 0);
-    // SAFETY: the out-parameters are locals; switching the user id for `f` is what a SECURITY
-    // DEFINER function does, inside the caller's transaction; it is restored below, or by the
-    // (sub)transaction's abort if `f` raises.
-    unsafe {
+    // SAFETY: the out-parameters are locals; switching the user id and pinning search_path at a
+    // new GUC nest level for `f` is what a SECURITY DEFINER function with a SET clause does
+    // (fmgr_security_definer), inside the caller's transaction; both are restored below, or by
+    // the (sub)transaction's abort if `f` raises. The option name and value are NUL-terminated
+    // literals.
+    let nest = unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
         pg_sys::SetUserIdAndSecContext(store.owner, sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
-    }
+        let nest = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        nest
+    };
     let r = f();
-    // On error the transaction's abort restores the user; on success we do.
-    // SAFETY: restores the user and security context saved above.
-    unsafe { pg_sys::SetUserIdAndSecContext(user, sec) };
+    // On error the transaction's abort restores both; on success we do.
+    // SAFETY: pops the nest level pushed above (restoring search_path) and restores the user and
+    // security context saved above.
+    unsafe {
+        pg_sys::AtEOXact_GUC(true, nest);
+        pg_sys::SetUserIdAndSecContext(user, sec);
+    }
     r
 }
 
@@ -245,29 +266,31 @@ pub fn at_home() -> Result<bool, KafkaError> {
 pub fn release() -> Result<(), KafkaError> {
     let sql = [
         "DELETE FROM kafka.home",
-        "DELETE FROM kafka.outbox o WHERE NOT EXISTS (SELECT FROM kafka.outbox_commit c WHERE c.xid = o.xid)",
+        "DELETE FROM kafka.outbox o WHERE NOT EXISTS (SELECT FROM kafka.outbox_commit c WHERE c.xid OPERATOR(pg_catalog.=) o.xid)",
         "WITH ordered AS (
              SELECT o.xid, o.id, pg_catalog.row_number() OVER (ORDER BY c.csn, o.id) AS n
-               FROM kafka.outbox o JOIN kafka.outbox_commit c ON c.xid = o.xid),
+               FROM kafka.outbox o JOIN kafka.outbox_commit c ON c.xid OPERATOR(pg_catalog.=) o.xid),
          base AS (SELECT pg_catalog.max(o.id) AS b FROM kafka.outbox o)
-         UPDATE kafka.outbox o SET xid = pg_catalog.pg_current_xact_id(), id = base.b + ordered.n * 512
-           FROM ordered, base WHERE o.xid = ordered.xid AND o.id = ordered.id",
+         UPDATE kafka.outbox o SET xid = pg_catalog.pg_current_xact_id(),
+                id = base.b OPERATOR(pg_catalog.+) ordered.n OPERATOR(pg_catalog.*) 512
+           FROM ordered, base
+          WHERE o.xid OPERATOR(pg_catalog.=) ordered.xid AND o.id OPERATOR(pg_catalog.=) ordered.id",
         "DELETE FROM kafka.outbox_commit",
-        "SELECT pg_catalog.setval('kafka.outbox_id_seq', pg_catalog.max(o.id) + 512) FROM kafka.outbox o
-          HAVING pg_catalog.count(*) > 0",
+        "SELECT pg_catalog.setval('kafka.outbox_id_seq', pg_catalog.max(o.id) OPERATOR(pg_catalog.+) 512)
+           FROM kafka.outbox o HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0",
     ];
     as_owner(store()?, || sql.iter().try_for_each(|q| Spi::run(q)))
         .map_err(|e| KafkaError::Internal(format!("could not release the queue: {e}")))
 }
 
-/// Whether `kafka.config` holds a secret (read as the table's owner: callers may not read it).
+/// Whether `kafka.config` holds a credential (`settings::holds_credential`; only names are read).
 pub fn secret_stored() -> Result<bool, KafkaError> {
     let names = Spi::connect(|client| -> Result<Vec<String>, pgrx::spi::Error> {
         let rows = client.select("SELECT c.name FROM kafka.config c", None, &[])?;
         rows.map(|r| Ok(r.get::<String>(1)?.unwrap_or_default())).collect()
     })
     .map_err(|e| KafkaError::Internal(format!("could not read kafka.config: {e}")))?;
-    Ok(names.iter().any(|n| crate::settings::is_secret(n)))
+    Ok(names.iter().any(|n| crate::settings::holds_credential(n)))
 }
 
 /// Where the worker is in the log of commits.

@@ -39,8 +39,8 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 const RESTART_AFTER: Duration = Duration::from_secs(5);
-/// The worker's session settings (see `pg_kafka_worker_main`).
-const PLANNER: [(&std::ffi::CStr, &std::ffi::CStr); 8] = [
+/// The worker's session settings (see `pg_kafka_worker_main`), over any a database or role sets.
+const SESSION: [(&std::ffi::CStr, &std::ffi::CStr); 14] = [
     (c"search_path", c"pg_catalog"),
     (c"enable_seqscan", c"off"),
     (c"enable_sort", c"off"),
@@ -51,6 +51,13 @@ const PLANNER: [(&std::ffi::CStr, &std::ffi::CStr); 8] = [
     (c"jit", c"off"),
     // Kept statements (`store::kept`) are planned with their arguments at each execution.
     (c"plan_cache_mode", c"force_custom_plan"),
+    // What `ALTER DATABASE … SET` could otherwise impose on the worker to stop delivery.
+    (c"default_transaction_read_only", c"off"),
+    (c"default_transaction_isolation", c"read committed"),
+    (c"statement_timeout", c"0"),
+    (c"lock_timeout", c"0"),
+    (c"idle_in_transaction_session_timeout", c"0"),
+    (c"session_replication_role", c"origin"),
 ];
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the worker polls librdkafka while an immediate send waits for its report.
@@ -129,8 +136,10 @@ pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
     }
     // Only pg_catalog: nothing another role creates in the served database runs as the worker.
     // And the outbox is always read along its indexes, never scanned and sorted whole, which the
-    // planner may pick when the statistics are those of an empty outbox (the usual state).
-    for (name, value) in PLANNER {
+    // planner may pick when the statistics are those of an empty outbox (the usual state). A
+    // database's owner may set defaults for it (ALTER DATABASE … SET): those that would stop
+    // delivery (read-only transactions, timeouts) are overridden too.
+    for (name, value) in SESSION {
         // SAFETY: both are NUL-terminated literals; the worker's own session settings.
         unsafe {
             pg_sys::SetConfigOption(

@@ -4,7 +4,7 @@
 //! value encoding of `debezium` type by type (Debezium's names: `io.debezium.time.Date`, ...),
 //! and are built once per table and session with the capture plan (`plan`).
 
-use crate::backend::capture::debezium::string;
+use crate::backend::capture::debezium::{attributes, string, Columns};
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use std::ffi::CStr;
@@ -21,14 +21,10 @@ pub struct Schemas {
 }
 
 impl Schemas {
-    /// For the columns of `desc` that `in_key` / `in_row` accept; `name` (the topic, as
-    /// Debezium's `<prefix>.<schema>.<table>`) names the Key, Value and Envelope structs.
-    pub fn new(
-        desc: pg_sys::TupleDesc,
-        in_key: impl Fn(i16) -> bool,
-        in_row: impl Fn(i16) -> bool,
-        name: &str,
-    ) -> Schemas {
+    /// For the columns of `desc` of the key and of the row (as the encoders have them); `name`
+    /// (the topic, as Debezium's `<prefix>.<schema>.<table>`) names the Key, Value and Envelope
+    /// structs.
+    pub fn new(desc: pg_sys::TupleDesc, in_key: Columns, in_row: Columns, name: &str) -> Schemas {
         let mut quoted = String::new();
         string(&mut quoted, name);
         let name = &quoted[1..quoted.len() - 1];
@@ -63,14 +59,10 @@ pub fn wrap(schema: &str, payload: &str) -> String {
     out
 }
 
-/// The field schemas of the accepted columns, comma-separated, in column order.
-fn fields(desc: pg_sys::TupleDesc, keep: impl Fn(i16) -> bool) -> String {
-    // SAFETY: `desc` is the descriptor of the relation Plan::new's caller holds open.
-    let natts = unsafe { (*desc).natts } as usize;
-    // SAFETY: a TupleDesc's `attrs` flexible array holds `natts` entries.
-    let attrs = unsafe { (*desc).attrs.as_slice(natts) };
+/// The field schemas of the columns, comma-separated, in the encoders' order.
+fn fields(desc: pg_sys::TupleDesc, which: Columns) -> String {
     let mut out = Vec::new();
-    for a in attrs.iter().filter(|a| !a.attisdropped && keep(a.attnum)) {
+    for (_, a) in attributes(desc, which) {
         let mut s = schema(a.atttypid, a.atttypmod, !a.attnotnull);
         s.pop(); // the closing brace: the field's name goes last
         s.push_str(",\"field\":");

@@ -2,11 +2,14 @@
 //! natively on Datums: no SQL per row or per value.
 //!
 //! Following Debezium's PostgreSQL connector defaults: integers and booleans as JSON numbers and
-//! booleans; `date` as days since the epoch; `time`/`timestamp` as micro- (precision > 3) or
-//! milliseconds; `timestamptz`/`timetz` as ISO-8601 strings in UTC; `interval` as microseconds
-//! (a month is 30.4375 days); `bytea` as base64; arrays as JSON arrays; everything else (text,
-//! enums, uuid, json, jsonb, ...) as the string of its text form. `numeric` is a string as with
-//! `decimal.handling.mode=string` (exact and readable). Domains are encoded as their base type.
+//! booleans; `real`/`double precision` as Java writes them (`100.0`, `1.0E20`); `date` as days
+//! since the epoch; `time`/`timestamp` as micro- (precision > 3) or milliseconds; `timestamptz`
+//! as an ISO-8601 string in UTC with the column's precision of fraction digits (6 by default),
+//! `timetz` likewise without trailing zeros; infinite dates and timestamps as Debezium's
+//! sentinel numbers; `interval` as microseconds (a month is 30.4375 days); `bytea` as base64;
+//! arrays as JSON arrays; everything else (text, enums, uuid, json, jsonb, ...) as the string of
+//! its text form. `numeric` is a string as with `decimal.handling.mode=string` (exact and
+//! readable). Domains are encoded as their base type.
 
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::ffi::CStr;
@@ -18,6 +21,12 @@ const PG_EPOCH_DAYS: i32 = 10_957;
 const DAY_US: i64 = 86_400_000_000;
 /// Debezium's month for intervals: 30.4375 days.
 const MONTH_US: i64 = 2_629_800_000_000;
+/// What Debezium writes for `timestamp` 'infinity' and '-infinity', in microseconds (PgJDBC's
+/// `DATE_POSITIVE_INFINITY` and `DATE_NEGATIVE_INFINITY`).
+const TIMESTAMP_INFINITY_US: [i64; 2] = [9_223_372_036_825_200_000, -9_223_372_036_832_400_000];
+/// What Debezium writes for `date` 'infinity' and '-infinity' (the days of -5877611-06-21 and
+/// -5877611-06-22, its stand-ins for them).
+const DATE_INFINITY_DAYS: [i64; 2] = [-2_147_472_692, -2_147_472_691];
 
 /// How one value is written.
 #[derive(Debug, Clone)]
@@ -27,8 +36,11 @@ pub enum Enc {
     Int8,
     Oid,
     Bool,
-    /// A number from the output function; NaN and infinities as strings (like `to_json`).
-    Float(Oid),
+    /// `real` (`double: false`) or `double precision`, written as Java's `Float.toString` /
+    /// `Double.toString` would (Debezium's JSON converter); NaN and infinities as strings.
+    Float {
+        double: bool,
+    },
     Text,
     Bytea,
     Date,
@@ -39,7 +51,11 @@ pub enum Enc {
     Timestamp {
         millis: bool,
     },
-    TimestampTz,
+    /// `digits`: the fraction's digits, zero-padded (Debezium's column precision: 6 when the
+    /// column has none); 0: as many as the value needs.
+    TimestampTz {
+        digits: u8,
+    },
     Interval,
     /// money, as Debezium's string "-1234.56"
     Money,
@@ -71,14 +87,15 @@ impl Enc {
             pg_sys::INT8OID => Enc::Int8,
             pg_sys::OIDOID => Enc::Oid,
             pg_sys::BOOLOID => Enc::Bool,
-            pg_sys::FLOAT4OID | pg_sys::FLOAT8OID => Enc::Float(output_function(base)),
+            pg_sys::FLOAT4OID => Enc::Float { double: false },
+            pg_sys::FLOAT8OID => Enc::Float { double: true },
             pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID => Enc::Text,
             pg_sys::BYTEAOID => Enc::Bytea,
             pg_sys::DATEOID => Enc::Date,
             pg_sys::TIMEOID => Enc::Time { millis },
             pg_sys::TIMETZOID => Enc::TimeTz,
             pg_sys::TIMESTAMPOID => Enc::Timestamp { millis },
-            pg_sys::TIMESTAMPTZOID => Enc::TimestampTz,
+            pg_sys::TIMESTAMPTZOID => Enc::TimestampTz { digits: if typmod < 0 { 6 } else { typmod.min(6) as u8 } },
             pg_sys::INTERVALOID => Enc::Interval,
             pg_sys::MONEYOID => Enc::Money,
             _ => {
@@ -104,9 +121,8 @@ impl Enc {
     /// `d` must be a valid Datum of the type this encoding was made for.
     pub unsafe fn write(&self, out: &mut String, d: Datum) {
         let number = push_int;
-        // SAFETY: only called for Date, Timestamp and TimestampTz with their own output function
-        // (F_DATE_OUT, F_TIMESTAMP_OUT, F_TIMESTAMPTZ_OUT), and `d` is such a value (this method's
-        // contract).
+        // SAFETY: only called for TimestampTz with its own output function (F_TIMESTAMPTZ_OUT),
+        // and `d` is such a value (this method's contract).
         let text_of = |out: &mut String, f: u32| string(out, unsafe { &output(Oid::from(f), d) });
         match self {
             Enc::Int2 => number(out, (d.value() as i16).into()),
@@ -114,16 +130,10 @@ impl Enc {
             Enc::Int8 => number(out, d.value() as i64),
             Enc::Oid => number(out, (d.value() as u32).into()),
             Enc::Bool => out.push_str(if d.value() != 0 { "true" } else { "false" }),
-            Enc::Float(f) => {
-                // SAFETY: `f` is the output function of float4/float8, looked up for this encoding,
-                // and `d` a value of that type (this method's contract).
-                let text = unsafe { output(*f, d) };
-                if text.parse::<f64>().is_ok_and(f64::is_finite) {
-                    out.push_str(&text);
-                } else {
-                    string(out, &text);
-                }
-            }
+            // A float4 Datum holds the value's bits in its low 32 bits, a float8 Datum (by value
+            // on 64-bit platforms) all 64.
+            Enc::Float { double: false } => java_float(out, f32::from_bits(d.value() as u32)),
+            Enc::Float { double: true } => java_float(out, f64::from_bits(d.value() as u64)),
             Enc::Text => {
                 // SAFETY: `d` is a non-null text, varchar or bpchar value: a varlena (this method's
                 // contract).
@@ -140,7 +150,8 @@ impl Enc {
                 out.push('"');
             }
             Enc::Date => match d.value() as i32 {
-                i32::MIN | i32::MAX => text_of(out, pg_sys::F_DATE_OUT),
+                i32::MAX => number(out, DATE_INFINITY_DAYS[0]),
+                i32::MIN => number(out, DATE_INFINITY_DAYS[1]),
                 days => number(out, (days + PG_EPOCH_DAYS).into()),
             },
             Enc::Time { millis } => {
@@ -153,18 +164,22 @@ impl Enc {
                 let t = unsafe { &*d.cast_mut_ptr::<pg_sys::TimeTzADT>() };
                 let utc = (t.time + i64::from(t.zone) * 1_000_000).rem_euclid(DAY_US);
                 out.push('"');
-                clock(out, utc);
+                clock(out, utc, 0);
                 out.push_str("Z\"");
             }
-            Enc::Timestamp { millis } => match d.value() as i64 {
-                i64::MIN | i64::MAX => text_of(out, pg_sys::F_TIMESTAMP_OUT),
-                us => number(out, if *millis { (us + PG_EPOCH_US) / 1000 } else { us + PG_EPOCH_US }),
-            },
-            Enc::TimestampTz => match d.value() as i64 {
+            Enc::Timestamp { millis } => {
+                let us = match d.value() as i64 {
+                    i64::MAX => TIMESTAMP_INFINITY_US[0],
+                    i64::MIN => TIMESTAMP_INFINITY_US[1],
+                    us => us + PG_EPOCH_US,
+                };
+                number(out, if *millis { us.div_euclid(1000) } else { us })
+            }
+            Enc::TimestampTz { digits } => match d.value() as i64 {
                 i64::MIN | i64::MAX => text_of(out, pg_sys::F_TIMESTAMPTZ_OUT),
                 us => {
                     out.push('"');
-                    iso_utc(out, us + PG_EPOCH_US);
+                    iso_utc(out, us + PG_EPOCH_US, *digits);
                     out.push_str("Z\"");
                 }
             },
@@ -240,17 +255,33 @@ pub struct RowEnc {
     columns: Vec<(usize, String, Enc)>,
 }
 
+/// The live columns of `desc` (index, attribute): with `Columns::Except` all but those, in
+/// column order; with `Columns::Only` those, in the order given (a key's order: Debezium's key
+/// follows the primary key's, or the order `key_columns` names them in).
+pub fn attributes(desc: pg_sys::TupleDesc, which: Columns) -> Vec<(usize, pg_sys::FormData_pg_attribute)> {
+    // SAFETY: `desc` is the descriptor of the relation Plan::new's caller holds open.
+    let natts = unsafe { (*desc).natts } as usize;
+    // SAFETY: a TupleDesc's `attrs` flexible array holds `natts` entries.
+    let attrs = unsafe { (*desc).attrs.as_slice(natts) };
+    let live = |i: usize| attrs.get(i).filter(|a| !a.attisdropped).map(|a| (i, *a));
+    match which {
+        Columns::Only(attnums) => attnums.iter().filter_map(|&n| live(usize::try_from(n - 1).ok()?)).collect(),
+        Columns::Except(attnums) => (0..natts).filter_map(live).filter(|(_, a)| !attnums.contains(&a.attnum)).collect(),
+    }
+}
+
+/// Which columns (attribute numbers) `attributes` returns.
+#[derive(Clone, Copy)]
+pub enum Columns<'a> {
+    Only(&'a [i16]),
+    Except(&'a [i16]),
+}
+
 impl RowEnc {
-    /// The columns of `desc` whose attribute numbers `keep` accepts, in column order.
-    pub fn new(desc: pg_sys::TupleDesc, keep: impl Fn(i16) -> bool) -> RowEnc {
-        // SAFETY: `desc` is the descriptor of the relation Plan::new's caller holds open.
-        let natts = unsafe { (*desc).natts } as usize;
-        // SAFETY: a TupleDesc's `attrs` flexible array holds `natts` entries.
-        let attrs = unsafe { (*desc).attrs.as_slice(natts) };
-        let columns = attrs
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| !a.attisdropped && keep(a.attnum))
+    /// The encoders of `attributes(desc, which)`.
+    pub fn new(desc: pg_sys::TupleDesc, which: Columns) -> RowEnc {
+        let columns = attributes(desc, which)
+            .into_iter()
             .map(|(i, a)| {
                 // SAFETY: `attname` is a NameData, always NUL-terminated.
                 let name = unsafe { CStr::from_ptr(a.attname.data.as_ptr()) }.to_string_lossy();
@@ -365,8 +396,10 @@ fn base64(out: &mut String, bytes: &[u8]) {
     }
 }
 
-/// `HH:MM:SS[.ffffff]` of microseconds since midnight, trailing zeros of the fraction trimmed.
-fn clock(out: &mut String, us: i64) {
+/// `HH:MM:SS[.ffffff]` of microseconds since midnight: with `digits` (1 to 6) exactly that many
+/// fraction digits, zero-padded (Java's `appendFraction(NANO_OF_SECOND, n, n, true)`), with 0 as
+/// many as the value needs, trailing zeros trimmed (`DateTimeFormatter.ISO_*_TIME`).
+fn clock(out: &mut String, us: i64, digits: u8) {
     let secs = us / 1_000_000;
     push_digits(out, secs / 3600, 2);
     out.push(':');
@@ -374,7 +407,11 @@ fn clock(out: &mut String, us: i64) {
     out.push(':');
     push_digits(out, secs % 60, 2);
     let mut frac = us % 1_000_000;
-    if frac != 0 {
+    if digits > 0 {
+        out.push('.');
+        let cut = 6 - u32::from(digits.min(6));
+        push_digits(out, frac / 10_i64.pow(cut), usize::from(digits.min(6)));
+    } else if frac != 0 {
         let mut digits = 6;
         while frac % 10 == 0 {
             frac /= 10;
@@ -382,6 +419,48 @@ fn clock(out: &mut String, us: i64) {
         }
         out.push('.');
         push_digits(out, frac, digits);
+    }
+}
+
+/// Appends a finite float as Java's `Double.toString` / `Float.toString` write it (what
+/// Debezium's JSON converter sends): the shortest digits that read back as the same value, in
+/// plain notation with at least one fraction digit for 10^-3 <= |v| < 10^7 (`100.0`, `0.001`),
+/// else as `d.dddE±n` (`1.0E20`, `1.5E-5`); NaN and infinities as the strings Debezium uses.
+fn java_float<F: Copy + std::fmt::LowerExp + Into<f64>>(out: &mut String, v: F) {
+    let x: f64 = v.into();
+    if x.is_nan() {
+        return out.push_str("\"NaN\"");
+    }
+    if x.is_infinite() {
+        return out.push_str(if x > 0.0 { "\"Infinity\"" } else { "\"-Infinity\"" });
+    }
+    // `{:e}` gives the shortest round-trip digits of the value's own type: "-1.2345e6".
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    out.push_str(sign);
+    if x == 0.0 {
+        out.push_str("0.0");
+    } else if (-3..7).contains(&exp) {
+        if exp < 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
+            out.push_str(&digits);
+        } else {
+            let int_len = exp as usize + 1;
+            let padded = format!("{digits:0<int_len$}");
+            let (int, frac) = padded.split_at(int_len);
+            out.push_str(int);
+            out.push('.');
+            out.push_str(if frac.is_empty() { "0" } else { frac });
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        out.push('.');
+        out.push_str(if digits.len() > 1 { &digits[1..] } else { "0" });
+        let _ = write!(out, "E{exp}");
     }
 }
 
@@ -413,21 +492,23 @@ fn push_digits(out: &mut String, n: i64, width: usize) {
     out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.ffffff]` of microseconds since 1970-01-01 UTC.
-fn iso_utc(out: &mut String, us: i64) {
+/// `YYYY-MM-DDTHH:MM:SS[.ffffff]` of microseconds since 1970-01-01 UTC (`digits`: see `clock`);
+/// years past 9999 as `+YYYYY`, before year 0 as `-YYYY`, as Java's ISO formats write them.
+fn iso_utc(out: &mut String, us: i64, digits: u8) {
     let days = us.div_euclid(DAY_US);
     let (y, m, d) = civil_from_days(days);
-    if (0..=9999).contains(&y) {
-        push_digits(out, y, 4);
+    if y > 9999 {
+        out.push('+');
+    } else if y < 0 {
         out.push('-');
-        push_digits(out, m.into(), 2);
-        out.push('-');
-        push_digits(out, d.into(), 2);
-        out.push('T');
-    } else {
-        let _ = std::fmt::Write::write_fmt(out, format_args!("{y:04}-{m:02}-{d:02}T"));
     }
-    clock(out, us.rem_euclid(DAY_US));
+    push_digits(out, y.abs(), 4);
+    out.push('-');
+    push_digits(out, m.into(), 2);
+    out.push('-');
+    push_digits(out, d.into(), 2);
+    out.push('T');
+    clock(out, us.rem_euclid(DAY_US), digits);
 }
 
 /// Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -478,20 +559,62 @@ mod unit {
             assert_eq!(s, format!("x{n}"));
         }
         let mut s = String::new();
-        iso_utc(&mut s, -62_135_596_800_000_000 - 86_400_000_000); // the day before year 1
+        iso_utc(&mut s, -62_135_596_800_000_000 - 86_400_000_000, 0); // the day before year 1
         assert_eq!(s, "0000-12-31T00:00:00");
     }
 
     #[test]
     fn utc_timestamps_and_clocks() {
+        let iso = |us, digits| {
+            let mut s = String::new();
+            iso_utc(&mut s, us, digits);
+            s
+        };
+        assert_eq!(iso(1_612_317_906_789_000, 0), "2021-02-03T02:05:06.789");
+        assert_eq!(iso(1_612_317_906_789_000, 6), "2021-02-03T02:05:06.789000");
+        assert_eq!(iso(1_612_317_906_000_000, 6), "2021-02-03T02:05:06.000000");
+        assert_eq!(iso(1_612_317_906_789_000, 3), "2021-02-03T02:05:06.789");
+        assert_eq!(iso(1_612_317_906_700_000, 2), "2021-02-03T02:05:06.70");
+        assert_eq!(iso(-1, 0), "1969-12-31T23:59:59.999999");
+        // Debezium's own expectations (AbstractRecordsProducerTest): years past 9999 and BC.
+        assert_eq!(iso(601_067_076_690_000_000, 6), "+21016-11-04T06:51:30.000000");
+        assert_eq!(iso(-210_835_526_400_000_001, 6), "-4713-12-31T23:59:59.999999");
         let mut s = String::new();
-        iso_utc(&mut s, 1_612_317_906_789_000);
-        assert_eq!(s, "2021-02-03T02:05:06.789");
-        s.clear();
-        iso_utc(&mut s, -1);
-        assert_eq!(s, "1969-12-31T23:59:59.999999");
-        s.clear();
-        clock(&mut s, 7_506_000_000);
+        clock(&mut s, 7_506_000_000, 0);
         assert_eq!(s, "02:05:06");
+    }
+
+    #[test]
+    fn floats_are_written_as_java_does() {
+        let java = |v: f64| {
+            let mut s = String::new();
+            java_float(&mut s, v);
+            s
+        };
+        for (v, want) in [
+            (100.0, "100.0"),
+            (1.5, "1.5"),
+            (-0.25, "-0.25"),
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (0.001, "0.001"),
+            (0.0001, "1.0E-4"),
+            (1234567.0, "1234567.0"),
+            (12345678.0, "1.2345678E7"),
+            (1e20, "1.0E20"),
+            (1.7976931348623157e308, "1.7976931348623157E308"),
+            (std::f64::consts::PI, "3.141592653589793"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (f64::NAN, "\"NaN\""),
+            (f64::NEG_INFINITY, "\"-Infinity\""),
+        ] {
+            assert_eq!(java(v), want, "{v:e}");
+        }
+        let mut s = String::new();
+        java_float(&mut s, 0.1_f32);
+        assert_eq!(s, "0.1", "a real is written with a real's shortest digits");
+        s.clear();
+        java_float(&mut s, 1.0e10_f32);
+        assert_eq!(s, "1.0E10");
     }
 }

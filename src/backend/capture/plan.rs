@@ -5,7 +5,7 @@
 //! one-row statement does no catalog lookups.
 
 use crate::backend::capture::connect_schema::Schemas;
-use crate::backend::capture::debezium::{string, RowEnc};
+use crate::backend::capture::debezium::{string, Columns, RowEnc};
 use crate::error::KafkaError;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
@@ -15,6 +15,7 @@ use std::ffi::CStr;
 use std::rc::Rc;
 
 /// The options a capture trigger is created with (its arguments, set by `kafka.capture()`).
+#[derive(Debug, PartialEq)]
 pub struct Options {
     pub topic: String,
     pub key: Vec<i16>,
@@ -83,10 +84,10 @@ impl Plan {
         // Schemas::new read `desc`, the open relation's descriptor.
         unsafe {
             Plan {
-                key: RowEnc::new(desc, |a| opts.key.contains(&a)),
-                row: RowEnc::new(desc, |a| !opts.exclude.contains(&a)),
+                key: RowEnc::new(desc, Columns::Only(&opts.key)),
+                row: RowEnc::new(desc, Columns::Except(&opts.exclude)),
                 schemas: opts.schemas.then(|| {
-                    Schemas::new(desc, |a| opts.key.contains(&a), |a| !opts.exclude.contains(&a), &opts.topic)
+                    Schemas::new(desc, Columns::Only(&opts.key), Columns::Except(&opts.exclude), &opts.topic)
                 }),
                 opts,
                 db: json(CStr::from_ptr(pg_sys::get_database_name(pg_sys::MyDatabaseId))),
@@ -98,6 +99,8 @@ impl Plan {
 }
 
 thread_local! {
+    /// Relay triggers found to match their table's capture (trigger oid), in epoch `PLANS_EPOCH`.
+    static RELAYS: RefCell<std::collections::HashSet<Oid>> = RefCell::new(Default::default());
     /// Plans by trigger oid (a trigger's arguments never change; a new capture makes new triggers).
     static PLANS: RefCell<HashMap<Oid, Rc<Plan>>> = RefCell::new(HashMap::new());
     /// Bumped by every invalidation; `PLANS` holds plans made in epoch `PLANS_EPOCH`.
@@ -129,6 +132,7 @@ pub fn of_trigger(trigger: &pgrx::PgTrigger) -> Result<Rc<Plan>, KafkaError> {
     let epoch = EPOCH.get();
     if PLANS_EPOCH.replace(epoch) != epoch {
         PLANS.with_borrow_mut(HashMap::clear);
+        RELAYS.with_borrow_mut(|r| r.clear());
     }
     if let Some(plan) = PLANS.with_borrow(|p| p.get(&tgoid).cloned()) {
         return Ok(plan);
@@ -136,13 +140,88 @@ pub fn of_trigger(trigger: &pgrx::PgTrigger) -> Result<Rc<Plan>, KafkaError> {
     let args = trigger.extra_args().map_err(|e| {
         KafkaError::BadTrigger(format!("could not read the capture trigger's arguments: {e}"))
     })?;
-    let plan = Rc::new(Plan::new(Options::from_args(&args)?, data.tg_relation));
+    let opts = Options::from_args(&args)?;
+    match registered(data.tg_relation)? {
+        Some(Registered::Table(args)) if Options::from_args(&args)? == opts => {}
+        _ => return Err(unregistered(data.tg_relation, "kafka_internal.capture_changes()")),
+    }
+    let plan = Rc::new(Plan::new(opts, data.tg_relation));
     // Building it looked up catalogs, which may have processed invalidations: keep it only if
     // none came meanwhile.
     if EPOCH.get() == epoch {
         PLANS.with_borrow_mut(|p| p.insert(tgoid, plan.clone()));
     }
     Ok(plan)
+}
+
+/// Refuses an outbox relay trigger unless `kafka.capture_outbox()` made it: its arguments (topic
+/// pattern, whether to delete) are those `kafka.capture_config` holds for its table.
+pub fn check_relay(trigger: &pgrx::PgTrigger, pattern: &str, delete: bool) -> Result<(), KafkaError> {
+    let data = trigger.trigger_data();
+    // SAFETY: PostgreSQL calls a trigger with valid TriggerData whose `tg_trigger` lives for the
+    // call.
+    let tgoid = unsafe { (*data.tg_trigger).tgoid };
+    let epoch = EPOCH.get();
+    if PLANS_EPOCH.replace(epoch) != epoch {
+        PLANS.with_borrow_mut(HashMap::clear);
+        RELAYS.with_borrow_mut(|r| r.clear());
+    }
+    if RELAYS.with_borrow(|r| r.contains(&tgoid)) {
+        return Ok(());
+    }
+    match registered(data.tg_relation)? {
+        Some(Registered::Outbox { pattern: p, delete: d }) if p == pattern && d == delete => {}
+        _ => return Err(unregistered(data.tg_relation, "kafka_internal.capture_outbox_relay()")),
+    }
+    if EPOCH.get() == epoch {
+        RELAYS.with_borrow_mut(|r| r.insert(tgoid));
+    }
+    Ok(())
+}
+
+/// What `kafka.capture_config` holds for a table.
+enum Registered {
+    /// A table's capture: its trigger's arguments (`kafka_internal.capture_args`).
+    Table(Vec<String>),
+    Outbox {
+        pattern: String,
+        delete: bool,
+    },
+}
+
+/// The capture of the trigger's table, read as the extension's owner (the inserting role may not
+/// read `kafka.capture_config`). A trigger made by hand, on a table nobody captured or with other
+/// arguments than its capture's, would let whoever may create it write any topic.
+fn registered(rel: pg_sys::Relation) -> Result<Option<Registered>, KafkaError> {
+    // SAFETY: `rel` is the firing trigger's relation, open for the call.
+    let relid = unsafe { (*rel).rd_id };
+    let sql = "SELECT c.kind, kafka_internal.capture_args(c), c.topic, c.delete_after_queue
+                 FROM kafka.capture_config c WHERE c.relid::pg_catalog.oid OPERATOR(pg_catalog.=) $1";
+    let store = crate::store::outbox::store()?;
+    crate::store::outbox::as_owner(store, || {
+        Spi::connect(|client| {
+            let rows = client.select(sql, Some(1), &[relid.into()])?;
+            let Some(row) = rows.into_iter().next() else { return Ok(None) };
+            Ok(Some(match row.get::<String>(1)?.as_deref() {
+                Some("table") => Registered::Table(row.get::<Vec<String>>(2)?.unwrap_or_default()),
+                _ => Registered::Outbox {
+                    pattern: row.get::<String>(3)?.unwrap_or_default(),
+                    delete: row.get::<bool>(4)?.unwrap_or(false),
+                },
+            }))
+        })
+    })
+    .map_err(|e: pgrx::spi::SpiError| KafkaError::Internal(format!("could not read kafka.capture_config: {e}")))
+}
+
+fn unregistered(rel: pg_sys::Relation, function: &str) -> KafkaError {
+    // SAFETY: `rel` is the firing trigger's relation, open for the call; `relname` is a
+    // NUL-terminated NameData.
+    let table = unsafe { CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()) }.to_string_lossy();
+    KafkaError::BadTrigger(format!(
+        "{function} fires only in the triggers kafka.capture() or kafka.capture_outbox() made, and this one on \
+         table \"{table}\" is not one of them"
+    ))
 }
 
 // Invalidation callbacks only bump a counter: they may run in the middle of anything.

@@ -36,6 +36,7 @@ fn relay_statement(trigger: &pgrx::PgTrigger) -> Result<(), KafkaError> {
         return Err(bad());
     };
     let delete = matches!(delete.as_str(), "t" | "true");
+    crate::backend::capture::plan::check_relay(trigger, pattern, delete)?;
     // SAFETY: PostgreSQL calls a trigger with valid TriggerData whose `tg_relation` is open for the
     // call.
     let desc = unsafe { (*data.tg_relation).rd_att };

@@ -356,3 +356,204 @@ fn a_role_with_a_backlog_limit_cannot_fill_the_disk() {
     open.rollback().unwrap();
     assert_eq!(TopicReader::new(&t).read_at_least(1)[0].text().as_deref(), Some("under no limit"));
 }
+
+/// W12: code pg_kafka runs as the extension's owner (`kafka.release()`), or that a superuser
+/// runs with a path others can write to (`CALL kafka.backfill`), resolved operators along the
+/// caller's search_path: an operator a role created in its schema ran as the owner or the
+/// superuser. The operator records who ran it; nobody but its creator may have.
+#[test]
+fn operators_on_the_callers_path_never_run_with_more_rights() {
+    let mut c = pg();
+    let t = topic("w12");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY); INSERT INTO {t} VALUES (1), (2);
+         SELECT kafka.capture('{t}', topic => '{t}');
+         DROP TABLE IF EXISTS w12_ran; CREATE TABLE w12_ran (who text); GRANT INSERT ON w12_ran TO PUBLIC;"
+    ))
+    .unwrap();
+    as_role(&mut c, "e2e_w12", &["kafka_admin", "CREATE ON SCHEMA public"], |c| {
+        // The operators of release()'s statements and of the backfill procedure's checks, each
+        // recording its caller and trying to make its creator a superuser.
+        c.batch_execute(
+            "CREATE FUNCTION public.w12_spy(anyelement, anyelement) RETURNS boolean LANGUAGE plpgsql AS $$
+             BEGIN
+               INSERT INTO public.w12_ran VALUES (current_user);
+               IF current_user <> session_user OR (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+                 EXECUTE 'ALTER ROLE e2e_w12 SUPERUSER';
+               END IF;
+               RETURN false;
+             END $$;
+             CREATE FUNCTION public.w12_gt(bigint, integer) RETURNS boolean LANGUAGE sql AS
+               'SELECT public.w12_spy($1, $2::bigint)';
+             CREATE OPERATOR public.> (LEFTARG = bigint, RIGHTARG = integer, FUNCTION = public.w12_gt);
+             CREATE FUNCTION public.w12_eq(regclass, regclass) RETURNS boolean LANGUAGE sql AS
+               'SELECT public.w12_spy($1::oid, $2::oid)';
+             CREATE OPERATOR public.= (LEFTARG = regclass, RIGHTARG = regclass, FUNCTION = public.w12_eq);
+             CREATE FUNCTION public.w12_oideq(oid, regclass) RETURNS boolean LANGUAGE sql AS
+               'SELECT public.w12_spy($1, $2::oid)';
+             CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.w12_oideq);
+             SET search_path = public, pg_catalog;
+             SELECT kafka.release();
+             RESET search_path;",
+        )
+        .unwrap();
+        assert!(!is_superuser(c, "e2e_w12"), "release() ran the role's operator as the owner");
+        // A superuser backfills with the role's schema first on its path.
+        c.batch_execute(&format!("RESET ROLE; SET search_path = public, pg_catalog; CALL kafka.backfill('{t}')"))
+            .unwrap();
+        c.batch_execute("RESET search_path; SET ROLE e2e_w12").unwrap();
+        assert!(!is_superuser(c, "e2e_w12"), "the backfill ran the role's operator as a superuser");
+    });
+    let ran: Vec<String> =
+        c.query("SELECT DISTINCT who FROM w12_ran", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(ran.is_empty(), "the role's operators ran as {ran:?}");
+    let events = TopicReader::new(&t).read_at_least(2).len();
+    assert!(events >= 2, "the backfill itself ran");
+    c.batch_execute(&format!("DROP TABLE {t}; DROP TABLE w12_ran")).unwrap();
+}
+
+/// W13: pg_kafka's own topics. A record on the position topic, under the worker's key, decides
+/// what the worker skips after a restart in exactly_once mode; nobody writes there (or to the
+/// transaction topic) but the worker: not a producer, not a capture, not a superuser.
+#[test]
+fn nobody_writes_the_workers_own_topics() {
+    let mut c = pg();
+    let own: String = c.query_one("SELECT current_setting('kafka.position_topic')", &[]).unwrap().get(0);
+    let outbox = topic("w13_outbox");
+    let table = topic("w13_table");
+    c.batch_execute(&format!(
+        "CREATE TABLE {outbox} (id uuid, aggregatetype text, aggregateid text, type text, payload jsonb);
+         SELECT kafka.capture_outbox('{outbox}', topic_pattern => '%s');
+         CREATE TABLE {table} (id int PRIMARY KEY);"
+    ))
+    .unwrap();
+    let attempts = [
+        format!("SELECT kafka.produce('{own}', 'forged position')"),
+        format!("SELECT kafka.publish('{own}', 'forged'::bytea, key => 'pg_kafka-1-1')"),
+        format!("SELECT * FROM kafka.autonomous_publish('{own}', 'forged')"),
+        format!("INSERT INTO {outbox} VALUES (gen_random_uuid(), '{own}', 'k', 't', '{{}}')"),
+        format!("SELECT kafka.capture('{table}', topic => '{own}')"),
+    ];
+    for sql in &attempts {
+        assert_eq!(error_of(&mut c, sql).0, "42501", "as a superuser: {sql}");
+    }
+    c.batch_execute(&format!("GRANT INSERT ON {outbox} TO kafka_producer")).unwrap();
+    as_role(&mut c, "e2e_w13", &["kafka_producer"], |c| {
+        for sql in &attempts[..4] {
+            let (state, hint) = error_of(c, sql);
+            assert_eq!(state, "42501", "as a producer: {sql}");
+            assert!(hint.unwrap().contains("kafka.position_topic"), "{sql}");
+        }
+    });
+    c.batch_execute(&format!("DROP TABLE {outbox}; DROP TABLE {table}")).unwrap();
+}
+
+/// W14: the capture and relay trigger functions, attached by hand (a role needs EXECUTE on them
+/// to capture its own tables), wrote change events, or any message, to a topic of the role's
+/// choosing: another table's capture topic, on behalf of a role that may not produce. They now
+/// fire only in the triggers kafka.capture() and kafka.capture_outbox() made, with the arguments
+/// kafka.capture_config holds; and a capture's topic is its own.
+#[test]
+fn capture_triggers_write_only_what_their_capture_says() {
+    let mut c = pg();
+    let victim = topic("w14_victim");
+    c.batch_execute(&format!(
+        "CREATE TABLE {victim} (id int PRIMARY KEY, status text); SELECT kafka.capture('{victim}', topic => '{victim}');"
+    ))
+    .unwrap();
+    let args: Vec<String> = c
+        .query_one(
+            &format!(
+                "SELECT kafka_internal.capture_args(c) FROM kafka.capture_config c WHERE relid = '{victim}'::regclass"
+            ),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let args = args.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", ");
+    as_role(&mut c, "e2e_w14", &["kafka_admin", "CREATE ON SCHEMA public"], |c| {
+        for (table, temp) in [("w14_mine", ""), ("w14_temp", "TEMP")] {
+            c.batch_execute(&format!(
+                "CREATE {temp} TABLE {table} (id int PRIMARY KEY, status text);
+                 CREATE TRIGGER w14_copy AFTER INSERT ON {table} REFERENCING NEW TABLE AS n FOR EACH STATEMENT
+                   EXECUTE FUNCTION kafka_internal.capture_changes({args});
+                 CREATE TABLE {table}_ob (id uuid, aggregatetype text, aggregateid text, type text, payload text);
+                 CREATE TRIGGER w14_relay AFTER INSERT ON {table}_ob REFERENCING NEW TABLE AS n FOR EACH STATEMENT
+                   EXECUTE FUNCTION kafka_internal.capture_outbox_relay('%s', 'f');"
+            ))
+            .unwrap();
+            let forged = format!("INSERT INTO {table} VALUES (42, 'refunded')");
+            assert_eq!(error_of(c, &forged).0, "39P01", "{forged}");
+            let relayed = format!("INSERT INTO {table}_ob VALUES (gen_random_uuid(), '{victim}', '42', 't', 'x')");
+            assert_eq!(error_of(c, &relayed).0, "39P01", "{relayed}");
+        }
+        // Its own table captured into the victim's topic, directly or through capture_config.
+        assert_eq!(error_of(c, &format!("SELECT kafka.capture('w14_mine', topic => '{victim}')")).0, "42501");
+        let row = format!(
+            "INSERT INTO kafka.capture_config (relid, table_name, kind, topic, key_attnums)
+             VALUES ('w14_mine'::regclass, 'w14_mine', 'table', '{victim}', '{{1}}')"
+        );
+        assert_eq!(error_of(c, &row).0, "42501", "{row}");
+        let temp = "INSERT INTO kafka.capture_config (relid, table_name, kind, topic, key_attnums)
+                    VALUES ('w14_temp'::regclass, 'w14_temp', 'table', 'w14.temp', '{1}')";
+        assert_eq!(error_of(c, temp).0, "0A000", "{temp}");
+        // What it may do: capture its own table to a topic of its own, and relay an outbox it
+        // captured.
+        c.batch_execute("DROP TRIGGER w14_copy ON w14_mine; DROP TRIGGER w14_relay ON w14_mine_ob").unwrap();
+        c.batch_execute(&format!(
+            "SELECT kafka.capture('w14_mine', topic => '{victim}_mine');
+             INSERT INTO w14_mine VALUES (1, 'own');"
+        ))
+        .unwrap();
+    });
+    c.execute(&format!("SELECT kafka.produce('{victim}', 'end')"), &[]).unwrap();
+    let seen = TopicReader::new(&victim).texts_until("end");
+    assert!(seen.is_empty(), "forged events reached the victim's topic: {seen:?}");
+    let own = TopicReader::new(&format!("{victim}_mine")).read_at_least(1)[0].text().unwrap();
+    assert!(own.contains("\"own\""), "{own}");
+    c.batch_execute(&format!("DROP TABLE {victim}")).unwrap();
+}
+
+/// W15: a credential kept in a file (a keytab, a private key's location) is handed to whatever
+/// broker the worker is pointed at, like a stored password: while one is configured only a
+/// superuser may change kafka.broker. And a database's defaults (ALTER DATABASE … SET), which
+/// its owner may set, cannot stop the worker.
+#[test]
+fn file_credentials_guard_the_brokers_and_database_defaults_do_not_stop_the_worker() {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let mut c = pg();
+            let db: String = c.query_one("SELECT current_database()", &[]).unwrap().get(0);
+            c.batch_execute(&format!(
+                "DELETE FROM kafka.config WHERE name = 'ssl.key.location';
+                 ALTER DATABASE {db} RESET default_transaction_read_only; ALTER DATABASE {db} RESET statement_timeout"
+            ))
+            .unwrap();
+        }
+    }
+    let _reset = Reset;
+    let mut c = pg();
+    c.batch_execute("DELETE FROM kafka.config WHERE name = 'ssl.key.location';
+                     INSERT INTO kafka.config VALUES ('ssl.key.location', '/nonexistent/w15.key')")
+        .unwrap();
+    as_role(&mut c, "e2e_w15", &["kafka_admin"], |c| {
+        let (state, _) = error_of(c, "UPDATE kafka.broker SET host = host");
+        assert_eq!(state, "42501", "a broker change with a key file configured");
+        assert_eq!(error_of(c, "INSERT INTO kafka.broker VALUES ('127.0.0.1', 19999)").0, "42501");
+    });
+    c.batch_execute("DELETE FROM kafka.config WHERE name = 'ssl.key.location'").unwrap();
+
+    let db: String = c.query_one("SELECT current_database()", &[]).unwrap().get(0);
+    c.batch_execute(&format!(
+        "ALTER DATABASE {db} SET default_transaction_read_only = on; ALTER DATABASE {db} SET statement_timeout = '1ms'"
+    ))
+    .unwrap();
+    let old = status(&mut c).pid.expect("worker runs");
+    c.execute("SELECT pg_terminate_backend($1)", &[&old]).unwrap();
+    wait_until("a new worker", || status(&mut c).pid.is_some_and(|p| p != old));
+    let t = topic("w15");
+    c.execute("SELECT kafka.produce($1, x) FROM generate_series(1, 2000) x", &[&t]).unwrap();
+    let got = TopicReader::new(&t).read_at_least(2000).len();
+    assert_eq!(got, 2000);
+}

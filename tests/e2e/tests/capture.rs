@@ -129,10 +129,71 @@ fn dates_times_and_intervals() {
     assert_eq!(
         after(&events(&t, 1)[0]),
         &json!({"id": 1, "d": 18661, "t": 14706789000i64, "t3": 14706789, "tz": "02:05:06Z",
-                "ts": 1612325106789000i64, "ts3": 1612325106789i64, "tstz": "2021-02-03T02:05:06.789Z",
+                "ts": 1612325106789000i64, "ts3": 1612325106789i64, "tstz": "2021-02-03T02:05:06.789000Z",
                 "i": 2629800000000i64 + 86400000000i64 + 7200500000i64})
     );
     drop_table(&mut c, "cap_time");
+}
+
+/// Compared as text, as Debezium's JSON converter writes them: floats keep a fraction or an
+/// exponent (Java's `Double.toString`), `timestamptz` has the column's precision of fraction
+/// digits (6 without one) and a sign past year 9999, infinite dates and timestamps are
+/// Debezium's sentinel numbers, and a key (and its schema) follows the primary key's order.
+#[test]
+fn values_are_written_as_debeziums_json_converter_writes_them() {
+    let mut c = pg();
+    let t = captured(
+        &mut c,
+        "cap_java",
+        "b int, a int, f float8, r real, tz timestamptz, tz3 timestamptz(3), tz0 timestamptz(0), d date,
+         ts timestamp, ts3 timestamp(3), tza timestamptz[], PRIMARY KEY (b, a)",
+        "",
+    );
+    c.batch_execute(
+        "INSERT INTO cap_java VALUES
+           (2, 1, 100, 0.1, '2024-05-01 10:00:00+00', '2024-05-01 10:00:00.5+00', '2024-05-01 10:00:00+00',
+            'infinity', 'infinity', '-infinity', ARRAY['2020-04-01 11:51:02+00'::timestamptz]);
+         INSERT INTO cap_java VALUES
+           (4, 3, 1e20, 1e10, '21016-11-04 06:51:30+00', NULL, NULL, '-infinity', '-infinity', NULL, NULL)",
+    )
+    .unwrap();
+    let got = TopicReader::new(&t).read_at_least(2).to_vec();
+    let text = |b: &Option<Vec<u8>>| String::from_utf8(b.clone().unwrap()).unwrap();
+    assert_eq!(text(&got[0].key), r#"{"b":2,"a":1}"#);
+    let first = text(&got[0].payload);
+    for want in [
+        r#""f":100.0"#,
+        r#""r":0.1"#,
+        r#""tz":"2024-05-01T10:00:00.000000Z""#,
+        r#""tz3":"2024-05-01T10:00:00.500Z""#,
+        r#""tz0":"2024-05-01T10:00:00Z""#,
+        r#""d":-2147472692"#,
+        r#""ts":9223372036825200000"#,
+        r#""ts3":-9223372036832400"#,
+        r#""tza":["2020-04-01T11:51:02.000000Z"]"#,
+        r#""after":{"b":2,"a":1,"#,
+    ] {
+        assert!(first.contains(want), "{want} in {first}");
+    }
+    let second = text(&got[1].payload);
+    for want in [
+        r#""f":1.0E20"#,
+        r#""r":1.0E10"#,
+        r#""tz":"+21016-11-04T06:51:30.000000Z""#,
+        r#""d":-2147472691"#,
+        r#""ts":-9223372036832400000"#,
+    ] {
+        assert!(second.contains(want), "{want} in {second}");
+    }
+    drop_table(&mut c, "cap_java");
+
+    let t = captured(&mut c, "cap_java_s", "b int, a int, PRIMARY KEY (b, a)", ", schemas => true");
+    c.batch_execute("INSERT INTO cap_java_s VALUES (2, 1)").unwrap();
+    let key = text(&TopicReader::new(&t).read_at_least(1)[0].key);
+    let (b, a) = (key.find(r#""field":"b""#).unwrap(), key.find(r#""field":"a""#).unwrap());
+    assert!(b < a, "the key schema in primary key order: {key}");
+    assert!(key.ends_with(r#""payload":{"b":2,"a":1}}"#), "{key}");
+    drop_table(&mut c, "cap_java_s");
 }
 
 #[test]
