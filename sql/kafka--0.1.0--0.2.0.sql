@@ -368,14 +368,6 @@ AS 'MODULE_PATHNAME', 'is_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::api::check_served
-CREATE  FUNCTION kafka_internal."check_served"() RETURNS VOID /* SqlResult < () > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_served_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- kafka::backend::api::worker_errors
 CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
 	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
@@ -386,6 +378,33 @@ CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::upgrade::requeue_v1
+CREATE  FUNCTION kafka_internal."requeue_v1"(
+	"topic" TEXT, /* & str */
+	"key" bytea, /* Option < & [u8] > */
+	"payload" bytea, /* Option < & [u8] > */
+	"headers" jsonb, /* Option < JsonB > */
+	"partition" INT, /* Option < i32 > */
+	"timestamp_ms" bigint, /* Option < i64 > */
+	"packed" INT /* Option < i32 > */
+) RETURNS bigint /* SqlResult < i64 > */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::capture::backfill_events
+CREATE  FUNCTION kafka_internal."backfill_events"(
+	"rel" oid, /* pg_sys :: Oid */
+	"rows" anyarray /* pgrx :: AnyArray */
+) RETURNS bigint /* SqlResult < i64 > */
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -410,22 +429,6 @@ AS 'MODULE_PATHNAME', 'worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::upgrade::requeue_v1
-CREATE  FUNCTION kafka_internal."requeue_v1"(
-	"topic" TEXT, /* & str */
-	"key" bytea, /* Option < & [u8] > */
-	"payload" bytea, /* Option < & [u8] > */
-	"headers" jsonb, /* Option < JsonB > */
-	"partition" INT, /* Option < i32 > */
-	"timestamp_ms" bigint, /* Option < i64 > */
-	"packed" INT /* Option < i32 > */
-) RETURNS bigint /* SqlResult < i64 > */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- kafka::backend::api::check_topic
 CREATE  FUNCTION kafka_internal."check_topic"(
 	"topic" TEXT /* Option < & str > */
@@ -433,17 +436,6 @@ CREATE  FUNCTION kafka_internal."check_topic"(
 IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'check_topic_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::capture::backfill_events
-CREATE  FUNCTION kafka_internal."backfill_events"(
-	"rel" oid, /* pg_sys :: Oid */
-	"rows" anyarray /* pgrx :: AnyArray */
-) RETURNS bigint /* SqlResult < i64 > */
-STRICT VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -488,10 +480,26 @@ BEGIN
             RAISE EXCEPTION 'relation % is not a table', r.relid USING ERRCODE = '42809',
                 HINT = 'Capture tables with kafka.capture() or kafka.capture_outbox().';
         END IF;
+        IF (SELECT relpersistence FROM pg_class WHERE oid = r.relid) = 't' THEN
+            RAISE EXCEPTION '% is a temporary table', r.relid USING ERRCODE = '0A000',
+                HINT = 'Temporary tables live in one session only; capture a permanent table.';
+        END IF;
         IF r.kind = 'table' THEN
             PERFORM kafka_internal.check_topic(r.topic);
         ELSE
             PERFORM kafka_internal.check_topic(replace(r.topic, '%s', 'x'));
+        END IF;
+        IF r.topic IN (current_setting('kafka.position_topic', true), current_setting('kafka.transaction_topic', true)) THEN
+            RAISE EXCEPTION 'topic "%" is pg_kafka''s own', r.topic USING ERRCODE = '42501',
+                HINT = 'kafka.position_topic and kafka.transaction_topic are written by pg_kafka''s worker only; capture to another topic.';
+        END IF;
+        -- A captured topic is written by its capture only: another table's events there could
+        -- pass for the first one's. (A superuser may still merge tables into one topic.)
+        IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+           AND EXISTS (SELECT FROM kafka.capture_config o WHERE o.topic = r.topic AND o.relid <> r.relid) THEN
+            RAISE EXCEPTION 'topic "%" already carries the events of another captured table', r.topic
+                USING ERRCODE = '42501',
+                HINT = 'Capture each table to a topic of its own; a superuser may put several tables in one topic.';
         END IF;
     END IF;
     IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
@@ -750,7 +758,11 @@ LANGUAGE plpgsql AS $$
 DECLARE
     p kafka.backfill_progress;
 BEGIN
-    IF NOT EXISTS (SELECT FROM kafka.capture_config WHERE relid = "table" AND kind = 'table') THEN
+    -- No SET search_path here (a procedure that commits cannot have one): every operator is
+    -- qualified, so none from a schema on the caller's path runs with the caller's rights.
+    IF NOT EXISTS (SELECT FROM kafka.capture_config c
+                    WHERE c.relid::pg_catalog.oid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid
+                      AND c.kind OPERATOR(pg_catalog.=) 'table') THEN
         RAISE EXCEPTION '% is not captured', "table" USING ERRCODE = '55000',
             HINT = 'Call kafka.capture() first: the backfill uses its topic, key and columns.';
     END IF;
@@ -758,22 +770,23 @@ BEGIN
         RAISE EXCEPTION 'permission denied to backfill table %', "table" USING ERRCODE = '42501',
             HINT = 'Backfilling a table takes the SELECT and TRIGGER privileges on it, as for its owner.';
     END IF;
-    IF chunk_size IS NULL OR chunk_size < 1 THEN
+    IF chunk_size IS NULL OR chunk_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'chunk_size must be positive' USING ERRCODE = '22023', HINT = 'e.g. chunk_size => 10000';
     END IF;
-    SELECT * INTO p FROM kafka.backfill_progress WHERE relid = "table";
+    SELECT * INTO p FROM kafka.backfill_progress b WHERE b.relid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid;
     IF NOT FOUND OR p.finished_at IS NOT NULL THEN
-        DELETE FROM kafka.backfill_progress WHERE relid = "table";
+        DELETE FROM kafka.backfill_progress b WHERE b.relid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid;
         INSERT INTO kafka.backfill_progress (relid) VALUES ("table") RETURNING * INTO p;
         COMMIT;
     ELSE
         RAISE NOTICE 'resuming the backfill of % after % rows', "table", p.rows_done;
     END IF;
     LOOP
-        EXIT WHEN kafka_internal.backfill_chunk("table", chunk_size) = 0;
+        EXIT WHEN kafka_internal.backfill_chunk("table", chunk_size) OPERATOR(pg_catalog.=) 0;
         COMMIT;
     END LOOP;
-    UPDATE kafka.backfill_progress SET finished_at = pg_catalog.now(), updated_at = pg_catalog.now() WHERE relid = "table";
+    UPDATE kafka.backfill_progress b SET finished_at = pg_catalog.now(), updated_at = pg_catalog.now()
+     WHERE b.relid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid;
     COMMIT;
 END $$;
 
@@ -819,6 +832,14 @@ CREATE EVENT TRIGGER kafka_capture_ddl ON ddl_command_end WHEN TAG IN ('ALTER TA
 -- Every command that can drop a table: DROP TABLE, DROP SCHEMA ... CASCADE, DROP OWNED BY.
 CREATE EVENT TRIGGER kafka_capture_dropped ON sql_drop
     EXECUTE FUNCTION kafka_internal.capture_dropped();
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::check_served
+CREATE  FUNCTION kafka_internal."check_served"() RETURNS VOID /* SqlResult < () > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_served_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
