@@ -216,7 +216,10 @@ pub fn position_topic() -> String {
 
 /// Whether `topic` is one the worker writes for itself (position or transaction metadata).
 pub fn worker_topic(topic: &str) -> bool {
-    [POSITION_TOPIC.get(), TRANSACTION_TOPIC.get()].into_iter().flatten().any(|t| t.to_bytes() == topic.as_bytes())
+    [POSITION_TOPIC.get(), TRANSACTION_TOPIC.get()]
+        .into_iter()
+        .flatten()
+        .any(|t| t.to_bytes() == topic.as_bytes())
 }
 
 /// None: no transaction metadata.

@@ -214,7 +214,9 @@ mod tests {
             assert!(is_secret(s), "{s}");
             assert!(holds_credential(s), "{s}");
         }
-        for s in ["sasl.username", "ssl.ca.pem", "ssl.certificate.pem", "ssl.key.location", "sasl.kerberos.keytab"] {
+        for s in
+            ["sasl.username", "ssl.ca.pem", "ssl.certificate.pem", "ssl.key.location", "sasl.kerberos.keytab"]
+        {
             assert!(!is_secret(s), "{s}");
         }
         for s in [

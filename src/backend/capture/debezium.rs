@@ -95,7 +95,9 @@ impl Enc {
             pg_sys::TIMEOID => Enc::Time { millis },
             pg_sys::TIMETZOID => Enc::TimeTz,
             pg_sys::TIMESTAMPOID => Enc::Timestamp { millis },
-            pg_sys::TIMESTAMPTZOID => Enc::TimestampTz { digits: if typmod < 0 { 6 } else { typmod.min(6) as u8 } },
+            pg_sys::TIMESTAMPTZOID => {
+                Enc::TimestampTz { digits: if typmod < 0 { 6 } else { typmod.min(6) as u8 } }
+            }
             pg_sys::INTERVALOID => Enc::Interval,
             pg_sys::MONEYOID => Enc::Money,
             _ => {
@@ -265,8 +267,12 @@ pub fn attributes(desc: pg_sys::TupleDesc, which: Columns) -> Vec<(usize, pg_sys
     let attrs = unsafe { (*desc).attrs.as_slice(natts) };
     let live = |i: usize| attrs.get(i).filter(|a| !a.attisdropped).map(|a| (i, *a));
     match which {
-        Columns::Only(attnums) => attnums.iter().filter_map(|&n| live(usize::try_from(n - 1).ok()?)).collect(),
-        Columns::Except(attnums) => (0..natts).filter_map(live).filter(|(_, a)| !attnums.contains(&a.attnum)).collect(),
+        Columns::Only(attnums) => {
+            attnums.iter().filter_map(|&n| live(usize::try_from(n - 1).ok()?)).collect()
+        }
+        Columns::Except(attnums) => {
+            (0..natts).filter_map(live).filter(|(_, a)| !attnums.contains(&a.attnum)).collect()
+        }
     }
 }
 

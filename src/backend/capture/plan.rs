@@ -211,7 +211,9 @@ fn registered(rel: pg_sys::Relation) -> Result<Option<Registered>, KafkaError> {
             }))
         })
     })
-    .map_err(|e: pgrx::spi::SpiError| KafkaError::Internal(format!("could not read kafka.capture_config: {e}")))
+    .map_err(|e: pgrx::spi::SpiError| {
+        KafkaError::Internal(format!("could not read kafka.capture_config: {e}"))
+    })
 }
 
 fn unregistered(rel: pg_sys::Relation, function: &str) -> KafkaError {

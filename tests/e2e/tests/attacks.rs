@@ -399,8 +399,8 @@ fn operators_on_the_callers_path_never_run_with_more_rights() {
         .unwrap();
         assert!(!is_superuser(c, "e2e_w12"), "release() ran the role's operator as the owner");
         // A superuser backfills with the role's schema first on its path.
-        c.batch_execute(&format!("RESET ROLE; SET search_path = public, pg_catalog; CALL kafka.backfill('{t}')"))
-            .unwrap();
+        c.batch_execute("RESET ROLE; SET search_path = public, pg_catalog").unwrap();
+        c.batch_execute(&format!("CALL kafka.backfill('{t}')")).unwrap();
         c.batch_execute("RESET search_path; SET ROLE e2e_w12").unwrap();
         assert!(!is_superuser(c, "e2e_w12"), "the backfill ran the role's operator as a superuser");
     });
@@ -484,7 +484,8 @@ fn capture_triggers_write_only_what_their_capture_says() {
             .unwrap();
             let forged = format!("INSERT INTO {table} VALUES (42, 'refunded')");
             assert_eq!(error_of(c, &forged).0, "39P01", "{forged}");
-            let relayed = format!("INSERT INTO {table}_ob VALUES (gen_random_uuid(), '{victim}', '42', 't', 'x')");
+            let relayed =
+                format!("INSERT INTO {table}_ob VALUES (gen_random_uuid(), '{victim}', '42', 't', 'x')");
             assert_eq!(error_of(c, &relayed).0, "39P01", "{relayed}");
         }
         // Its own table captured into the victim's topic, directly or through capture_config.
@@ -520,11 +521,16 @@ fn capture_triggers_write_only_what_their_capture_says() {
 /// its owner may set, cannot stop the worker.
 #[test]
 fn file_credentials_guard_the_brokers_and_database_defaults_do_not_stop_the_worker() {
-    struct Reset;
+    let mut c = pg();
+    let db: String = c.query_one("SELECT current_database()", &[]).unwrap().get(0);
+    // Undoes the test's settings even when it fails half-way (with the database's defaults in
+    // place, a new session must override them first).
+    struct Reset(String);
     impl Drop for Reset {
         fn drop(&mut self) {
-            let mut c = pg();
-            let db: String = c.query_one("SELECT current_database()", &[]).unwrap().get(0);
+            let db = &self.0;
+            let mut c = connect_to(db);
+            c.batch_execute("SET default_transaction_read_only = off; SET statement_timeout = 0").unwrap();
             c.batch_execute(&format!(
                 "DELETE FROM kafka.config WHERE name = 'ssl.key.location';
                  ALTER DATABASE {db} RESET default_transaction_read_only; ALTER DATABASE {db} RESET statement_timeout"
@@ -532,11 +538,12 @@ fn file_credentials_guard_the_brokers_and_database_defaults_do_not_stop_the_work
             .unwrap();
         }
     }
-    let _reset = Reset;
-    let mut c = pg();
-    c.batch_execute("DELETE FROM kafka.config WHERE name = 'ssl.key.location';
-                     INSERT INTO kafka.config VALUES ('ssl.key.location', '/nonexistent/w15.key')")
-        .unwrap();
+    let _reset = Reset(db.clone());
+    c.batch_execute(
+        "DELETE FROM kafka.config WHERE name = 'ssl.key.location';
+                     INSERT INTO kafka.config VALUES ('ssl.key.location', '/nonexistent/w15.key')",
+    )
+    .unwrap();
     as_role(&mut c, "e2e_w15", &["kafka_admin"], |c| {
         let (state, _) = error_of(c, "UPDATE kafka.broker SET host = host");
         assert_eq!(state, "42501", "a broker change with a key file configured");
@@ -544,7 +551,6 @@ fn file_credentials_guard_the_brokers_and_database_defaults_do_not_stop_the_work
     });
     c.batch_execute("DELETE FROM kafka.config WHERE name = 'ssl.key.location'").unwrap();
 
-    let db: String = c.query_one("SELECT current_database()", &[]).unwrap().get(0);
     c.batch_execute(&format!(
         "ALTER DATABASE {db} SET default_transaction_read_only = on; ALTER DATABASE {db} SET statement_timeout = '1ms'"
     ))
@@ -553,7 +559,12 @@ fn file_credentials_guard_the_brokers_and_database_defaults_do_not_stop_the_work
     c.execute("SELECT pg_terminate_backend($1)", &[&old]).unwrap();
     wait_until("a new worker", || status(&mut c).pid.is_some_and(|p| p != old));
     let t = topic("w15");
-    c.execute("SELECT kafka.produce($1, x) FROM generate_series(1, 2000) x", &[&t]).unwrap();
+    if let Err(e) = c.execute("SELECT kafka.produce($1, x::text) FROM generate_series(1, 2000) x", &[&t]) {
+        panic!("{e:?}");
+    }
     let got = TopicReader::new(&t).read_at_least(2000).len();
     assert_eq!(got, 2000);
+    // And it recorded the delivery (a read-only worker would send them again and again).
+    wait_until("the queue to drain", || status(&mut c).backlog == 0);
+    assert_eq!(status(&mut c).last_error, None);
 }
