@@ -215,11 +215,15 @@ pub fn position_topic() -> String {
 }
 
 /// Whether `topic` is one the worker writes for itself (position or transaction metadata).
+/// Asked for every message queued: compares in place, without copying the settings.
 pub fn worker_topic(topic: &str) -> bool {
-    [POSITION_TOPIC.get(), TRANSACTION_TOPIC.get()]
-        .into_iter()
-        .flatten()
-        .any(|t| t.to_bytes() == topic.as_bytes())
+    [&POSITION_TOPIC, &TRANSACTION_TOPIC].into_iter().any(|g| {
+        // SAFETY: a string GUC's variable, which PostgreSQL keeps NULL or pointing at a
+        // NUL-terminated string it owns; read in the backend's own thread, and not kept.
+        let p = unsafe { *g.as_ptr() };
+        // SAFETY: `p` is not NULL, so it points at that NUL-terminated string.
+        !p.is_null() && unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes() == topic.as_bytes()
+    })
 }
 
 /// None: no transaction metadata.
