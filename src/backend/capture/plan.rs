@@ -1,5 +1,6 @@
 //! What a capture trigger needs to encode a statement's events: its options, the column encoders
-//! of key and row, and the JSON of the database, schema and table names. Built the first time a
+//! of key and row, and the JSON of the database, schema and table names; and whether a capture or
+//! relay trigger is one `kafka.capture()` / `kafka.capture_outbox()` made. Built the first time a
 //! trigger fires in a session and kept until PostgreSQL invalidates a relation or a schema (an
 //! ALTER TABLE, a new `kafka.capture()`, a renamed schema, a VACUUM's new statistics...), so that a
 //! one-row statement does no catalog lookups.
@@ -123,9 +124,8 @@ pub fn init() {
     }
 }
 
-/// The plan of the firing capture trigger.
-pub fn of_trigger(trigger: &pgrx::PgTrigger) -> Result<Rc<Plan>, KafkaError> {
-    let data = trigger.trigger_data();
+/// The firing trigger's oid, and the current epoch, with what an earlier epoch cached thrown away.
+fn trigger_and_epoch(data: &pg_sys::TriggerData) -> (Oid, u64) {
     // SAFETY: PostgreSQL calls a trigger with valid TriggerData whose `tg_trigger` lives for the
     // call.
     let tgoid = unsafe { (*data.tg_trigger).tgoid };
@@ -134,6 +134,13 @@ pub fn of_trigger(trigger: &pgrx::PgTrigger) -> Result<Rc<Plan>, KafkaError> {
         PLANS.with_borrow_mut(HashMap::clear);
         RELAYS.with_borrow_mut(|r| r.clear());
     }
+    (tgoid, epoch)
+}
+
+/// The plan of the firing capture trigger.
+pub fn of_trigger(trigger: &pgrx::PgTrigger) -> Result<Rc<Plan>, KafkaError> {
+    let data = trigger.trigger_data();
+    let (tgoid, epoch) = trigger_and_epoch(data);
     if let Some(plan) = PLANS.with_borrow(|p| p.get(&tgoid).cloned()) {
         return Ok(plan);
     }
@@ -158,14 +165,7 @@ pub fn of_trigger(trigger: &pgrx::PgTrigger) -> Result<Rc<Plan>, KafkaError> {
 /// pattern, whether to delete) are those `kafka.capture_config` holds for its table.
 pub fn check_relay(trigger: &pgrx::PgTrigger, pattern: &str, delete: bool) -> Result<(), KafkaError> {
     let data = trigger.trigger_data();
-    // SAFETY: PostgreSQL calls a trigger with valid TriggerData whose `tg_trigger` lives for the
-    // call.
-    let tgoid = unsafe { (*data.tg_trigger).tgoid };
-    let epoch = EPOCH.get();
-    if PLANS_EPOCH.replace(epoch) != epoch {
-        PLANS.with_borrow_mut(HashMap::clear);
-        RELAYS.with_borrow_mut(|r| r.clear());
-    }
+    let (tgoid, epoch) = trigger_and_epoch(data);
     if RELAYS.with_borrow(|r| r.contains(&tgoid)) {
         return Ok(());
     }
