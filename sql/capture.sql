@@ -264,6 +264,30 @@ CREATE TABLE kafka.backfill_progress (
     finished_at timestamptz
 );
 
+-- A backfill's progress decides which rows a resumed backfill sends: writing it takes what
+-- backfilling the table takes (SELECT and TRIGGER on it); removing it, what uncapturing takes
+-- (TRIGGER), or that the table is gone. Superusers (and the extension's event triggers) pass.
+CREATE FUNCTION kafka_internal.backfill_progress_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r kafka.backfill_progress := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       AND (TG_OP <> 'INSERT' AND NOT coalesce(has_table_privilege(OLD.relid, 'TRIGGER')
+                                               AND (TG_OP = 'DELETE' OR has_table_privilege(OLD.relid, 'SELECT')),
+                                               TG_OP = 'DELETE')
+            OR TG_OP <> 'DELETE' AND NOT coalesce(has_table_privilege(NEW.relid, 'TRIGGER')
+                                                  AND has_table_privilege(NEW.relid, 'SELECT'), false)) THEN
+        RAISE EXCEPTION 'permission denied to change the backfill progress of table %', r.relid::regclass
+            USING ERRCODE = '42501',
+            HINT = 'kafka.backfill() records it for whoever may backfill the table (SELECT and TRIGGER on it).';
+    END IF;
+    RETURN r;
+END $$;
+
+CREATE TRIGGER backfill_progress_check BEFORE INSERT OR UPDATE OR DELETE ON kafka.backfill_progress
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.backfill_progress_check();
+
 CREATE VIEW kafka.backfills AS
 SELECT relid::regclass AS "table", rows_done, last_key, started_at, updated_at, finished_at
 FROM kafka.backfill_progress;

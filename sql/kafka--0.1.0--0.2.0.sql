@@ -358,13 +358,14 @@ CREATE SCHEMA IF NOT EXISTS kafka_internal; /* kafka::kafka_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::api::is_secret
-CREATE  FUNCTION kafka_internal."is_secret"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
+-- kafka::backend::capture::backfill_events
+CREATE  FUNCTION kafka_internal."backfill_events"(
+	"rel" oid, /* pg_sys :: Oid */
+	"rows" anyarray /* pgrx :: AnyArray */
+) RETURNS bigint /* SqlResult < i64 > */
+STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'is_secret_wrapper';
+AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -378,33 +379,6 @@ CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::upgrade::requeue_v1
-CREATE  FUNCTION kafka_internal."requeue_v1"(
-	"topic" TEXT, /* & str */
-	"key" bytea, /* Option < & [u8] > */
-	"payload" bytea, /* Option < & [u8] > */
-	"headers" jsonb, /* Option < JsonB > */
-	"partition" INT, /* Option < i32 > */
-	"timestamp_ms" bigint, /* Option < i64 > */
-	"packed" INT /* Option < i32 > */
-) RETURNS bigint /* SqlResult < i64 > */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::capture::backfill_events
-CREATE  FUNCTION kafka_internal."backfill_events"(
-	"rel" oid, /* pg_sys :: Oid */
-	"rows" anyarray /* pgrx :: AnyArray */
-) RETURNS bigint /* SqlResult < i64 > */
-STRICT VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -709,6 +683,30 @@ CREATE TABLE kafka.backfill_progress (
     finished_at timestamptz
 );
 
+-- A backfill's progress decides which rows a resumed backfill sends: writing it takes what
+-- backfilling the table takes (SELECT and TRIGGER on it); removing it, what uncapturing takes
+-- (TRIGGER), or that the table is gone. Superusers (and the extension's event triggers) pass.
+CREATE FUNCTION kafka_internal.backfill_progress_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r kafka.backfill_progress := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       AND (TG_OP <> 'INSERT' AND NOT coalesce(has_table_privilege(OLD.relid, 'TRIGGER')
+                                               AND (TG_OP = 'DELETE' OR has_table_privilege(OLD.relid, 'SELECT')),
+                                               TG_OP = 'DELETE')
+            OR TG_OP <> 'DELETE' AND NOT coalesce(has_table_privilege(NEW.relid, 'TRIGGER')
+                                                  AND has_table_privilege(NEW.relid, 'SELECT'), false)) THEN
+        RAISE EXCEPTION 'permission denied to change the backfill progress of table %', r.relid::regclass
+            USING ERRCODE = '42501',
+            HINT = 'kafka.backfill() records it for whoever may backfill the table (SELECT and TRIGGER on it).';
+    END IF;
+    RETURN r;
+END $$;
+
+CREATE TRIGGER backfill_progress_check BEFORE INSERT OR UPDATE OR DELETE ON kafka.backfill_progress
+    FOR EACH ROW EXECUTE FUNCTION kafka_internal.backfill_progress_check();
+
 CREATE VIEW kafka.backfills AS
 SELECT relid::regclass AS "table", rows_done, last_key, started_at, updated_at, finished_at
 FROM kafka.backfill_progress;
@@ -835,11 +833,37 @@ CREATE EVENT TRIGGER kafka_capture_dropped ON sql_drop
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- kafka::backend::upgrade::requeue_v1
+CREATE  FUNCTION kafka_internal."requeue_v1"(
+	"topic" TEXT, /* & str */
+	"key" bytea, /* Option < & [u8] > */
+	"payload" bytea, /* Option < & [u8] > */
+	"headers" jsonb, /* Option < JsonB > */
+	"partition" INT, /* Option < i32 > */
+	"timestamp_ms" bigint, /* Option < i64 > */
+	"packed" INT /* Option < i32 > */
+) RETURNS bigint /* SqlResult < i64 > */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- kafka::backend::api::check_served
 CREATE  FUNCTION kafka_internal."check_served"() RETURNS VOID /* SqlResult < () > */
 STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'check_served_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::is_secret
+CREATE  FUNCTION kafka_internal."is_secret"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'is_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -568,3 +568,37 @@ fn file_credentials_guard_the_brokers_and_database_defaults_do_not_stop_the_work
     wait_until("the queue to drain", || status(&mut c).backlog == 0);
     assert_eq!(status(&mut c).last_error, None);
 }
+
+/// W16: kafka.backfill_progress says from which key a resumed backfill goes on: a kafka_admin
+/// who may not backfill a table could move it past rows (or reset it) for the table's owner.
+/// Writing it takes what backfilling takes; the owner's own backfill still records it.
+#[test]
+fn a_backfills_progress_is_written_only_by_who_may_backfill_the_table() {
+    let mut c = pg();
+    let t = topic("w16");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY); INSERT INTO {t} SELECT generate_series(1, 3);
+         SELECT kafka.capture('{t}', topic => '{t}');"
+    ))
+    .unwrap();
+    c.batch_execute(&format!("CALL kafka.backfill('{t}')")).unwrap();
+    as_role(&mut c, "e2e_w16", &["kafka_admin"], |c| {
+        for sql in [
+            format!("UPDATE kafka.backfill_progress SET last_key = '{{999999}}', finished_at = NULL WHERE relid = '{t}'::regclass"),
+            format!("DELETE FROM kafka.backfill_progress WHERE relid = '{t}'::regclass"),
+            format!("INSERT INTO kafka.backfill_progress (relid, last_key) VALUES ('{t}'::regclass, '{{2}}')"),
+        ] {
+            assert_eq!(error_of(c, &sql).0, "42501", "{sql}");
+        }
+    });
+    let (done, finished): (i64, bool) = c
+        .query_one(
+            &format!("SELECT rows_done, finished_at IS NOT NULL FROM kafka.backfills WHERE \"table\" = '{t}'::regclass"),
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!((done, finished), (3, true));
+    assert!(c.query_one(&format!("SELECT kafka.uncapture('{t}')"), &[]).unwrap().get::<_, bool>(0));
+    c.batch_execute(&format!("DROP TABLE {t}")).unwrap();
+}
