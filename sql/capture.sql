@@ -16,7 +16,12 @@ CREATE TABLE kafka.capture_config (
     tombstones boolean NOT NULL DEFAULT true,
     schemas boolean NOT NULL DEFAULT false,  -- events in Kafka Connect's {"schema", "payload"} form
     delete_after_queue boolean NOT NULL DEFAULT false,
-    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- The key and excluded columns by name, kept in step by capture_config_check and capture_ddl:
+    -- a restored copy (pg_dump leaves dropped columns out) numbers its columns differently, and
+    -- its rows of this table get their numbers back from these names.
+    key_names text[],
+    exclude_names text[]
 );
 -- pg_dump keeps the capture list; the tables' triggers are dumped with the tables.
 SELECT pg_catalog.pg_extension_config_dump('kafka.capture_config', '');
@@ -41,6 +46,20 @@ BEGIN
         END IF;
         IF r.kind = 'table' THEN
             PERFORM kafka_internal.check_topic(r.topic);
+            IF r.key_names IS NULL OR r.exclude_names IS NULL THEN
+                -- written by kafka.capture() (or an upgrade): the names of the numbers
+                r.key_names := kafka_internal.capture_names(r.relid, r.key_attnums);
+                r.exclude_names := kafka_internal.capture_names(r.relid, r.exclude_attnums);
+            ELSIF kafka_internal.capture_names(r.relid, r.key_attnums) IS DISTINCT FROM r.key_names
+               OR kafka_internal.capture_names(r.relid, r.exclude_attnums) IS DISTINCT FROM r.exclude_names THEN
+                -- restored into a copy whose columns have other numbers: the numbers of the names
+                r.key_attnums := kafka_internal.capture_attnums(r.relid, r.key_names);
+                r.exclude_attnums := kafka_internal.capture_attnums(r.relid, r.exclude_names);
+                IF cardinality(r.key_attnums) < cardinality(r.key_names) THEN
+                    RAISE EXCEPTION 'key columns % of % are missing', r.key_names, r.relid USING ERRCODE = '42703',
+                        HINT = 'Capture the table again with kafka.capture() and the key it has now.';
+                END IF;
+            END IF;
         ELSE
             PERFORM kafka_internal.check_topic(replace(r.topic, '%s', 'x'));
         END IF;
@@ -387,6 +406,12 @@ BEGIN
             RAISE EXCEPTION 'cannot drop a key column of captured table %', cfg.relid::regclass
                 USING ERRCODE = '2BP01',
                       HINT = 'Call kafka.uncapture() first, then kafka.capture() with the new key.';
+        END IF;
+        IF cfg.kind = 'table' THEN  -- renamed or dropped columns: the names follow the numbers
+            UPDATE kafka.capture_config c
+               SET key_names = kafka_internal.capture_names(c.relid, c.key_attnums),
+                   exclude_names = kafka_internal.capture_names(c.relid, c.exclude_attnums)
+             WHERE c.relid = cfg.relid;
         END IF;
     END LOOP;
 END $$;

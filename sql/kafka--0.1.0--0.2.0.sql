@@ -358,6 +358,34 @@ CREATE SCHEMA IF NOT EXISTS kafka_internal; /* kafka::kafka_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- kafka::backend::api::check_topic
+CREATE  FUNCTION kafka_internal."check_topic"(
+	"topic" TEXT /* Option < & str > */
+) RETURNS VOID /* SqlResult < () > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_topic_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::check_served
+CREATE  FUNCTION kafka_internal."check_served"() RETURNS VOID /* SqlResult < () > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_served_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::is_secret
+CREATE  FUNCTION kafka_internal."is_secret"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'is_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- kafka::backend::capture::backfill_events
 CREATE  FUNCTION kafka_internal."backfill_events"(
 	"rel" oid, /* pg_sys :: Oid */
@@ -366,50 +394,6 @@ CREATE  FUNCTION kafka_internal."backfill_events"(
 STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::api::worker_errors
-CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
-	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"attempts" bigint,  /* i64 */
-	"error" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::api::worker_state
-CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
-	"running" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"delivery" TEXT,  /* Option < & '_ str > */
-	"delivered" bigint,  /* i64 */
-	"dead_lettered" bigint,  /* i64 */
-	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_error" TEXT,  /* Option < String > */
-	"last_error_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"failing_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"previous_error" TEXT,  /* Option < String > */
-	"previous_error_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
-)
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::api::check_topic
-CREATE  FUNCTION kafka_internal."check_topic"(
-	"topic" TEXT /* Option < & str > */
-) RETURNS VOID /* SqlResult < () > */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_topic_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -435,7 +419,12 @@ CREATE TABLE kafka.capture_config (
     tombstones boolean NOT NULL DEFAULT true,
     schemas boolean NOT NULL DEFAULT false,  -- events in Kafka Connect's {"schema", "payload"} form
     delete_after_queue boolean NOT NULL DEFAULT false,
-    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- The key and excluded columns by name, kept in step by capture_config_check and capture_ddl:
+    -- a restored copy (pg_dump leaves dropped columns out) numbers its columns differently, and
+    -- its rows of this table get their numbers back from these names.
+    key_names text[],
+    exclude_names text[]
 );
 -- pg_dump keeps the capture list; the tables' triggers are dumped with the tables.
 SELECT pg_catalog.pg_extension_config_dump('kafka.capture_config', '');
@@ -460,6 +449,20 @@ BEGIN
         END IF;
         IF r.kind = 'table' THEN
             PERFORM kafka_internal.check_topic(r.topic);
+            IF r.key_names IS NULL OR r.exclude_names IS NULL THEN
+                -- written by kafka.capture() (or an upgrade): the names of the numbers
+                r.key_names := kafka_internal.capture_names(r.relid, r.key_attnums);
+                r.exclude_names := kafka_internal.capture_names(r.relid, r.exclude_attnums);
+            ELSIF kafka_internal.capture_names(r.relid, r.key_attnums) IS DISTINCT FROM r.key_names
+               OR kafka_internal.capture_names(r.relid, r.exclude_attnums) IS DISTINCT FROM r.exclude_names THEN
+                -- restored into a copy whose columns have other numbers: the numbers of the names
+                r.key_attnums := kafka_internal.capture_attnums(r.relid, r.key_names);
+                r.exclude_attnums := kafka_internal.capture_attnums(r.relid, r.exclude_names);
+                IF cardinality(r.key_attnums) < cardinality(r.key_names) THEN
+                    RAISE EXCEPTION 'key columns % of % are missing', r.key_names, r.relid USING ERRCODE = '42703',
+                        HINT = 'Capture the table again with kafka.capture() and the key it has now.';
+                END IF;
+            END IF;
         ELSE
             PERFORM kafka_internal.check_topic(replace(r.topic, '%s', 'x'));
         END IF;
@@ -807,6 +810,12 @@ BEGIN
                 USING ERRCODE = '2BP01',
                       HINT = 'Call kafka.uncapture() first, then kafka.capture() with the new key.';
         END IF;
+        IF cfg.kind = 'table' THEN  -- renamed or dropped columns: the names follow the numbers
+            UPDATE kafka.capture_config c
+               SET key_names = kafka_internal.capture_names(c.relid, c.key_attnums),
+                   exclude_names = kafka_internal.capture_names(c.relid, c.exclude_attnums)
+             WHERE c.relid = cfg.relid;
+        END IF;
     END LOOP;
 END $$;
 
@@ -849,21 +858,37 @@ AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::api::check_served
-CREATE  FUNCTION kafka_internal."check_served"() RETURNS VOID /* SqlResult < () > */
-STRICT STABLE PARALLEL SAFE 
+-- kafka::backend::api::worker_state
+CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
+	"running" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"delivery" TEXT,  /* Option < & '_ str > */
+	"delivered" bigint,  /* i64 */
+	"dead_lettered" bigint,  /* i64 */
+	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_error" TEXT,  /* Option < String > */
+	"last_error_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"failing_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"previous_error" TEXT,  /* Option < String > */
+	"previous_error_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_served_wrapper';
+AS 'MODULE_PATHNAME', 'worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::api::is_secret
-CREATE  FUNCTION kafka_internal."is_secret"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
+-- kafka::backend::api::worker_errors
+CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
+	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"attempts" bigint,  /* i64 */
+	"error" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'is_secret_wrapper';
+AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::rc::Rc;
 
-/// The options a capture trigger is created with (its arguments, set by `kafka.capture()`).
-#[derive(Debug, PartialEq)]
+/// The options of a table's capture, as `kafka_internal.capture_args` lists them (and
+/// `kafka.capture()` gives them to the table's triggers).
 pub struct Options {
     pub topic: String,
     pub key: Vec<i16>,
@@ -144,14 +144,13 @@ pub fn of_trigger(trigger: &pgrx::PgTrigger) -> Result<Rc<Plan>, KafkaError> {
     if let Some(plan) = PLANS.with_borrow(|p| p.get(&tgoid).cloned()) {
         return Ok(plan);
     }
-    let args = trigger.extra_args().map_err(|e| {
-        KafkaError::BadTrigger(format!("could not read the capture trigger's arguments: {e}"))
-    })?;
-    let opts = Options::from_args(&args)?;
-    match registered(data.tg_relation)? {
-        Some(Registered::Table(args)) if Options::from_args(&args)? == opts => {}
+    // The options are the capture's, not the trigger's arguments: the same when kafka.capture()
+    // made the trigger, but in a restored copy only the capture's follow the columns' new
+    // numbers (see capture_config_check).
+    let opts = match registered(data.tg_relation)? {
+        Some(Registered::Table(args)) => Options::from_args(&args)?,
         _ => return Err(unregistered(data.tg_relation, "kafka_internal.capture_changes()")),
-    }
+    };
     let plan = Rc::new(Plan::new(opts, data.tg_relation));
     // Building it looked up catalogs, which may have processed invalidations: keep it only if
     // none came meanwhile.
