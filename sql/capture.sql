@@ -290,13 +290,19 @@ CREATE FUNCTION kafka_internal.backfill_progress_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r kafka.backfill_progress := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    may boolean;
 BEGIN
-    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-       AND (TG_OP <> 'INSERT' AND NOT coalesce(has_table_privilege(OLD.relid, 'TRIGGER')
-                                               AND (TG_OP = 'DELETE' OR has_table_privilege(OLD.relid, 'SELECT')),
-                                               TG_OP = 'DELETE')
-            OR TG_OP <> 'DELETE' AND NOT coalesce(has_table_privilege(NEW.relid, 'TRIGGER')
-                                                  AND has_table_privilege(NEW.relid, 'SELECT'), false)) THEN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RETURN r;
+    END IF;
+    IF TG_OP = 'DELETE' THEN  -- NULL: the table is gone
+        may := coalesce(has_table_privilege(OLD.relid, 'TRIGGER'), true);
+    ELSE
+        may := coalesce(has_table_privilege(NEW.relid, 'SELECT') AND has_table_privilege(NEW.relid, 'TRIGGER'), false)
+               AND (TG_OP = 'INSERT'
+                    OR coalesce(has_table_privilege(OLD.relid, 'SELECT') AND has_table_privilege(OLD.relid, 'TRIGGER'), false));
+    END IF;
+    IF NOT may THEN
         RAISE EXCEPTION 'permission denied to change the backfill progress of table %', r.relid::regclass
             USING ERRCODE = '42501',
             HINT = 'kafka.backfill() records it for whoever may backfill the table (SELECT and TRIGGER on it).';

@@ -358,16 +358,6 @@ CREATE SCHEMA IF NOT EXISTS kafka_internal; /* kafka::kafka_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::api::check_topic
-CREATE  FUNCTION kafka_internal."check_topic"(
-	"topic" TEXT /* Option < & str > */
-) RETURNS VOID /* SqlResult < () > */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_topic_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- kafka::backend::api::check_served
 CREATE  FUNCTION kafka_internal."check_served"() RETURNS VOID /* SqlResult < () > */
 STRICT STABLE PARALLEL SAFE 
@@ -376,13 +366,32 @@ AS 'MODULE_PATHNAME', 'check_served_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::api::is_secret
-CREATE  FUNCTION kafka_internal."is_secret"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
+-- kafka::backend::api::worker_errors
+CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
+	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"attempts" bigint,  /* i64 */
+	"error" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'is_secret_wrapper';
+AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::upgrade::requeue_v1
+CREATE  FUNCTION kafka_internal."requeue_v1"(
+	"topic" TEXT, /* & str */
+	"key" bytea, /* Option < & [u8] > */
+	"payload" bytea, /* Option < & [u8] > */
+	"headers" jsonb, /* Option < JsonB > */
+	"partition" INT, /* Option < i32 > */
+	"timestamp_ms" bigint, /* Option < i64 > */
+	"packed" INT /* Option < i32 > */
+) RETURNS bigint /* SqlResult < i64 > */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -394,6 +403,16 @@ CREATE  FUNCTION kafka_internal."backfill_events"(
 STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'backfill_events_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::check_topic
+CREATE  FUNCTION kafka_internal."check_topic"(
+	"topic" TEXT /* Option < & str > */
+) RETURNS VOID /* SqlResult < () > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_topic_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -693,13 +712,19 @@ CREATE FUNCTION kafka_internal.backfill_progress_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r kafka.backfill_progress := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    may boolean;
 BEGIN
-    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-       AND (TG_OP <> 'INSERT' AND NOT coalesce(has_table_privilege(OLD.relid, 'TRIGGER')
-                                               AND (TG_OP = 'DELETE' OR has_table_privilege(OLD.relid, 'SELECT')),
-                                               TG_OP = 'DELETE')
-            OR TG_OP <> 'DELETE' AND NOT coalesce(has_table_privilege(NEW.relid, 'TRIGGER')
-                                                  AND has_table_privilege(NEW.relid, 'SELECT'), false)) THEN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RETURN r;
+    END IF;
+    IF TG_OP = 'DELETE' THEN  -- NULL: the table is gone
+        may := coalesce(has_table_privilege(OLD.relid, 'TRIGGER'), true);
+    ELSE
+        may := coalesce(has_table_privilege(NEW.relid, 'SELECT') AND has_table_privilege(NEW.relid, 'TRIGGER'), false)
+               AND (TG_OP = 'INSERT'
+                    OR coalesce(has_table_privilege(OLD.relid, 'SELECT') AND has_table_privilege(OLD.relid, 'TRIGGER'), false));
+    END IF;
+    IF NOT may THEN
         RAISE EXCEPTION 'permission denied to change the backfill progress of table %', r.relid::regclass
             USING ERRCODE = '42501',
             HINT = 'kafka.backfill() records it for whoever may backfill the table (SELECT and TRIGGER on it).';
@@ -842,19 +867,13 @@ CREATE EVENT TRIGGER kafka_capture_dropped ON sql_drop
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::upgrade::requeue_v1
-CREATE  FUNCTION kafka_internal."requeue_v1"(
-	"topic" TEXT, /* & str */
-	"key" bytea, /* Option < & [u8] > */
-	"payload" bytea, /* Option < & [u8] > */
-	"headers" jsonb, /* Option < JsonB > */
-	"partition" INT, /* Option < i32 > */
-	"timestamp_ms" bigint, /* Option < i64 > */
-	"packed" INT /* Option < i32 > */
-) RETURNS bigint /* SqlResult < i64 > */
-VOLATILE PARALLEL UNSAFE 
+-- kafka::backend::api::is_secret
+CREATE  FUNCTION kafka_internal."is_secret"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
+AS 'MODULE_PATHNAME', 'is_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -876,19 +895,6 @@ CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::api::worker_errors
-CREATE  FUNCTION kafka_internal."worker_errors"() RETURNS TABLE (
-	"first_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"attempts" bigint,  /* i64 */
-	"error" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
