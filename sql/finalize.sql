@@ -152,8 +152,9 @@ GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean,
                           kafka.capture_outbox(regclass, text, boolean), kafka_internal.capture_triggers(oid),
                           kafka_internal.capture_args(kafka.capture_config),
                           kafka_internal.capture_changes(), kafka_internal.capture_attnums(oid, text[]), kafka_internal.capture_names(oid, int2[]),
-                          kafka_internal.capture_outbox_relay(), kafka_internal.check_topic(text), kafka_internal.drop_capture_trigger(regclass, name),
-                          kafka_internal.backfill_chunk(oid, integer), kafka_internal.backfill_events(oid, anyarray),
+                          kafka_internal.capture_outbox_relay(), kafka_internal.check_topic(text), kafka_internal.check_capture_topic(text), kafka_internal.drop_capture_trigger(regclass, name),
+                          kafka_internal.backfill_chunk(oid, integer), kafka_internal.backfill_query(oid, integer),
+                          kafka_internal.backfill_events(oid, anyarray),
                           kafka_internal.capture_check_table(regclass),
                           kafka_internal.capture_check_columns(regclass, text[], text)
     TO kafka_admin;

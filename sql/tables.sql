@@ -1,5 +1,30 @@
 -- pg_kafka tables. Created before any function (bootstrap).
 
+-- CREATE EXTENSION uses an existing schema named kafka whoever made it. Its owner could rename it
+-- and put a look-alike in its place, whose tables' triggers would then run with the rights of
+-- pg_kafka's event triggers and worker (superuser): refuse a schema that the installing
+-- superuser does not own, or in which another role may create objects (PostgreSQL's advice
+-- after CVE-2023-39417). Every name below is qualified: the script's search_path starts with
+-- that schema.
+DO $$
+DECLARE
+    nsp pg_catalog.pg_namespace;
+BEGIN
+    SELECT * INTO STRICT nsp FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'kafka';
+    IF nsp.nspowner OPERATOR(pg_catalog.<>) (SELECT r.oid FROM pg_catalog.pg_roles r
+                                               WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
+       OR EXISTS (SELECT FROM pg_catalog.aclexplode(nsp.nspacl) a
+                   WHERE a.grantee OPERATOR(pg_catalog.<>) nsp.nspowner
+                     AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE') THEN
+        RAISE EXCEPTION 'schema kafka belongs to role %, or other roles may create objects in it',
+                        nsp.nspowner::pg_catalog.regrole
+            USING ERRCODE = '42501',
+                  HINT = 'pg_kafka runs code with a superuser''s rights on the objects of schema kafka: it must be '
+                         'created by CREATE EXTENSION, or owned by the superuser who installs pg_kafka with no CREATE '
+                         'privilege for others. DROP SCHEMA kafka (after checking what it holds), then CREATE EXTENSION kafka.';
+    END IF;
+END $$;
+
 -- pg_kafka's internal helpers (trigger functions, checks, the worker's state) live apart from the
 -- API in schema kafka: nothing there is for PUBLIC; kafka_admin may use what its functions need.
 CREATE SCHEMA kafka_internal;

@@ -62,14 +62,21 @@ pub enum KafkaError {
     OutboxMissing,
     /// ...or were altered (what was found).
     OutboxAltered(String),
+    /// Schema `kafka` is owned by a role that is not a superuser: refused by code that runs with
+    /// more rights than its owner's.
+    UntrustedSchema,
     /// A trigger function called the wrong way (not as the statement-level AFTER trigger it is).
     BadTrigger(String),
     /// A failure inside pg_kafka that no input explains (a database call failed).
     Internal(String),
     /// Capturing or backfilling a table without the privileges its owner would need (the table).
     CaptureDenied(String),
-    /// kafka.outbox is larger than the session's `kafka.max_backlog` (bytes).
+    /// pg_kafka's queue (its tables on disk, with what the transaction holds unwritten) is larger
+    /// than the session's `kafka.max_backlog` (bytes).
     BacklogFull { size: i64, limit: i64 },
+    /// `kafka.release()` in the database that is its queue's home (not a copy whose delivery is
+    /// held).
+    NotACopy,
     /// `DROP EXTENSION kafka` while committed messages wait (how many).
     MessagesWaiting(i64),
     /// A table that is not captured where a captured one is needed (the table).
@@ -80,6 +87,8 @@ pub enum KafkaError {
     CaptureTopic(String),
     /// A topic outside the calling role's grants in `kafka.topic_grants` (the topic).
     TopicDenied(String),
+    /// A message queued (by a relayed outbox) by a role that may not produce (the topic).
+    NotProducer(String),
     /// pg_kafka's own topic (`kafka.position_topic`, `kafka.transaction_topic`), written by the
     /// worker only (the topic).
     WorkerTopic(String),
@@ -108,7 +117,9 @@ impl KafkaError {
             | TwoKeys => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             BadTimestamp(_) => PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
             ReservedSetting(_) | BadSetting { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            SuperuserSetting(_) | BrokerWithSecrets => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            SuperuserSetting(_) | BrokerWithSecrets | UntrustedSchema => {
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+            }
             ImmediateBusy | ImmediateRoleBusy | BacklogFull { .. } => {
                 PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
             }
@@ -121,10 +132,11 @@ impl KafkaError {
             BadTrigger(_) => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             MessagesWaiting(_) => PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            CaptureDenied(_) | CaptureTopic(_) | TopicDenied(_) | WorkerTopic(_) => {
+            CaptureDenied(_) | CaptureTopic(_) | TopicDenied(_) | NotProducer(_) | WorkerTopic(_) => {
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
             }
             NotTableRows(_) => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            NotACopy => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         }
     }
 
@@ -184,6 +196,10 @@ impl KafkaError {
             OutboxMissing | OutboxAltered(_) => "After installing a new pg_kafka library, run ALTER EXTENSION kafka UPDATE; \
                               otherwise recreate the extension (DROP EXTENSION kafka; CREATE EXTENSION kafka)."
                 .into(),
+            UntrustedSchema => "A role that owns schema kafka could change what pg_kafka runs with more rights \
+                                than its own. If that role is trusted, ALTER SCHEMA kafka OWNER TO a superuser; \
+                                otherwise check the schema's objects, DROP EXTENSION kafka and create it again."
+                .into(),
             BadTrigger(_) => "Use kafka.capture() or kafka.capture_outbox(), which create the triggers \
                               the right way."
                 .into(),
@@ -196,8 +212,13 @@ impl KafkaError {
             MessagesWaiting(_) => "Wait until kafka.status shows a backlog of 0 (the worker delivers them), or \
                                    discard them first: TRUNCATE kafka.outbox, kafka.outbox_commit; then drop."
                 .into(),
-            BacklogFull { .. } => "The queue waits for Kafka (see kafka.status); retry once it has drained, or ask \
-                                   a superuser to raise kafka.max_backlog for your role."
+            BacklogFull { .. } => "The queue waits for Kafka (see kafka.status), and dead letters count too \
+                                   (kafka.purge_dead_letters); retry once it has drained, queue less in one \
+                                   transaction, or ask a superuser to raise kafka.max_backlog for your role."
+                .into(),
+            NotACopy => "kafka.release() is only for a restored copy (pg_dump/restore or CREATE DATABASE ... \
+                         TEMPLATE) whose delivery is held: there kafka.status.last_error says \"delivery held: \
+                         this database is a copy\". Here the worker delivers the queue itself."
                 .into(),
             NotCaptured(_) => {
                 "Call kafka.capture() first: a backfill uses its topic, key and columns.".into()
@@ -208,7 +229,10 @@ impl KafkaError {
             CaptureTopic(_) => "This topic carries a captured table's change events, which only its \
                                 capture writes; produce to another topic."
                 .into(),
-            TopicDenied(_) => "kafka.topic_grants lists the topics each role may produce to; ask an \
+            NotProducer(_) => "Producing takes the kafka_producer role (EXECUTE on kafka.produce), also through \
+                               a relayed outbox table: GRANT kafka_producer TO <your role>;"
+                .into(),
+            TopicDenied(_) => "kafka.topic_grants lists the topics each role may produce to or capture into; ask an \
                                administrator to add a row for your role."
                 .into(),
             WorkerTopic(_) => "kafka.position_topic and kafka.transaction_topic are written by pg_kafka's \
@@ -280,14 +304,20 @@ impl fmt::Display for KafkaError {
             ),
             OutboxMissing => write!(f, "pg_kafka's outbox tables are missing or altered"),
             OutboxAltered(what) => write!(f, "pg_kafka's tables were altered: {what}"),
+            UntrustedSchema => write!(f, "schema kafka is owned by a role that is not a superuser"),
             BadTrigger(why) => write!(f, "{why}"),
             Internal(why) => write!(f, "pg_kafka: {why}"),
             CaptureDenied(table) => write!(f, "permission denied to capture table {table}"),
             BacklogFull { size, limit } => write!(
                 f,
-                "kafka.outbox takes {} kB, more than this session's kafka.max_backlog of {} kB",
+                "pg_kafka's queue (kafka.outbox and kafka.dead_letter on disk, with this transaction's \
+                 messages) takes {} kB, more than this session's kafka.max_backlog of {} kB",
                 size / 1024,
                 limit / 1024
+            ),
+            NotACopy => write!(
+                f,
+                "kafka.release() refused: this database is its queue's home, not a copy whose delivery is held"
             ),
             MessagesWaiting(n) => {
                 write!(f, "cannot drop pg_kafka: {n} committed messages wait in kafka.outbox")
@@ -295,7 +325,10 @@ impl fmt::Display for KafkaError {
             NotCaptured(table) => write!(f, "table {table} is not captured"),
             NotTableRows(found) => write!(f, "expected an array of rows of the captured table, got {found}"),
             CaptureTopic(t) => write!(f, "topic {} is written by a capture only", shown(t)),
-            TopicDenied(t) => write!(f, "permission denied to produce to topic {}", shown(t)),
+            TopicDenied(t) => write!(f, "permission denied to write topic {}", shown(t)),
+            NotProducer(t) => {
+                write!(f, "permission denied to produce to topic {}: this role may not produce", shown(t))
+            }
             WorkerTopic(t) => write!(f, "topic {} is pg_kafka's own", shown(t)),
         }
     }
@@ -356,12 +389,16 @@ mod tests {
             KafkaError::WrongDatabase { current: "a".into(), served: "b".into() },
             KafkaError::OutboxMissing,
             KafkaError::OutboxAltered("x".into()),
+            KafkaError::UntrustedSchema,
             KafkaError::BadTrigger("x".into()),
             KafkaError::Internal("x".into()),
             KafkaError::CaptureDenied("x".into()),
+            KafkaError::BacklogFull { size: 2048, limit: 1024 },
+            KafkaError::NotACopy,
             KafkaError::NotTableRows("x".into()),
             KafkaError::CaptureTopic("x".into()),
             KafkaError::TopicDenied("x".into()),
+            KafkaError::NotProducer("x".into()),
             KafkaError::WorkerTopic("x".into()),
         ];
         for e in all {

@@ -115,8 +115,8 @@ pub fn init() {
     // Superuser-set, and settable per role (ALTER ROLE ... SET kafka.max_backlog): a fair share.
     GucRegistry::define_int_guc(
         c"kafka.max_backlog",
-        c"Size of kafka.outbox above which a transaction may not queue more messages (0: no limit).",
-        c"Set it per role to keep one application from filling the disk for everyone.",
+        c"Disk taken by pg_kafka's queue (kafka.outbox, kafka.outbox_commit and kafka.dead_letter, with their TOAST tables and indexes) plus the transaction's unwritten messages, above which a transaction may not queue more messages (0: no limit).",
+        c"Set it per role to keep one application from filling the disk for everyone; checked as messages are queued.",
         &MAX_BACKLOG_KB,
         0,
         i32::MAX,

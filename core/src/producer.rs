@@ -42,8 +42,12 @@ pub enum Outcome {
     Retry(String),
     /// Kafka refused the whole record batch it travelled in (an invalid timestamp or record):
     /// one record of the batch is bad, not necessarily this one. Sent alone, it is either
-    /// delivered or refused for good.
+    /// delivered or refused for good. (When the broker names the bad records, they are
+    /// `Refused` and their neighbours `Retry`: see [`Producer::wait`].)
     BatchRefused(String),
+    /// Not handed to Kafka at all (the worker stopped short, e.g. after a refused record): sent
+    /// in a later pass. Not a failed attempt (`kafka.dead_letter_after` does not count it).
+    NotSent(String),
 }
 
 /// The librdkafka settings every pg_kafka producer uses, before per-deployment settings.
@@ -76,7 +80,7 @@ pub fn check_setting(name: &str, value: &str) -> Result<(), String> {
 #[derive(Default)]
 pub struct Context {
     /// Reports of batch records: ((batch number, index in the batch), report).
-    reports: Mutex<Vec<((usize, usize), Report)>>,
+    reports: Mutex<Vec<((usize, usize), BatchReport)>>,
     /// Reports of immediate sends: (the caller's tag, report).
     immediate: Mutex<Vec<(usize, Report)>>,
     events: Mutex<Vec<String>>,
@@ -86,6 +90,10 @@ pub struct Context {
 
 /// A delivery report: the partition and offset Kafka stored the record at, or the error.
 pub type Report = Result<(i32, i64), KafkaError>;
+
+/// The delivery report of a batch record: delivered, or the error and where the record was
+/// going (topic, partition), which tells whose record batch it travelled in.
+type BatchReport = Result<(), (KafkaError, String, i32)>;
 
 /// Where Kafka stored an immediate record (partition, offset), or why not.
 pub type Answer = Result<(i32, i64), String>;
@@ -154,12 +162,18 @@ impl ProducerContext for Context {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, tag: usize) {
-        let r = result.as_ref().map(|m| (m.partition(), m.offset())).map_err(|(e, _)| e.clone());
         match Tag::of(tag) {
             Tag::Batch { seq, index } => {
+                let r = result
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|(e, m)| (e.clone(), m.topic().to_owned(), m.partition()));
                 self.reports.lock().unwrap_or_else(|p| p.into_inner()).push(((seq, index), r))
             }
-            Tag::Immediate(t) => self.immediate.lock().unwrap_or_else(|p| p.into_inner()).push((t, r)),
+            Tag::Immediate(t) => {
+                let r = result.as_ref().map(|m| (m.partition(), m.offset())).map_err(|(e, _)| e.clone());
+                self.immediate.lock().unwrap_or_else(|p| p.into_inner()).push((t, r))
+            }
         }
     }
 }
@@ -174,7 +188,12 @@ pub struct Producer {
     /// for, or given up) are dropped.
     oldest_seq: Cell<usize>,
     /// Reports that arrived while collecting for an earlier batch.
-    stash: RefCell<Vec<((usize, usize), Report)>>,
+    stash: RefCell<Vec<((usize, usize), BatchReport)>>,
+    /// Partitions (topic, partition) where the broker named the bad records of a refused record
+    /// batch: librdkafka reported its other records as `InvalidDifferentRecord`. A record batch
+    /// may hold records of two batches of ours, and its reports all arrive in one poll, so this
+    /// is kept across batches. (A broker that names bad records keeps doing so.)
+    named: RefCell<Vec<(String, i32)>>,
 }
 
 /// A batch handed to librdkafka whose delivery reports are not all in yet.
@@ -183,6 +202,8 @@ pub struct InFlight {
     outcomes: Vec<Option<Outcome>>,
     pending: usize,
     stopped: bool,
+    /// Records of a refused record batch: (index, topic, partition).
+    batch_refused: Vec<(usize, String, i32)>,
 }
 
 /// Batch numbers wrap around here (they only need to tell the batches in flight apart).
@@ -199,6 +220,7 @@ impl Producer {
             next_seq: Cell::new(0),
             oldest_seq: Cell::new(0),
             stash: RefCell::new(Vec::new()),
+            named: RefCell::new(Vec::new()),
         })
     }
 
@@ -228,7 +250,13 @@ impl Producer {
     pub fn send_batch(&self, records: &[Record], stop: &mut dyn FnMut() -> bool) -> InFlight {
         let seq = self.next_seq.get();
         self.next_seq.set((seq + 1) % MAX_SEQ);
-        let mut b = InFlight { seq, outcomes: vec![None; records.len()], pending: 0, stopped: false };
+        let mut b = InFlight {
+            seq,
+            outcomes: vec![None; records.len()],
+            pending: 0,
+            stopped: false,
+            batch_refused: Vec::new(),
+        };
         'send: for (i, r) in records.iter().enumerate() {
             let mut rec = base_record(r, Tag::Batch { seq, index: i }.opaque());
             loop {
@@ -259,6 +287,10 @@ impl Producer {
     }
 
     /// Waits for every report of a batch, or until `stop()` says to give up; one outcome per record.
+    /// A broker that refuses a record batch for an invalid record names the bad records (KIP-467)
+    /// and librdkafka reports the others as `InvalidDifferentRecord`: then the named ones are
+    /// `Refused` and the others `Retry`, with no need to send them one at a time; otherwise
+    /// (an older broker) every record of the batch is `BatchRefused`.
     pub fn wait(&self, mut b: InFlight, stop: &mut dyn FnMut() -> bool) -> Vec<Outcome> {
         // Reports that came in while later batches were sent wait in the stash: take them
         // without blocking first.
@@ -271,6 +303,7 @@ impl Producer {
             }
         }
         self.oldest_seq.set((b.seq + 1) % MAX_SEQ);
+        name_refused(&mut b.outcomes, &b.batch_refused, &self.named.borrow());
         let why = if b.stopped { "delivery interrupted" } else { "no delivery report" };
         b.outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Retry(why.into()))).collect()
     }
@@ -306,13 +339,33 @@ impl Producer {
         self.poll_until(timeout, |c| !c.reports.lock().unwrap_or_else(|p| p.into_inner()).is_empty());
         let mut reports =
             std::mem::take(&mut *self.inner.context().reports.lock().unwrap_or_else(|p| p.into_inner()));
+        {
+            let mut named = self.named.borrow_mut();
+            for (_, r) in &reports {
+                let Err((e, topic, partition)) = r else { continue };
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidDifferentRecord)
+                    && !named.iter().any(|(t, p)| t == topic && p == partition)
+                {
+                    if named.len() >= 10_000 {
+                        named.clear(); // bounded memory
+                    }
+                    named.push((topic.clone(), *partition));
+                }
+            }
+        }
         let mut stash = self.stash.borrow_mut();
         reports.append(&mut stash);
         for ((seq, index), r) in reports {
             if seq == b.seq {
                 b.outcomes[index] = Some(match r {
-                    Ok(_) => Outcome::Delivered,
-                    Err(e) => classify(&e),
+                    Ok(()) => Outcome::Delivered,
+                    Err((e, topic, partition)) => {
+                        let outcome = classify(&e);
+                        if matches!(outcome, Outcome::BatchRefused(_)) {
+                            b.batch_refused.push((index, topic, partition));
+                        }
+                        outcome
+                    }
                 });
                 b.pending -= 1;
             } else if !before(seq, self.oldest_seq.get()) {
@@ -413,6 +466,24 @@ impl Drop for Wakeup {
     }
 }
 
+/// Records of a refused record batch (`batch_refused`: index, topic, partition) whose partition
+/// had records reported as `InvalidDifferentRecord` (`named`) are the ones the broker named as
+/// invalid: refused for good. The others stay `BatchRefused` (the broker did not say which).
+fn name_refused(
+    outcomes: &mut [Option<Outcome>],
+    batch_refused: &[(usize, String, i32)],
+    named: &[(String, i32)],
+) {
+    for (index, topic, partition) in batch_refused {
+        if !named.iter().any(|(t, p)| t == topic && p == partition) {
+            continue;
+        }
+        if let Some(Some(Outcome::BatchRefused(e))) = outcomes.get(*index) {
+            outcomes[*index] = Some(Outcome::Refused(e.clone()));
+        }
+    }
+}
+
 /// Whether batch `a` was sent before batch `b` (allowing for the counter wrapping).
 fn before(a: usize, b: usize) -> bool {
     a != b && (b + MAX_SEQ - a) % MAX_SEQ < MAX_SEQ / 2
@@ -465,6 +536,8 @@ pub fn classify(e: &KafkaError) -> Outcome {
         ) => Outcome::Refused(text),
         // The broker checks these per record batch and fails the whole batch.
         Some(InvalidTimestamp | InvalidRecord | InvalidMessage) => Outcome::BatchRefused(text),
+        // A neighbour of a record the broker named as invalid: never stored, fine itself.
+        Some(InvalidDifferentRecord) => Outcome::Retry(text),
         _ => Outcome::Retry(text),
     }
 }
@@ -606,5 +679,21 @@ mod tests {
         );
         let later = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
         assert!(matches!(classify(&later), Outcome::Retry(_)));
+        let neighbour = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidDifferentRecord);
+        assert!(matches!(classify(&neighbour), Outcome::Retry(_)), "never stored, fine itself: sent again");
+    }
+
+    #[test]
+    fn records_the_broker_named_in_a_refused_batch_are_refused_for_good() {
+        let bad = || Some(Outcome::BatchRefused("Invalid timestamp".into()));
+        let mut outcomes =
+            vec![Some(Outcome::Delivered), bad(), Some(Outcome::Retry("different record".into())), bad()];
+        // Record 1 is on a partition where the broker named the bad records, record 3 is not.
+        let refused = [(1, "t".to_owned(), 0), (3, "u".to_owned(), 0)];
+        name_refused(&mut outcomes, &refused, &[("t".to_owned(), 0), ("u".to_owned(), 1)]);
+        assert_eq!(outcomes[0], Some(Outcome::Delivered));
+        assert_eq!(outcomes[1], Some(Outcome::Refused("Invalid timestamp".into())));
+        assert!(matches!(outcomes[2], Some(Outcome::Retry(_))));
+        assert_eq!(outcomes[3], bad(), "no record named on its partition: which one is bad is unknown");
     }
 }

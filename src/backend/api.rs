@@ -19,7 +19,7 @@ use std::time::Duration;
 fn produce(topic: Option<&str>, message: Option<&str>) -> SqlResult<bool> {
     let topic = crate::backend::input::check_topic(topic)?;
     ensure_deliverable()?;
-    crate::backend::topics::check_writable(topic)?;
+    crate::backend::topics::check_writable(topic, crate::backend::topics::Writer::Producer)?;
     pending::push(&Parts { topic, payload: message.map(str::as_bytes), ..Default::default() })?;
     Ok(true)
 }
@@ -180,12 +180,14 @@ pub(crate) fn record(
     };
     let msg = check()?;
     ensure_deliverable()?;
-    crate::backend::topics::check_writable(&msg.topic)?;
+    crate::backend::topics::check_writable(&msg.topic, crate::backend::topics::Writer::Producer)?;
     Ok(msg)
 }
 
 /// Lets a restored copy of a database deliver the messages it was restored with (the worker
 /// holds them so that a copy does not send its original's messages again). Returns true.
+/// Refused (55000) in the database that is its queue's home: there it would renumber messages the
+/// worker is sending (`outbox::release`).
 #[pg_extern(volatile, parallel_unsafe)]
 fn release() -> SqlResult<bool> {
     ensure_deliverable()?;
@@ -307,6 +309,15 @@ fn check_topic(topic: Option<&str>) -> SqlResult<()> {
     Ok(())
 }
 
+/// Raises unless the current role may capture a table into `topic` (the rule of
+/// `backend::topics`: a granted topic once `kafka.topic_grants` has rows, never the worker's own);
+/// used when a capture is recorded.
+#[pg_extern(stable, parallel_safe, schema = "kafka_internal")]
+fn check_capture_topic(topic: &str) -> SqlResult<()> {
+    crate::backend::topics::check_writable(topic, crate::backend::topics::Writer::Capture)?;
+    Ok(())
+}
+
 /// Trigger on `kafka.broker` and `kafka.config`: when the change commits, the worker stops what
 /// it is waiting for and makes a new producer from the new brokers and settings.
 #[pg_trigger(sql = false)] // declared in sql/tables.sql, in schema kafka_internal
@@ -344,8 +355,11 @@ fn check_config_row<'a>(
     let (old, new) = (trigger.old(), trigger.new());
     let (old_name, new_name) =
         (old.as_ref().map(name_of).transpose()?.flatten(), new.as_ref().map(name_of).transpose()?.flatten());
-    if [&old_name, &new_name].into_iter().flatten().any(|n| settings::is_secret(n)) {
-        crate::backend::log_hook::secret_written(); // before any check can fail: its report hides the statement
+    // Before any check can fail, so that its report hides the statement: a secret row, and any
+    // row a superuser writes (a later row of the same statement may hold a secret, and an earlier
+    // invalid row would otherwise report the statement before that row is seen).
+    if superuser || [&old_name, &new_name].into_iter().flatten().any(|n| settings::is_secret(n)) {
+        crate::backend::log_hook::secret_written();
     }
     if let Some(name) = old_name.filter(|n| !superuser && !settings::admin_may_set(n)) {
         return Err(KafkaError::SuperuserSetting(name));

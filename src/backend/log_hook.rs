@@ -7,12 +7,13 @@
 //!   - once `kafka.config`'s trigger has seen a secret setting written, reports of that statement
 //!     lose their statement text, parameters and context (however it was written: directly, in a
 //!     function or DO block, by COPY, by PREPARE/EXECUTE or with bind parameters);
-//!   - a `log_statement` or duration line is logged before the statement runs: in a superuser's
-//!     session (only superusers write secrets) its parse tree is read, and a statement that
-//!     writes `kafka.config` is replaced by a placeholder.
+//!   - a `log_statement` line is logged before the statement runs (before any hook of ours could
+//!     look at it): in a superuser's session (only superusers write secrets) a statement whose
+//!     words may write `kafka.config` is replaced by a placeholder, failing closed
+//!     ([`may_write_config`]).
 //!
-//! Runs inside error reporting: it must not raise, so it reads strings, allocates, and parses
-//! only a LOG line's statement inside a transaction (a statement the server just parsed).
+//! Runs inside error reporting, where an ERROR takes the server down: it reads strings and
+//! process-local variables and allocates, nothing else (no parser, no catalog, no SQL).
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -70,85 +71,28 @@ pub fn role_for(message: &str) -> Option<&'static str> {
     })
 }
 
-/// Whether `statement` (SQL text the server has parsed, run by a superuser) writes
-/// `kafka.config`: INSERT, UPDATE, DELETE, MERGE or COPY into a relation named `config`
-/// (unqualified or in schema `kafka`: a search_path set by an earlier statement of the same
-/// string is not known yet), also under PREPARE or EXPLAIN; EXECUTE of such a prepared
-/// statement; a DO block that names `config`.
-unsafe fn writes_config(statement: &CStr) -> bool {
-    // raw_parser must not raise here: an ERROR inside error reporting resets ErrorContext, which
-    // holds the report being emitted, and no catching makes that sound. The server parsed this
-    // text before logging it, and raw parsing depends on settings only through backslashes
-    // (standard_conforming_strings, backslash_quote, escape_string_warning's WARNING), which a
-    // later statement of the same string may have changed before a duration line. So a text
-    // with a backslash is judged by its words instead, failing closed: it may write kafka.config
-    // if it names `config` or runs a prepared statement.
-    if statement.to_bytes().contains(&b'\\') {
-        let words = statement.to_string_lossy().to_ascii_lowercase();
-        return words.contains("config") || words.contains("execute");
-    }
-    // SAFETY: the caller is inside a transaction and `statement` is a NUL-terminated query string
-    // the server parsed with the same lexing (no backslash, see above), so raw_parser succeeds as
-    // it did then; it returns NULL or a List of RawStmt nodes, read only at `i < length`. The
-    // catch below is a last resort that should never run (see above).
-    PgTryBuilder::new(|| unsafe {
-        let list = pg_sys::raw_parser(statement.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
-        let n = if list.is_null() { 0 } else { (*list).length };
-        (0..n).any(|i| writes((*pg_sys::list_nth(list, i).cast::<pg_sys::RawStmt>()).stmt))
-    })
-    .catch_others(|_| false)
-    .execute()
+/// Whether a logged statement's text may write `kafka.config`, judged by its words and failing
+/// closed: it names `config` (in any case: `kafka.config`, `"config"`, COPY, MERGE, a DO block,
+/// PREPARE), runs a prepared statement (`execute`) or spells an identifier with Unicode escapes
+/// (`U&"…"`). Nothing is parsed here: the hook runs while a report is being written, where an
+/// ERROR (a lexer's, under settings a statement of the same string changed) would take the
+/// server down; plain byte comparisons cannot raise.
+fn may_write_config(statement: &[u8]) -> bool {
+    let has = |word: &[u8]| statement.windows(word.len()).any(|w| w.eq_ignore_ascii_case(word));
+    has(b"config") || has(b"execute") || has(b"u&")
 }
 
-/// Whether a raw statement writes a relation named `config` (see [`writes_config`]).
-unsafe fn writes(node: *mut pg_sys::Node) -> bool {
-    if node.is_null() {
-        return false;
-    }
-    // SAFETY: `rv` is null (checked) or a RangeVar of a parse tree; its name fields are null
-    // (checked) or NUL-terminated strings.
-    let config = |rv: *mut pg_sys::RangeVar| unsafe {
-        let name = |p: *mut std::ffi::c_char| (!p.is_null()).then(|| CStr::from_ptr(p).to_bytes());
-        !rv.is_null()
-            && name((*rv).relname) == Some(b"config")
-            && matches!(name((*rv).schemaname), None | Some(b"kafka"))
-    };
-    // SAFETY: `node` is a non-null node of a raw parse tree (this function's contract), cast only
-    // to the struct its tag names. FetchPreparedStatement with throwError false returns NULL for an
-    // unknown name; every pointer followed from it is checked for null first.
-    unsafe {
-        match (*node).type_ {
-            pg_sys::NodeTag::T_InsertStmt => config((*node.cast::<pg_sys::InsertStmt>()).relation),
-            pg_sys::NodeTag::T_UpdateStmt => config((*node.cast::<pg_sys::UpdateStmt>()).relation),
-            pg_sys::NodeTag::T_DeleteStmt => config((*node.cast::<pg_sys::DeleteStmt>()).relation),
-            pg_sys::NodeTag::T_MergeStmt => config((*node.cast::<pg_sys::MergeStmt>()).relation),
-            pg_sys::NodeTag::T_CopyStmt => config((*node.cast::<pg_sys::CopyStmt>()).relation),
-            pg_sys::NodeTag::T_PrepareStmt => writes((*node.cast::<pg_sys::PrepareStmt>()).query),
-            pg_sys::NodeTag::T_ExplainStmt => writes((*node.cast::<pg_sys::ExplainStmt>()).query),
-            pg_sys::NodeTag::T_ExecuteStmt => {
-                let prepared =
-                    pg_sys::FetchPreparedStatement((*node.cast::<pg_sys::ExecuteStmt>()).name, false);
-                !prepared.is_null()
-                    && !(*prepared).plansource.is_null()
-                    && !(*(*prepared).plansource).raw_parse_tree.is_null()
-                    && writes((*(*(*prepared).plansource).raw_parse_tree).stmt)
-            }
-            pg_sys::NodeTag::T_DoStmt => {
-                let args = (*node.cast::<pg_sys::DoStmt>()).args;
-                let n = if args.is_null() { 0 } else { (*args).length };
-                (0..n).any(|i| {
-                    let arg = (*pg_sys::list_nth(args, i).cast::<pg_sys::DefElem>()).arg;
-                    !arg.is_null()
-                        && (*arg).type_ == pg_sys::NodeTag::T_String
-                        && CStr::from_ptr((*arg.cast::<pg_sys::String>()).sval)
-                            .to_string_lossy()
-                            .to_ascii_lowercase()
-                            .contains("config")
-                })
-            }
-            _ => false,
-        }
-    }
+/// Whether the session's role (its login role, or what SET ROLE / SET SESSION AUTHORIZATION made
+/// it) is a superuser: the variable behind the `is_superuser` setting, a plain read with no
+/// catalog lookup.
+fn session_is_superuser() -> bool {
+    // SAFETY: plain read of a process-local flag PostgreSQL keeps up to date when the session's
+    // role changes.
+    #[cfg(any(feature = "pg14", feature = "pg15"))]
+    return unsafe { pg_sys::session_auth_is_superuser };
+    // SAFETY: as above (renamed in PostgreSQL 16).
+    #[cfg(not(any(feature = "pg14", feature = "pg15")))]
+    return unsafe { pg_sys::current_role_is_superuser };
 }
 
 #[pg_guard]
@@ -185,19 +129,17 @@ unsafe fn edit(e: &mut pg_sys::ErrorData) {
     let logged_text = message().is_some_and(|m| {
         m.starts_with("statement: ") || m.starts_with("duration: ") || m.starts_with("execute ")
     });
+    // Only superusers write secrets: in their sessions a statement line that may write
+    // kafka.config is replaced (in anyone else's, nobody can hide a statement by adding a word).
     let hide = secret
         || (logged_text
             && e.elevel == pg_sys::LOG as i32
-            // SAFETY: IsTransactionState only reads the transaction state; superuser() reads the
-            // catalog cache, which is valid because it is only called inside a transaction (the
-            // left operand).
-            && unsafe { pg_sys::IsTransactionState() && pg_sys::superuser() }
+            && session_is_superuser()
             // SAFETY: plain read of the process-local pointer to the current query text (null or
             // NUL-terminated).
             && unsafe { pg_sys::debug_query_string.as_ref() }
-                // SAFETY: `q` is the non-null NUL-terminated query text, and we are inside a
-                // transaction (checked above), as writes_config requires.
-                .is_some_and(|q| unsafe { writes_config(CStr::from_ptr(q)) }));
+                // SAFETY: `q` is the non-null NUL-terminated query text.
+                .is_some_and(|q| may_write_config(unsafe { CStr::from_ptr(q) }.to_bytes())));
     if hide {
         e.hide_stmt = true;
         e.context = std::ptr::null_mut(); // a function's or DO block's statement, with its values
@@ -222,6 +164,22 @@ unsafe fn edit(e: &mut pg_sys::ErrorData) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_that_may_write_config_are_found_by_their_words() {
+        for s in [
+            "INSERT INTO kafka.config VALUES ('sasl.password', 'x')",
+            "insert into CONFIG values ('a', 'b')",
+            "EXECUTE p('sasl.password', 'x')",
+            "INSERT INTO kafka.U&\"\\0063onfig\" VALUES ('a', 'b')",
+            "SET standard_conforming_strings = off; SELECT U&'x' AS x",
+        ] {
+            assert!(may_write_config(s.as_bytes()), "{s}");
+        }
+        for s in ["SELECT 1", "INSERT INTO kafka.broker VALUES ('localhost', 9092)", "SELECT E'\\\\'"] {
+            assert!(!may_write_config(s.as_bytes()), "{s}");
+        }
+    }
 
     #[test]
     fn hints_name_the_right_role() {

@@ -11,6 +11,8 @@
 //!   their subtransaction; written rows roll back with the subtransaction);
 //! - memory is bounded by the flush threshold times the subtransaction nesting depth;
 //! - the commit-order number is taken after every lock the transaction waited for;
+//! - `kafka.max_backlog` is checked as each message is buffered (`check_backlog`), so one large
+//!   transaction is stopped as it grows, before it writes what passes the limit;
 //! - at COMMIT only the worker's latch is set, which cannot fail.
 
 use crate::error::KafkaError;
@@ -19,8 +21,9 @@ use crate::store::outbox::{self, Store};
 use kafka_core::pack::{Pack, Parts};
 use pgrx::pg_sys::{self, SubTransactionId};
 use pgrx::prelude::*;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
+use std::time::{Duration, Instant};
 
 /// PostgreSQL's `TopSubTransactionId`: the subtransaction id of the top-level transaction.
 const TOP_SUBXACT: SubTransactionId = 1;
@@ -60,9 +63,26 @@ struct Txn {
 /// them and the page faults of fresh memory (at most 8 × 512 kB kept).
 const SPARE_BUFFERS: usize = 8;
 
+/// What `kafka.max_backlog` is checked against: the disk pg_kafka's queue tables took at the last
+/// measure (`outbox::size_bytes`) plus what the transaction held unwritten then, and the bytes
+/// this session queued since. Kept across transactions: what a committed transaction wrote counts
+/// until the next measure sees it on disk.
+#[derive(Clone, Copy)]
+struct Backlog {
+    measured: i64,
+    since: i64,
+    at: Option<Instant>,
+}
+
+/// A pack opened later than this after the last measure measures again: what other sessions
+/// wrote meanwhile is not seen for longer (this session's own bytes always count, in `since`).
+/// At most about 100 measures a second per session, of some microseconds each.
+const MEASURE_EVERY: Duration = Duration::from_millis(10);
+
 thread_local! {
     static TXN: RefCell<Txn> = RefCell::new(Txn::default());
     static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static BACKLOG: Cell<Backlog> = const { Cell::new(Backlog { measured: 0, since: 0, at: None }) };
 }
 
 /// A new pack, in the memory of one already written if there is one.
@@ -92,21 +112,41 @@ pub fn init() {
     }
 }
 
-/// The outbox, looked up at the transaction's first message (which is also when the session's
-/// `kafka.max_backlog` is checked).
+/// The outbox, looked up at the transaction's first message.
 fn store() -> Result<Store, KafkaError> {
     if let Some(s) = TXN.with_borrow(|t| t.store) {
         return Ok(s);
     }
     let s = outbox::store()?;
-    if let Some(limit) = crate::gucs::max_backlog_bytes() {
-        let size = outbox::size_bytes(s);
-        if size > limit {
-            return Err(KafkaError::BacklogFull { size, limit });
-        }
-    }
     TXN.with_borrow_mut(|t| t.store = Some(s));
     Ok(s)
+}
+
+/// Checks the session's `kafka.max_backlog` once a message of `added` bytes is buffered (in a
+/// pack it opened if `opened`), before anything of it is written: the queue's disk plus what
+/// the transaction holds unwritten may not pass it. Per message only arithmetic: the estimate
+/// is the last measure plus what this session queued since; it is measured again when a pack
+/// opens and the last measure is older than `MEASURE_EVERY`, and whenever the estimate passes the
+/// limit, so a refusal always rests on a measure taken just now. The error aborts the
+/// (sub)transaction, with the message and what it buffered.
+fn check_backlog(added: usize, opened: bool) -> Result<(), KafkaError> {
+    let Some(limit) = crate::gucs::max_backlog_bytes() else {
+        return Ok(());
+    };
+    let mut b = BACKLOG.get();
+    b.since += added as i64;
+    let stale = opened && b.at.is_none_or(|at| at.elapsed() >= MEASURE_EVERY);
+    if stale || b.measured + b.since > limit {
+        let disk = outbox::size_bytes(store()?);
+        let unwritten: i64 = TXN.with_borrow(|t| t.entries.iter().map(|e| e.pack.bytes.len() as i64).sum());
+        b = Backlog { measured: disk + unwritten, since: 0, at: Some(Instant::now()) };
+    }
+    BACKLOG.set(b);
+    let size = b.measured + b.since;
+    if size > limit {
+        return Err(KafkaError::BacklogFull { size, limit });
+    }
+    Ok(())
 }
 
 /// The current transaction took over packs already in the outbox (`kafka.release()` gives a
@@ -146,13 +186,14 @@ pub fn push(msg: &Parts) -> Result<i64, KafkaError> {
             t.entries.push(Entry { subxact, pack });
         });
     }
-    let (id, full) = TXN.with_borrow_mut(|t| {
+    let (id, size, full) = TXN.with_borrow_mut(|t| {
         let (id, size) = t.entries.last_mut().expect("a pack is open").pack.push(msg);
         t.tail_len += 1;
         t.tail_bytes += size;
         t.wake_at_commit = true;
-        (id, t.tail_len >= FLUSH_MESSAGES || t.tail_bytes >= FLUSH_BYTES)
+        (id, size, t.tail_len >= FLUSH_MESSAGES || t.tail_bytes >= FLUSH_BYTES)
     });
+    check_backlog(size, !open)?;
     if full {
         flush_tail(subxact)?;
     }

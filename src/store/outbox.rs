@@ -29,11 +29,11 @@ pub struct Store {
 /// Looks up the outbox's relations and owner in the catalog caches (no SQL, so cheap enough for
 /// every transaction; a re-created extension is found by name).
 pub fn store() -> Result<Store, KafkaError> {
+    let nsp = kafka_namespace()?;
     // SAFETY: catalog cache lookups, run inside a transaction (an SQL function, a trigger, the
-    // utility hook or a worker transaction), with NUL-terminated literal names; missing_ok makes a
-    // missing schema InvalidOid rather than an error.
+    // utility hook or a worker transaction), with NUL-terminated literal names; a missing schema
+    // is InvalidOid, and then every relation is too.
     let found = unsafe {
-        let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
         let rel = |name: &std::ffi::CStr| pg_sys::get_relname_relid(name.as_ptr(), nsp);
         let (id_seq, commit_seq) = (rel(c"outbox_id_seq"), rel(c"commit_seq"));
         let (outbox, commits) = (rel(c"outbox"), rel(c"outbox_commit"));
@@ -47,6 +47,35 @@ pub fn store() -> Result<Store, KafkaError> {
         })
     };
     found.ok_or(KafkaError::OutboxMissing)
+}
+
+/// The schema named `kafka` (InvalidOid if there is none), refused unless a superuser owns it.
+/// Code running with more rights than a user's (the extension owner's, the worker's) reaches
+/// pg_kafka's tables by the name `kafka`: a schema another role owns (created before the
+/// extension, or put in place of the extension's after renaming it) could hold look-alike tables
+/// whose triggers would run with those rights. `CREATE EXTENSION` refuses such a schema
+/// (sql/tables.sql); this refuses one made afterwards. Catalog caches only.
+pub fn kafka_namespace() -> Result<pg_sys::Oid, KafkaError> {
+    // SAFETY: catalog cache lookups inside the caller's transaction (every caller runs in one),
+    // with a NUL-terminated literal name; NAMESPACEOID is keyed by an oid Datum and its tuple's
+    // data is a FormData_pg_namespace; the reference is released before the tuple is dropped.
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
+        if nsp == pg_sys::InvalidOid {
+            return Ok(nsp);
+        }
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::NAMESPACEOID as _, nsp.into());
+        if tuple.is_null() {
+            return Ok(pg_sys::InvalidOid);
+        }
+        let owner = (*pg_sys::GETSTRUCT(tuple).cast::<pg_sys::FormData_pg_namespace>()).nspowner;
+        pg_sys::ReleaseSysCache(tuple);
+        if pg_sys::superuser_arg(owner) {
+            Ok(nsp)
+        } else {
+            Err(KafkaError::UntrustedSchema)
+        }
+    }
 }
 
 /// The owner of a relation, from the catalog cache.
@@ -66,15 +95,97 @@ unsafe fn relation_owner(relid: pg_sys::Oid) -> Option<pg_sys::Oid> {
     Some(owner)
 }
 
-/// The size of `kafka.outbox` on disk, in bytes (what `kafka.max_backlog` bounds).
+thread_local! {
+    /// The size of each queue table (outbox, outbox_commit, dead_letter) at this session's last
+    /// measure: what one counts for while someone else holds it locked (see `size_bytes`).
+    static LAST_SIZES: std::cell::Cell<[i64; 3]> = const { std::cell::Cell::new([0; 3]) };
+}
+
+/// The disk pg_kafka's queue takes, in bytes (what `kafka.max_backlog` bounds): `kafka.outbox`,
+/// `kafka.outbox_commit` and `kafka.dead_letter`, each with its TOAST table and every index. The
+/// main forks are counted; the free-space and visibility maps (a few pages each, plus about
+/// 1/4000 of their table) are not. No SQL, and no lock waited for: a relation is measured only if
+/// it can be locked at once (a table someone holds exclusively, e.g. in VACUUM FULL, counts with
+/// its size at this session's previous measure), by the end of its file (one `lseek` for a
+/// relation under 1 GB). About a dozen relations: some microseconds.
 pub fn size_bytes(store: Store) -> i64 {
-    // SAFETY: inside the caller's transaction: relation_open raises if the outbox is gone, the
-    // relation is only used between this open and the matching close below.
+    // SAFETY: catalog cache lookups inside the caller's transaction (every caller queues a
+    // message, inside one), with NUL-terminated literal names; missing_ok gives InvalidOid.
+    let dead_letter = unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
+        pg_sys::get_relname_relid(c"dead_letter".as_ptr(), nsp)
+    };
+    LAST_SIZES.with(|last| {
+        let mut sizes = last.get();
+        for (size, table) in sizes.iter_mut().zip([store.outbox, store.commits, dead_letter]) {
+            // SAFETY: inside the caller's transaction (see above).
+            if let Some(now) = unsafe { tree_bytes(table) } {
+                *size = now;
+            }
+        }
+        last.set(sizes);
+        sizes.iter().sum()
+    })
+}
+
+/// The main fork of relation `oid`, its TOAST table's and their indexes', in bytes; None when one
+/// of them is locked by someone else in a mode that excludes reading (not waited for). A relation
+/// that no longer exists takes 0.
+///
+/// # Safety
+/// Inside a transaction.
+unsafe fn tree_bytes(oid: pg_sys::Oid) -> Option<i64> {
+    if oid == pg_sys::InvalidOid {
+        return Some(0);
+    }
+    let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+    // SAFETY: inside a transaction (this function's contract); the lock is only tried, and taken
+    // back below once the relation is closed (or by the transaction's abort if anything raises).
+    if !unsafe { pg_sys::ConditionalLockRelationOid(oid, lock) } {
+        return None;
+    }
+    // SAFETY: the relation is locked above, so it cannot be dropped while open; try_relation_open
+    // returns NULL rather than raise if it was dropped before.
+    let rel = unsafe { pg_sys::try_relation_open(oid, pg_sys::NoLock as pg_sys::LOCKMODE) };
+    let size = if rel.is_null() {
+        Some(0)
+    } else {
+        // SAFETY: `rel` is the open, locked relation above; its `rd_rel` is its pg_class row; the
+        // index list is a fresh copy in the current memory context; `rel` is closed once, after
+        // its last use, keeping the lock, which is released below.
+        let (main, parts) = unsafe {
+            let main = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+            let class = &*(*rel).rd_rel;
+            let mut parts =
+                if class.relhasindex { oid_list(pg_sys::RelationGetIndexList(rel)) } else { Vec::new() };
+            if class.reltoastrelid != pg_sys::InvalidOid {
+                parts.push(class.reltoastrelid);
+            }
+            pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            (main, parts)
+        };
+        let main = i64::from(main) * i64::from(pg_sys::BLCKSZ);
+        // SAFETY: inside a transaction (this function's contract).
+        parts.into_iter().try_fold(main, |total, part| Some(total + unsafe { tree_bytes(part) }?))
+    };
+    // SAFETY: releases the lock taken above, once.
+    unsafe { pg_sys::UnlockRelationOid(oid, lock) };
+    size
+}
+
+/// The members of an OID list (NIL: none).
+///
+/// # Safety
+/// `list` is NIL or a valid OID list.
+unsafe fn oid_list(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: `list` is a non-null List whose `elements` array holds `length` cells; in an OID
+    // list `oid_value` is the member of each cell in use.
     unsafe {
-        let rel = pg_sys::relation_open(store.outbox, pg_sys::AccessShareLock as _);
-        let blocks = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
-        pg_sys::relation_close(rel, pg_sys::AccessShareLock as _);
-        i64::from(blocks) * i64::from(pg_sys::BLCKSZ)
+        let cells = std::slice::from_raw_parts((*list).elements, (*list).length as usize);
+        cells.iter().map(|c| c.oid_value).collect()
     }
 }
 
@@ -83,7 +194,18 @@ pub fn size_bytes(store: Store) -> i64 {
 /// functions or operators (a role that may create an operator in a schema on its path would
 /// otherwise have it run as the owner).
 pub fn as_owner<R>(store: Store, f: impl FnOnce() -> R) -> R {
+    as_role(store.owner, false, f)
+}
+
+/// Runs `f` as `role` with `search_path = pg_catalog, pg_temp` at a new GUC nest level. With
+/// `restricted`, as a security-restricted operation, as PostgreSQL runs a table owner's code in
+/// VACUUM or REFRESH MATERIALIZED VIEW: `f` may run `role`'s functions, casts and operators
+/// with `role`'s rights only, and nothing it runs can change the session (SET ROLE, temporary
+/// objects, prepared statements).
+pub fn as_role<R>(role: pg_sys::Oid, restricted: bool, f: impl FnOnce() -> R) -> R {
     let (mut user, mut sec) = (pg_sys::Oid::INVALID, 0);
+    let flags = pg_sys::SECURITY_LOCAL_USERID_CHANGE
+        | if restricted { pg_sys::SECURITY_RESTRICTED_OPERATION } else { 0 };
     // SAFETY: the out-parameters are locals; switching the user id and pinning search_path at a
     // new GUC nest level for `f` is what a SECURITY DEFINER function with a SET clause does
     // (fmgr_security_definer), inside the caller's transaction; both are restored below, or by
@@ -91,7 +213,7 @@ pub fn as_owner<R>(store: Store, f: impl FnOnce() -> R) -> R {
     // literals.
     let nest = unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
-        pg_sys::SetUserIdAndSecContext(store.owner, sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+        pg_sys::SetUserIdAndSecContext(role, sec | flags as i32);
         let nest = pg_sys::NewGUCNestLevel();
         pg_sys::set_config_option(
             c"search_path".as_ptr(),
@@ -199,10 +321,10 @@ fn with_snapshot<R>(f: impl FnOnce() -> R) -> R {
 
 /// Whether the extension is installed in the worker's database (catalog caches, no SQL).
 pub fn installed() -> bool {
+    let Ok(nsp) = kafka_namespace() else { return false };
     // SAFETY: catalog cache lookups with NUL-terminated literal names; every caller runs inside a
     // transaction (a worker transaction, or the utility hook).
     unsafe {
-        let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
         nsp != pg_sys::InvalidOid
             && pg_sys::get_relname_relid(c"outbox".as_ptr(), nsp) != pg_sys::InvalidOid
             && pg_sys::get_relname_relid(c"dead_letter".as_ptr(), nsp) != pg_sys::InvalidOid
@@ -258,28 +380,55 @@ pub fn at_home() -> Result<bool, KafkaError> {
     .map_err(|e| KafkaError::Internal(format!("could not read kafka.home: {e}")))
 }
 
-/// Makes this database the queue's home (`kafka.release()`): the worker claims it again. The
-/// packs it was restored with carry the original's transaction ids, which mean nothing here (in
-/// another cluster they may even lie in the future): they become packs of the calling
-/// transaction, renumbered in the order they would have been sent (commit order, then id), and
+/// Whether this database holds a copy's queue (what the worker holds: `at_home` is false): the
+/// rows of `kafka.home` name another database or another home table. Empty, the worker claims
+/// it: not a copy. Locks the rows it reads, so that of two `kafka.release()` at once the second
+/// finds them gone, and refuses. Run as the owner (`as_owner`).
+fn held_copy() -> Result<bool, KafkaError> {
+    Spi::get_one::<bool>(
+        "WITH here AS (
+             SELECT d.oid AS db, 'kafka.home'::pg_catalog.regclass::pg_catalog.oid AS tab
+               FROM pg_catalog.pg_database d
+              WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),
+         home AS (SELECT h.database_oid, h.table_oid FROM kafka.home h FOR UPDATE)
+         SELECT EXISTS (SELECT FROM home)
+            AND NOT EXISTS (SELECT FROM home, here
+                             WHERE home.database_oid OPERATOR(pg_catalog.=) here.db
+                               AND home.table_oid OPERATOR(pg_catalog.=) here.tab)",
+    )
+    .map(|copy| copy.unwrap_or(false))
+    .map_err(|e| KafkaError::Internal(format!("could not read kafka.home: {e}")))
+}
+
+/// Makes this database the queue's home (`kafka.release()`): the worker claims it again. Only in
+/// a copy whose delivery is held (`held_copy`), else `NotACopy`: in the home database it would
+/// renumber messages the worker is sending, which would be sent again. The packs it was restored
+/// with carry the original's transaction ids, which mean nothing here (in another cluster they
+/// may even lie in the future): they become packs of the calling transaction, renumbered in the
+/// order they would have been sent (commit order, then id) after the highest id, 512 apart, and
 /// the caller takes one place in commit order for all of them (`pending::adopt_packs`).
 pub fn release() -> Result<(), KafkaError> {
     let sql = [
         "DELETE FROM kafka.home",
         "DELETE FROM kafka.outbox o WHERE NOT EXISTS (SELECT FROM kafka.outbox_commit c WHERE c.xid OPERATOR(pg_catalog.=) o.xid)",
+        // OPERATOR() has no precedence: the parentheses make it b + (n * 512).
         "WITH ordered AS (
              SELECT o.xid, o.id, pg_catalog.row_number() OVER (ORDER BY c.csn, o.id) AS n
                FROM kafka.outbox o JOIN kafka.outbox_commit c ON c.xid OPERATOR(pg_catalog.=) o.xid),
          base AS (SELECT pg_catalog.max(o.id) AS b FROM kafka.outbox o)
          UPDATE kafka.outbox o SET xid = pg_catalog.pg_current_xact_id(),
-                id = base.b OPERATOR(pg_catalog.+) ordered.n OPERATOR(pg_catalog.*) 512
+                id = base.b OPERATOR(pg_catalog.+) (ordered.n OPERATOR(pg_catalog.*) 512)
            FROM ordered, base
           WHERE o.xid OPERATOR(pg_catalog.=) ordered.xid AND o.id OPERATOR(pg_catalog.=) ordered.id",
         "DELETE FROM kafka.outbox_commit",
         "SELECT pg_catalog.setval('kafka.outbox_id_seq', pg_catalog.max(o.id) OPERATOR(pg_catalog.+) 512)
            FROM kafka.outbox o HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0",
     ];
-    as_owner(store()?, || sql.iter().try_for_each(|q| Spi::run(q)))
+    let store = store()?;
+    if !as_owner(store, held_copy)? {
+        return Err(KafkaError::NotACopy);
+    }
+    as_owner(store, || sql.iter().try_for_each(|q| Spi::run(q)))
         .map_err(|e| KafkaError::Internal(format!("could not release the queue: {e}")))
 }
 
@@ -369,16 +518,31 @@ pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec
     })
 }
 
+/// An outbox row of which Kafka acknowledged (or refused) some messages but not all: only
+/// `left`, the messages still to send (in order), stay.
+pub struct Partly<'a> {
+    pub row: i64,
+    pub xid: i64,
+    /// How many messages the row held when it was read.
+    pub count: i32,
+    pub left: Vec<&'a Message>,
+}
+
 /// Records the outcome of a chunk, by outbox row: rows whose messages were all acknowledged or
 /// refused leave the outbox (refused messages move to `kafka.dead_letter` with Kafka's error),
 /// rows with a message to retry stay and remember their first attempt; a transaction whose rows
-/// are all gone leaves `kafka.outbox_commit`.
-/// `refused` holds (message, error); `done` the finished rows; `retried` the rows that stay;
-/// `csns` the transactions the chunk touched. Returns how many messages were dead-lettered.
+/// are all gone leaves `kafka.outbox_commit`. A row only some of whose messages must be retried
+/// (`partly`) keeps only those: what Kafka acknowledged is never sent again. It is split like
+/// `set_aside` splits a pack: each run of messages left becomes a pack of the same transaction
+/// whose id is its first message's id, so every message keeps its id and its place.
+/// `refused` holds (message, error); `done` the finished rows; `retried` the rows that stay
+/// whole; `csns` the transactions the chunk touched. Returns how many messages were
+/// dead-lettered.
 pub fn finish(
     done: &[(i64, i64)],
     refused: &[(&Message, String)],
     retried: &[(i64, i64)],
+    partly: &[Partly<'_>],
     csns: &[i64],
 ) -> Result<i64, KafkaError> {
     let ids = |rows: &[(i64, i64)]| rows.iter().map(|r| r.0).collect::<Vec<_>>();
@@ -440,6 +604,9 @@ pub fn finish(
                 &[ids(done).into(), xids(done).into()],
             )?;
         }
+        for p in partly {
+            keep_only(client, p)?;
+        }
         if !retried.is_empty() {
             run(
                 client,
@@ -462,6 +629,75 @@ pub fn finish(
         }
         Ok(dead)
     })
+}
+
+/// Rewrites row `p.row` to hold only `p.left`, as packs of its runs of consecutive ids (see
+/// [`finish`]); they remember their first attempt. Only if the row still holds the
+/// `p.count` messages it was read with: rows `set_aside` split meanwhile are left alone.
+fn keep_only(client: &mut SpiClient, p: &Partly<'_>) -> Result<(), KafkaError> {
+    let failed = |e| could_not("keep the messages to send again", e);
+    let mut runs: Vec<Pack> = Vec::new();
+    for m in &p.left {
+        match runs.last_mut() {
+            Some(run) if run.id + i64::from(run.count) == m.id => {
+                run.push(&m.parts());
+            }
+            _ => {
+                let mut run = Pack::new(m.id);
+                run.push(&m.parts());
+                runs.push(run);
+            }
+        }
+    }
+    // The runs after the first message (new rows), copied from the row before it changes...
+    for run in runs.iter().filter(|r| r.id != p.row) {
+        client
+            .update(
+                "INSERT INTO kafka.outbox (id, xid, messages, topics, payload, produced_at, first_attempt_at)
+                 SELECT $1, o.xid, $2, $3, $4, o.produced_at, coalesce(o.first_attempt_at, pg_catalog.now())
+                   FROM kafka.outbox o
+                  WHERE o.xid OPERATOR(pg_catalog.=) $6::pg_catalog.text::pg_catalog.xid8
+                    AND o.id OPERATOR(pg_catalog.=) $5 AND o.messages OPERATOR(pg_catalog.=) $7",
+                None,
+                &[
+                    run.id.into(),
+                    run.count.into(),
+                    run.topics.clone().into(),
+                    run.bytes.clone().into(),
+                    p.row.into(),
+                    p.xid.into(),
+                    p.count.into(),
+                ],
+            )
+            .map_err(failed)?;
+    }
+    // ...then the row itself: now its first run (same id), or gone.
+    match runs.first().filter(|r| r.id == p.row) {
+        Some(first) => client.update(
+            "UPDATE kafka.outbox SET messages = $3, topics = $4, payload = $5,
+                    first_attempt_at = coalesce(first_attempt_at, pg_catalog.now())
+              WHERE xid OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.xid8
+                AND id OPERATOR(pg_catalog.=) $1 AND messages OPERATOR(pg_catalog.=) $6",
+            None,
+            &[
+                p.row.into(),
+                p.xid.into(),
+                first.count.into(),
+                first.topics.clone().into(),
+                first.bytes.clone().into(),
+                p.count.into(),
+            ],
+        ),
+        None => client.update(
+            "DELETE FROM kafka.outbox
+              WHERE xid OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.xid8
+                AND id OPERATOR(pg_catalog.=) $1 AND messages OPERATOR(pg_catalog.=) $3",
+            None,
+            &[p.row.into(), p.xid.into(), p.count.into()],
+        ),
+    }
+    .map_err(failed)?;
+    Ok(())
 }
 
 /// The error of a statement on pg_kafka's tables: "could not <what>: <SPI's error>".

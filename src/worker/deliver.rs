@@ -1,5 +1,5 @@
 //! Delivery of chunks at least once: sending them with librdkafka, several in flight, and
-//! recording each one's outcome in order (delivered rows deleted, refused messages
+//! recording each one's outcome in order (acknowledged messages removed, refused ones
 //! dead-lettered, the rest left for the next pass). `exactly_once` wraps the same pieces in a
 //! Kafka transaction.
 
@@ -13,6 +13,7 @@ use kafka_core::message::Message;
 use kafka_core::producer::{Outcome, Producer, Record};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
+use std::collections::HashSet;
 
 /// Most chunks handed to librdkafka whose reports are not all in: the next chunks are read and
 /// sent while the first ones are acknowledged, so the connection never idles between chunks.
@@ -20,8 +21,10 @@ pub(super) const IN_FLIGHT: usize = 4;
 
 /// Sends `first` and the chunks after it, up to [`IN_FLIGHT`] at a time, and records each one
 /// in order once all its reports are in. librdkafka's idempotent producer keeps every partition
-/// in order across chunks; if a message must be retried, it and everything sent after it stay
-/// in the outbox and are sent again after it, so nothing overtakes a message that failed.
+/// in order across chunks. Whatever happened to its neighbours, a message Kafka acknowledged is
+/// recorded as delivered and never sent again; one that must be retried stays in the outbox,
+/// no chunk is read behind it, and the log restarts, so nothing that was not sent yet overtakes
+/// it. (Messages Kafka took after it, on its partition, are not sent again behind it.)
 /// Returns the size of the last chunk (messages, transactions), or None if some messages must
 /// be retried (the caller then restarts the log).
 pub(super) fn stream(
@@ -41,8 +44,9 @@ pub(super) fn stream(
     };
     activity(&format!("delivering {} messages", first.len()));
     if std::mem::take(&mut log.isolate) {
-        let outcomes = send_isolated(producer, &first, &mut stop);
-        let recorded = record(&first, &outcomes, false, log);
+        let suspects = std::mem::take(&mut log.suspects);
+        let outcomes = send_isolated(producer, &first, &suspects, Some(ISOLATE_MAX), &mut stop);
+        let recorded = record(&first, &outcomes, log);
         return recorded.then_some((first.len(), transactions(&first)));
     }
     let mut in_flight = std::collections::VecDeque::new();
@@ -69,37 +73,57 @@ pub(super) fn stream(
         }
         let outcomes = producer.wait(sent, &mut stop);
         last = (chunk.len(), transactions(&chunk));
-        failed = !record(&chunk, &outcomes, failed, log) || failed;
+        // Each chunk's outcome is recorded, message by message, even behind one that failed.
+        failed |= !record(&chunk, &outcomes, log);
     }
     (!failed).then_some(last)
 }
 
-/// After Kafka refused a whole record batch: sends the chunk's messages one at a time, in
-/// order, until the pack row holding the first one refused on its own (or [`ISOLATE_MAX`]
-/// messages) is done; what follows waits for the next pass. Each message is then delivered or
+/// At least once, a pass sends at most this many messages alone (the rest waits for the next).
+const ISOLATE_MAX: usize = 1000;
+
+/// After Kafka refused whole record batches: sends the chunk in order, each of their messages
+/// (`suspects`; every message if none is known) alone and those between them together, until
+/// the pack row holding the first one refused on its own is done (or `max_alone` messages were
+/// sent alone); what follows is `NotSent`, for the next pass. Each suspect is then delivered or
 /// refused for good by itself, so one bad record never holds back or drags down the others.
 pub(super) fn send_isolated(
     producer: &Producer,
     chunk: &[Message],
+    suspects: &HashSet<i64>,
+    max_alone: Option<usize>,
     stop: &mut dyn FnMut() -> bool,
 ) -> Vec<Outcome> {
-    const ISOLATE_MAX: usize = 1000;
     let records = records_of(chunk);
+    let suspect = |i: usize| suspects.is_empty() || suspects.contains(&chunk[i].id);
     let mut outcomes = Vec::with_capacity(chunk.len());
-    let mut enough = false;
-    for (i, r) in records.iter().enumerate() {
+    let (mut alone, mut enough) = (0, false);
+    let mut i = 0;
+    while i < chunk.len() {
         if enough && chunk[i].row != chunk[i - 1].row {
-            outcomes.resize(chunk.len(), Outcome::Retry("sent after a refused record batch".into()));
             break;
         }
-        let outcome = match producer.deliver(std::slice::from_ref(r), stop).pop() {
+        if !suspect(i) {
+            // The messages up to the next suspect (once enough, up to the end of the row).
+            let end = (i..chunk.len())
+                .find(|&j| suspect(j) || (enough && chunk[j].row != chunk[i].row))
+                .unwrap_or(chunk.len());
+            outcomes.extend(producer.deliver(&records[i..end], stop));
+            i = end;
+            continue;
+        }
+        // Everything before it has its report: it travels in a record batch of its own.
+        let outcome = match producer.deliver(std::slice::from_ref(&records[i]), stop).pop() {
             Some(Outcome::BatchRefused(e)) => Outcome::Refused(e),
             Some(o) => o,
             None => Outcome::Retry("no delivery report".into()),
         };
-        enough |= matches!(outcome, Outcome::Refused(_)) || i + 1 >= ISOLATE_MAX;
+        alone += 1;
+        enough |= matches!(outcome, Outcome::Refused(_)) || max_alone.is_some_and(|max| alone >= max);
         outcomes.push(outcome);
+        i += 1;
     }
+    outcomes.resize(chunk.len(), Outcome::NotSent("sent after a refused record batch".into()));
     outcomes
 }
 
@@ -127,65 +151,60 @@ pub(super) fn records_of(batch: &[Message]) -> Vec<Record<'_>> {
         .collect()
 }
 
-/// Records the outcome of one batch: removes what Kafka acknowledged, dead-letters what it
-/// refused, and reports what must be retried. A packed outbox row (many messages) stays whole
-/// while any of its messages must be retried (those delivered are then sent again).
-/// With `after_failure`, an earlier chunk had a message to retry: every row stays. A record
-/// batch Kafka refused as a whole is retried, one message at a time (`log.isolate`).
+/// Records the outcome of one batch, message by message: removes what Kafka acknowledged and
+/// dead-letters what it refused, whatever happened to their neighbours (a pack row keeps only
+/// its messages to retry: `outbox::finish`), and reports what must be retried. The messages of
+/// a record batch Kafka refused as a whole are sent again one at a time (`Log::suspect`).
 /// Returns false if some messages must be retried or the outcome could not be recorded.
-pub(super) fn record(batch: &[Message], outcomes: &[Outcome], after_failure: bool, log: &mut Log) -> bool {
+pub(super) fn record(batch: &[Message], outcomes: &[Outcome], log: &mut Log) -> bool {
     let mut outcomes = outcomes.to_vec();
     log.give_up_on_stuck(gucs::dead_letter_after(), batch, &mut outcomes);
+    log.suspect(batch, &outcomes);
     let outcomes = &outcomes[..];
     let mut done = Vec::with_capacity(batch.len());
     let mut refused = Vec::new();
     let mut retried = Vec::new();
-    let mut retry: Option<&str> = after_failure.then_some("an earlier message must be sent again first");
-    let mut delivered = 0;
+    let mut partly = Vec::new();
+    let mut retry: Option<&str> = None;
+    let (mut delivered, mut waiting) = (0, 0);
     let mut csns = Vec::new();
     let mut per_topic = topic_stats::Chunk::default();
     let mut start = 0;
     while start < batch.len() {
-        let row = batch[start].row;
+        let (row, xid) = (batch[start].row, batch[start].xid);
         if csns.last() != Some(&batch[start].csn) {
             csns.push(batch[start].csn);
         }
         let end = start + batch[start..].iter().take_while(|m| m.row == row).count();
-        let messages = batch[start..end].iter().zip(&outcomes[start..end]);
-        let must_retry = messages.clone().find_map(|(_, o)| match o {
-            Outcome::Retry(e) => Some(e),
-            Outcome::BatchRefused(e) => {
-                log.isolate = true;
-                Some(e)
-            }
-            _ => None,
-        });
-        if let Some(e) = must_retry {
-            retry.get_or_insert(e.as_str());
-        }
-        if retry.is_some() {
-            // This row, and every row after the first one that must be retried, stays: sent
-            // again after it, so nothing overtakes a message that failed.
-            retried.push((row, batch[start].xid));
-        } else {
-            done.push((row, batch[start].xid));
-            for (m, o) in messages {
-                match o {
-                    Outcome::Refused(e) => {
-                        per_topic.dead_lettered(&m.topic);
-                        refused.push((m, e.clone()));
-                    }
-                    _ => {
-                        per_topic.delivered(&m.topic, m.payload.as_ref().map_or(0, Vec::len));
-                        delivered += 1;
-                    }
+        let mut left = Vec::new();
+        for (m, o) in batch[start..end].iter().zip(&outcomes[start..end]) {
+            match o {
+                Outcome::Delivered => {
+                    per_topic.delivered(&m.topic, m.payload.as_ref().map_or(0, Vec::len));
+                    delivered += 1;
+                }
+                Outcome::Refused(e) => {
+                    per_topic.dead_lettered(&m.topic);
+                    refused.push((m, e.clone()));
+                }
+                Outcome::Retry(e) | Outcome::BatchRefused(e) | Outcome::NotSent(e) => {
+                    retry.get_or_insert(e.as_str());
+                    left.push(m);
                 }
             }
+        }
+        waiting += left.len();
+        if left.is_empty() {
+            done.push((row, xid));
+        } else if left.len() == end - start {
+            retried.push((row, xid));
+        } else {
+            partly.push(outbox::Partly { row, xid, count: (end - start) as i32, left });
         }
         start = end;
     }
     let recorded = BackgroundWorker::transaction(|| {
-        let dead = outbox::finish(&done, &refused, &retried, &csns)?;
+        let dead = outbox::finish(&done, &refused, &retried, &partly, &csns)?;
         per_topic.add()?;
         Ok::<_, KafkaError>(dead)
     });
@@ -207,20 +226,12 @@ pub(super) fn record(batch: &[Message], outcomes: &[Outcome], after_failure: boo
     for (m, e) in &refused {
         warning!("pg_kafka: message {} moved to kafka.dead_letter: {e}", m.id);
     }
-    match retry {
-        Some(_) if after_failure => return false,
-        Some(e) => {
-            let last = shared::STATE.share().last_error().unwrap_or_default();
-            let detail = if last.is_empty() || last.starts_with(e) {
-                String::new()
-            } else {
-                format!(" (last: {last})")
-            };
-            shared::STATE.exclusive().waited_at_least(retried.len() as i64);
-            record_error(&format!("{e}{detail}"));
-            return false;
-        }
-        None => {} // refusals are in kafka.dead_letter and the log: delivery itself works
-    }
-    true
+    // Without a retry, refusals are in kafka.dead_letter and the log: delivery itself works.
+    let Some(e) = retry else { return true };
+    let last = shared::STATE.share().last_error().unwrap_or_default();
+    let detail =
+        if last.is_empty() || last.starts_with(e) { String::new() } else { format!(" (last: {last})") };
+    shared::STATE.exclusive().waited_at_least(waiting as i64);
+    record_error(&format!("{e}{detail}"));
+    false
 }

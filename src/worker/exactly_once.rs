@@ -131,7 +131,10 @@ pub(super) fn stream(
         return Sent::Reconnect;
     }
     let (batch, mut outcomes, read_failed) = if std::mem::take(&mut log.isolate) {
-        let outcomes = send_isolated(producer, &first, &mut stop);
+        // No limit on the messages sent alone: nothing of an aborted pass is recorded, so a
+        // pass that stopped short of the bad record would never reach it.
+        let suspects = std::mem::take(&mut log.suspects);
+        let outcomes = send_isolated(producer, &first, &suspects, None, &mut stop);
         (first, outcomes, false)
     } else {
         send_chunks(producer, first, log, &mut stop)
@@ -140,7 +143,7 @@ pub(super) fn stream(
     if outcomes.iter().all(|o| *o == Outcome::Delivered) {
         return match commit(producer, txn, &batch, &mut stop) {
             // Recorded synchronously (see `worker::apply_delivery_mode`) before anything else.
-            Ok(()) if record(&batch, &outcomes, false, log) => {
+            Ok(()) if record(&batch, &outcomes, log) => {
                 if read_failed {
                     log.restart();
                 }
@@ -214,7 +217,7 @@ fn commit(
     };
     match producer.deliver(&[marker], stop).pop() {
         Some(Outcome::Delivered) => {}
-        Some(Outcome::Retry(e) | Outcome::Refused(e) | Outcome::BatchRefused(e)) => {
+        Some(Outcome::Retry(e) | Outcome::Refused(e) | Outcome::BatchRefused(e) | Outcome::NotSent(e)) => {
             return Err(format!("could not write the position record to {}: {e}", txn.topic))
         }
         None => return Err("no report for the position record".into()),
@@ -234,8 +237,9 @@ fn abort(producer: &Producer) -> Option<Sent> {
 }
 
 /// After an abort: messages Kafka refused for good become dead letters (the others are sent
-/// again without them), a refused record batch is retried one message at a time, and what
-/// failed for now is reported.
+/// again without them, in a new transaction: the aborted one's records, acknowledged or not,
+/// are never visible to a read_committed consumer), the messages of a record batch refused as
+/// a whole are sent again one at a time, and what failed for now is reported.
 fn aborted(batch: &[Message], outcomes: &[Outcome], log: &mut Log) -> Sent {
     let refused: Vec<(&Message, &str)> = batch
         .iter()
@@ -245,9 +249,7 @@ fn aborted(batch: &[Message], outcomes: &[Outcome], log: &mut Log) -> Sent {
             _ => None,
         })
         .collect();
-    if outcomes.iter().any(|o| matches!(o, Outcome::BatchRefused(_))) {
-        log.isolate = true;
-    }
+    log.suspect(batch, outcomes);
     if !refused.is_empty() {
         let ids: Vec<(i64, String)> = refused.iter().map(|(m, e)| (m.id, (*e).to_owned())).collect();
         let mut per_topic = topic_stats::Chunk::default();
@@ -271,7 +273,7 @@ fn aborted(batch: &[Message], outcomes: &[Outcome], log: &mut Log) -> Sent {
         }
     }
     let retry = outcomes.iter().find_map(|o| match o {
-        Outcome::Retry(e) | Outcome::BatchRefused(e) => Some(e),
+        Outcome::Retry(e) | Outcome::BatchRefused(e) | Outcome::NotSent(e) => Some(e),
         _ => None,
     });
     match retry {

@@ -1,6 +1,6 @@
 //! The worker's place in the log of commits (`outbox::Round`s read in commit order), and what
-//! it remembers across passes: whether to send one message at a time after Kafka refused a
-//! record batch, and the failed attempts that `kafka.dead_letter_after` counts.
+//! it remembers across passes: which messages to send one at a time after Kafka refused the
+//! record batch they travelled in, and the failed attempts that `kafka.dead_letter_after` counts.
 
 use crate::error::KafkaError;
 use crate::gucs;
@@ -14,9 +14,11 @@ pub(super) struct Log {
     /// Where the last finished round ended (None: read everything from the start).
     after: Option<String>,
     round: Option<Round>,
-    /// Kafka refused a whole record batch: send the next messages one by one, to find the one
-    /// that is bad and let the others through.
+    /// Kafka refused a whole record batch: in the next pass, send each of its messages
+    /// (`suspects`) alone, to find the one that is bad and let the others through.
     pub(super) isolate: bool,
+    /// The messages (by id) of record batches Kafka refused as a whole, not sent since.
+    pub(super) suspects: std::collections::HashSet<i64>,
     /// Failed attempts of messages (by id) in chunks where other messages were delivered, for
     /// `kafka.dead_letter_after`. Kept across restarts of the log, not of the worker.
     attempts: std::collections::HashMap<i64, u32>,
@@ -59,7 +61,22 @@ impl Log {
     /// is sent again, in order).
     pub(super) fn restart(&mut self) {
         let (isolate, attempts) = (self.isolate, std::mem::take(&mut self.attempts));
-        *self = Log { isolate, attempts, ..Log::default() };
+        let suspects = std::mem::take(&mut self.suspects);
+        *self = Log { isolate, suspects, attempts, ..Log::default() };
+    }
+
+    /// Notes the messages of `batch` that travelled in a record batch Kafka refused as a whole:
+    /// the next pass sends each of them alone.
+    pub(super) fn suspect(&mut self, batch: &[Message], outcomes: &[Outcome]) {
+        if self.suspects.len() > 100_000 {
+            self.suspects.clear(); // bounded memory: the next refusal names them again
+        }
+        for (m, o) in batch.iter().zip(outcomes) {
+            if matches!(o, Outcome::BatchRefused(_)) {
+                self.isolate = true;
+                self.suspects.insert(m.id);
+            }
+        }
     }
 
     /// With `kafka.dead_letter_after`, a message that failed that many times while Kafka took

@@ -8,10 +8,12 @@
 //! While a chunk is in flight the next one is read, and it is sent before the first is recorded
 //! (`deliver`); it is sent only if the first needs no retry. Where the worker is in the log of
 //! commits is `log`'s; with `kafka.delivery = exactly_once`, `exactly_once` makes each pass a
-//! Kafka transaction. After any failure the worker reads
-//! the outbox again from its start, so what follows a failed message is sent again after it,
-//! never before it. A crash between Kafka's acknowledgement and that commit reaching disk (the
-//! worker commits asynchronously: within `wal_writer_delay` × 3) re-sends the chunk (at least once).
+//! Kafka transaction. Whatever happened to its neighbours, a message Kafka acknowledged is
+//! recorded as delivered and never sent again (a pack keeps only its messages to retry). After
+//! any failure the worker reads the outbox again from its start, so nothing that was not sent
+//! yet overtakes a failed message. A crash between Kafka's acknowledgement and that commit
+//! reaching disk (the worker commits asynchronously: within `wal_writer_delay` × 3) re-sends
+//! the chunk (at least once).
 //!
 //! It sleeps on its latch, which committing backends set; `kafka.poll_interval` is only the
 //! fallback. After a failure it backs off exponentially up to `kafka.retry_backoff_max`, and it
@@ -492,6 +494,12 @@ impl Worker {
             Some(last) => Pass::More(last.0, last.1),
             None => {
                 self.log.restart();
+                // An idempotent producer that raised a fatal error (e.g. with
+                // `enable.gapless.guarantee` after a refused record) never delivers again.
+                if let Some(e) = connected.producer.fatal_error() {
+                    log!("pg_kafka worker: replacing the Kafka producer after a fatal error: {e}");
+                    self.producer = None;
+                }
                 Pass::Undelivered
             }
         }

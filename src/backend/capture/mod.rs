@@ -8,6 +8,7 @@
 //! numbers survive column renames; new and dropped columns are picked up at the next statement
 //! (`plan`).
 
+pub mod backfill;
 pub mod connect_schema;
 pub mod debezium;
 pub mod plan;

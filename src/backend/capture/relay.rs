@@ -52,7 +52,7 @@ fn relay_statement(trigger: &pgrx::PgTrigger) -> Result<(), KafkaError> {
             let aggregatetype = aggregatetype.unwrap_or_default();
             let topic = pattern.replace("%s", &aggregatetype);
             crate::backend::input::check_topic(Some(&topic))?;
-            crate::backend::topics::check_writable(&topic)?;
+            crate::backend::topics::check_writable(&topic, crate::backend::topics::Writer::Producer)?;
             let headers = [("id".to_owned(), id.clone()), ("type".to_owned(), kind)];
             pending::push(&Parts {
                 topic: &topic,
@@ -79,9 +79,10 @@ fn relay_statement(trigger: &pgrx::PgTrigger) -> Result<(), KafkaError> {
                 .to_string_lossy()
                 .into_owned()
         };
-        // As the inserting session, with its privileges; only pg_catalog's operator and cast.
+        // As the inserting session, with its privileges; only pg_catalog's operator, and the id's
+        // type's output function (no cast the table's owner could define).
         let sql = format!(
-            "DELETE FROM {name} t WHERE t.id::pg_catalog.text OPERATOR(pg_catalog.=) ANY($1::pg_catalog.text[])"
+            "DELETE FROM {name} t WHERE pg_catalog.format('%s', t.id) OPERATOR(pg_catalog.=) ANY($1::pg_catalog.text[])"
         );
         Spi::run_with_args(&sql, &[ids.into()])
             .map_err(|e| KafkaError::Internal(format!("could not delete relayed rows: {e}")))?;

@@ -393,7 +393,10 @@ fn operators_on_the_callers_path_never_run_with_more_rights() {
                'SELECT public.w12_spy($1, $2::oid)';
              CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.w12_oideq);
              SET search_path = public, pg_catalog;
-             SELECT kafka.release();
+             DO $$ BEGIN  -- refused here (the live database), after its check ran as the owner
+                 PERFORM kafka.release();
+             EXCEPTION WHEN object_not_in_prerequisite_state THEN NULL;
+             END $$;
              RESET search_path;",
         )
         .unwrap();
