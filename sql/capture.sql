@@ -167,10 +167,13 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     missing text;
 BEGIN
-    SELECT string_agg(k, ', ') INTO missing FROM unnest(columns) k
+    -- each name as it is shown in a message: quoted, cut to 100 characters (a name can be any text)
+    SELECT string_agg(CASE WHEN length(k) > 100 THEN format('"%s…" (%s characters)', left(k, 100), length(k))
+                           ELSE format('"%s"', k) END, ', ')
+      INTO missing FROM unnest(columns) k
      WHERE NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "table" AND attname = k AND attnum > 0 AND NOT attisdropped);
     IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'no column % in %', missing, "table" USING ERRCODE = '42703', HINT = hint;
+        RAISE EXCEPTION 'no column % in %', left(missing, 1000), "table" USING ERRCODE = '42703', HINT = hint;
     END IF;
 END $$;
 

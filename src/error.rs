@@ -92,6 +92,9 @@ pub enum KafkaError {
     /// pg_kafka's own topic (`kafka.position_topic`, `kafka.transaction_topic`), written by the
     /// worker only (the topic).
     WorkerTopic(String),
+    /// A captured value that Debezium's encoding cannot carry, where Debezium would write a wrong
+    /// value or stop: refused, never sent wrong (the column, the type and value, why).
+    OutOfDebeziumRange { column: String, value: String, why: String },
 }
 
 /// A value from the user as shown in a message: at most 100 characters, quoted.
@@ -136,6 +139,7 @@ impl KafkaError {
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
             }
             NotTableRows(_) => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            OutOfDebeziumRange { .. } => PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
             NotACopy => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         }
     }
@@ -235,6 +239,13 @@ impl KafkaError {
             TopicDenied(_) => "kafka.topic_grants lists the topics each role may produce to or capture into; ask an \
                                administrator to add a row for your role."
                 .into(),
+            OutOfDebeziumRange { .. } => "Change events carry each value as Debezium would, and pg_kafka refuses \
+                                          one Debezium would send wrong: keep timestamp values up to \
+                                          294247-01-10 04:00:54.775807 (timestamp(0) to timestamp(3), sent \
+                                          as milliseconds, and timestamptz hold any) and intervals under \
+                                          2147483648 hours, or capture the table without the column \
+                                          (kafka.capture(..., exclude_columns => ARRAY['column']))."
+                .into(),
             WorkerTopic(_) => "kafka.position_topic and kafka.transaction_topic are written by pg_kafka's \
                                worker only (a record there could stop delivery or skip messages); \
                                produce to another topic."
@@ -330,6 +341,9 @@ impl fmt::Display for KafkaError {
                 write!(f, "permission denied to produce to topic {}: this role may not produce", shown(t))
             }
             WorkerTopic(t) => write!(f, "topic {} is pg_kafka's own", shown(t)),
+            OutOfDebeziumRange { column, value, why } => {
+                write!(f, "cannot capture column {}: {} {why}", shown(column), cut(value))
+            }
         }
     }
 }
@@ -400,6 +414,7 @@ mod tests {
             KafkaError::TopicDenied("x".into()),
             KafkaError::NotProducer("x".into()),
             KafkaError::WorkerTopic("x".into()),
+            KafkaError::OutOfDebeziumRange { column: "x".into(), value: "y".into(), why: "z".into() },
         ];
         for e in all {
             assert!(!e.hint().is_empty(), "{e}");

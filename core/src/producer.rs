@@ -43,11 +43,13 @@ pub enum Outcome {
     /// Kafka refused the whole record batch it travelled in (an invalid timestamp or record):
     /// one record of the batch is bad, not necessarily this one. Sent alone, it is either
     /// delivered or refused for good. (When the broker names the bad records, they are
-    /// `Refused` and their neighbours `Retry`: see [`Producer::wait`].)
+    /// `Refused` and their neighbours `Bystander`: see [`Producer::wait`].)
     BatchRefused(String),
-    /// Not handed to Kafka at all (the worker stopped short, e.g. after a refused record): sent
-    /// in a later pass. Not a failed attempt (`kafka.dead_letter_after` does not count it).
-    NotSent(String),
+    /// Not stored, through no fault of its own: refused with its record batch because of
+    /// another record the broker named as invalid, or not handed to Kafka at all (the worker
+    /// stopped short after a refused record). Sent again in a later pass; not a failed attempt
+    /// (`kafka.dead_letter_after` does not count it).
+    Bystander(String),
 }
 
 /// The librdkafka settings every pg_kafka producer uses, before per-deployment settings.
@@ -289,7 +291,7 @@ impl Producer {
     /// Waits for every report of a batch, or until `stop()` says to give up; one outcome per record.
     /// A broker that refuses a record batch for an invalid record names the bad records (KIP-467)
     /// and librdkafka reports the others as `InvalidDifferentRecord`: then the named ones are
-    /// `Refused` and the others `Retry`, with no need to send them one at a time; otherwise
+    /// `Refused` and the others `Bystander`, with no need to send them one at a time; otherwise
     /// (an older broker) every record of the batch is `BatchRefused`.
     pub fn wait(&self, mut b: InFlight, stop: &mut dyn FnMut() -> bool) -> Vec<Outcome> {
         // Reports that came in while later batches were sent wait in the stash: take them
@@ -537,7 +539,7 @@ pub fn classify(e: &KafkaError) -> Outcome {
         // The broker checks these per record batch and fails the whole batch.
         Some(InvalidTimestamp | InvalidRecord | InvalidMessage) => Outcome::BatchRefused(text),
         // A neighbour of a record the broker named as invalid: never stored, fine itself.
-        Some(InvalidDifferentRecord) => Outcome::Retry(text),
+        Some(InvalidDifferentRecord) => Outcome::Bystander(text),
         _ => Outcome::Retry(text),
     }
 }
@@ -680,20 +682,23 @@ mod tests {
         let later = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
         assert!(matches!(classify(&later), Outcome::Retry(_)));
         let neighbour = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidDifferentRecord);
-        assert!(matches!(classify(&neighbour), Outcome::Retry(_)), "never stored, fine itself: sent again");
+        assert!(
+            matches!(classify(&neighbour), Outcome::Bystander(_)),
+            "never stored, fine itself: sent again"
+        );
     }
 
     #[test]
     fn records_the_broker_named_in_a_refused_batch_are_refused_for_good() {
         let bad = || Some(Outcome::BatchRefused("Invalid timestamp".into()));
         let mut outcomes =
-            vec![Some(Outcome::Delivered), bad(), Some(Outcome::Retry("different record".into())), bad()];
+            vec![Some(Outcome::Delivered), bad(), Some(Outcome::Bystander("different record".into())), bad()];
         // Record 1 is on a partition where the broker named the bad records, record 3 is not.
         let refused = [(1, "t".to_owned(), 0), (3, "u".to_owned(), 0)];
         name_refused(&mut outcomes, &refused, &[("t".to_owned(), 0), ("u".to_owned(), 1)]);
         assert_eq!(outcomes[0], Some(Outcome::Delivered));
         assert_eq!(outcomes[1], Some(Outcome::Refused("Invalid timestamp".into())));
-        assert!(matches!(outcomes[2], Some(Outcome::Retry(_))));
+        assert!(matches!(outcomes[2], Some(Outcome::Bystander(_))));
         assert_eq!(outcomes[3], bad(), "no record named on its partition: which one is bad is unknown");
     }
 }

@@ -1,7 +1,9 @@
-//! What pg_kafka will not let go of silently: `DROP EXTENSION kafka` (or `DROP SCHEMA kafka
-//! CASCADE`) while committed messages still wait in the outbox is refused, with a hint saying how
-//! to drain or discard them. A `ProcessUtility_hook`: it reads the statement's parse tree, so the
-//! decision is the command's, not its text's.
+//! What pg_kafka will not let go of silently: `DROP EXTENSION kafka`, `DROP SCHEMA kafka
+//! CASCADE` or `DROP OWNED BY` the extension's owner while committed messages still wait in the
+//! outbox is refused, with a hint saying how to drain or discard them. A `ProcessUtility_hook`:
+//! it reads the statement's parse tree, so the decision is the command's, not its text's. Only a
+//! role that could drop the extension learns whether messages wait; anyone else meets
+//! PostgreSQL's own refusal.
 
 use crate::error::KafkaError;
 use crate::store::outbox;
@@ -38,8 +40,11 @@ unsafe extern "C-unwind" fn process_utility(
     // the previous hook or to standard_ProcessUtility, exactly as PostgreSQL would have called
     // them.
     unsafe {
-        if drops_kafka((*pstmt).utilityStmt) {
-            refuse_if_queued().unwrap_or_else(|e| e.raise());
+        let node = (*pstmt).utilityStmt;
+        if drops_kafka(node) {
+            refuse_if_queued(None).unwrap_or_else(|e| e.raise());
+        } else if let Some(roles) = drops_owned_by(node) {
+            refuse_if_queued(Some(&roles)).unwrap_or_else(|e| e.raise());
         }
         match PREVIOUS {
             Some(previous) => previous(pstmt, query, read_only_tree, context, params, env, dest, qc),
@@ -75,11 +80,36 @@ unsafe fn drops_kafka(node: *mut pg_sys::Node) -> bool {
     }
 }
 
-/// Refuses while the outbox holds messages. An extension that is not installed holds none; a
-/// damaged one (tables missing, or altered so that they cannot be read) is let go on purpose:
-/// dropping it is how it is repaired.
-fn refuse_if_queued() -> Result<(), KafkaError> {
+/// The roles of a `DROP OWNED BY` (those that exist), if the statement is one.
+unsafe fn drops_owned_by(node: *mut pg_sys::Node) -> Option<Vec<pg_sys::Oid>> {
+    // SAFETY: `node` is null or the utility statement of a valid PlannedStmt (this function's
+    // contract); its tag is checked before the cast to DropOwnedStmt, whose `roles` is a List of
+    // RoleSpec nodes, read only at `i < length`; get_rolespec_oid with missing_ok returns
+    // InvalidOid for an unknown role (PostgreSQL reports it when the statement runs).
+    unsafe {
+        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_DropOwnedStmt {
+            return None;
+        }
+        let roles = (*node.cast::<pg_sys::DropOwnedStmt>()).roles;
+        let n = if roles.is_null() { 0 } else { (*roles).length };
+        Some((0..n).map(|i| pg_sys::get_rolespec_oid(pg_sys::list_nth(roles, i).cast(), true)).collect())
+    }
+}
+
+/// Refuses while the outbox holds messages: for `DROP OWNED BY` (`owned_by`), only when it names
+/// the extension's owner. An extension that is not installed holds none; a damaged one (tables
+/// missing, or altered so that they cannot be read) is let go on purpose: dropping it is how it is
+/// repaired.
+fn refuse_if_queued(owned_by: Option<&[pg_sys::Oid]>) -> Result<(), KafkaError> {
     let Ok(store) = outbox::store() else { return Ok(()) };
+    if owned_by.is_some_and(|roles| !roles.contains(&store.owner())) {
+        return Ok(());
+    }
+    // SAFETY: plain read of the current user id and a catalog-cache check of role membership,
+    // inside the utility statement's transaction.
+    if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), store.owner()) } {
+        return Ok(()); // PostgreSQL refuses it: it does not learn whether messages wait
+    }
     let waiting = outbox::as_owner(store, || {
         Spi::get_one::<i64>("SELECT pg_catalog.sum(o.messages)::pg_catalog.int8 FROM kafka.outbox o")
     });

@@ -33,11 +33,14 @@ pub fn send(msg: &Message, timeout: Duration) -> Result<(i32, i64), Failure> {
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), pg_sys::dsm_segment_address(seg).cast(), bytes.len());
     }
-    // SAFETY: plain reads of the session's current user id, of the process-local MyLatch (in a
-    // backend, its PGPROC latch in shared memory, which the worker may set) and of the handle of
+    // A role's share is counted by the role that logged in: SET ROLE to another role (each with a
+    // share of its own) does not give a session a second share.
+    // SAFETY: plain reads of the session's authenticated user id, of the process-local MyLatch (in
+    // a backend, its PGPROC latch in shared memory, which the worker may set) and of the handle of
     // the live segment created above.
-    let (role, latch, handle) =
-        unsafe { (pg_sys::GetUserId().to_u32(), pg_sys::MyLatch, pg_sys::dsm_segment_handle(seg)) };
+    let (role, latch, handle) = unsafe {
+        (pg_sys::GetAuthenticatedUserId().to_u32(), pg_sys::MyLatch, pg_sys::dsm_segment_handle(seg))
+    };
     let claim = match slots::claim(role, latch, handle, bytes.len()) {
         Ok(c) => c,
         Err(busy) => {

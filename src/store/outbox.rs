@@ -26,6 +26,13 @@ pub struct Store {
     commits: pg_sys::Oid,
 }
 
+impl Store {
+    /// The role that owns pg_kafka's tables (the extension's owner).
+    pub fn owner(&self) -> pg_sys::Oid {
+        self.owner
+    }
+}
+
 /// Looks up the outbox's relations and owner in the catalog caches (no SQL, so cheap enough for
 /// every transaction; a re-created extension is found by name).
 pub fn store() -> Result<Store, KafkaError> {

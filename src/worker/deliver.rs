@@ -85,8 +85,9 @@ const ISOLATE_MAX: usize = 1000;
 /// After Kafka refused whole record batches: sends the chunk in order, each of their messages
 /// (`suspects`; every message if none is known) alone and those between them together, until
 /// the pack row holding the first one refused on its own is done (or `max_alone` messages were
-/// sent alone); what follows is `NotSent`, for the next pass. Each suspect is then delivered or
-/// refused for good by itself, so one bad record never holds back or drags down the others.
+/// sent alone, or a stop was requested); what follows is `Bystander`, for the next pass. Each
+/// suspect is then delivered or refused for good by itself, so one bad record never holds back
+/// or drags down the others.
 pub(super) fn send_isolated(
     producer: &Producer,
     chunk: &[Message],
@@ -100,7 +101,7 @@ pub(super) fn send_isolated(
     let (mut alone, mut enough) = (0, false);
     let mut i = 0;
     while i < chunk.len() {
-        if enough && chunk[i].row != chunk[i - 1].row {
+        if (enough && chunk[i].row != chunk[i - 1].row) || stop() {
             break;
         }
         if !suspect(i) {
@@ -123,7 +124,7 @@ pub(super) fn send_isolated(
         outcomes.push(outcome);
         i += 1;
     }
-    outcomes.resize(chunk.len(), Outcome::NotSent("sent after a refused record batch".into()));
+    outcomes.resize(chunk.len(), Outcome::Bystander("sent after a refused record batch".into()));
     outcomes
 }
 
@@ -152,14 +153,34 @@ pub(super) fn records_of(batch: &[Message]) -> Vec<Record<'_>> {
 }
 
 /// Records the outcome of one batch, message by message: removes what Kafka acknowledged and
-/// dead-letters what it refused, whatever happened to their neighbours (a pack row keeps only
-/// its messages to retry: `outbox::finish`), and reports what must be retried. The messages of
+/// dead-letters what it refused, whatever happened to other topics' messages (a pack row keeps
+/// only its messages to retry: `outbox::finish`), and reports what must be retried: the
+/// messages Kafka did not take, and the later messages of their topics (`Log::held`). The messages of
 /// a record batch Kafka refused as a whole are sent again one at a time (`Log::suspect`).
 /// Returns false if some messages must be retried or the outcome could not be recorded.
 pub(super) fn record(batch: &[Message], outcomes: &[Outcome], log: &mut Log) -> bool {
     let mut outcomes = outcomes.to_vec();
     log.give_up_on_stuck(gucs::dead_letter_after(), batch, &mut outcomes);
     log.suspect(batch, &outcomes);
+    // A message to send again holds back its topic: the topic's later messages are sent again
+    // after it, even if Kafka took them (consumers end with them in order, as a CDC consumer
+    // needs). Other topics' acknowledged messages are recorded: one role's refused or failing
+    // record never makes another topic's messages arrive twice.
+    for (m, o) in batch.iter().zip(outcomes.iter_mut()) {
+        match o {
+            Outcome::Delivered if log.held.contains(&m.topic) => {
+                *o = Outcome::Bystander(
+                    "sent again after an earlier message of its topic, to keep their order".into(),
+                );
+            }
+            Outcome::Retry(_) | Outcome::BatchRefused(_) | Outcome::Bystander(_) => {
+                if !log.held.contains(&m.topic) {
+                    log.held.insert(m.topic.clone());
+                }
+            }
+            Outcome::Delivered | Outcome::Refused(_) => {}
+        }
+    }
     let outcomes = &outcomes[..];
     let mut done = Vec::with_capacity(batch.len());
     let mut refused = Vec::new();
@@ -187,7 +208,7 @@ pub(super) fn record(batch: &[Message], outcomes: &[Outcome], log: &mut Log) -> 
                     per_topic.dead_lettered(&m.topic);
                     refused.push((m, e.clone()));
                 }
-                Outcome::Retry(e) | Outcome::BatchRefused(e) | Outcome::NotSent(e) => {
+                Outcome::Retry(e) | Outcome::BatchRefused(e) | Outcome::Bystander(e) => {
                     retry.get_or_insert(e.as_str());
                     left.push(m);
                 }

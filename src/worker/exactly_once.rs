@@ -217,7 +217,7 @@ fn commit(
     };
     match producer.deliver(&[marker], stop).pop() {
         Some(Outcome::Delivered) => {}
-        Some(Outcome::Retry(e) | Outcome::Refused(e) | Outcome::BatchRefused(e) | Outcome::NotSent(e)) => {
+        Some(Outcome::Retry(e) | Outcome::Refused(e) | Outcome::BatchRefused(e) | Outcome::Bystander(e)) => {
             return Err(format!("could not write the position record to {}: {e}", txn.topic))
         }
         None => return Err("no report for the position record".into()),
@@ -273,7 +273,7 @@ fn aborted(batch: &[Message], outcomes: &[Outcome], log: &mut Log) -> Sent {
         }
     }
     let retry = outcomes.iter().find_map(|o| match o {
-        Outcome::Retry(e) | Outcome::BatchRefused(e) | Outcome::NotSent(e) => Some(e),
+        Outcome::Retry(e) | Outcome::BatchRefused(e) | Outcome::Bystander(e) => Some(e),
         _ => None,
     });
     match retry {

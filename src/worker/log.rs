@@ -19,6 +19,10 @@ pub(super) struct Log {
     pub(super) isolate: bool,
     /// The messages (by id) of record batches Kafka refused as a whole, not sent since.
     pub(super) suspects: std::collections::HashSet<i64>,
+    /// Topics with a message left to send again since the log last restarted: their later
+    /// messages, even those Kafka acknowledged, are sent again after it, so that a topic's
+    /// messages end in their order (other topics' are recorded as delivered).
+    pub(super) held: std::collections::HashSet<String>,
     /// Failed attempts of messages (by id) in chunks where other messages were delivered, for
     /// `kafka.dead_letter_after`. Kept across restarts of the log, not of the worker.
     attempts: std::collections::HashMap<i64, u32>,
@@ -113,6 +117,37 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_of_a_refused_record_batch_are_sent_alone_next_time() {
+        let mut log = Log::default();
+        let batch = messages(&[1, 2, 3, 4]);
+        let outcomes = [
+            Outcome::Delivered,
+            Outcome::BatchRefused("Invalid timestamp".into()),
+            Outcome::Bystander("another record was invalid".into()),
+            Outcome::BatchRefused("Invalid timestamp".into()),
+        ];
+        log.suspect(&batch, &outcomes);
+        assert!(log.isolate);
+        assert_eq!(log.suspects, [2, 4].into_iter().collect());
+        log.restart();
+        assert!(log.isolate && log.suspects.len() == 2, "kept across a restart of the log");
+        let mut quiet = Log::default();
+        quiet.suspect(&batch, &[Outcome::Delivered, Outcome::Retry("timed out".into())]);
+        assert!(!quiet.isolate && quiet.suspects.is_empty());
+    }
+
+    #[test]
+    fn a_message_that_was_not_sent_is_not_a_failed_attempt() {
+        let mut log = Log::default();
+        let batch = messages(&[1, 2]);
+        for _ in 0..5 {
+            let mut outcomes = vec![Outcome::Bystander("not sent".into()), Outcome::Delivered];
+            log.give_up_on_stuck(Some(2), &batch, &mut outcomes);
+            assert!(matches!(outcomes[0], Outcome::Bystander(_)));
+        }
+    }
 
     fn messages(ids: &[i64]) -> Vec<Message> {
         ids.iter().map(|&id| Message { id, ..Default::default() }).collect()

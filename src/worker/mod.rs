@@ -42,7 +42,7 @@ use std::time::Duration;
 
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 /// The worker's session settings (see `pg_kafka_worker_main`), over any a database or role sets.
-const SESSION: [(&std::ffi::CStr, &std::ffi::CStr); 14] = [
+const SESSION: [(&std::ffi::CStr, &std::ffi::CStr); 15] = [
     (c"search_path", c"pg_catalog"),
     (c"enable_seqscan", c"off"),
     (c"enable_sort", c"off"),
@@ -60,6 +60,9 @@ const SESSION: [(&std::ffi::CStr, &std::ffi::CStr); 14] = [
     (c"lock_timeout", c"0"),
     (c"idle_in_transaction_session_timeout", c"0"),
     (c"session_replication_role", c"origin"),
+    // ALTER DATABASE … SET role = … would make the worker that role (and stop delivery): the
+    // worker stays who it connected as.
+    (c"role", c"none"),
 ];
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the worker polls librdkafka while an immediate send waits for its report.

@@ -10,7 +10,19 @@
 //! arrays as JSON arrays; everything else (text, enums, uuid, json, jsonb, ...) as the string of
 //! its text form. `numeric` is a string as with `decimal.handling.mode=string` (exact and
 //! readable). Domains are encoded as their base type.
+//!
+//! Values at the edges of PostgreSQL's ranges are written as Debezium 3.6.1 writes them, or
+//! refused (`KafkaError::OutOfDebeziumRange`, SQLSTATE 22008) where Debezium would write a wrong
+//! value or stop; no arithmetic here wraps. An `interval` beyond ±2^63 µs is ±(2^63 - 1) (the
+//! saturating `(long)` cast of MicroDuration.durationMicros), one of more than 2^31 - 1 hours (or
+//! PostgreSQL 17's infinite ones) is refused (PgJDBC's PGInterval cannot read it; Debezium would
+//! stop, or write 0 for infinity); a `timestamp` (precision 4–6) after 294247-01-10
+//! 04:00:54.775807, whose microseconds since 1970 exceed 64 bits, is refused (Debezium's
+//! Conversions.toEpochMicros saturates the seconds and the added microseconds wrap); timestamp(0–3)
+//! milliseconds, `timestamptz` (`+294276-12-31T23:59:59.999999Z`, `-4713-11-24T…`), `date` and
+//! `money` are exact over PostgreSQL's whole range, as in Debezium.
 
+use crate::error::KafkaError;
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::ffi::CStr;
 use std::fmt::Write;
@@ -19,6 +31,7 @@ use std::fmt::Write;
 use crate::backend::input::PG_EPOCH_UNIX_US as PG_EPOCH_US;
 const PG_EPOCH_DAYS: i32 = 10_957;
 const DAY_US: i64 = 86_400_000_000;
+const HOUR_US: i64 = 3_600_000_000;
 /// Debezium's month for intervals: 30.4375 days.
 const MONTH_US: i64 = 2_629_800_000_000;
 /// What Debezium writes for `timestamp` 'infinity' and '-infinity', in microseconds (PgJDBC's
@@ -27,6 +40,78 @@ const TIMESTAMP_INFINITY_US: [i64; 2] = [9_223_372_036_825_200_000, -9_223_372_0
 /// What Debezium writes for `date` 'infinity' and '-infinity' (the days of -5877611-06-21 and
 /// -5877611-06-22, its stand-ins for them).
 const DATE_INFINITY_DAYS: [i64; 2] = [-2_147_472_692, -2_147_472_691];
+
+/// A value Debezium's encoding cannot carry: refused, never written wrong. `value` is the type and
+/// the value's text (`timestamp '294276-12-31 23:59:59.999999'`), `why` finishes the sentence.
+#[derive(Debug)]
+pub struct Unencodable {
+    value: String,
+    why: &'static str,
+}
+
+const TIMESTAMP_TOO_LATE: &str = "is after 294247-01-10 04:00:54.775807, the last timestamp whose \
+    microseconds since 1970 fit in 64 bits (Debezium's MicroTimestamp; Debezium would write a wrong \
+    number)";
+const INTERVAL_TOO_MANY_HOURS: &str = "has 2^31 hours or more, which Debezium cannot read (PgJDBC's \
+    PGInterval holds hours in 32 bits; Debezium's connector would stop)";
+const INTERVAL_INFINITE: &str = "has no Debezium encoding (Debezium would write 0)";
+
+/// Debezium's `timestamp` of precision 4–6: microseconds since 1970 (infinities as its
+/// sentinels). None after 294247-01-10 04:00:54.775807, where they no longer fit in an i64:
+/// there Debezium's `Conversions.toEpochMicros` (`TimeUnit.SECONDS.toMicros(s)`, which saturates
+/// at Long.MAX_VALUE, plus the second's microseconds, which then wrap) writes garbage.
+fn timestamp_micros(pg_us: i64) -> Option<i64> {
+    match pg_us {
+        i64::MAX => Some(TIMESTAMP_INFINITY_US[0]),
+        i64::MIN => Some(TIMESTAMP_INFINITY_US[1]),
+        us => us.checked_add(PG_EPOCH_US),
+    }
+}
+
+/// Debezium's `timestamp` of precision 0–3: milliseconds since 1970, rounded down (Java's
+/// `Instant.toEpochMilli`), exact over PostgreSQL's whole range (infinities: its sentinels in
+/// milliseconds). None only for a value no PostgreSQL timestamp has.
+fn timestamp_millis(pg_us: i64) -> Option<i64> {
+    match pg_us {
+        i64::MAX => Some(TIMESTAMP_INFINITY_US[0].div_euclid(1000)),
+        i64::MIN => Some(TIMESTAMP_INFINITY_US[1].div_euclid(1000)),
+        // PG_EPOCH_US is whole milliseconds, so flooring before adding it floors the sum.
+        us => us.div_euclid(1000).checked_add(PG_EPOCH_US / 1000),
+    }
+}
+
+/// Debezium's `date`: days since 1970 (infinities as its stand-ins); exact over PostgreSQL's
+/// whole range (4713 BC to 5874897 AD), as Debezium's `(int) LocalDate.toEpochDay()`.
+fn date_days(pg_days: i32) -> i64 {
+    match pg_days {
+        i32::MAX => DATE_INFINITY_DAYS[0],
+        i32::MIN => DATE_INFINITY_DAYS[1],
+        // Widened: the sum of two i32 cannot overflow an i64.
+        days => i64::from(days) + i64::from(PG_EPOCH_DAYS),
+    }
+}
+
+/// Debezium's `interval` (MicroDuration, `interval.handling.mode=numeric`): microseconds, a
+/// month 30.4375 days. Exact where that fits in an i64, else i64::MAX / i64::MIN, as the
+/// `(long)` cast that ends Debezium's `durationMicros` saturates. Err where Debezium cannot
+/// read the value: more than 2^31 - 1 hours in its time part (PostgreSQL writes the time as
+/// `HHHH:MM:SS`, and PgJDBC's PGInterval parses the hours with `Integer.parseInt`), or
+/// PostgreSQL 17's infinite intervals (which PGInterval reads as 0).
+fn interval_micros(month: i32, day: i32, time: i64) -> Result<i64, &'static str> {
+    let infinite = (month, day, time) == (i32::MAX, i32::MAX, i64::MAX)
+        || (month, day, time) == (i32::MIN, i32::MIN, i64::MIN);
+    if infinite && cfg!(any(feature = "pg17", feature = "pg18")) {
+        return Err(INTERVAL_INFINITE);
+    }
+    // PostgreSQL's interval2itm: hours truncated toward zero, written without their sign.
+    if (time / HOUR_US).unsigned_abs() > i32::MAX as u64 {
+        return Err(INTERVAL_TOO_MANY_HOURS);
+    }
+    // In i128 (at most about 5.7e21 in magnitude), then saturated into an i64.
+    let exact =
+        i128::from(month) * i128::from(MONTH_US) + i128::from(day) * i128::from(DAY_US) + i128::from(time);
+    Ok(i64::try_from(exact).unwrap_or(if exact > 0 { i64::MAX } else { i64::MIN }))
+}
 
 /// How one value is written.
 #[derive(Debug, Clone)]
@@ -117,15 +202,20 @@ impl Enc {
         }
     }
 
-    /// Appends the JSON of a non-NULL value.
+    /// Appends the JSON of a non-NULL value; Err (with nothing to use in `out`) for a value
+    /// Debezium's encoding cannot carry.
     ///
     /// # Safety
     /// `d` must be a valid Datum of the type this encoding was made for.
-    pub unsafe fn write(&self, out: &mut String, d: Datum) {
+    pub unsafe fn write(&self, out: &mut String, d: Datum) -> Result<(), Unencodable> {
         let number = push_int;
-        // SAFETY: only called for TimestampTz with its own output function (F_TIMESTAMPTZ_OUT),
-        // and `d` is such a value (this method's contract).
-        let text_of = |out: &mut String, f: u32| string(out, unsafe { &output(Oid::from(f), d) });
+        // SAFETY: called with the output function of the type of `d` (this method's contract:
+        // `d` is a value of the type this encoding was made for, named at each call).
+        let text_of = |f: u32| unsafe { output(Oid::from(f), d) };
+        let refuse = |type_name: &str, f: u32, why| Unencodable {
+            value: format!("{type_name} '{}'", text_of(f)),
+            why,
+        };
         match self {
             Enc::Int2 => number(out, (d.value() as i16).into()),
             Enc::Int4 => number(out, (d.value() as i32).into()),
@@ -151,12 +241,9 @@ impl Enc {
                 base64(out, unsafe { varlena_bytes(d) });
                 out.push('"');
             }
-            Enc::Date => match d.value() as i32 {
-                i32::MAX => number(out, DATE_INFINITY_DAYS[0]),
-                i32::MIN => number(out, DATE_INFINITY_DAYS[1]),
-                days => number(out, (days + PG_EPOCH_DAYS).into()),
-            },
+            Enc::Date => number(out, date_days(d.value() as i32)),
             Enc::Time { millis } => {
+                // 0 to 24:00:00 in microseconds: no arithmetic here can overflow.
                 let us = d.value() as i64;
                 number(out, if *millis { us / 1000 } else { us });
             }
@@ -164,55 +251,52 @@ impl Enc {
                 // SAFETY: `d` is a non-null timetz value: a by-reference pointer to an aligned
                 // TimeTzADT in a tuple or array that outlives this call.
                 let t = unsafe { &*d.cast_mut_ptr::<pg_sys::TimeTzADT>() };
+                // At most a day plus 16 hours (PostgreSQL's limits on both): far from overflowing.
                 let utc = (t.time + i64::from(t.zone) * 1_000_000).rem_euclid(DAY_US);
                 out.push('"');
                 clock(out, utc, 0);
                 out.push_str("Z\"");
             }
             Enc::Timestamp { millis } => {
-                let us = match d.value() as i64 {
-                    i64::MAX => TIMESTAMP_INFINITY_US[0],
-                    i64::MIN => TIMESTAMP_INFINITY_US[1],
-                    us => us + PG_EPOCH_US,
-                };
-                number(out, if *millis { us.div_euclid(1000) } else { us })
+                let pg_us = d.value() as i64;
+                match if *millis { timestamp_millis(pg_us) } else { timestamp_micros(pg_us) } {
+                    Some(n) => number(out, n),
+                    None => return Err(refuse("timestamp", pg_sys::F_TIMESTAMP_OUT, TIMESTAMP_TOO_LATE)),
+                }
             }
             Enc::TimestampTz { digits } => match d.value() as i64 {
-                i64::MIN | i64::MAX => text_of(out, pg_sys::F_TIMESTAMPTZ_OUT),
-                us => {
+                i64::MIN | i64::MAX => string(out, &text_of(pg_sys::F_TIMESTAMPTZ_OUT)),
+                pg_us => {
                     out.push('"');
-                    iso_utc(out, us + PG_EPOCH_US, *digits);
+                    iso_utc(out, pg_us, *digits);
                     out.push_str("Z\"");
                 }
             },
-            Enc::Money => {
-                // Debezium's string: the amount in units, without currency sign or separators
-                // (money counts cents: 2 fraction digits, as with the C and most locales).
-                let cents = d.value() as i64;
-                let sign = if cents < 0 { "-" } else { "" };
-                let abs = cents.unsigned_abs();
-                let _ =
-                    std::fmt::Write::write_fmt(out, format_args!("\"{sign}{}.{:02}\"", abs / 100, abs % 100));
-            }
+            Enc::Money => money(out, d.value() as i64),
             Enc::Interval => {
                 // SAFETY: `d` is a non-null interval value: a by-reference pointer to an aligned
                 // Interval that outlives this call.
                 let i = unsafe { &*d.cast_mut_ptr::<pg_sys::Interval>() };
-                number(out, i64::from(i.month) * MONTH_US + i64::from(i.day) * DAY_US + i.time);
+                match interval_micros(i.month, i.day, i.time) {
+                    Ok(us) => number(out, us),
+                    Err(why) => return Err(refuse("interval", pg_sys::F_INTERVAL_OUT, why)),
+                }
             }
             // SAFETY: `f` is the output function of the (base) type this encoding was made for, and
             // `d` a value of that type (domain values are values of their base type).
             Enc::Output(f) => string(out, unsafe { &output(*f, d) }),
             // SAFETY: Enc::Array is made only for an array type whose element type is
             // `a.elem_type`, and `d` is a non-null value of that array type.
-            Enc::Array(a) => unsafe { a.write(out, d) },
+            Enc::Array(a) => return unsafe { a.write(out, d) },
         }
+        Ok(())
     }
 }
 
 impl ArrayEnc {
-    /// Elements in storage order (multi-dimensional arrays flattened), NULLs as null.
-    unsafe fn write(&self, out: &mut String, d: Datum) {
+    /// Elements in storage order (multi-dimensional arrays flattened), NULLs as null; Err as
+    /// [`Enc::write`]'s, for the first element Debezium's encoding cannot carry.
+    unsafe fn write(&self, out: &mut String, d: Datum) -> Result<(), Unencodable> {
         // SAFETY: `d` is a non-null array varlena (this method's contract); pg_detoast_datum
         // returns it plain, possibly as a copy in the current memory context.
         let arr = unsafe { pg_sys::pg_detoast_datum(d.cast_mut_ptr()) }.cast::<pg_sys::ArrayType>();
@@ -243,18 +327,19 @@ impl ArrayEnc {
             } else {
                 // SAFETY: `i < n`, the element is not null, and it is a value of `self.elem_type`,
                 // the type `self.elem` was made for.
-                unsafe { self.elem.write(out, *elems.add(i)) };
+                unsafe { self.elem.write(out, *elems.add(i)) }?;
             }
         }
         out.push(']');
+        Ok(())
     }
 }
 
 /// A row's columns as a JSON object: `{"name":value,...}`.
 #[derive(Debug, Clone, Default)]
 pub struct RowEnc {
-    /// (attribute index, `"name":` already escaped, encoding)
-    columns: Vec<(usize, String, Enc)>,
+    /// (attribute index, name, `"name":` already escaped, encoding)
+    columns: Vec<(usize, String, String, Enc)>,
 }
 
 /// The live columns of `desc` (index, attribute): with `Columns::Except` all but those, in
@@ -294,19 +379,38 @@ impl RowEnc {
                 let mut prefix = String::new();
                 string(&mut prefix, &name);
                 prefix.push(':');
-                (i, prefix, Enc::of(a.atttypid, a.atttypmod))
+                (i, name.into_owned(), prefix, Enc::of(a.atttypid, a.atttypmod))
             })
             .collect();
         RowEnc { columns }
     }
 
-    /// Appends the JSON object of one row (`values`/`nulls` indexed by attribute).
+    /// Appends the JSON object of one row (`values`/`nulls` indexed by attribute); raises
+    /// [`KafkaError::OutOfDebeziumRange`] (as [`RowEnc::try_write`] returns it) for a value
+    /// Debezium's encoding cannot carry.
     ///
     /// # Safety
     /// The values must come from a tuple of the descriptor this was made from.
     pub unsafe fn write(&self, out: &mut String, values: &[Datum], nulls: &[bool]) {
+        // SAFETY: this method's contract is try_write's.
+        if let Err(e) = unsafe { self.try_write(out, values, nulls) } {
+            e.raise()
+        }
+    }
+
+    /// [`RowEnc::write`], returning the error: a value Debezium's encoding cannot carry (the
+    /// column, the value, why), `out` then holding part of the row.
+    ///
+    /// # Safety
+    /// The values must come from a tuple of the descriptor this was made from.
+    pub unsafe fn try_write(
+        &self,
+        out: &mut String,
+        values: &[Datum],
+        nulls: &[bool],
+    ) -> Result<(), KafkaError> {
         out.push('{');
-        for (n, (i, prefix, enc)) in self.columns.iter().enumerate() {
+        for (n, (i, name, prefix, enc)) in self.columns.iter().enumerate() {
             if n > 0 {
                 out.push(',');
             }
@@ -317,10 +421,13 @@ impl RowEnc {
                 // SAFETY: `values` come from a tuple of the descriptor this encoder was made from
                 // (this method's contract), so non-null attribute `i` has the type `enc` was made
                 // for.
-                unsafe { enc.write(out, values[*i]) };
+                unsafe { enc.write(out, values[*i]) }.map_err(|Unencodable { value, why }| {
+                    KafkaError::OutOfDebeziumRange { column: name.clone(), value, why: why.into() }
+                })?;
             }
         }
         out.push('}');
+        Ok(())
     }
 }
 
@@ -498,11 +605,13 @@ fn push_digits(out: &mut String, n: i64, width: usize) {
     out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.ffffff]` of microseconds since 1970-01-01 UTC (`digits`: see `clock`);
-/// years past 9999 as `+YYYYY`, before year 0 as `-YYYY`, as Java's ISO formats write them.
-fn iso_utc(out: &mut String, us: i64, digits: u8) {
-    let days = us.div_euclid(DAY_US);
-    let (y, m, d) = civil_from_days(days);
+/// `YYYY-MM-DDTHH:MM:SS[.ffffff]` in UTC of a PostgreSQL timestamptz (microseconds since
+/// 2000-01-01 UTC; `digits`: see `clock`); years past 9999 as `+YYYYY`, before year 0 as `-YYYY`,
+/// as Java's ISO formats write them. Days and time of day are taken apart before the epochs are
+/// shifted, so the whole range of PostgreSQL (4713 BC to 294276 AD) is written exactly.
+fn iso_utc(out: &mut String, pg_us: i64, digits: u8) {
+    // A day count of at most about 1.1e8: widening keeps the sum far from overflowing.
+    let (y, m, d) = civil_from_days(pg_us.div_euclid(DAY_US) + i64::from(PG_EPOCH_DAYS));
     if y > 9999 {
         out.push('+');
     } else if y < 0 {
@@ -514,7 +623,17 @@ fn iso_utc(out: &mut String, us: i64, digits: u8) {
     out.push('-');
     push_digits(out, d.into(), 2);
     out.push('T');
-    clock(out, us.rem_euclid(DAY_US), digits);
+    clock(out, pg_us.rem_euclid(DAY_US), digits);
+}
+
+/// money as Debezium's string: the amount in units, without currency sign or separators (money
+/// counts cents: 2 fraction digits, as with the C and most locales), exact for every value
+/// (Debezium's BigDecimal `toPlainString`).
+fn money(out: &mut String, cents: i64) {
+    let sign = if cents < 0 { "-" } else { "" };
+    // unsigned_abs: i64::MIN's magnitude too.
+    let abs = cents.unsigned_abs();
+    let _ = write!(out, "\"{sign}{}.{:02}\"", abs / 100, abs % 100);
 }
 
 /// Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -565,15 +684,17 @@ mod unit {
             assert_eq!(s, format!("x{n}"));
         }
         let mut s = String::new();
-        iso_utc(&mut s, -62_135_596_800_000_000 - 86_400_000_000, 0); // the day before year 1
+        // The day before year 1 (iso_utc takes microseconds since 2000).
+        iso_utc(&mut s, -62_135_596_800_000_000 - 86_400_000_000 - PG_EPOCH_US, 0);
         assert_eq!(s, "0000-12-31T00:00:00");
     }
 
     #[test]
     fn utc_timestamps_and_clocks() {
-        let iso = |us, digits| {
+        // From microseconds since 1970, for readable expectations.
+        let iso = |us: i64, digits| {
             let mut s = String::new();
-            iso_utc(&mut s, us, digits);
+            iso_utc(&mut s, us - PG_EPOCH_US, digits);
             s
         };
         assert_eq!(iso(1_612_317_906_789_000, 0), "2021-02-03T02:05:06.789");
@@ -588,6 +709,101 @@ mod unit {
         let mut s = String::new();
         clock(&mut s, 7_506_000_000, 0);
         assert_eq!(s, "02:05:06");
+    }
+
+    /// PostgreSQL's last and first timestamps, in microseconds since 2000: 294276-12-31
+    /// 23:59:59.999999 (END_TIMESTAMP - 1) and 4714-11-24 00:00:00 BC (MIN_TIMESTAMP).
+    const PG_LAST_US: i64 = 9_223_371_331_200_000_000 - 1;
+    const PG_FIRST_US: i64 = -211_813_488_000_000_000;
+
+    #[test]
+    fn intervals_saturate_as_debeziums_long_cast() {
+        // The issue's example: 178000000 years used to wrap to -9004142481413242880; Debezium's
+        // (long) of a double beyond 2^63 is Long.MAX_VALUE.
+        assert_eq!(interval_micros(178_000_000 * 12, 0, 0), Ok(i64::MAX));
+        assert_eq!(interval_micros(-178_000_000 * 12, 0, 0), Ok(i64::MIN));
+        assert_eq!(interval_micros(i32::MAX, 0, 0), Ok(i64::MAX));
+        assert_eq!(interval_micros(i32::MIN, i32::MIN, 0), Ok(i64::MIN));
+        assert_eq!(interval_micros(0, i32::MAX, 0), Ok(i64::MAX));
+        assert_eq!(interval_micros(0, 106_751_991, 0), Ok(106_751_991 * DAY_US)); // the most days that fit
+                                                                                  // Debezium's reference records (types.sql).
+        assert_eq!(interval_micros(14, 3, 14_706_789_012), Ok(37_091_106_789_012));
+        assert_eq!(interval_micros(0, -1, -1), Ok(-86_400_000_001));
+        // Exact up to i64::MAX itself, saturated one past it.
+        let months = 567_508; // 1.49e18 µs, leaving a time part under 2^31 hours
+        let time = i64::MAX - months as i64 * MONTH_US;
+        assert_eq!(interval_micros(months, 0, time - 1), Ok(i64::MAX - 1));
+        assert_eq!(interval_micros(months, 0, time), Ok(i64::MAX));
+        assert_eq!(interval_micros(months, 1, time), Ok(i64::MAX));
+        assert_eq!(interval_micros(-months, 0, -time - 1), Ok(i64::MIN));
+        assert_eq!(interval_micros(-months, -1, -time), Ok(i64::MIN));
+        // Hours: PgJDBC reads at most 2147483647 of them, whatever the sign.
+        let most = i64::from(i32::MAX) * HOUR_US + HOUR_US - 1; // 2147483647:59:59.999999
+        assert_eq!(interval_micros(0, 0, most), Ok(most));
+        assert_eq!(interval_micros(0, 0, -most), Ok(-most));
+        assert_eq!(interval_micros(i32::MAX, i32::MAX, most), Ok(i64::MAX));
+        for time in [most + 1, -most - 1, i64::MAX, i64::MIN] {
+            assert_eq!(interval_micros(0, 0, time), Err(INTERVAL_TOO_MANY_HOURS), "{time}");
+        }
+        // 'infinity' (PostgreSQL 17): refused either way.
+        assert!(interval_micros(i32::MAX, i32::MAX, i64::MAX).is_err());
+        assert!(interval_micros(i32::MIN, i32::MIN, i64::MIN).is_err());
+    }
+
+    #[test]
+    fn timestamps_are_exact_or_refused() {
+        assert_eq!(timestamp_micros(0), Some(PG_EPOCH_US));
+        assert_eq!(timestamp_micros(PG_FIRST_US), Some(-210_866_803_200_000_000));
+        // Microseconds since 1970 fit in an i64 up to 294247-01-10 04:00:54.775807; after it
+        // Debezium writes garbage (its example: Long.MAX_VALUE + 999999, wrapped), so: refused.
+        assert_eq!(timestamp_micros(i64::MAX - 1 - PG_EPOCH_US), Some(i64::MAX - 1));
+        assert_eq!(timestamp_micros(i64::MAX - PG_EPOCH_US), Some(i64::MAX));
+        assert_eq!(timestamp_micros(i64::MAX - PG_EPOCH_US + 1), None);
+        assert_eq!(timestamp_micros(PG_LAST_US), None);
+        // Infinities as today: Debezium's sentinels.
+        assert_eq!(timestamp_micros(i64::MAX), Some(9_223_372_036_825_200_000));
+        assert_eq!(timestamp_micros(i64::MIN), Some(-9_223_372_036_832_400_000));
+        // Milliseconds (timestamp(0) to (3)) hold the whole range, rounded down as
+        // Instant.toEpochMilli.
+        assert_eq!(timestamp_millis(PG_LAST_US), Some(9_224_318_015_999_999));
+        assert_eq!(timestamp_millis(PG_FIRST_US), Some(-210_866_803_200_000));
+        assert_eq!(timestamp_millis(-PG_EPOCH_US - 1), Some(-1));
+        assert_eq!(timestamp_millis(i64::MAX), Some(9_223_372_036_825_200));
+        assert_eq!(timestamp_millis(i64::MIN), Some(-9_223_372_036_832_400));
+        // timestamptz: the issue's example used to come out as year -290278.
+        let iso = |pg_us, digits| {
+            let mut s = String::new();
+            iso_utc(&mut s, pg_us, digits);
+            s
+        };
+        assert_eq!(iso(PG_LAST_US, 6), "+294276-12-31T23:59:59.999999");
+        assert_eq!(iso(PG_LAST_US, 0), "+294276-12-31T23:59:59.999999");
+        assert_eq!(iso(PG_LAST_US - 999_999, 3), "+294276-12-31T23:59:59.000");
+        assert_eq!(iso(PG_FIRST_US, 6), "-4713-11-24T00:00:00.000000");
+        assert_eq!(iso(PG_FIRST_US, 0), "-4713-11-24T00:00:00");
+        assert_eq!(iso(0, 0), "2000-01-01T00:00:00");
+        assert_eq!(iso(-1, 6), "1999-12-31T23:59:59.999999");
+    }
+
+    #[test]
+    fn dates_and_money_are_exact_at_their_limits() {
+        // 5874897-12-31 and 4714-11-24 BC, PostgreSQL's last and first dates.
+        assert_eq!(date_days(2_145_031_948), 2_145_042_905);
+        assert_eq!(date_days(-2_451_545), -2_440_588);
+        assert_eq!(date_days(0), 10_957);
+        assert_eq!(date_days(i32::MAX), DATE_INFINITY_DAYS[0]);
+        assert_eq!(date_days(i32::MIN), DATE_INFINITY_DAYS[1]);
+        for (cents, want) in [
+            (i64::MIN, "\"-92233720368547758.08\""),
+            (i64::MAX, "\"92233720368547758.07\""),
+            (-123_456, "\"-1234.56\""),
+            (-1, "\"-0.01\""),
+            (0, "\"0.00\""),
+        ] {
+            let mut s = String::new();
+            money(&mut s, cents);
+            assert_eq!(s, want);
+        }
     }
 
     #[test]

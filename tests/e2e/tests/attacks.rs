@@ -521,7 +521,7 @@ fn capture_triggers_write_only_what_their_capture_says() {
 /// W15: a credential kept in a file (a keytab, a private key's location) is handed to whatever
 /// broker the worker is pointed at, like a stored password: while one is configured only a
 /// superuser may change kafka.broker. And a database's defaults (ALTER DATABASE … SET), which
-/// its owner may set, cannot stop the worker.
+/// its owner may set, cannot stop the worker: read-only transactions, timeouts, another role.
 #[test]
 fn file_credentials_guard_the_brokers_and_database_defaults_do_not_stop_the_worker() {
     let mut c = pg();
@@ -533,10 +533,12 @@ fn file_credentials_guard_the_brokers_and_database_defaults_do_not_stop_the_work
         fn drop(&mut self) {
             let db = &self.0;
             let mut c = connect_to(db);
-            c.batch_execute("SET default_transaction_read_only = off; SET statement_timeout = 0").unwrap();
+            c.batch_execute("RESET ROLE; SET default_transaction_read_only = off; SET statement_timeout = 0")
+                .unwrap();
             c.batch_execute(&format!(
                 "DELETE FROM kafka.config WHERE name = 'ssl.key.location';
-                 ALTER DATABASE {db} RESET default_transaction_read_only; ALTER DATABASE {db} RESET statement_timeout"
+                 ALTER DATABASE {db} RESET default_transaction_read_only; ALTER DATABASE {db} RESET statement_timeout;
+                 ALTER DATABASE {db} RESET role; DROP ROLE IF EXISTS e2e_w15_nobody"
             ))
             .unwrap();
         }
@@ -554,8 +556,10 @@ fn file_credentials_guard_the_brokers_and_database_defaults_do_not_stop_the_work
     });
     c.batch_execute("DELETE FROM kafka.config WHERE name = 'ssl.key.location'").unwrap();
 
+    // Issue 20: also who it is (a role with no rights on pg_kafka's tables).
     c.batch_execute(&format!(
-        "ALTER DATABASE {db} SET default_transaction_read_only = on; ALTER DATABASE {db} SET statement_timeout = '1ms'"
+        "ALTER DATABASE {db} SET default_transaction_read_only = on; ALTER DATABASE {db} SET statement_timeout = '1ms';
+         DROP ROLE IF EXISTS e2e_w15_nobody; CREATE ROLE e2e_w15_nobody; ALTER DATABASE {db} SET role = 'e2e_w15_nobody'"
     ))
     .unwrap();
     let old = status(&mut c).pid.expect("worker runs");
