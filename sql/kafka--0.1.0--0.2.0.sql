@@ -61,6 +61,31 @@ The ordering of items is not stable, it is driven by a dependency graph.
 -- bootstrap
 -- pg_kafka tables. Created before any function (bootstrap).
 
+-- CREATE EXTENSION uses an existing schema named kafka whoever made it. Its owner could rename it
+-- and put a look-alike in its place, whose tables' triggers would then run with the rights of
+-- pg_kafka's event triggers and worker (superuser): refuse a schema that the installing
+-- superuser does not own, or in which another role may create objects (PostgreSQL's advice
+-- after CVE-2023-39417). Every name below is qualified: the script's search_path starts with
+-- that schema.
+DO $$
+DECLARE
+    nsp pg_catalog.pg_namespace;
+BEGIN
+    SELECT * INTO STRICT nsp FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'kafka';
+    IF nsp.nspowner OPERATOR(pg_catalog.<>) (SELECT r.oid FROM pg_catalog.pg_roles r
+                                               WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
+       OR EXISTS (SELECT FROM pg_catalog.aclexplode(nsp.nspacl) a
+                   WHERE a.grantee OPERATOR(pg_catalog.<>) nsp.nspowner
+                     AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE') THEN
+        RAISE EXCEPTION 'schema kafka belongs to role %, or other roles may create objects in it',
+                        nsp.nspowner::pg_catalog.regrole
+            USING ERRCODE = '42501',
+                  HINT = 'pg_kafka runs code with a superuser''s rights on the objects of schema kafka: it must be '
+                         'created by CREATE EXTENSION, or owned by the superuser who installs pg_kafka with no CREATE '
+                         'privilege for others. DROP SCHEMA kafka (after checking what it holds), then CREATE EXTENSION kafka.';
+    END IF;
+END $$;
+
 -- pg_kafka's internal helpers (trigger functions, checks, the worker's state) live apart from the
 -- API in schema kafka: nothing there is for PUBLIC; kafka_admin may use what its functions need.
 CREATE SCHEMA kafka_internal;
@@ -358,11 +383,19 @@ CREATE SCHEMA IF NOT EXISTS kafka_internal; /* kafka::kafka_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::api::check_served
-CREATE  FUNCTION kafka_internal."check_served"() RETURNS VOID /* SqlResult < () > */
-STRICT STABLE PARALLEL SAFE 
+-- kafka::backend::upgrade::requeue_v1
+CREATE  FUNCTION kafka_internal."requeue_v1"(
+	"topic" TEXT, /* & str */
+	"key" bytea, /* Option < & [u8] > */
+	"payload" bytea, /* Option < & [u8] > */
+	"headers" jsonb, /* Option < JsonB > */
+	"partition" INT, /* Option < i32 > */
+	"timestamp_ms" bigint, /* Option < i64 > */
+	"packed" INT /* Option < i32 > */
+) RETURNS bigint /* SqlResult < i64 > */
+VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_served_wrapper';
+AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -379,19 +412,55 @@ AS 'MODULE_PATHNAME', 'worker_errors_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::upgrade::requeue_v1
-CREATE  FUNCTION kafka_internal."requeue_v1"(
-	"topic" TEXT, /* & str */
-	"key" bytea, /* Option < & [u8] > */
-	"payload" bytea, /* Option < & [u8] > */
-	"headers" jsonb, /* Option < JsonB > */
-	"partition" INT, /* Option < i32 > */
-	"timestamp_ms" bigint, /* Option < i64 > */
-	"packed" INT /* Option < i32 > */
-) RETURNS bigint /* SqlResult < i64 > */
-VOLATILE PARALLEL UNSAFE 
+-- kafka::backend::api::worker_state
+CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
+	"running" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"delivery" TEXT,  /* Option < & '_ str > */
+	"delivered" bigint,  /* i64 */
+	"dead_lettered" bigint,  /* i64 */
+	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_error" TEXT,  /* Option < String > */
+	"last_error_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"failing_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"previous_error" TEXT,  /* Option < String > */
+	"previous_error_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'requeue_v1_wrapper';
+AS 'MODULE_PATHNAME', 'worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::is_secret
+CREATE  FUNCTION kafka_internal."is_secret"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'is_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::api::check_capture_topic
+CREATE  FUNCTION kafka_internal."check_capture_topic"(
+	"topic" TEXT /* & str */
+) RETURNS VOID /* SqlResult < () > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_capture_topic_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- kafka::backend::capture::backfill::backfill_chunk
+CREATE  FUNCTION kafka_internal."backfill_chunk"(
+	"relid" oid, /* pg_sys :: Oid */
+	"chunk_size" INT /* i32 */
+) RETURNS bigint /* SqlResult < i64 > */
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'backfill_chunk_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -468,6 +537,9 @@ BEGIN
         END IF;
         IF r.kind = 'table' THEN
             PERFORM kafka_internal.check_topic(r.topic);
+            -- who may write a topic: the rule of produce(), for the role that captures
+            -- (src/backend/topics.rs); the extension's own event triggers (as its owner) pass
+            PERFORM kafka_internal.check_capture_topic(r.topic);
             IF r.key_names IS NULL OR r.exclude_names IS NULL THEN
                 -- written by kafka.capture() (or an upgrade): the names of the numbers
                 r.key_names := kafka_internal.capture_names(r.relid, r.key_attnums);
@@ -586,10 +658,13 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     missing text;
 BEGIN
-    SELECT string_agg(k, ', ') INTO missing FROM unnest(columns) k
+    -- each name as it is shown in a message: quoted, cut to 100 characters (a name can be any text)
+    SELECT string_agg(CASE WHEN length(k) > 100 THEN format('"%s…" (%s characters)', left(k, 100), length(k))
+                           ELSE format('"%s"', k) END, ', ')
+      INTO missing FROM unnest(columns) k
      WHERE NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "table" AND attname = k AND attnum > 0 AND NOT attisdropped);
     IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'no column % in %', missing, "table" USING ERRCODE = '42703', HINT = hint;
+        RAISE EXCEPTION 'no column % in %', left(missing, 1000), "table" USING ERRCODE = '42703', HINT = hint;
     END IF;
 END $$;
 
@@ -739,41 +814,39 @@ CREATE VIEW kafka.backfills AS
 SELECT relid::regclass AS "table", rows_done, last_key, started_at, updated_at, finished_at
 FROM kafka.backfill_progress;
 
--- One chunk of a backfill: the next `chunk_size` rows after the recorded key (in key order) as
--- op "r" events (encoded by kafka_internal.backfill_events, like the capture trigger's); records the
--- progress. Returns how many rows it queued (0: done). Runs as the caller: it reads the table
--- (and runs its types' code) with the caller's rights, and kafka_internal.backfill_events() checks them.
-CREATE FUNCTION kafka_internal.backfill_chunk(relid oid, chunk_size integer) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
+-- The query of one backfill chunk, built from the catalog: the next `chunk_size` rows of the
+-- table in key order after the last key sent ($1, as text; none at the start), as an array of
+-- rows, and the last row's key as text. kafka_internal.backfill_chunk() (src/backend/capture/
+-- backfill.rs) runs it as the table's owner, security-restricted: the casts and comparisons of
+-- the key's types run with the owner's rights only, whoever calls the backfill.
+CREATE FUNCTION kafka_internal.backfill_query(relid oid, chunk_size integer) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $body$
 DECLARE
     keys text[];
     keys_list text;
     after_list text;
-    after text[];
-    last text[];
-    n bigint;
+    first boolean;
+    r text := 'r';  -- the rows' alias: `SELECT r FROM t r` is the whole row only if no column is named r
 BEGIN
     SELECT kafka_internal.capture_names(c.relid, c.key_attnums) INTO STRICT keys
-      FROM kafka.capture_config c WHERE c.relid = backfill_chunk.relid AND c.kind = 'table';
-    SELECT p.last_key INTO STRICT after FROM kafka.backfill_progress p WHERE p.relid = backfill_chunk.relid;
-    SELECT string_agg(format('n.%I', k), ', ' ORDER BY o),
+      FROM kafka.capture_config c WHERE c.relid = backfill_query.relid AND c.kind = 'table';
+    SELECT p.last_key IS NULL INTO STRICT first FROM kafka.backfill_progress p WHERE p.relid = backfill_query.relid;
+    WHILE EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = backfill_query.relid AND a.attname = r) LOOP
+        r := r || '_';
+    END LOOP;
+    SELECT string_agg(format('%I.%I', r, k), ', ' ORDER BY o),
            string_agg(format('$1[%s]::%s', o, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY o)
       INTO keys_list, after_list
       FROM unnest(keys) WITH ORDINALITY u(k, o)
-      JOIN pg_attribute a ON a.attrelid = backfill_chunk.relid AND a.attname = u.k;
-    EXECUTE format($q$
-        SELECT kafka_internal.backfill_events(%5$s, c.a), (SELECT ARRAY[%6$s] FROM (SELECT (c.a[cardinality(c.a)]).*) n)
-          FROM (SELECT ARRAY(SELECT n FROM %1$s n %2$s ORDER BY %3$s LIMIT %4$s) AS a) c$q$,
+      JOIN pg_attribute a ON a.attrelid = backfill_query.relid AND a.attname = u.k;
+    RETURN format($q$
+        SELECT c.a, (SELECT ARRAY[%5$s] FROM (SELECT (c.a[cardinality(c.a)]).*) n)
+          FROM (SELECT ARRAY(SELECT %6$I FROM %1$s %6$I %2$s ORDER BY %3$s LIMIT %4$s) AS a) c$q$,
         relid::regclass,
-        CASE WHEN after IS NULL THEN '' ELSE format('WHERE (%s) > (%s)', keys_list, after_list) END,
-        keys_list, chunk_size, relid,
-        (SELECT string_agg(format('n.%I::text', k), ', ') FROM unnest(keys) k))
-    INTO n, last USING after;
-    IF n > 0 THEN
-        UPDATE kafka.backfill_progress p SET last_key = last, rows_done = p.rows_done + n, updated_at = now()
-         WHERE p.relid = backfill_chunk.relid;
-    END IF;
-    RETURN n;
+        CASE WHEN first THEN '' ELSE format('WHERE (%s) > (%s)', keys_list, after_list) END,
+        keys_list, chunk_size,
+        (SELECT string_agg(format('n.%I::text', k), ', ') FROM unnest(keys) k),
+        r);
 END $body$;
 
 -- Emits the table's current rows as op "r" events, chunk by chunk, each chunk committed on its
@@ -816,6 +889,25 @@ BEGIN
     COMMIT;
 END $$;
 
+-- Whether schema kafka is owned by a superuser. The event triggers below run as the extension's
+-- owner and reach kafka.capture_config by name: in a schema another role owns (or put in the
+-- place of the extension's after renaming it) a look-alike table's triggers would run with those
+-- rights, so they do nothing then, and say why. (CREATE EXTENSION refuses such a schema:
+-- sql/tables.sql.)
+CREATE FUNCTION kafka_internal.schema_trusted() RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce((SELECT r.rolsuper FROM pg_catalog.pg_namespace n
+                   JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+                  WHERE n.nspname OPERATOR(pg_catalog.=) 'kafka'), false) THEN
+        RETURN true;
+    END IF;
+    RAISE WARNING 'pg_kafka ignores schema kafka: it is not owned by a superuser'
+        USING HINT = 'ALTER SCHEMA kafka OWNER TO a superuser if its owner is trusted; otherwise check its objects, '
+                     'DROP EXTENSION kafka and create it again.';
+    RETURN false;
+END $$;
+
 -- Keeps captures in step with their tables. Capture triggers read the table's columns at each
 -- statement (new columns appear in events, dropped ones leave them, renamed ones take their new
 -- name); after ALTER TABLE the outbox relay's function is generated again, and a key column of a
@@ -826,6 +918,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     cfg kafka.capture_config;
 BEGIN
+    IF NOT kafka_internal.schema_trusted() THEN
+        RETURN;
+    END IF;
     FOR cfg IN SELECT * FROM kafka.capture_config c
                 WHERE c.relid IN (SELECT d.objid FROM pg_event_trigger_ddl_commands() d
                                    WHERE d.classid = 'pg_class'::regclass)
@@ -849,6 +944,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     gone oid;
 BEGIN
+    IF NOT kafka_internal.schema_trusted() THEN
+        RETURN;
+    END IF;
     FOR gone IN
         DELETE FROM kafka.capture_config c
          USING pg_event_trigger_dropped_objects() d
@@ -867,34 +965,11 @@ CREATE EVENT TRIGGER kafka_capture_dropped ON sql_drop
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- kafka::backend::api::is_secret
-CREATE  FUNCTION kafka_internal."is_secret"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
+-- kafka::backend::api::check_served
+CREATE  FUNCTION kafka_internal."check_served"() RETURNS VOID /* SqlResult < () > */
+STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'is_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- kafka::backend::api::worker_state
-CREATE  FUNCTION kafka_internal."worker_state"() RETURNS TABLE (
-	"running" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"delivery" TEXT,  /* Option < & '_ str > */
-	"delivered" bigint,  /* i64 */
-	"dead_lettered" bigint,  /* i64 */
-	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"last_error" TEXT,  /* Option < String > */
-	"last_error_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"failing_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"previous_error" TEXT,  /* Option < String > */
-	"previous_error_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
-)
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'worker_state_wrapper';
+AS 'MODULE_PATHNAME', 'check_served_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1053,8 +1128,9 @@ GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean,
                           kafka.capture_outbox(regclass, text, boolean), kafka_internal.capture_triggers(oid),
                           kafka_internal.capture_args(kafka.capture_config),
                           kafka_internal.capture_changes(), kafka_internal.capture_attnums(oid, text[]), kafka_internal.capture_names(oid, int2[]),
-                          kafka_internal.capture_outbox_relay(), kafka_internal.check_topic(text), kafka_internal.drop_capture_trigger(regclass, name),
-                          kafka_internal.backfill_chunk(oid, integer), kafka_internal.backfill_events(oid, anyarray),
+                          kafka_internal.capture_outbox_relay(), kafka_internal.check_topic(text), kafka_internal.check_capture_topic(text), kafka_internal.drop_capture_trigger(regclass, name),
+                          kafka_internal.backfill_chunk(oid, integer), kafka_internal.backfill_query(oid, integer),
+                          kafka_internal.backfill_events(oid, anyarray),
                           kafka_internal.capture_check_table(regclass),
                           kafka_internal.capture_check_columns(regclass, text[], text)
     TO kafka_admin;
