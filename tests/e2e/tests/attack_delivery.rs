@@ -31,7 +31,6 @@ impl Drop for Held {
     }
 }
 
-
 fn numbered(prefix: &str, from: usize, to: usize) -> Vec<String> {
     (from..=to).map(|i| format!("{prefix}{i}")).collect()
 }
@@ -160,4 +159,3 @@ fn assert_each_ends_in_order(topic: &str, want: &[String]) {
     }
     assert!(last.iter().copied().eq(want.iter()), "{topic}: the last copies are not in order: {last:?}");
 }
-

@@ -103,3 +103,71 @@ fn events_with_schemas_match_debeziums_for_every_type() {
         assert_same_event(i, Some(value["payload"].clone()), &want["payload"]);
     }
 }
+
+/// Values at the edges of PostgreSQL's ranges (they used to wrap: `interval '178000000 years'`
+/// came out as -9004142481413242880, `timestamptz '294276-12-31 23:59:59.999999+00'` in year
+/// -290278) are written as Debezium writes them: an interval past 2^63 µs as Long.MAX_VALUE /
+/// MIN_VALUE (MicroDuration's saturating cast), timestamptz, timestamp(3) and timestamp up to the
+/// last microsecond that fits in 64 bits exactly. Where Debezium would write garbage (a timestamp
+/// after 294247-01-10 04:00:54.775807: its micros wrap) or stop (an interval of 2^31 hours) the
+/// statement fails with 22008, and nothing of it is queued.
+#[test]
+fn values_at_the_edges_of_the_ranges_are_debeziums_or_refused() {
+    let mut c = pg();
+    let t = topic("debezium_edges");
+    c.batch_execute(
+        "DROP TABLE IF EXISTS dbz_edges;
+         CREATE TABLE dbz_edges (id int PRIMARY KEY, i interval, tz timestamptz, ts timestamp,
+                                 ts3 timestamp(3))",
+    )
+    .unwrap();
+    c.execute("SELECT kafka.capture('dbz_edges', topic => $1)", &[&t]).unwrap();
+    c.batch_execute(
+        "INSERT INTO dbz_edges VALUES
+           (1, '178000000 years', '294276-12-31 23:59:59.999999+00', '294247-01-10 04:00:54.775807',
+            '294276-12-31 23:59:59.999'),
+           (2, '-178000000 years', '4714-11-24 00:00:00+00 BC', '4714-11-24 00:00:00 BC',
+            '4714-11-24 00:00:00 BC')",
+    )
+    .unwrap();
+    for refused in [
+        "INSERT INTO dbz_edges (id, ts) VALUES (3, '294276-12-31 23:59:59.999999')",
+        "INSERT INTO dbz_edges (id, ts) VALUES (3, '294247-01-10 04:00:54.775808')",
+        "INSERT INTO dbz_edges (id, i) VALUES (3, interval '2147483647 hours' + interval '1 hour')",
+    ] {
+        let (state, hint) = error_of(&mut c, refused);
+        assert_eq!(state, "22008", "{refused}");
+        assert!(hint.is_some_and(|h| h.contains("exclude_columns")), "{refused}");
+    }
+    c.batch_execute("INSERT INTO dbz_edges (id, i) VALUES (4, '2147483647:59:59.999999')").unwrap();
+    let got: Vec<(Value, Value)> = TopicReader::new(&t)
+        .read_at_least(3)
+        .iter()
+        .take(3)
+        .map(|r| {
+            let value: Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
+            (serde_json::from_slice(r.key.as_deref().unwrap()).unwrap(), value["after"].clone())
+        })
+        .collect();
+    c.batch_execute("SELECT kafka.uncapture('dbz_edges'); DROP TABLE dbz_edges").unwrap();
+    let keys: Vec<&Value> = got.iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [&json!({"id": 1}), &json!({"id": 2}), &json!({"id": 4})],
+        "the refused rows left nothing"
+    );
+    assert_eq!(
+        got[0].1,
+        json!({"id": 1, "i": 9_223_372_036_854_775_807_i64, "tz": "+294276-12-31T23:59:59.999999Z",
+               "ts": 9_223_372_036_854_775_807_i64, "ts3": 9_224_318_015_999_999_i64})
+    );
+    assert_eq!(
+        got[1].1,
+        json!({"id": 2, "i": i64::MIN, "tz": "-4713-11-24T00:00:00.000000Z",
+               "ts": -210_866_803_200_000_000_i64, "ts3": -210_866_803_200_000_i64})
+    );
+    assert_eq!(
+        got[2].1,
+        json!({"id": 4, "i": 7_730_941_132_799_999_999_i64, "tz": null, "ts": null, "ts3": null})
+    );
+}
