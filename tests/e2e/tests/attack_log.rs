@@ -68,6 +68,11 @@ fn a_superusers_secret_stays_out_and_nobody_else_hides_a_statement() {
     for s in &secrets {
         c.batch_execute(s).unwrap();
     }
+    // A multi-row INSERT whose first row is invalid: the error line must not show the second.
+    let multi = format!(
+        "INSERT INTO kafka.config VALUES ('no.such.setting', 'x'), ('sasl.password', 'w20-secret-e-{nonce}')"
+    );
+    assert_eq!(error_of(&mut c, &multi).0, "22023");
     c.batch_execute("DELETE FROM kafka.config WHERE name = 'sasl.password'").unwrap();
     // A role that is no superuser, in the same session (SET ROLE): its statement naming
     // config is logged in full.
@@ -80,5 +85,6 @@ fn a_superusers_secret_stays_out_and_nobody_else_hides_a_statement() {
     assert!(!log.contains(&format!("w20-secret-b-{nonce}")), "secret b in the log");
     assert!(!log.contains(&format!("w20-secret-c-{nonce}")), "secret c in the log");
     assert!(!log.contains(&format!("w20-secret-d-{nonce}")), "secret d in the log");
+    assert!(!log.contains(&format!("w20-secret-e-{nonce}")), "secret e in the log");
     assert!(log.contains(&format!("config w20-visible-{nonce}")), "another role's statement was hidden");
 }

@@ -216,3 +216,49 @@ fn no_role_takes_over_a_topic_granted_to_another() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].text().as_deref(), Some("billing keeps its topic"));
 }
+
+/// Issue 20, weaknesses. `DROP OWNED BY` the extension's owner drops the extension: refused
+/// while messages wait, as `DROP EXTENSION` is. A role that may drop nothing learns nothing from
+/// trying: it meets PostgreSQL's own refusal (42501), not the count of waiting messages. (In a
+/// scratch database with one waiting pack written by hand, so that nothing else can be dropped.)
+#[test]
+fn drops_of_the_extension_are_guarded_and_tell_only_who_may_drop_it() {
+    let s = Scratch::new("e2e_w20_drops", "e2e_w20_drops_owner");
+    let mut d = connect_to(&s.db);
+    d.batch_execute(
+        "CREATE EXTENSION kafka;
+         INSERT INTO kafka.outbox (id, xid, messages, topics, payload)
+         VALUES (1, pg_current_xact_id(), 1, '{w20}', '\\x00')",
+    )
+    .unwrap();
+    d.batch_execute("SET ROLE e2e_w20_drops_owner").unwrap();
+    for sql in ["DROP SCHEMA kafka CASCADE", "DROP EXTENSION kafka"] {
+        let e = d.batch_execute(sql).expect_err(sql);
+        let db = e.as_db_error().unwrap();
+        assert_eq!(db.code().code(), "42501", "{sql}: {}", db.message());
+        assert!(!db.message().contains("wait"), "{sql} told a role without rights: {}", db.message());
+    }
+    d.batch_execute("RESET ROLE").unwrap();
+    let (state, hint) = error_of(&mut d, "DROP OWNED BY CURRENT_USER");
+    assert_eq!(state, "55006", "DROP OWNED BY the extension's owner with messages waiting");
+    assert!(hint.unwrap().contains("TRUNCATE kafka.outbox"));
+    let still: i64 =
+        d.query_one("SELECT count(*) FROM pg_extension WHERE extname = 'kafka'", &[]).unwrap().get(0);
+    assert_eq!(still, 1);
+    drop(d);
+}
+
+/// Issue 20, weakness: a key column name of any length is quoted back cut, as producers' input is.
+#[test]
+fn a_long_column_name_is_cut_in_the_error() {
+    let mut c = pg();
+    let t = topic("w20_long");
+    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY)")).unwrap();
+    let e = c
+        .batch_execute(&format!("SELECT kafka.capture('{t}', key_columns => ARRAY[repeat('k', 200000)])"))
+        .expect_err("no such column");
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42703");
+    assert!(db.message().len() < 2000, "a {}-byte message", db.message().len());
+    c.batch_execute(&format!("DROP TABLE {t}")).unwrap();
+}

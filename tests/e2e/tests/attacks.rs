@@ -533,7 +533,7 @@ fn file_credentials_guard_the_brokers_and_database_defaults_do_not_stop_the_work
         fn drop(&mut self) {
             let db = &self.0;
             let mut c = connect_to(db);
-            c.batch_execute("RESET ROLE; SET default_transaction_read_only = off; SET statement_timeout = 0")
+            c.batch_execute("SET ROLE NONE; SET default_transaction_read_only = off; SET statement_timeout = 0")
                 .unwrap();
             c.batch_execute(&format!(
                 "DELETE FROM kafka.config WHERE name = 'ssl.key.location';
