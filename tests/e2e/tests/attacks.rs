@@ -533,8 +533,10 @@ fn file_credentials_guard_the_brokers_and_database_defaults_do_not_stop_the_work
         fn drop(&mut self) {
             let db = &self.0;
             let mut c = connect_to(db);
-            c.batch_execute("SET ROLE NONE; SET default_transaction_read_only = off; SET statement_timeout = 0")
-                .unwrap();
+            c.batch_execute(
+                "SET ROLE NONE; SET default_transaction_read_only = off; SET statement_timeout = 0",
+            )
+            .unwrap();
             c.batch_execute(&format!(
                 "DELETE FROM kafka.config WHERE name = 'ssl.key.location';
                  ALTER DATABASE {db} RESET default_transaction_read_only; ALTER DATABASE {db} RESET statement_timeout;
