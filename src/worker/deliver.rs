@@ -46,6 +46,7 @@ pub(super) fn stream(
     if std::mem::take(&mut log.isolate) {
         let suspects = std::mem::take(&mut log.suspects);
         let outcomes = send_isolated(producer, &first, &suspects, Some(ISOLATE_MAX), &mut stop);
+        log.keep_unsettled(suspects, &first, &outcomes);
         let recorded = record(&first, &outcomes, log);
         return recorded.then_some((first.len(), transactions(&first)));
     }

@@ -135,6 +135,7 @@ pub(super) fn stream(
         // pass that stopped short of the bad record would never reach it.
         let suspects = std::mem::take(&mut log.suspects);
         let outcomes = send_isolated(producer, &first, &suspects, None, &mut stop);
+        log.keep_unsettled(suspects, &first, &outcomes);
         (first, outcomes, false)
     } else {
         send_chunks(producer, first, log, &mut stop)

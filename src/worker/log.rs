@@ -83,6 +83,29 @@ impl Log {
         }
     }
 
+    /// After a pass that sent `batch` with `suspects` isolated: the suspects it did not settle
+    /// (in a later chunk than this pass read, or without an answer of their own: the pass failed
+    /// for another reason, as a Kafka transaction does right after one a bad record aborted)
+    /// stay suspects, so that the next pass isolates them still and the bad record is found.
+    pub(super) fn keep_unsettled(
+        &mut self,
+        suspects: std::collections::HashSet<i64>,
+        batch: &[Message],
+        outcomes: &[Outcome],
+    ) {
+        let settled: std::collections::HashSet<i64> = batch
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, o)| matches!(o, Outcome::Delivered | Outcome::Refused(_)))
+            .map(|(m, _)| m.id)
+            .collect();
+        let left: Vec<i64> = suspects.into_iter().filter(|id| !settled.contains(id)).collect();
+        if !left.is_empty() {
+            self.isolate = true;
+            self.suspects.extend(left);
+        }
+    }
+
     /// With `kafka.dead_letter_after`, a message that failed that many times while Kafka took
     /// other messages of the same chunk is refused for good (dead-lettered) instead of retried:
     /// the one message that Kafka keeps failing does not hold the queue back for ever. While

@@ -5,37 +5,6 @@
 use pg_kafka_e2e::*;
 use std::time::Duration;
 
-/// Switches the worker to exactly-once delivery, and back when the test ends (even failed).
-struct ExactlyOnce;
-
-fn delivery_mode(mode: &str) {
-    let mut c = pg();
-    c.batch_execute(&format!("ALTER SYSTEM SET kafka.delivery = '{mode}'")).unwrap();
-    c.batch_execute("SELECT pg_reload_conf()").unwrap();
-    wait_until(&format!("the worker to deliver {mode}"), || {
-        let r = c.query_one("SELECT delivery FROM kafka.status", &[]).unwrap();
-        r.get::<_, Option<String>>(0).as_deref() == Some(mode)
-    });
-}
-
-impl ExactlyOnce {
-    fn on() -> ExactlyOnce {
-        delivery_mode("exactly_once");
-        ExactlyOnce
-    }
-}
-
-impl Drop for ExactlyOnce {
-    fn drop(&mut self) {
-        stack(&["up"]);
-        let mut c = pg();
-        c.batch_execute("DELETE FROM kafka.config WHERE name = 'acks'").unwrap();
-        c.batch_execute("INSERT INTO kafka.broker VALUES ('localhost', 9092) ON CONFLICT DO NOTHING")
-            .unwrap();
-        delivery_mode("at_least_once");
-    }
-}
-
 fn texts(records: &[(i32, Record)]) -> Vec<String> {
     records.iter().map(|(_, r)| r.text().unwrap_or_default()).collect()
 }
