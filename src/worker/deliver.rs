@@ -167,19 +167,21 @@ pub(super) fn record(batch: &[Message], outcomes: &[Outcome], log: &mut Log) -> 
     // after it, even if Kafka took them (consumers end with them in order, as a CDC consumer
     // needs). Other topics' acknowledged messages are recorded: one role's refused or failing
     // record never makes another topic's messages arrive twice.
-    for (m, o) in batch.iter().zip(outcomes.iter_mut()) {
-        match o {
-            Outcome::Delivered if log.held.contains(&m.topic) => {
-                *o = Outcome::Bystander(
-                    "sent again after an earlier message of its topic, to keep their order".into(),
-                );
-            }
-            Outcome::Retry(_) | Outcome::BatchRefused(_) | Outcome::Bystander(_) => {
-                if !log.held.contains(&m.topic) {
-                    log.held.insert(m.topic.clone());
+    // (Nothing to look at in the usual pass: everything delivered, no topic held.)
+    if !log.held.is_empty() || outcomes.iter().any(|o| *o != Outcome::Delivered) {
+        for (m, o) in batch.iter().zip(outcomes.iter_mut()) {
+            match o {
+                Outcome::Delivered if log.held.contains(&m.topic) => {
+                    let why = "sent again after an earlier message of its topic, to keep their order";
+                    *o = Outcome::Bystander(why.into());
                 }
+                Outcome::Retry(_) | Outcome::BatchRefused(_) | Outcome::Bystander(_) => {
+                    if !log.held.contains(&m.topic) {
+                        log.held.insert(m.topic.clone());
+                    }
+                }
+                Outcome::Delivered | Outcome::Refused(_) => {}
             }
-            Outcome::Delivered | Outcome::Refused(_) => {}
         }
     }
     let outcomes = &outcomes[..];

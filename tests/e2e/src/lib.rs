@@ -266,3 +266,65 @@ impl Drop for ExactlyOnce {
         delivery_mode("at_least_once");
     }
 }
+
+/// A database of its own, with the extension; dropped at the end even if the test fails.
+pub struct OtherDb(String);
+
+impl OtherDb {
+    pub fn new(name: &str) -> (OtherDb, Client) {
+        let (db, mut o) = OtherDb::empty(name);
+        o.batch_execute("CREATE EXTENSION kafka").unwrap();
+        (db, o)
+    }
+
+    pub fn empty(name: &str) -> (OtherDb, Client) {
+        let mut c = pg();
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        (OtherDb(name.to_owned()), connect_to(name))
+    }
+}
+
+impl Drop for OtherDb {
+    fn drop(&mut self) {
+        if let Err(e) = pg().batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0)) {
+            eprintln!("could not drop database {}: {e}", self.0); // a panic here would abort the run
+        }
+    }
+}
+
+/// Points the worker at `database` and waits until it serves it.
+pub fn serve(database: &str) {
+    let mut c = connect_to("postgres");
+    c.batch_execute(&format!("ALTER SYSTEM SET kafka.database = '{database}'")).unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let mut d = connect_to(database);
+    wait_until(&format!("the worker to serve {database}"), || status(&mut d).running);
+}
+
+/// Serves the usual database again, even when the test fails half-way.
+pub struct ServeDefault;
+
+impl Drop for ServeDefault {
+    fn drop(&mut self) {
+        let mut c = connect_to("postgres");
+        c.batch_execute("ALTER SYSTEM RESET kafka.database").unwrap();
+        c.batch_execute("SELECT pg_reload_conf()").unwrap();
+        wait_until("the worker to serve postgres again", || status(&mut pg()).running);
+    }
+}
+
+/// Runs a program (pg_dump, pg_restore) and fails the test if it fails.
+pub fn run(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program).args(args).output().unwrap();
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Empties `kafka.topic_grants` when dropped (even when the test fails half-way).
+pub struct NoTopicGrants;
+
+impl Drop for NoTopicGrants {
+    fn drop(&mut self) {
+        pg().batch_execute("DELETE FROM kafka.topic_grants").unwrap();
+    }
+}

@@ -313,53 +313,6 @@ fn release_is_refused_in_the_live_database() {
     assert!(next < id_b + (1 << 24), "ids go on from where they were: {next} after {id_b}");
 }
 
-/// A database of its own, with the extension; dropped at the end even if the test fails.
-struct OtherDb(String);
-impl OtherDb {
-    fn new(name: &str) -> (OtherDb, Client) {
-        let (db, mut o) = OtherDb::empty(name);
-        o.batch_execute("CREATE EXTENSION kafka").unwrap();
-        (db, o)
-    }
-
-    fn empty(name: &str) -> (OtherDb, Client) {
-        let mut c = pg();
-        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
-        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-        (OtherDb(name.to_owned()), connect_to(name))
-    }
-}
-impl Drop for OtherDb {
-    fn drop(&mut self) {
-        let _ = pg().batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
-    }
-}
-
-/// Points the worker at `database` and waits until it serves it.
-fn serve(database: &str) {
-    let mut c = connect_to("postgres");
-    c.batch_execute(&format!("ALTER SYSTEM SET kafka.database = '{database}'")).unwrap();
-    c.batch_execute("SELECT pg_reload_conf()").unwrap();
-    let mut d = connect_to(database);
-    wait_until(&format!("the worker to serve {database}"), || status(&mut d).running);
-}
-
-/// Serves the usual database again, even when the test fails half-way.
-struct ServeDefault;
-impl Drop for ServeDefault {
-    fn drop(&mut self) {
-        let mut c = connect_to("postgres");
-        c.batch_execute("ALTER SYSTEM RESET kafka.database").unwrap();
-        c.batch_execute("SELECT pg_reload_conf()").unwrap();
-        wait_until("the worker to serve postgres again", || status(&mut pg()).running);
-    }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let out = std::process::Command::new(program).args(args).output().unwrap();
-    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// In a restored copy, whose delivery is held, release() works: the packs it was restored with
 /// are renumbered in commit order just after the highest id, 512 apart (not ×512), new ids
 /// follow them closely, and they are delivered once, in commit order. The copy is then the

@@ -150,13 +150,6 @@ fn a_superusers_backfill_runs_no_owner_code_as_superuser() {
     .unwrap();
 }
 
-struct NoTopicGrants;
-impl Drop for NoTopicGrants {
-    fn drop(&mut self) {
-        pg().batch_execute("DELETE FROM kafka.topic_grants").unwrap();
-    }
-}
-
 /// Issue 20, item 4. One rule decides who writes a topic, on every path. With `billing.*`
 /// granted to a billing role, a kafka_admin can neither capture its own table into a billing
 /// topic (by kafka.capture() or a row of kafka.capture_config) nor reach one through a relayed

@@ -264,14 +264,6 @@ fn captures_and_backfills_run_with_the_callers_rights_only() {
     c.batch_execute(&format!("DROP TABLE {secret}")).unwrap();
 }
 
-/// Empties kafka.topic_grants even when a test fails half-way (rows there restrict every role).
-struct NoTopicGrants;
-impl Drop for NoTopicGrants {
-    fn drop(&mut self) {
-        pg().batch_execute("DELETE FROM kafka.topic_grants").unwrap();
-    }
-}
-
 /// W11: a captured table's topic is written by its capture only, not by a producer's forged
 /// events (through produce, publish, autonomous_publish or a relayed outbox table). With rows
 /// in kafka.topic_grants, roles produce only to the topics granted to them, and a change of

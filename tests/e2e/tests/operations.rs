@@ -1,32 +1,7 @@
 //! A DBA's operations: DROP EXTENSION with messages waiting, several databases, dump and restore.
 
 use pg_kafka_e2e::*;
-use postgres::Client;
 
-/// A database of its own, with the extension; dropped at the end even if the test fails.
-struct OtherDb(String);
-impl OtherDb {
-    fn new(name: &str) -> (OtherDb, Client) {
-        let (db, mut o) = OtherDb::empty(name);
-        o.batch_execute("CREATE EXTENSION kafka").unwrap();
-        (db, o)
-    }
-
-    fn empty(name: &str) -> (OtherDb, Client) {
-        let mut c = pg();
-        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
-        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-        (OtherDb(name.to_owned()), connect_to(name))
-    }
-}
-impl Drop for OtherDb {
-    fn drop(&mut self) {
-        pg().batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0)).unwrap();
-    }
-}
-
-/// DROP EXTENSION (or DROP SCHEMA kafka CASCADE) with committed messages waiting is refused with a
-/// hint; discarding them explicitly lets the drop go through.
 #[test]
 fn drop_extension_refuses_while_messages_wait() {
     let (_db, mut o) = OtherDb::new("e2e_ops_drop");
@@ -92,31 +67,6 @@ fn other_databases_do_not_disturb_the_served_one() {
     assert_eq!(TopicReader::new(&t).read_at_least(1)[0].text().as_deref(), Some("served"));
     let log = std::fs::read_to_string(server_log()).unwrap()[log_from..].to_owned();
     assert!(!log.contains("closing the Kafka producer"), "another database restarted the producer: {log}");
-}
-
-/// Points the worker at `database` and waits until it serves it.
-fn serve(database: &str) {
-    let mut c = connect_to("postgres");
-    c.batch_execute(&format!("ALTER SYSTEM SET kafka.database = '{database}'")).unwrap();
-    c.batch_execute("SELECT pg_reload_conf()").unwrap();
-    let mut d = connect_to(database);
-    wait_until(&format!("the worker to serve {database}"), || status(&mut d).running);
-}
-
-/// Serves the usual database again, even when the test fails half-way.
-struct ServeDefault;
-impl Drop for ServeDefault {
-    fn drop(&mut self) {
-        let mut c = connect_to("postgres");
-        c.batch_execute("ALTER SYSTEM RESET kafka.database").unwrap();
-        c.batch_execute("SELECT pg_reload_conf()").unwrap();
-        wait_until("the worker to serve postgres again", || status(&mut pg()).running);
-    }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let out = std::process::Command::new(program).args(args).output().unwrap();
-    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// pg_dump and pg_restore keep the capture list (captures work in the copy, and uncapture()
