@@ -64,7 +64,7 @@ struct Txn {
 const SPARE_BUFFERS: usize = 8;
 
 /// What `kafka.max_backlog` is checked against: the disk pg_kafka's queue tables took at the last
-/// measure (`outbox::size_bytes`) plus what the transaction held unwritten then, and the bytes
+/// measure (`store::size::size_bytes`) plus what the transaction held unwritten then, and the bytes
 /// this session queued since. Kept across transactions: what a committed transaction wrote counts
 /// until the next measure sees it on disk.
 #[derive(Clone, Copy)]
@@ -137,7 +137,7 @@ fn check_backlog(added: usize, opened: bool) -> Result<(), KafkaError> {
     b.since += added as i64;
     let stale = opened && b.at.is_none_or(|at| at.elapsed() >= MEASURE_EVERY);
     if stale || b.measured + b.since > limit {
-        let disk = outbox::size_bytes(store()?);
+        let disk = crate::store::size::size_bytes(store()?);
         let unwritten: i64 = TXN.with_borrow(|t| t.entries.iter().map(|e| e.pack.bytes.len() as i64).sum());
         b = Backlog { measured: disk + unwritten, since: 0, at: Some(Instant::now()) };
     }

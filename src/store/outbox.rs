@@ -9,6 +9,7 @@
 
 use crate::error::KafkaError;
 use crate::store::kept::{self, Access};
+use crate::store::rights::{as_owner, kafka_namespace};
 use kafka_core::message::Headers;
 use kafka_core::message::Message;
 use kafka_core::pack::Pack;
@@ -30,6 +31,11 @@ impl Store {
     /// The role that owns pg_kafka's tables (the extension's owner).
     pub fn owner(&self) -> pg_sys::Oid {
         self.owner
+    }
+
+    /// `kafka.outbox` and `kafka.outbox_commit`.
+    pub fn queue_tables(&self) -> (pg_sys::Oid, pg_sys::Oid) {
+        (self.outbox, self.commits)
     }
 }
 
@@ -56,35 +62,6 @@ pub fn store() -> Result<Store, KafkaError> {
     found.ok_or(KafkaError::OutboxMissing)
 }
 
-/// The schema named `kafka` (InvalidOid if there is none), refused unless a superuser owns it.
-/// Code running with more rights than a user's (the extension owner's, the worker's) reaches
-/// pg_kafka's tables by the name `kafka`: a schema another role owns (created before the
-/// extension, or put in place of the extension's after renaming it) could hold look-alike tables
-/// whose triggers would run with those rights. `CREATE EXTENSION` refuses such a schema
-/// (sql/tables.sql); this refuses one made afterwards. Catalog caches only.
-pub fn kafka_namespace() -> Result<pg_sys::Oid, KafkaError> {
-    // SAFETY: catalog cache lookups inside the caller's transaction (every caller runs in one),
-    // with a NUL-terminated literal name; NAMESPACEOID is keyed by an oid Datum and its tuple's
-    // data is a FormData_pg_namespace; the reference is released before the tuple is dropped.
-    unsafe {
-        let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
-        if nsp == pg_sys::InvalidOid {
-            return Ok(nsp);
-        }
-        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::NAMESPACEOID as _, nsp.into());
-        if tuple.is_null() {
-            return Ok(pg_sys::InvalidOid);
-        }
-        let owner = (*pg_sys::GETSTRUCT(tuple).cast::<pg_sys::FormData_pg_namespace>()).nspowner;
-        pg_sys::ReleaseSysCache(tuple);
-        if pg_sys::superuser_arg(owner) {
-            Ok(nsp)
-        } else {
-            Err(KafkaError::UntrustedSchema)
-        }
-    }
-}
-
 /// The owner of a relation, from the catalog cache.
 unsafe fn relation_owner(relid: pg_sys::Oid) -> Option<pg_sys::Oid> {
     // SAFETY: inside the caller's transaction (this function's contract); RELOID is keyed by an oid
@@ -100,149 +77,6 @@ unsafe fn relation_owner(relid: pg_sys::Oid) -> Option<pg_sys::Oid> {
     // SAFETY: releases the reference SearchSysCache1 took above; `tuple` is not used after.
     unsafe { pg_sys::ReleaseSysCache(tuple) };
     Some(owner)
-}
-
-thread_local! {
-    /// The size of each queue table (outbox, outbox_commit, dead_letter) at this session's last
-    /// measure: what one counts for while someone else holds it locked (see `size_bytes`).
-    static LAST_SIZES: std::cell::Cell<[i64; 3]> = const { std::cell::Cell::new([0; 3]) };
-}
-
-/// The disk pg_kafka's queue takes, in bytes (what `kafka.max_backlog` bounds): `kafka.outbox`,
-/// `kafka.outbox_commit` and `kafka.dead_letter`, each with its TOAST table and every index. The
-/// main forks are counted; the free-space and visibility maps (a few pages each, plus about
-/// 1/4000 of their table) are not. No SQL, and no lock waited for: a relation is measured only if
-/// it can be locked at once (a table someone holds exclusively, e.g. in VACUUM FULL, counts with
-/// its size at this session's previous measure), by the end of its file (one `lseek` for a
-/// relation under 1 GB). About a dozen relations: some microseconds.
-pub fn size_bytes(store: Store) -> i64 {
-    // SAFETY: catalog cache lookups inside the caller's transaction (every caller queues a
-    // message, inside one), with NUL-terminated literal names; missing_ok gives InvalidOid.
-    let dead_letter = unsafe {
-        let nsp = pg_sys::get_namespace_oid(c"kafka".as_ptr(), true);
-        pg_sys::get_relname_relid(c"dead_letter".as_ptr(), nsp)
-    };
-    LAST_SIZES.with(|last| {
-        let mut sizes = last.get();
-        for (size, table) in sizes.iter_mut().zip([store.outbox, store.commits, dead_letter]) {
-            // SAFETY: inside the caller's transaction (see above).
-            if let Some(now) = unsafe { tree_bytes(table) } {
-                *size = now;
-            }
-        }
-        last.set(sizes);
-        sizes.iter().sum()
-    })
-}
-
-/// The main fork of relation `oid`, its TOAST table's and their indexes', in bytes; None when one
-/// of them is locked by someone else in a mode that excludes reading (not waited for). A relation
-/// that no longer exists takes 0.
-///
-/// # Safety
-/// Inside a transaction.
-unsafe fn tree_bytes(oid: pg_sys::Oid) -> Option<i64> {
-    if oid == pg_sys::InvalidOid {
-        return Some(0);
-    }
-    let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-    // SAFETY: inside a transaction (this function's contract); the lock is only tried, and taken
-    // back below once the relation is closed (or by the transaction's abort if anything raises).
-    if !unsafe { pg_sys::ConditionalLockRelationOid(oid, lock) } {
-        return None;
-    }
-    // SAFETY: the relation is locked above, so it cannot be dropped while open; try_relation_open
-    // returns NULL rather than raise if it was dropped before.
-    let rel = unsafe { pg_sys::try_relation_open(oid, pg_sys::NoLock as pg_sys::LOCKMODE) };
-    let size = if rel.is_null() {
-        Some(0)
-    } else {
-        // SAFETY: `rel` is the open, locked relation above; its `rd_rel` is its pg_class row; the
-        // index list is a fresh copy in the current memory context; `rel` is closed once, after
-        // its last use, keeping the lock, which is released below.
-        let (main, parts) = unsafe {
-            let main = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
-            let class = &*(*rel).rd_rel;
-            let mut parts =
-                if class.relhasindex { oid_list(pg_sys::RelationGetIndexList(rel)) } else { Vec::new() };
-            if class.reltoastrelid != pg_sys::InvalidOid {
-                parts.push(class.reltoastrelid);
-            }
-            pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-            (main, parts)
-        };
-        let main = i64::from(main) * i64::from(pg_sys::BLCKSZ);
-        // SAFETY: inside a transaction (this function's contract).
-        parts.into_iter().try_fold(main, |total, part| Some(total + unsafe { tree_bytes(part) }?))
-    };
-    // SAFETY: releases the lock taken above, once.
-    unsafe { pg_sys::UnlockRelationOid(oid, lock) };
-    size
-}
-
-/// The members of an OID list (NIL: none).
-///
-/// # Safety
-/// `list` is NIL or a valid OID list.
-unsafe fn oid_list(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
-    if list.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: `list` is a non-null List whose `elements` array holds `length` cells; in an OID
-    // list `oid_value` is the member of each cell in use.
-    unsafe {
-        let cells = std::slice::from_raw_parts((*list).elements, (*list).length as usize);
-        cells.iter().map(|c| c.oid_value).collect()
-    }
-}
-
-/// Runs `f` as the owner of the outbox with `search_path = pg_catalog, pg_temp`, like a SECURITY
-/// DEFINER function with a pinned path would: SQL that `f` runs cannot reach the caller's own
-/// functions or operators (a role that may create an operator in a schema on its path would
-/// otherwise have it run as the owner).
-pub fn as_owner<R>(store: Store, f: impl FnOnce() -> R) -> R {
-    as_role(store.owner, false, f)
-}
-
-/// Runs `f` as `role` with `search_path = pg_catalog, pg_temp` at a new GUC nest level. With
-/// `restricted`, as a security-restricted operation, as PostgreSQL runs a table owner's code in
-/// VACUUM or REFRESH MATERIALIZED VIEW: `f` may run `role`'s functions, casts and operators
-/// with `role`'s rights only, and nothing it runs can change the session (SET ROLE, temporary
-/// objects, prepared statements).
-pub fn as_role<R>(role: pg_sys::Oid, restricted: bool, f: impl FnOnce() -> R) -> R {
-    let (mut user, mut sec) = (pg_sys::Oid::INVALID, 0);
-    let flags = pg_sys::SECURITY_LOCAL_USERID_CHANGE
-        | if restricted { pg_sys::SECURITY_RESTRICTED_OPERATION } else { 0 };
-    // SAFETY: the out-parameters are locals; switching the user id and pinning search_path at a
-    // new GUC nest level for `f` is what a SECURITY DEFINER function with a SET clause does
-    // (fmgr_security_definer), inside the caller's transaction; both are restored below, or by
-    // the (sub)transaction's abort if `f` raises. The option name and value are NUL-terminated
-    // literals.
-    let nest = unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
-        pg_sys::SetUserIdAndSecContext(role, sec | flags as i32);
-        let nest = pg_sys::NewGUCNestLevel();
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-        nest
-    };
-    let r = f();
-    // On error the transaction's abort restores both; on success we do.
-    // SAFETY: pops the nest level pushed above (restoring search_path) and restores the user and
-    // security context saved above.
-    unsafe {
-        pg_sys::AtEOXact_GUC(true, nest);
-        pg_sys::SetUserIdAndSecContext(user, sec);
-    }
-    r
 }
 
 fn nextval(store: Store, seq: pg_sys::Oid) -> Result<i64, KafkaError> {

@@ -5,12 +5,12 @@
 //! text, a domain's CHECK, a comparison. A backfill is often called by someone with more rights
 //! than the owner (a superuser, kafka_admin), so the read runs as PostgreSQL runs an owner's code
 //! in VACUUM or REFRESH MATERIALIZED VIEW: as the owner, security-restricted, with a pinned
-//! search_path ([`outbox::as_role`]). What was read is encoded with the types' output functions
+//! search_path ([`rights::as_role`]). What was read is encoded with the types' output functions
 //! and queued with the caller's rights (`backfill_events`, which checks them again).
 
 use super::{backfill_events, relation_name};
 use crate::error::{KafkaError, SqlResult};
-use crate::store::outbox;
+use crate::store::rights;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -56,7 +56,7 @@ fn chunk(relid: pg_sys::Oid, chunk_size: i32) -> SqlResult<i64> {
     // SAFETY: plain read of the current memory context: the rows read below are copied there, so
     // that they outlive the SPI connection they are read in.
     let outer = unsafe { pg_sys::CurrentMemoryContext };
-    let read = outbox::as_role(owner, true, || {
+    let read = rights::as_role(owner, true, || {
         Spi::connect(|c| {
             let t = c.select(&query, Some(1), &[after.into()])?.first();
             let rows = t.get_datum_by_ordinal(1)?;
