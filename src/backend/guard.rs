@@ -110,7 +110,7 @@ fn refuse_if_queued(owned_by: Option<&[pg_sys::Oid]>) -> Result<(), KafkaError> 
     if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), store.owner()) } {
         return Ok(()); // PostgreSQL refuses it: it does not learn whether messages wait
     }
-    let waiting = crate::store::rights::as_owner(store, || {
+    let waiting = outbox::as_owner(store, || {
         Spi::get_one::<i64>("SELECT pg_catalog.sum(o.messages)::pg_catalog.int8 FROM kafka.outbox o")
     });
     match waiting {

@@ -9,7 +9,7 @@
 
 use crate::error::KafkaError;
 use crate::store::kept::{self, Access};
-use crate::store::rights::{as_owner, kafka_namespace};
+use crate::store::rights::{as_role, kafka_namespace};
 use kafka_core::message::Headers;
 use kafka_core::message::Message;
 use kafka_core::pack::Pack;
@@ -77,6 +77,14 @@ unsafe fn relation_owner(relid: pg_sys::Oid) -> Option<pg_sys::Oid> {
     // SAFETY: releases the reference SearchSysCache1 took above; `tuple` is not used after.
     unsafe { pg_sys::ReleaseSysCache(tuple) };
     Some(owner)
+}
+
+/// Runs `f` as the owner of the outbox with `search_path = pg_catalog, pg_temp`, like a SECURITY
+/// DEFINER function with a pinned path would: SQL that `f` runs cannot reach the caller's own
+/// functions or operators (a role that may create an operator in a schema on its path would
+/// otherwise have it run as the owner).
+pub fn as_owner<R>(store: Store, f: impl FnOnce() -> R) -> R {
+    as_role(store.owner, false, f)
 }
 
 fn nextval(store: Store, seq: pg_sys::Oid) -> Result<i64, KafkaError> {

@@ -1,12 +1,12 @@
 //! Whose rights pg_kafka's own SQL runs with, and which schema it trusts. Code that runs with more
 //! rights than its caller's reaches pg_kafka's tables by the name `kafka`, so that name must lead
 //! to a schema only a superuser controls ([`kafka_namespace`]); and it runs as another role only
-//! the way a SECURITY DEFINER function with a pinned `search_path` would ([`as_role`]), so that
-//! no function, cast or operator of the caller's (or, security-restricted, of a table owner's)
-//! runs with more rights than its creator's.
+//! the way a SECURITY DEFINER function with a pinned `search_path` would ([`as_role`]; as the
+//! extension's owner: `outbox::as_owner`), so that no function, cast or operator of the
+//! caller's (or, security-restricted, of a table owner's) runs with more rights than its
+//! creator's.
 
 use crate::error::KafkaError;
-use crate::store::outbox::Store;
 use pgrx::prelude::*;
 
 /// The schema named `kafka` (InvalidOid if there is none), refused unless a superuser owns it.
@@ -36,14 +36,6 @@ pub fn kafka_namespace() -> Result<pg_sys::Oid, KafkaError> {
             Err(KafkaError::UntrustedSchema)
         }
     }
-}
-
-/// Runs `f` as the owner of the outbox with `search_path = pg_catalog, pg_temp`, like a SECURITY
-/// DEFINER function with a pinned path would: SQL that `f` runs cannot reach the caller's own
-/// functions or operators (a role that may create an operator in a schema on its path would
-/// otherwise have it run as the owner).
-pub fn as_owner<R>(store: Store, f: impl FnOnce() -> R) -> R {
-    as_role(store.owner(), false, f)
 }
 
 /// Runs `f` as `role` with `search_path = pg_catalog, pg_temp` at a new GUC nest level. With

@@ -15,7 +15,7 @@ use pgrx::prelude::*;
 /// Moves the waiting messages with the given ids to `kafka.dead_letter` with `error` (as the
 /// outbox's owner); returns how many it moved (ids that are not waiting are skipped).
 pub fn move_out(ids: &[i64], error: &str) -> Result<i64, KafkaError> {
-    crate::store::rights::as_owner(outbox::store()?, || move_rows(ids, error))
+    outbox::as_owner(outbox::store()?, || move_rows(ids, error))
         .map_err(|e| KafkaError::Internal(format!("could not move waiting messages: {e}")))
 }
 
