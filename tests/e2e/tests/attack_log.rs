@@ -18,15 +18,16 @@ fn statements_the_hook_cannot_lex_are_logged_without_a_crash() {
     let started = postmaster_start(&mut c);
     let nonce = std::process::id();
     // Each string is one simple query, logged once before it runs (log_statement) and once
-    // after (duration), when its own SET has changed how its text lexes.
+    // after (duration), when its own SET has changed how its text lexes, inside the transaction
+    // it leaves open (as the reproduction does: no COMMIT; the loop rolls it back).
     let strings = [
-        "BEGIN; SET standard_conforming_strings = off; SELECT U&'x' AS x; COMMIT".to_owned(),
-        "BEGIN; SET standard_conforming_strings = off; SELECT U&\"x\" FROM (SELECT 1 AS x) s; COMMIT".to_owned(),
-        "BEGIN; SET standard_conforming_strings = off; SELECT 'a\\'b' AS x; COMMIT".to_owned(),
-        "BEGIN; SET escape_string_warning = on; SET standard_conforming_strings = off; SELECT 'a\\\\b'; COMMIT"
+        "BEGIN; SET standard_conforming_strings = off; SELECT U&'x' AS x".to_owned(),
+        "BEGIN; SET standard_conforming_strings = off; SELECT U&\"x\" FROM (SELECT 1 AS x) s".to_owned(),
+        "BEGIN; SET standard_conforming_strings = off; SELECT 'a\\'b' AS x".to_owned(),
+        "BEGIN; SET escape_string_warning = on; SET standard_conforming_strings = off; SELECT 'a\\\\b'"
             .to_owned(),
         format!(
-            "BEGIN; SET standard_conforming_strings = off; SELECT U&'\\0063onfig {nonce}' AS x; COMMIT"
+            "BEGIN; SET standard_conforming_strings = off; SELECT U&'\\0063onfig {nonce}' AS x"
         ),
         "SET standard_conforming_strings = off; PREPARE w20p AS SELECT U&'x'; EXECUTE w20p; DEALLOCATE w20p; \
          RESET standard_conforming_strings"

@@ -93,7 +93,6 @@ fn a_schema_another_role_controls_is_never_trusted() {
 /// Issue 20, item 2. A table owner's key type with its own casts (to text, as backfill's key
 /// reads used, and from text) and a domain whose CHECK calls the owner's function: a superuser's
 /// backfill of the table runs them (if at all) as the owner, never with the superuser's rights.
-/// (Its columns are named like the backfill query's aliases, n and r.)
 #[test]
 fn a_superusers_backfill_runs_no_owner_code_as_superuser() {
     let mut c = pg();
@@ -126,7 +125,7 @@ fn a_superusers_backfill_runs_no_owner_code_as_superuser() {
          CREATE FUNCTION w20_ok(int) RETURNS boolean LANGUAGE plpgsql AS
            $$ BEGIN PERFORM public.w20_spy(); RETURN true; END $$;
          CREATE DOMAIN w20_num AS int CHECK (w20_ok(VALUE));
-         CREATE TABLE {t} (color w20_color, n w20_num, r text, PRIMARY KEY (color, n));
+         CREATE TABLE {t} (color w20_color, num w20_num, v text, PRIMARY KEY (color, num));
          INSERT INTO {t} SELECT c, i, 'row' FROM unnest(enum_range(NULL::w20_color)) c, generate_series(1, 3) i;
          RESET ROLE;
          SELECT kafka.capture('{t}', topic => '{t}');
@@ -253,5 +252,27 @@ fn a_long_column_name_is_cut_in_the_error() {
     let db = e.as_db_error().unwrap();
     assert_eq!(db.code().code(), "42703");
     assert!(db.message().len() < 2000, "a {}-byte message", db.message().len());
+    c.batch_execute(&format!("DROP TABLE {t}")).unwrap();
+}
+
+/// A backfill reads a table whose columns are named like the aliases of its query (`n`, `r`):
+/// the rows are still whole rows, and the last key is read back right.
+#[test]
+fn a_backfill_reads_tables_whose_columns_are_named_like_its_aliases() {
+    let mut c = pg();
+    let t = topic("w20_aliases");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (n int, r int, r_ text, PRIMARY KEY (n, r));
+         INSERT INTO {t} SELECT i, -i, 'row' FROM generate_series(1, 5) i;
+         SELECT kafka.capture('{t}', topic => '{t}');"
+    ))
+    .unwrap();
+    c.batch_execute(&format!("CALL kafka.backfill('{t}', 2)")).unwrap();
+    let done: i64 = c
+        .query_one(&format!("SELECT rows_done FROM kafka.backfills WHERE \"table\" = '{t}'::regclass"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(done, 5);
+    assert_eq!(TopicReader::new(&t).read_at_least(5).len(), 5);
     c.batch_execute(&format!("DROP TABLE {t}")).unwrap();
 }
