@@ -142,7 +142,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.topic_grants TO kafka_admin;
 GRANT SELECT ON kafka.outbox, kafka.outbox_commit, kafka.status, kafka.recent_errors TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka.close(), kafka_internal.worker_state(), kafka_internal.worker_errors(), kafka_internal.is_secret(text), kafka_internal.check_served(),
                           kafka.requeue_dead_letters(bigint[], text), kafka.purge_dead_letters(bigint[], text),
-                          kafka.release(), kafka.dead_letter_waiting(bigint[], text)
+                          kafka.release(), kafka.dead_letter_waiting(bigint[], text), kafka.waiting(text, bigint)
     TO kafka_admin;
 
 GRANT SELECT, INSERT, DELETE ON kafka.capture_config TO kafka_admin;
@@ -193,6 +193,7 @@ COMMENT ON FUNCTION kafka.close() IS 'Makes the worker re-read kafka.broker and 
 COMMENT ON FUNCTION kafka.release() IS 'Lets a restored copy of a database deliver the messages it was restored with';
 COMMENT ON FUNCTION kafka.requeue_dead_letters(bigint[], text) IS 'Moves dead letters back to the queue (all, or by ids and/or topic)';
 COMMENT ON FUNCTION kafka.dead_letter_waiting(bigint[], text) IS 'Moves given waiting messages out of the queue into kafka.dead_letter';
+COMMENT ON FUNCTION kafka.waiting(text, bigint) IS 'Lists the messages waiting for Kafka, in the order they will be sent';
 COMMENT ON FUNCTION kafka.purge_dead_letters(bigint[], text) IS 'Deletes dead letters (all, or by ids and/or topic)';
 COMMENT ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean) IS 'Starts emitting Debezium-shaped change events of a table';
 COMMENT ON FUNCTION kafka.capture_outbox(regclass, text, boolean) IS 'Relays a Debezium-style outbox table: each inserted row becomes a message';

@@ -149,6 +149,44 @@ fn dead_letter_waiting(
     Ok(crate::store::set_aside::move_out(&ids, &format!("{reason} (kafka.dead_letter_waiting by {who})"))?)
 }
 
+/// The messages of committed transactions that wait for Kafka, in the order the worker sends
+/// them (commit order, then id): up to `max_rows`, of `topic` only when given. `value` and `key`
+/// are the bytes as queued (`convert_from(value, 'UTF8')` shows text). Needs SELECT on
+/// `kafka.outbox` (kafka_admin has it).
+#[pg_extern(stable, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn waiting(
+    topic: default!(Option<&str>, "NULL"),
+    max_rows: default!(i64, 1000),
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(id, i64),
+            name!(commit_order, i64),
+            name!(topic, String),
+            name!(key, Option<Vec<u8>>),
+            name!(value, Option<Vec<u8>>),
+            name!(headers, Option<JsonB>),
+            name!(partition, Option<i32>),
+            name!(timestamp, Option<TimestampWithTimeZone>),
+        ),
+    >,
+    ErrorReport,
+> {
+    let found = crate::store::waiting::list(topic, max_rows)?;
+    // SAFETY: a timestamptz Datum is by value: microseconds since 2000-01-01, computed here from
+    // a Kafka timestamp (milliseconds since 1970, checked non-negative when it was queued).
+    let ts = |ms: i64| unsafe {
+        TimestampWithTimeZone::from_datum(pg_sys::Datum::from(ms * 1000 - 946_684_800_000_000), false)
+    };
+    Ok(TableIterator::new(found.into_iter().map(move |w| {
+        let m = w.message;
+        let headers = m.headers.as_ref().map(|h| JsonB(outbox::headers_json(h)));
+        (m.id, w.commit_order, m.topic, m.key, m.payload, headers, m.partition, m.timestamp_ms.and_then(ts))
+    })))
+}
+
 /// Checks every argument of publish() and builds the message.
 pub(crate) fn record(
     topic: Option<&str>,

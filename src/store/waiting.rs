@@ -1,0 +1,54 @@
+//! `kafka.waiting()`: the messages of committed transactions that wait in `kafka.outbox`, read
+//! back out of their packs in the order the worker sends them (commit order, then id), for an
+//! operator looking for the ids `kafka.dead_letter_waiting()` takes, and for tests that check
+//! what a transaction queued without a broker.
+//!
+//! Runs with the caller's rights (SELECT on `kafka.outbox` and `kafka.outbox_commit` is needed:
+//! kafka_admin has it); it reads, never changes, and never blocks the worker.
+
+use crate::error::KafkaError;
+use kafka_core::message::Message;
+use pgrx::prelude::*;
+
+/// A waiting message and its transaction's place in commit order.
+pub struct Waiting {
+    pub commit_order: i64,
+    pub message: Message,
+}
+
+/// Up to `limit` waiting messages (of `topic` only, when given), in delivery order.
+pub fn list(topic: Option<&str>, limit: i64) -> Result<Vec<Waiting>, KafkaError> {
+    let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not read kafka.outbox: {e}"));
+    Spi::connect(|client| {
+        const READ: &str = "SELECT c.csn, o.id, o.payload
+               FROM kafka.outbox_commit c JOIN kafka.outbox o ON o.xid OPERATOR(pg_catalog.=) c.xid
+              ORDER BY c.csn, o.id";
+        let mut found = Vec::new();
+        if limit <= 0 {
+            return Ok(found);
+        }
+        let mut cursor = client.open_cursor(READ, &[]);
+        loop {
+            let rows = cursor.fetch(64).map_err(failed)?;
+            if rows.is_empty() {
+                return Ok(found);
+            }
+            for row in rows {
+                let csn: i64 = row.get(1).map_err(failed)?.unwrap_or_default();
+                let id: i64 = row.get(2).map_err(failed)?.unwrap_or_default();
+                let payload: Vec<u8> = row.get(3).map_err(failed)?.unwrap_or_default();
+                let messages = kafka_core::pack::unpack(id, &payload)
+                    .ok_or_else(|| KafkaError::Internal(format!("outbox row {id} is malformed")))?;
+                for message in messages {
+                    if topic.is_some_and(|t| t != message.topic) {
+                        continue;
+                    }
+                    found.push(Waiting { commit_order: csn, message });
+                    if found.len() as i64 >= limit {
+                        return Ok(found);
+                    }
+                }
+            }
+        }
+    })
+}
