@@ -1,0 +1,239 @@
+-- pg_kafka 0.2.0 -> 0.3.0: the changes to 0.2.0's objects, written by hand (CREATE OR REPLACE,
+-- ALTER, what is new). The regression test tests/regress/sql/upgrade.sql checks that an upgraded
+-- schema equals a fresh install's. Frozen once 0.3.0 is released (scripts/check-released).
+
+\echo Use "ALTER EXTENSION kafka UPDATE TO '0.3.0'" to load this file. \quit
+
+
+-- Privileged code trusts schema kafka only if a superuser owns it: the event triggers check.
+
+-- Whether schema kafka is owned by a superuser. The event triggers below run as the extension's
+-- owner and reach kafka.capture_config by name: in a schema another role owns (or put in the
+-- place of the extension's after renaming it) a look-alike table's triggers would run with those
+-- rights, so they do nothing then, and say why. (CREATE EXTENSION refuses such a schema:
+-- sql/tables.sql.)
+CREATE OR REPLACE FUNCTION kafka_internal.schema_trusted() RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce((SELECT r.rolsuper FROM pg_catalog.pg_namespace n
+                   JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+                  WHERE n.nspname OPERATOR(pg_catalog.=) 'kafka'), false) THEN
+        RETURN true;
+    END IF;
+    RAISE WARNING 'pg_kafka ignores schema kafka: it is not owned by a superuser'
+        USING HINT = 'ALTER SCHEMA kafka OWNER TO a superuser if its owner is trusted; otherwise check its objects, '
+                     'DROP EXTENSION kafka and create it again.';
+    RETURN false;
+END $$;
+
+-- Keeps captures in step with their tables. Capture triggers read the table's columns at each
+-- statement (new columns appear in events, dropped ones leave them, renamed ones take their new
+-- name); after ALTER TABLE the outbox relay's function is generated again, and a key column of a
+-- capture cannot be dropped. After DROP TABLE the configuration (and function) go too. Runs as
+-- the extension's owner.
+CREATE OR REPLACE FUNCTION kafka_internal.capture_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cfg kafka.capture_config;
+BEGIN
+    IF NOT kafka_internal.schema_trusted() THEN
+        RETURN;
+    END IF;
+    FOR cfg IN SELECT * FROM kafka.capture_config c
+                WHERE c.relid IN (SELECT d.objid FROM pg_event_trigger_ddl_commands() d
+                                   WHERE d.classid = 'pg_class'::regclass)
+    LOOP
+        IF cfg.kind = 'table' AND cardinality(kafka_internal.capture_names(cfg.relid, cfg.key_attnums)) < cardinality(cfg.key_attnums) THEN
+            RAISE EXCEPTION 'cannot drop a key column of captured table %', cfg.relid::regclass
+                USING ERRCODE = '2BP01',
+                      HINT = 'Call kafka.uncapture() first, then kafka.capture() with the new key.';
+        END IF;
+        IF cfg.kind = 'table' THEN  -- renamed or dropped columns: the names follow the numbers
+            UPDATE kafka.capture_config c
+               SET key_names = kafka_internal.capture_names(c.relid, c.key_attnums),
+                   exclude_names = kafka_internal.capture_names(c.relid, c.exclude_attnums)
+             WHERE c.relid = cfg.relid;
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION kafka_internal.capture_dropped() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    gone oid;
+BEGIN
+    IF NOT kafka_internal.schema_trusted() THEN
+        RETURN;
+    END IF;
+    FOR gone IN
+        DELETE FROM kafka.capture_config c
+         USING pg_event_trigger_dropped_objects() d
+         WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND d.objid = c.relid
+        RETURNING c.relid
+    LOOP
+        DELETE FROM kafka.backfill_progress WHERE relid = gone;
+    END LOOP;
+END $$;
+
+-- Who may write a topic: capturing into one follows produce()'s rule (src/backend/topics.rs).
+
+CREATE OR REPLACE FUNCTION kafka_internal."check_capture_topic"(
+	"topic" TEXT /* & str */
+) RETURNS VOID /* SqlResult < () > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_capture_topic_wrapper';
+
+-- A row of kafka.capture_config makes pg_kafka emit events for a table, so writing one takes what
+-- capturing the table takes: the TRIGGER privilege on it (its owner has it). Removing one, too,
+-- unless the table is gone. Superusers (and the extension's own event triggers) pass.
+CREATE OR REPLACE FUNCTION kafka_internal.capture_config_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r kafka.capture_config := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+BEGIN
+    IF TG_OP <> 'DELETE' THEN
+        IF (SELECT relkind FROM pg_class WHERE oid = r.relid) IS DISTINCT FROM 'r'
+           AND (SELECT relkind FROM pg_class WHERE oid = r.relid) IS DISTINCT FROM 'p' THEN
+            RAISE EXCEPTION 'relation % is not a table', r.relid USING ERRCODE = '42809',
+                HINT = 'Capture tables with kafka.capture() or kafka.capture_outbox().';
+        END IF;
+        IF (SELECT relpersistence FROM pg_class WHERE oid = r.relid) = 't' THEN
+            RAISE EXCEPTION '% is a temporary table', r.relid USING ERRCODE = '0A000',
+                HINT = 'Temporary tables live in one session only; capture a permanent table.';
+        END IF;
+        IF r.kind = 'table' THEN
+            PERFORM kafka_internal.check_topic(r.topic);
+            -- who may write a topic: the rule of produce(), for the role that captures
+            -- (src/backend/topics.rs); the extension's own event triggers (as its owner) pass
+            PERFORM kafka_internal.check_capture_topic(r.topic);
+            IF r.key_names IS NULL OR r.exclude_names IS NULL THEN
+                -- written by kafka.capture() (or an upgrade): the names of the numbers
+                r.key_names := kafka_internal.capture_names(r.relid, r.key_attnums);
+                r.exclude_names := kafka_internal.capture_names(r.relid, r.exclude_attnums);
+            ELSIF kafka_internal.capture_names(r.relid, r.key_attnums) IS DISTINCT FROM r.key_names
+               OR kafka_internal.capture_names(r.relid, r.exclude_attnums) IS DISTINCT FROM r.exclude_names THEN
+                -- restored into a copy whose columns have other numbers: the numbers of the names
+                r.key_attnums := kafka_internal.capture_attnums(r.relid, r.key_names);
+                r.exclude_attnums := kafka_internal.capture_attnums(r.relid, r.exclude_names);
+                IF cardinality(r.key_attnums) < cardinality(r.key_names) THEN
+                    RAISE EXCEPTION 'key columns % of % are missing', r.key_names, r.relid USING ERRCODE = '42703',
+                        HINT = 'Capture the table again with kafka.capture() and the key it has now.';
+                END IF;
+            END IF;
+        ELSE
+            PERFORM kafka_internal.check_topic(replace(r.topic, '%s', 'x'));
+        END IF;
+        IF r.topic IN (current_setting('kafka.position_topic', true), current_setting('kafka.transaction_topic', true)) THEN
+            RAISE EXCEPTION 'topic "%" is pg_kafka''s own', r.topic USING ERRCODE = '42501',
+                HINT = 'kafka.position_topic and kafka.transaction_topic are written by pg_kafka''s worker only; capture to another topic.';
+        END IF;
+        -- A captured topic is written by its capture only: another table's events there could
+        -- pass for the first one's. (A superuser may still merge tables into one topic.)
+        IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+           AND EXISTS (SELECT FROM kafka.capture_config o WHERE o.topic = r.topic AND o.relid <> r.relid) THEN
+            RAISE EXCEPTION 'topic "%" already carries the events of another captured table', r.topic
+                USING ERRCODE = '42501',
+                HINT = 'Capture each table to a topic of its own; a superuser may put several tables in one topic.';
+        END IF;
+    END IF;
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       AND NOT coalesce(has_table_privilege(r.relid, 'TRIGGER'), TG_OP = 'DELETE') THEN
+        RAISE EXCEPTION 'permission denied to capture table %', r.relid::regclass USING ERRCODE = '42501',
+            HINT = 'Capturing a table takes the TRIGGER privilege on it, as for its owner; ask the table''s owner to capture it.';
+    END IF;
+    RETURN r;
+END $$;
+
+-- Messages name missing columns quoted and cut to 100 characters.
+
+CREATE OR REPLACE FUNCTION kafka_internal.capture_check_columns("table" regclass, columns text[], hint text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    missing text;
+BEGIN
+    -- each name as it is shown in a message: quoted, cut to 100 characters (a name can be any text)
+    SELECT string_agg(CASE WHEN length(k) > 100 THEN format('"%s…" (%s characters)', left(k, 100), length(k))
+                           ELSE format('"%s"', k) END, ', ')
+      INTO missing FROM unnest(columns) k
+     WHERE NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "table" AND attname = k AND attnum > 0 AND NOT attisdropped);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'no column % in %', left(missing, 1000), "table" USING ERRCODE = '42703', HINT = hint;
+    END IF;
+END $$;
+
+-- A backfill chunk is read as the table's owner, security-restricted: the plpgsql function that
+-- did it as the caller is replaced by a native one and the query it runs.
+DROP FUNCTION kafka_internal.backfill_chunk(oid, integer);
+
+CREATE  FUNCTION kafka_internal."backfill_chunk"(
+	"relid" oid, /* pg_sys :: Oid */
+	"chunk_size" INT /* i32 */
+) RETURNS bigint /* SqlResult < i64 > */
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'backfill_chunk_wrapper';
+
+-- The query of one backfill chunk, built from the catalog: the next `chunk_size` rows of the
+-- table in key order after the last key sent ($1, as text; none at the start), as an array of
+-- rows, and the last row's key as text. kafka_internal.backfill_chunk() (src/backend/capture/
+-- backfill.rs) runs it as the table's owner, security-restricted: the casts and comparisons of
+-- the key's types run with the owner's rights only, whoever calls the backfill.
+CREATE FUNCTION kafka_internal.backfill_query(relid oid, chunk_size integer) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $body$
+DECLARE
+    keys text[];
+    keys_list text;
+    after_list text;
+    first boolean;
+    r text := 'r';  -- the rows' alias: `SELECT r FROM t r` is the whole row only if no column is named r
+BEGIN
+    SELECT kafka_internal.capture_names(c.relid, c.key_attnums) INTO STRICT keys
+      FROM kafka.capture_config c WHERE c.relid = backfill_query.relid AND c.kind = 'table';
+    SELECT p.last_key IS NULL INTO STRICT first FROM kafka.backfill_progress p WHERE p.relid = backfill_query.relid;
+    WHILE EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = backfill_query.relid AND a.attname = r) LOOP
+        r := r || '_';
+    END LOOP;
+    SELECT string_agg(format('%I.%I', r, k), ', ' ORDER BY o),
+           string_agg(format('$1[%s]::%s', o, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY o)
+      INTO keys_list, after_list
+      FROM unnest(keys) WITH ORDINALITY u(k, o)
+      JOIN pg_attribute a ON a.attrelid = backfill_query.relid AND a.attname = u.k;
+    RETURN format($q$
+        SELECT c.a, (SELECT ARRAY[%5$s] FROM (SELECT (c.a[cardinality(c.a)]).*) n)
+          FROM (SELECT ARRAY(SELECT %6$I FROM %1$s %6$I %2$s ORDER BY %3$s LIMIT %4$s) AS a) c$q$,
+        relid::regclass,
+        CASE WHEN first THEN '' ELSE format('WHERE (%s) > (%s)', keys_list, after_list) END,
+        keys_list, chunk_size,
+        (SELECT string_agg(format('n.%I::text', k), ', ') FROM unnest(keys) k),
+        r);
+END $body$;
+
+-- kafka.waiting(): the messages waiting for Kafka, in commit order.
+
+CREATE FUNCTION kafka."waiting"(
+	"topic" TEXT DEFAULT NULL, /* Option < & str > */
+	"max_rows" bigint DEFAULT 1000 /* i64 */
+) RETURNS TABLE (
+	"id" bigint,  /* i64 */
+	"commit_order" bigint,  /* i64 */
+	"topic" TEXT,  /* String */
+	"key" bytea,  /* :: std :: option :: Option < Vec < u8 > > */
+	"value" bytea,  /* :: std :: option :: Option < Vec < u8 > > */
+	"headers" jsonb,  /* Option < JsonB > */
+	"partition" INT,  /* Option < i32 > */
+	"timestamp" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'waiting_wrapper';
+
+REVOKE EXECUTE ON FUNCTION kafka.waiting(text, bigint) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION kafka_internal.schema_trusted(), kafka_internal.check_capture_topic(text),
+                           kafka_internal.backfill_chunk(oid, integer), kafka_internal.backfill_query(oid, integer)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION kafka.waiting(text, bigint) TO kafka_admin;
+GRANT EXECUTE ON FUNCTION kafka_internal.check_capture_topic(text), kafka_internal.backfill_chunk(oid, integer),
+                          kafka_internal.backfill_query(oid, integer)
+    TO kafka_admin;
+COMMENT ON FUNCTION kafka.waiting(text, bigint) IS 'Lists the messages waiting for Kafka, in the order they will be sent';
