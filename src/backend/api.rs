@@ -4,7 +4,7 @@
 use crate::backend::immediate::{self, Failure};
 use crate::backend::input::{check_partition, kafka_timestamp_ms, parse_headers};
 use crate::error::{KafkaError, SqlResult};
-use crate::store::outbox;
+use crate::store::{dead_letter, home, read};
 use crate::{backend::pending, gucs, settings, shared};
 use kafka_core::message::Message;
 use kafka_core::pack::Parts;
@@ -114,7 +114,7 @@ fn requeue_dead_letters(
     ids: default!(Option<Vec<i64>>, "NULL"),
     topic: default!(Option<&str>, "NULL"),
 ) -> SqlResult<i64> {
-    let letters = outbox::take_dead_letters(ids, topic)?;
+    let letters = dead_letter::take(ids, topic)?;
     for m in &letters {
         pending::push(&m.parts())?;
     }
@@ -129,7 +129,7 @@ fn purge_dead_letters(
     ids: default!(Option<Vec<i64>>, "NULL"),
     topic: default!(Option<&str>, "NULL"),
 ) -> SqlResult<i64> {
-    Ok(outbox::purge_dead_letters(ids, topic)?)
+    Ok(dead_letter::purge(ids, topic)?)
 }
 
 /// Moves the waiting messages with the given ids to `kafka.dead_letter` with `reason`; returns
@@ -182,7 +182,7 @@ fn waiting(
     };
     Ok(TableIterator::new(found.into_iter().map(move |w| {
         let m = w.message;
-        let headers = m.headers.as_ref().map(|h| JsonB(outbox::headers_json(h)));
+        let headers = m.headers.as_ref().map(|h| JsonB(dead_letter::headers_json(h)));
         (m.id, w.commit_order, m.topic, m.key, m.payload, headers, m.partition, m.timestamp_ms.and_then(ts))
     })))
 }
@@ -225,11 +225,11 @@ pub(crate) fn record(
 /// Lets a restored copy of a database deliver the messages it was restored with (the worker
 /// holds them so that a copy does not send its original's messages again). Returns true.
 /// Refused (55000) in the database that is its queue's home: there it would renumber messages the
-/// worker is sending (`outbox::release`).
+/// worker is sending (`home::release`).
 #[pg_extern(volatile, parallel_unsafe)]
 fn release() -> SqlResult<bool> {
     ensure_deliverable()?;
-    outbox::release()?;
+    home::release()?;
     pending::adopt_packs()?;
     pending::reload_at_commit();
     Ok(true)
@@ -428,7 +428,7 @@ fn broker_guard<'a>(
 fn check_broker_change() -> Result<(), KafkaError> {
     // SAFETY: superuser() looks the current role up in the catalog cache; a trigger runs inside a
     // transaction, so the cache is valid.
-    if !unsafe { pg_sys::superuser() } && outbox::secret_stored()? {
+    if !unsafe { pg_sys::superuser() } && read::secret_stored()? {
         return Err(KafkaError::BrokerWithSecrets);
     }
     Ok(())

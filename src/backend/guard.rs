@@ -6,7 +6,7 @@
 //! PostgreSQL's own refusal.
 
 use crate::error::KafkaError;
-use crate::store::outbox;
+use crate::store::owner;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::CStr;
@@ -101,7 +101,7 @@ unsafe fn drops_owned_by(node: *mut pg_sys::Node) -> Option<Vec<pg_sys::Oid>> {
 /// missing, or altered so that they cannot be read) is let go on purpose: dropping it is how it is
 /// repaired.
 fn refuse_if_queued(owned_by: Option<&[pg_sys::Oid]>) -> Result<(), KafkaError> {
-    let Ok(store) = outbox::store() else { return Ok(()) };
+    let Ok(store) = owner::store() else { return Ok(()) };
     if owned_by.is_some_and(|roles| !roles.contains(&store.owner())) {
         return Ok(());
     }
@@ -110,7 +110,7 @@ fn refuse_if_queued(owned_by: Option<&[pg_sys::Oid]>) -> Result<(), KafkaError> 
     if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), store.owner()) } {
         return Ok(()); // PostgreSQL refuses it: it does not learn whether messages wait
     }
-    let waiting = outbox::as_owner(store, || {
+    let waiting = owner::as_owner(store, || {
         Spi::get_one::<i64>("SELECT pg_catalog.sum(o.messages)::pg_catalog.int8 FROM kafka.outbox o")
     });
     match waiting {

@@ -17,7 +17,8 @@
 
 use crate::error::KafkaError;
 use crate::shared;
-use crate::store::outbox::{self, Store};
+use crate::store::append;
+use crate::store::owner::{self, Store};
 use kafka_core::pack::{Pack, Parts};
 use pgrx::pg_sys::{self, SubTransactionId};
 use pgrx::prelude::*;
@@ -117,7 +118,7 @@ fn store() -> Result<Store, KafkaError> {
     if let Some(s) = TXN.with_borrow(|t| t.store) {
         return Ok(s);
     }
-    let s = outbox::store()?;
+    let s = owner::store()?;
     TXN.with_borrow_mut(|t| t.store = Some(s));
     Ok(s)
 }
@@ -176,7 +177,7 @@ pub fn push(msg: &Parts) -> Result<i64, KafkaError> {
             .is_some_and(|e| e.subxact == subxact && e.pack.id == t.last_pack && e.pack.has_room())
     });
     if !open {
-        let pack = new_pack(outbox::next_pack_id(store()?)?);
+        let pack = new_pack(append::next_pack_id(store()?)?);
         TXN.with_borrow_mut(|t| {
             t.last_pack = pack.id;
             if t.entries.last().is_none_or(|e| e.subxact != subxact) {
@@ -217,7 +218,7 @@ fn flush_tail(subxact: SubTransactionId) -> Result<(), KafkaError> {
         (packs, t.store)
     });
     if let (false, Some(store)) = (packs.is_empty(), store) {
-        outbox::insert(&packs, store)?;
+        append::insert(&packs, store)?;
     }
     recycle(packs);
     Ok(())
@@ -240,7 +241,7 @@ fn pre_commit() -> Result<(), KafkaError> {
     flush_tail(TOP_SUBXACT)?;
     let (written, store) = TXN.with_borrow(|t| (!t.written.is_empty(), t.store));
     match (written, store) {
-        (true, Some(store)) => outbox::insert_commit(store),
+        (true, Some(store)) => append::insert_commit(store),
         _ => Ok(()),
     }
 }

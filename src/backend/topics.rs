@@ -12,7 +12,7 @@
 //! session when the change commits) or role memberships change.
 
 use crate::error::KafkaError;
-use crate::store::outbox;
+use crate::store::owner;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -134,7 +134,7 @@ fn ask(role: pg_sys::Oid, topic: &str) -> Result<(Rules, [pg_sys::Oid; 2]), Kafk
                       pg_catalog.has_function_privilege($2, 'kafka.produce(pg_catalog.text, pg_catalog.text)', 'EXECUTE'),
                       'kafka.capture_config'::pg_catalog.regclass::pg_catalog.oid,
                       'kafka.topic_grants'::pg_catalog.regclass::pg_catalog.oid";
-    let row = outbox::as_owner(outbox::store()?, || {
+    let row = owner::as_owner(owner::store()?, || {
         Spi::connect(|client| {
             let t = client.select(sql, Some(1), &[topic.into(), role.into()])?.first();
             Ok::<_, pgrx::spi::SpiError>((

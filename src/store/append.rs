@@ -1,15 +1,23 @@
-//! Appends rows to pg_kafka's tables (`kafka.outbox`, `kafka.outbox_commit`) without SQL: each row is formed and written with `heap_insert`
-//! (which compresses and TOASTs large payloads) and entered in the outbox's indexes, the way
-//! COPY does, with no executor, no parameter arrays and no copies beyond the tuple itself.
-//! Only the outbox's own columns and plain-column indexes are supported; anything else (an
-//! altered outbox) is refused with a clear error rather than written wrongly.
+//! The sessions' appends to the queue: a pack's id ([`next_pack_id`]), the packs of a
+//! transaction ([`insert`] into `kafka.outbox`) and, last before it commits, its place in commit
+//! order ([`insert_commit`] into `kafka.outbox_commit`). Made on the caller's behalf as the tables'
+//! owner (`owner::as_owner` for the sequences; the rows are written directly, which checks no
+//! privilege). Called by `backend::pending` only.
 //!
-//! Packed payloads are lz4-compressed here (by [`compressed`]) even when small, which PostgreSQL only does for rows over ~2 kB: a one-row statement's pack shrinks to
-//! about half, and with it the WAL every transaction writes. Readers see plain bytea (PostgreSQL
-//! decompresses on access).
+//! No SQL: each row is formed and written with `heap_insert` (which compresses and TOASTs large
+//! payloads) and entered in the table's indexes, the way COPY does, with no executor, no
+//! parameter arrays and no copies beyond the tuple itself. Only the tables' own columns and
+//! plain-column indexes are supported; anything else (an altered outbox) is refused with a clear
+//! error rather than written wrongly.
+//!
+//! Packed payloads are lz4-compressed here (by [`compressed`]) even when small, which PostgreSQL
+//! only does for rows over ~2 kB: a one-row statement's pack shrinks to about half, and with it
+//! the WAL every transaction writes. Readers see plain bytea (PostgreSQL decompresses on access).
 
 use crate::error::KafkaError;
 use crate::relation::Open;
+use crate::store::owner::{as_owner, Store};
+use kafka_core::pack::Pack;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::{IntoDatum, PgMemoryContexts};
 use std::ffi::CStr;
@@ -26,9 +34,90 @@ unsafe extern "C-unwind" {
     fn toast_compress_datum(value: Datum, cmethod: std::ffi::c_char) -> Datum;
 }
 
+fn nextval(store: Store, seq: pg_sys::Oid) -> Result<i64, KafkaError> {
+    // SAFETY: nextval_oid takes one regclass (oid) argument and returns a non-null int8; `seq` is
+    // the oid of one of pg_kafka's sequences, from `store`. Errors are raised as Rust panics by the
+    // guard.
+    as_owner(store, || unsafe { pgrx::direct_function_call::<i64>(pg_sys::nextval_oid, &[seq.into_datum()]) })
+        .ok_or_else(|| KafkaError::Internal("nextval returned NULL".into()))
+}
+
+/// The id of a new pack: ids grow in the order a session asks for them.
+pub fn next_pack_id(store: Store) -> Result<i64, KafkaError> {
+    nextval(store, store.id_seq)
+}
+
+/// The current transaction's full id as an `xid8` Datum (assigns one if it has none yet).
+fn xid_datum() -> Datum {
+    // SAFETY: inside the transaction that writes to the outbox (it needs an xid anyway); PostgreSQL
+    // raises where one cannot be assigned (recovery, parallel mode), turned into a Rust panic.
+    let xid = unsafe { pg_sys::GetTopFullTransactionId() };
+    Datum::from(xid.value)
+}
+
+const OUTBOX_COLUMNS: [(&str, pg_sys::Oid); 7] = [
+    ("id", pg_sys::INT8OID),
+    ("xid", pg_sys::XID8OID),
+    ("messages", pg_sys::INT4OID),
+    ("topics", pg_sys::TEXTARRAYOID),
+    ("payload", pg_sys::BYTEAOID),
+    ("produced_at", pg_sys::TIMESTAMPTZOID),
+    ("first_attempt_at", pg_sys::TIMESTAMPTZOID),
+];
+const COMMIT_COLUMNS: [(&str, pg_sys::Oid); 2] = [("csn", pg_sys::INT8OID), ("xid", pg_sys::XID8OID)];
+
+/// Appends packs to the outbox in the current transaction.
+pub fn insert(packs: &[Pack], store: Store) -> Result<(), KafkaError> {
+    with_snapshot(|| {
+        let xid = xid_datum();
+        // SAFETY: plain read of the current transaction's start timestamp; a TimestampTz is a
+        // by-value Datum.
+        let produced_at = Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
+        write_rows(store.outbox, &OUTBOX_COLUMNS, packs.len(), |i| {
+            let p = &packs[i];
+            vec![
+                p.id.into_datum(),
+                Some(xid),
+                p.count.into_datum(),
+                p.topics.iter().map(String::as_str).collect::<Vec<&str>>().into_datum(),
+                compressed(&p.bytes),
+                Some(produced_at),
+                None,
+            ]
+        })
+    })
+}
+
+/// Records the current transaction's place in commit order; called last before it commits.
+pub fn insert_commit(store: Store) -> Result<(), KafkaError> {
+    with_snapshot(|| {
+        let csn = nextval(store, store.commit_seq)?;
+        let xid = xid_datum();
+        write_rows(store.commits, &COMMIT_COLUMNS, 1, |_| vec![csn.into_datum(), Some(xid)])
+    })
+}
+
+/// At COMMIT or RELEASE SAVEPOINT no statement is running: bring a snapshot of our own (TOAST
+/// and unique checks may want one).
+fn with_snapshot<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: reads the current transaction's active snapshot stack.
+    let own_snapshot = unsafe { !pg_sys::ActiveSnapshotSet() };
+    if own_snapshot {
+        // SAFETY: inside a transaction (also at PRE_COMMIT, which still runs inside it); popped
+        // below, or by the transaction's abort if `f` raises.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    }
+    let r = f();
+    if own_snapshot {
+        // SAFETY: pops the snapshot pushed above: `own_snapshot` is true only when we pushed one.
+        unsafe { pg_sys::PopActiveSnapshot() };
+    }
+    r
+}
+
 /// A bytea Datum of `bytes`, lz4-compressed when that makes it smaller. Allocated in the
 /// current memory context.
-pub fn compressed(bytes: &[u8]) -> Option<Datum> {
+fn compressed(bytes: &[u8]) -> Option<Datum> {
     let datum = bytes.into_datum()?;
     if bytes.len() < COMPRESS_FROM {
         return Some(datum);
@@ -43,7 +132,7 @@ pub fn compressed(bytes: &[u8]) -> Option<Datum> {
 /// Writes `rows` rows to relation `relid` (whose columns must be exactly `columns`) in the
 /// current transaction; `row(i)` gives the values of row `i` (None: NULL), built in a memory
 /// context reset after each row.
-pub fn insert(
+fn write_rows(
     relid: pg_sys::Oid,
     columns: &[(&str, pg_sys::Oid)],
     rows: usize,
@@ -67,8 +156,8 @@ pub fn insert(
     let mut row_context = PgMemoryContexts::new("pg_kafka outbox row");
     for i in 0..rows {
         // SAFETY: check_columns made sure the table has exactly `columns`, and `row(i)` gives one
-        // Datum per column, of that column's type (the caller's obligation: outbox::insert and
-        // insert_commit build them for the outbox's column types), so `datums`/`nulls` hold
+        // Datum per column, of that column's type (the caller's obligation: `insert` and
+        // `insert_commit` build them for the outbox's column types), so `datums`/`nulls` hold
         // `natts` entries for heap_form_tuple. heap_insert sets `(*tuple).t_self`, which
         // index_insert needs; index keys are plain columns (open_indexes refuses expressions), so
         // their attribute numbers are 1..=natts and at most INDEX_MAX_KEYS (32). Everything

@@ -1,16 +1,40 @@
-//! pg_kafka's tables, and every statement on them: the outbox and its commit order (`outbox`),
-//! the rights that statements run with and the schema they trust (`rights`), the queue's disk
-//! (`size`), the fast append of packs (`append`), taking waiting messages out to the dead letters
-//! (`set_aside`), per-topic figures (`topic_stats`), listing waiting messages (`waiting`), librdkafka's statistics (`statistics`) and
-//! the worker's statements kept prepared (`kept`).
-//! Used by the backend side and the worker alike; uses neither.
+//! pg_kafka's tables and the statements on them, by who runs them. The queue is `kafka.outbox`
+//! (packs of messages waiting for Kafka), `kafka.outbox_commit` (the commit order of their
+//! transactions) and `kafka.dead_letter` (messages Kafka refused for good).
+//!
+//! - Operators and tests: `waiting` (`kafka.waiting()`: the waiting messages in commit order).
+//! - `owner`: where the tables are (the `Store` handle) and acting as their owner; `rights`: the
+//!   rights SQL runs with (the `AsRole` guard) and the schema it trusts.
+//! - The sessions: `append` (pack ids, packs and the commit order entry, written without SQL),
+//!   `home` (`kafka.home`: claimed by the worker, `kafka.release()`), `size` (the queue's disk,
+//!   for `kafka.max_backlog`), `dead_letter` (requeue and purge; also where the others' dead
+//!   letters are recorded) and `set_aside` (`kafka.dead_letter_waiting()`, also the worker's
+//!   refused messages in exactly-once mode).
+//! - The worker: `read` (rounds of the outbox in commit order, brokers and producer settings),
+//!   `outcome` (what a chunk's delivery did to the outbox), `topic_stats` (per-topic figures),
+//!   `statistics` (librdkafka's) and `kept` (its statements kept prepared).
+//!
+//! Other statements on pg_kafka's own tables live with their feature: `backend::topics` (topic
+//! rules), `backend::guard` (what waits, before a DROP) and `backend::capture` (captures and
+//! backfills). Used by the backend side and the worker alike; uses neither.
 
 pub mod append;
+pub mod dead_letter;
+pub mod home;
 pub mod kept;
-pub mod outbox;
+pub mod outcome;
+pub mod owner;
+pub mod read;
 pub mod rights;
 pub mod set_aside;
 pub mod size;
 pub mod statistics;
 pub mod topic_stats;
 pub mod waiting;
+
+use crate::error::KafkaError;
+
+/// The error of a statement on pg_kafka's tables: "could not <what>: <SPI's error>".
+fn could_not(what: &str, e: pgrx::spi::Error) -> KafkaError {
+    KafkaError::Internal(format!("could not {what}: {e}"))
+}

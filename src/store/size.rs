@@ -1,7 +1,7 @@
 //! The disk pg_kafka's queue takes, which `kafka.max_backlog` bounds: measured from the relations
 //! themselves (no SQL, no lock waited for), cheap enough to be taken as a transaction grows.
 
-use crate::store::outbox::Store;
+use crate::store::owner::Store;
 use pgrx::prelude::*;
 
 thread_local! {

@@ -18,7 +18,7 @@ pub struct Waiting {
 
 /// Up to `limit` waiting messages (of `topic` only, when given), in delivery order.
 pub fn list(topic: Option<&str>, limit: i64) -> Result<Vec<Waiting>, KafkaError> {
-    let failed = |e: pgrx::spi::Error| KafkaError::Internal(format!("could not read kafka.outbox: {e}"));
+    let failed = |e| super::could_not("read kafka.outbox", e);
     Spi::connect(|client| {
         const READ: &str = "SELECT c.csn, o.id, o.payload
                FROM kafka.outbox_commit c JOIN kafka.outbox o ON o.xid OPERATOR(pg_catalog.=) c.xid

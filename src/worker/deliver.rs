@@ -7,7 +7,7 @@ use super::immediate;
 use super::log::Log;
 use super::{activity, now, record_error, shutdown_requested, SMALL_BATCH};
 use crate::error::KafkaError;
-use crate::store::outbox;
+use crate::store::outcome;
 use crate::{gucs, shared, store::topic_stats};
 use kafka_core::message::Message;
 use kafka_core::producer::{Outcome, Producer, Record};
@@ -223,12 +223,12 @@ pub(super) fn record(batch: &[Message], outcomes: &[Outcome], log: &mut Log) -> 
         } else if left.len() == end - start {
             retried.push((row, xid));
         } else {
-            partly.push(outbox::Partly { row, xid, count: (end - start) as i32, left });
+            partly.push(outcome::Partly { row, xid, count: (end - start) as i32, left });
         }
         start = end;
     }
     let recorded = BackgroundWorker::transaction(|| {
-        let dead = outbox::finish(&done, &refused, &retried, &partly, &csns)?;
+        let dead = outcome::finish(&done, &refused, &retried, &partly, &csns)?;
         per_topic.add()?;
         Ok::<_, KafkaError>(dead)
     });

@@ -14,7 +14,7 @@ use super::deliver::{record, records_of, send_isolated, transactions, IN_FLIGHT}
 use super::immediate;
 use super::log::Log;
 use super::{activity, record_error, shutdown_requested, SMALL_BATCH};
-use crate::store::outbox;
+use crate::store::outcome;
 use crate::store::{set_aside, topic_stats};
 use crate::{gucs, shared};
 use kafka_core::message::Message;
@@ -98,7 +98,7 @@ pub(super) fn connect(
     })?;
     let rows = position::last_position(config, &topic, &id, TXN_TIMEOUT)?;
     if let Some(rows) = rows {
-        let removed = BackgroundWorker::transaction(|| outbox::forget(&rows)).map_err(|e| e.to_string())?;
+        let removed = BackgroundWorker::transaction(|| outcome::forget(&rows)).map_err(|e| e.to_string())?;
         if removed > 0 {
             log!(
                 "pg_kafka: {removed} outbox rows were in Kafka already (its last transaction committed \

@@ -4,7 +4,8 @@
 
 use crate::error::KafkaError;
 use crate::gucs;
-use crate::store::outbox::{self, Round};
+use crate::store::owner;
+use crate::store::read::{self, Round};
 use kafka_core::message::Message;
 use kafka_core::producer::Outcome;
 
@@ -38,7 +39,7 @@ impl Log {
                 self.round = Some(Round::start(self.after.clone())?);
             }
             let round = self.round.as_mut().expect("a round was just started");
-            let chunk = outbox::read_chunk(round, gucs::batch_size(), gucs::batch_bytes())?;
+            let chunk = read::read_chunk(round, gucs::batch_size(), gucs::batch_bytes())?;
             if !chunk.is_empty() {
                 return Ok(chunk);
             }
@@ -53,7 +54,7 @@ impl Log {
     /// (empty if the extension is gone meanwhile).
     pub(super) fn read_ahead(&mut self) -> Result<Vec<Message>, KafkaError> {
         pgrx::bgworkers::BackgroundWorker::transaction(std::panic::AssertUnwindSafe(|| {
-            if outbox::installed() {
+            if owner::installed() {
                 self.next_chunk()
             } else {
                 Ok(Vec::new())

@@ -28,7 +28,7 @@ mod log;
 
 use crate::error::KafkaError;
 use crate::gucs::Delivery;
-use crate::store::outbox;
+use crate::store::{home, outcome, owner, read};
 use crate::{gucs, settings, shared, store::statistics};
 use deliver::stream;
 use kafka_core::producer::ClientConfig;
@@ -378,15 +378,15 @@ impl Worker {
             .is_some_and(|(s, at)| s.close_requests == close_requests && at.elapsed() < SOURCE_MAX_AGE);
         let log = &mut self.log;
         let read = BackgroundWorker::transaction(AssertUnwindSafe(|| -> Result<_, KafkaError> {
-            if !outbox::installed() {
+            if !owner::installed() {
                 return Ok(None);
             }
             let source = if reread {
                 Some(Source {
-                    servers: outbox::bootstrap_servers()?,
-                    settings: outbox::producer_settings()?,
+                    servers: read::bootstrap_servers()?,
+                    settings: read::producer_settings()?,
                     close_requests,
-                    home: outbox::at_home()?,
+                    home: home::at_home()?,
                 })
             } else {
                 None
@@ -422,7 +422,7 @@ impl Worker {
                 // Drained: give the space of what was delivered back, if it is worth a new file
                 // (vacuum reuses small amounts of space) and nobody is writing.
                 self.last_truncate = Some(std::time::Instant::now());
-                if let Err(e) = BackgroundWorker::transaction(|| outbox::truncate_if_empty(TRUNCATE_FROM)) {
+                if let Err(e) = BackgroundWorker::transaction(|| outcome::truncate_if_empty(TRUNCATE_FROM)) {
                     record_error(&e.to_string());
                 }
             }

@@ -196,8 +196,8 @@ fn registered(rel: pg_sys::Relation) -> Result<Option<Registered>, KafkaError> {
     let relid = unsafe { (*rel).rd_id };
     let sql = "SELECT c.kind, kafka_internal.capture_args(c), c.topic, c.delete_after_queue
                  FROM kafka.capture_config c WHERE c.relid::pg_catalog.oid OPERATOR(pg_catalog.=) $1";
-    let store = crate::store::outbox::store()?;
-    crate::store::outbox::as_owner(store, || {
+    let store = crate::store::owner::store()?;
+    crate::store::owner::as_owner(store, || {
         Spi::connect(|client| {
             let rows = client.select(sql, Some(1), &[relid.into()])?;
             let Some(row) = rows.into_iter().next() else { return Ok(None) };
