@@ -135,17 +135,23 @@ DO $$
 DECLARE
     r record;
 BEGIN
-    -- Functions (and what refers to them: views, triggers, users' capture triggers).
-    FOR r IN SELECT p.oid::regprocedure AS f, p.prokind FROM pg_catalog.pg_proc p
+    -- Functions (and what refers to them: views, triggers, users' capture triggers). Each is
+    -- looked up again when its turn comes: an earlier CASCADE may have dropped it (which one
+    -- depends on the catalog's physical order).
+    FOR r IN SELECT p.oid, p.prokind FROM pg_catalog.pg_proc p
               WHERE p.pronamespace = 'kafka'::regnamespace
     LOOP
-        EXECUTE format('DROP %s IF EXISTS %s CASCADE', CASE r.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, r.f);
+        CONTINUE WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_proc q WHERE q.oid = r.oid);
+        EXECUTE format('DROP %s %s CASCADE', CASE r.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+                       r.oid::pg_catalog.regprocedure);
     END LOOP;
-    FOR r IN SELECT c.oid::regclass AS rel, c.relkind FROM pg_catalog.pg_class c
+    FOR r IN SELECT c.oid, c.relkind FROM pg_catalog.pg_class c
               WHERE c.relnamespace = 'kafka'::regnamespace AND c.relkind IN ('v', 'r', 'S')
     LOOP
-        EXECUTE format('DROP %s IF EXISTS %s CASCADE',
-                       CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'r' THEN 'TABLE' ELSE 'SEQUENCE' END, r.rel);
+        CONTINUE WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_class q WHERE q.oid = r.oid);
+        EXECUTE format('DROP %s %s CASCADE',
+                       CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'r' THEN 'TABLE' ELSE 'SEQUENCE' END,
+                       r.oid::pg_catalog.regclass);
     END LOOP;
 END $$;
 
