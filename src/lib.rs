@@ -20,7 +20,7 @@
 //! A message's way: `backend::api::produce` → `backend::pending` (buffered in packs, written to
 //! `kafka.outbox` and given its commit number as the transaction commits) → `worker::log` (reads
 //! committed transactions in commit order) → `worker::deliver` or `worker::exactly_once`
-//! (librdkafka through `kafka_core::producer`) → `store::outbox::finish` (removed once Kafka
+//! (librdkafka through `kafka_core::producer`) → `store::outcome::finish` (removed once Kafka
 //! acknowledged or refused it).
 //!
 //! # Glossary

@@ -6,7 +6,7 @@
 //! one partition; key: the transactional id) that lists the outbox rows the transaction carries.
 //! Kafka commits it atomically with the messages, so after any crash the last committed position
 //! record says exactly which rows Kafka holds: the worker deletes them before it sends anything
-//! (`exactly_once::reconcile`). The worker records a committed transaction in PostgreSQL
+//! (the worker's `exactly_once::connect`). The worker records a committed transaction in PostgreSQL
 //! (synchronously) before it begins the next one, so only the last one can be unrecorded.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

@@ -31,6 +31,25 @@ pub struct Record<'a> {
     pub timestamp_ms: Option<i64>,
 }
 
+/// A message as the producer sends it (the worker's chunks, immediate sends).
+impl<'a> From<&'a crate::message::Message> for Record<'a> {
+    fn from(m: &'a crate::message::Message) -> Record<'a> {
+        Record {
+            topic: &m.topic,
+            key: m.key.as_deref(),
+            payload: m.payload.as_deref(),
+            headers: m
+                .headers
+                .iter()
+                .flatten()
+                .map(|(n, v)| (n.as_str(), v.as_deref().map(str::as_bytes)))
+                .collect(),
+            partition: m.partition,
+            timestamp_ms: m.timestamp_ms,
+        }
+    }
+}
+
 /// What became of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

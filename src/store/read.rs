@@ -49,7 +49,7 @@ impl Round {
 pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec<Message>, KafkaError> {
     const FETCH: i64 = 64;
     let failed = |e| could_not("read kafka.outbox", e);
-    // The worker's planner settings keep this on the indexes (see `worker::PLANNER`).
+    // The worker's planner settings keep this on the indexes (see [`crate::worker::process::SESSION`]).
     Spi::connect(|client| {
         const READ: &str = "SELECT c.csn, o.id, o.payload, o.xid::pg_catalog.text::pg_catalog.int8
                FROM kafka.outbox_commit c JOIN kafka.outbox o ON o.xid OPERATOR(pg_catalog.=) c.xid

@@ -1,18 +1,17 @@
 //! Delivery of chunks at least once: sending them with librdkafka, several in flight, and
-//! recording each one's outcome in order (acknowledged messages removed, refused ones
-//! dead-lettered, the rest left for the next pass). `exactly_once` wraps the same pieces in a
-//! Kafka transaction.
+//! recording each one's outcome in order ([`super::record`]: acknowledged messages removed,
+//! refused ones dead-lettered, the rest left for the next pass). [`super::exactly_once`] wraps
+//! the same pieces in a Kafka transaction.
 
 use super::immediate;
 use super::log::Log;
-use super::{activity, now, record_error, shutdown_requested, SMALL_BATCH};
-use crate::error::KafkaError;
-use crate::store::outcome;
-use crate::{gucs, shared, store::topic_stats};
+use super::process::{activity, record_error, shutdown_requested};
+use super::record::record;
+use super::wait::SMALL_BATCH;
+use crate::{gucs, shared};
 use kafka_core::message::Message;
 use kafka_core::producer::{Outcome, Producer, Record};
-use pgrx::bgworkers::BackgroundWorker;
-use pgrx::prelude::*;
+use kafka_core::settle::Ending;
 use std::collections::HashSet;
 
 /// Most chunks handed to librdkafka whose reports are not all in: the next chunks are read and
@@ -33,21 +32,13 @@ pub(super) fn stream(
     close_requests: u64,
     log: &mut Log,
 ) -> Option<(usize, usize)> {
-    // Every poll also serves immediate sends, so they never wait behind a batch.
-    let mut stop = || {
-        immediate::serve(Some(producer), "");
-        // Show what librdkafka says (refused connection, failed authentication) while we wait.
-        if let Some(event) = producer.take_events().pop() {
-            record_error(&event);
-        }
-        shutdown_requested() || shared::close_requests() != close_requests
-    };
+    let mut stop = until_stopped(producer, producer, close_requests);
     activity(&format!("delivering {} messages", first.len()));
     if std::mem::take(&mut log.isolate) {
         let suspects = std::mem::take(&mut log.suspects);
         let outcomes = send_isolated(producer, &first, &suspects, Some(ISOLATE_MAX), &mut stop);
         log.keep_unsettled(suspects, &first, &outcomes);
-        let recorded = record(&first, &outcomes, log);
+        let recorded = settle(&first, outcomes, log);
         return recorded.then_some((first.len(), transactions(&first)));
     }
     let mut in_flight = std::collections::VecDeque::new();
@@ -75,7 +66,7 @@ pub(super) fn stream(
         let outcomes = producer.wait(sent, &mut stop);
         last = (chunk.len(), transactions(&chunk));
         // Each chunk's outcome is recorded, message by message, even behind one that failed.
-        failed |= !record(&chunk, &outcomes, log);
+        failed |= !settle(&chunk, outcomes, log);
     }
     (!failed).then_some(last)
 }
@@ -86,7 +77,7 @@ const ISOLATE_MAX: usize = 1000;
 /// After Kafka refused whole record batches: sends the chunk in order, each of their messages
 /// (`suspects`; every message if none is known) alone and those between them together, until
 /// the pack row holding the first one refused on its own is done (or `max_alone` messages were
-/// sent alone, or a stop was requested); what follows is `Bystander`, for the next pass. Each
+/// sent alone, or a stop was requested); what follows is [`Outcome::Bystander`], for the next pass. Each
 /// suspect is then delivered or refused for good by itself, so one bad record never holds back
 /// or drags down the others.
 pub(super) fn send_isolated(
@@ -134,128 +125,32 @@ pub(super) fn transactions(chunk: &[Message]) -> usize {
     chunk.windows(2).filter(|w| w[0].csn != w[1].csn).count() + usize::from(!chunk.is_empty())
 }
 
+/// The records librdkafka sends for `batch`.
 pub(super) fn records_of(batch: &[Message]) -> Vec<Record<'_>> {
-    batch
-        .iter()
-        .map(|m| Record {
-            topic: &m.topic,
-            key: m.key.as_deref(),
-            payload: m.payload.as_deref(),
-            headers: m
-                .headers
-                .iter()
-                .flatten()
-                .map(|(n, v)| (n.as_str(), v.as_deref().map(str::as_bytes)))
-                .collect(),
-            partition: m.partition,
-            timestamp_ms: m.timestamp_ms,
-        })
-        .collect()
+    batch.iter().map(Record::from).collect()
 }
 
-/// Records the outcome of one batch, message by message: removes what Kafka acknowledged and
-/// dead-letters what it refused, whatever happened to other topics' messages (a pack row keeps
-/// only its messages to retry: `outbox::finish`), and reports what must be retried: the
-/// messages Kafka did not take, and the later messages of their topics (`Log::held`). The messages of
-/// a record batch Kafka refused as a whole are sent again one at a time (`Log::suspect`).
-/// Returns false if some messages must be retried or the outcome could not be recorded.
-pub(super) fn record(batch: &[Message], outcomes: &[Outcome], log: &mut Log) -> bool {
-    let mut outcomes = outcomes.to_vec();
-    log.give_up_on_stuck(gucs::dead_letter_after(), batch, &mut outcomes);
-    log.suspect(batch, &outcomes);
-    // A message to send again holds back its topic: the topic's later messages are sent again
-    // after it, even if Kafka took them (consumers end with them in order, as a CDC consumer
-    // needs). Other topics' acknowledged messages are recorded: one role's refused or failing
-    // record never makes another topic's messages arrive twice.
-    // (Nothing to look at in the usual pass: everything delivered, no topic held.)
-    if !log.held.is_empty() || outcomes.iter().any(|o| *o != Outcome::Delivered) {
-        for (m, o) in batch.iter().zip(outcomes.iter_mut()) {
-            match o {
-                Outcome::Delivered if log.held.contains(&m.topic) => {
-                    let why = "sent again after an earlier message of its topic, to keep their order";
-                    *o = Outcome::Bystander(why.into());
-                }
-                Outcome::Retry(_) | Outcome::BatchRefused(_) | Outcome::Bystander(_) => {
-                    if !log.held.contains(&m.topic) {
-                        log.held.insert(m.topic.clone());
-                    }
-                }
-                Outcome::Delivered | Outcome::Refused(_) => {}
-            }
+/// Records a chunk's outcomes at least once, after giving up on the messages that keep failing
+/// while others pass (`kafka.dead_letter_after`: [`Log::give_up_on_stuck`]).
+fn settle(chunk: &[Message], mut outcomes: Vec<Outcome>, log: &mut Log) -> bool {
+    log.give_up_on_stuck(gucs::dead_letter_after(), chunk, &mut outcomes);
+    record(chunk, outcomes, Ending::Kept, log)
+}
+
+/// What a send checks at each poll: it serves immediate sends with `serving` (so they never
+/// wait behind a batch), shows what librdkafka says of `producer` (refused connection, failed
+/// authentication) while it waits, and stops at a shutdown or at a close request made since
+/// `close_requests`.
+pub(super) fn until_stopped<'a>(
+    producer: &'a Producer,
+    serving: &'a Producer,
+    close_requests: u64,
+) -> impl FnMut() -> bool + 'a {
+    move || {
+        immediate::serve(Some(serving), "");
+        if let Some(event) = producer.take_events().pop() {
+            record_error(&event);
         }
+        shutdown_requested() || shared::close_requests() != close_requests
     }
-    let outcomes = &outcomes[..];
-    let mut done = Vec::with_capacity(batch.len());
-    let mut refused = Vec::new();
-    let mut retried = Vec::new();
-    let mut partly = Vec::new();
-    let mut retry: Option<&str> = None;
-    let (mut delivered, mut waiting) = (0, 0);
-    let mut csns = Vec::new();
-    let mut per_topic = topic_stats::Chunk::default();
-    let mut start = 0;
-    while start < batch.len() {
-        let (row, xid) = (batch[start].row, batch[start].xid);
-        if csns.last() != Some(&batch[start].csn) {
-            csns.push(batch[start].csn);
-        }
-        let end = start + batch[start..].iter().take_while(|m| m.row == row).count();
-        let mut left = Vec::new();
-        for (m, o) in batch[start..end].iter().zip(&outcomes[start..end]) {
-            match o {
-                Outcome::Delivered => {
-                    per_topic.delivered(&m.topic, m.payload.as_ref().map_or(0, Vec::len));
-                    delivered += 1;
-                }
-                Outcome::Refused(e) => {
-                    per_topic.dead_lettered(&m.topic);
-                    refused.push((m, e.clone()));
-                }
-                Outcome::Retry(e) | Outcome::BatchRefused(e) | Outcome::Bystander(e) => {
-                    retry.get_or_insert(e.as_str());
-                    left.push(m);
-                }
-            }
-        }
-        waiting += left.len();
-        if left.is_empty() {
-            done.push((row, xid));
-        } else if left.len() == end - start {
-            retried.push((row, xid));
-        } else {
-            partly.push(outcome::Partly { row, xid, count: (end - start) as i32, left });
-        }
-        start = end;
-    }
-    let recorded = BackgroundWorker::transaction(|| {
-        let dead = outcome::finish(&done, &refused, &retried, &partly, &csns)?;
-        per_topic.add()?;
-        Ok::<_, KafkaError>(dead)
-    });
-    let dead = match recorded {
-        Ok(dead) => dead,
-        Err(e) => {
-            record_error(&e.to_string());
-            return false;
-        }
-    };
-    {
-        let mut s = shared::STATE.exclusive();
-        s.delivered += delivered;
-        s.dead_lettered += dead;
-        if delivered > 0 {
-            s.last_delivery_at = now();
-        }
-    }
-    for (m, e) in &refused {
-        warning!("pg_kafka: message {} moved to kafka.dead_letter: {e}", m.id);
-    }
-    // Without a retry, refusals are in kafka.dead_letter and the log: delivery itself works.
-    let Some(e) = retry else { return true };
-    let last = shared::STATE.share().last_error().unwrap_or_default();
-    let detail =
-        if last.is_empty() || last.starts_with(e) { String::new() } else { format!(" (last: {last})") };
-    shared::STATE.exclusive().waited_at_least(waiting as i64);
-    record_error(&format!("{e}{detail}"));
-    false
 }

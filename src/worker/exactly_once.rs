@@ -1,26 +1,27 @@
 //! Exactly-once delivery (`kafka.delivery = exactly_once`), the worker's side.
 //!
 //! Each pass's chunks travel in one Kafka transaction that ends with a position record listing
-//! their outbox rows (`kafka_core::position`). The transaction is committed only if Kafka took every
-//! message; it is then recorded in PostgreSQL, synchronously, before the next one begins — so
-//! at any moment at most one committed Kafka transaction is not recorded, and it is the one the
-//! last committed position record names. A new producer (at start, and after any failure whose
-//! outcome is unknown) first settles what its predecessor left open (`init_transactions`:
-//! Kafka completes or aborts it, and fences the old producer), then reads that last position
-//! back and removes its rows from the outbox ([`connect`]): nothing Kafka committed is sent
-//! again, nothing it aborted is lost.
+//! their outbox rows ([`kafka_core::position`]). The transaction is committed only if Kafka took
+//! every message; it is then recorded in PostgreSQL ([`super::record`]), synchronously, before
+//! the next one begins — so at any moment at most one committed Kafka transaction is not
+//! recorded, and it is the one the last committed position record names. A new producer (at
+//! start, and after any failure whose outcome is unknown) first settles what its predecessor left
+//! open ([`Producer::init_transactions`]: Kafka completes or aborts it, and fences the old
+//! producer), then reads that last position back and removes its rows from the outbox
+//! ([`connect`]): nothing Kafka committed is sent again, nothing it aborted is lost.
 
-use super::deliver::{record, records_of, send_isolated, transactions, IN_FLIGHT};
-use super::immediate;
+use super::deliver::{records_of, send_isolated, transactions, until_stopped, IN_FLIGHT};
 use super::log::Log;
-use super::{activity, record_error, shutdown_requested, SMALL_BATCH};
+use super::process::{activity, record_error};
+use super::record::record;
+use super::wait::SMALL_BATCH;
+use crate::gucs;
 use crate::store::outcome;
-use crate::store::{set_aside, topic_stats};
-use crate::{gucs, shared};
 use kafka_core::message::Message;
 use kafka_core::position;
 use kafka_core::producer::ClientConfig;
 use kafka_core::producer::{Outcome, Producer, Record};
+use kafka_core::settle::Ending;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::time::Duration;
@@ -118,13 +119,7 @@ pub(super) fn stream(
     close_requests: u64,
     log: &mut Log,
 ) -> Sent {
-    let mut stop = || {
-        immediate::serve(Some(&txn.immediate), "");
-        if let Some(event) = producer.take_events().pop() {
-            record_error(&event);
-        }
-        shutdown_requested() || shared::close_requests() != close_requests
-    };
+    let mut stop = until_stopped(producer, &txn.immediate, close_requests);
     activity(&format!("delivering {} messages in a Kafka transaction", first.len()));
     if let Err(e) = producer.begin() {
         record_error(&format!("could not begin a Kafka transaction: {e}"));
@@ -141,27 +136,29 @@ pub(super) fn stream(
         send_chunks(producer, first, log, &mut stop)
     };
     log.give_up_on_stuck(gucs::dead_letter_after(), &batch, &mut outcomes);
-    if outcomes.iter().all(|o| *o == Outcome::Delivered) {
-        return match commit(producer, txn, &batch, &mut stop) {
-            // Recorded synchronously (see `worker::apply_delivery_mode`) before anything else.
-            Ok(()) if record(&batch, &outcomes, log) => {
-                if read_failed {
-                    log.restart();
-                }
-                Sent::Done(batch.len(), transactions(&batch))
-            }
-            Ok(()) => Sent::Reconnect,
-            Err(e) => {
-                record_error(&e);
-                abort(producer).unwrap_or(Sent::Retry)
-            }
-        };
+    if outcomes.iter().any(|o| *o != Outcome::Delivered) {
+        // Kafka did not take everything: nothing of this transaction becomes visible to a
+        // read_committed consumer, acknowledged or not.
+        if let Some(failed) = abort(producer) {
+            return failed;
+        }
+        // What Kafka refused for good becomes dead letters, the messages of a record batch it
+        // refused as a whole are sent alone next time, and the rest is sent again in a new
+        // transaction (at once if nothing failed for now).
+        return if record(&batch, outcomes, Ending::Aborted, log) { Sent::Again } else { Sent::Retry };
     }
-    // Kafka did not take everything: nothing of this transaction becomes visible.
-    if let Some(failed) = abort(producer) {
-        return failed;
+    if let Err(e) = commit(producer, txn, &batch, &mut stop) {
+        record_error(&e);
+        return abort(producer).unwrap_or(Sent::Retry);
     }
-    aborted(&batch, &outcomes, log)
+    // Recorded synchronously (see `process::apply_delivery_mode`) before anything else.
+    if !record(&batch, outcomes, Ending::Kept, log) {
+        return Sent::Reconnect;
+    }
+    if read_failed {
+        log.restart();
+    }
+    Sent::Done(batch.len(), transactions(&batch))
 }
 
 /// Reads and sends up to [`IN_FLIGHT`] chunks (the next ones only behind a large one); returns
@@ -234,56 +231,6 @@ fn abort(producer: &Producer) -> Option<Sent> {
             record_error(&format!("could not abort the Kafka transaction: {e}"));
             Some(Sent::Reconnect)
         }
-    }
-}
-
-/// After an abort: messages Kafka refused for good become dead letters (the others are sent
-/// again without them, in a new transaction: the aborted one's records, acknowledged or not,
-/// are never visible to a read_committed consumer), the messages of a record batch refused as
-/// a whole are sent again one at a time, and what failed for now is reported.
-fn aborted(batch: &[Message], outcomes: &[Outcome], log: &mut Log) -> Sent {
-    let refused: Vec<(&Message, &str)> = batch
-        .iter()
-        .zip(outcomes)
-        .filter_map(|(m, o)| match o {
-            Outcome::Refused(e) => Some((m, e.as_str())),
-            _ => None,
-        })
-        .collect();
-    log.suspect(batch, outcomes);
-    if !refused.is_empty() {
-        let ids: Vec<(i64, String)> = refused.iter().map(|(m, e)| (m.id, (*e).to_owned())).collect();
-        let mut per_topic = topic_stats::Chunk::default();
-        refused.iter().for_each(|(m, _)| per_topic.dead_lettered(&m.topic));
-        let moved = BackgroundWorker::transaction(|| {
-            let moved = set_aside::refused_by_kafka(&ids)?;
-            per_topic.add()?;
-            Ok::<_, crate::error::KafkaError>(moved)
-        });
-        match moved {
-            Ok(n) => {
-                shared::STATE.exclusive().dead_lettered += n;
-                for (m, e) in &refused {
-                    warning!("pg_kafka: message {} moved to kafka.dead_letter: {e}", m.id);
-                }
-            }
-            Err(e) => {
-                record_error(&e.to_string());
-                return Sent::Retry;
-            }
-        }
-    }
-    let retry = outcomes.iter().find_map(|o| match o {
-        Outcome::Retry(e) | Outcome::BatchRefused(e) | Outcome::Bystander(e) => Some(e),
-        _ => None,
-    });
-    match retry {
-        Some(e) => {
-            shared::STATE.exclusive().waited_at_least(batch.len() as i64);
-            record_error(&format!("{e} (the Kafka transaction was aborted; it is sent again)"));
-            Sent::Retry
-        }
-        None => Sent::Again,
     }
 }
 

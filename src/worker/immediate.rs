@@ -1,6 +1,6 @@
 //! Immediate sends (`kafka.autonomous_publish`), the worker's half: takes the requests backends
-//! left in the slots (`shared::slots`), copies each record out of its segment, sends it with the
-//! producer, and answers each slot when its delivery report arrives.
+//! left in the slots ([`crate::shared::slots`]), copies each record out of its segment, sends it
+//! with the producer, and answers each slot when its delivery report arrives.
 
 use crate::shared::slots;
 use kafka_core::message::Message;
@@ -22,21 +22,7 @@ pub fn serve(producer: Option<&Producer>, no_producer: &str) {
             slots::finish(i, Err("the request was abandoned".into()));
             continue;
         };
-        let headers: Vec<(&str, Option<&[u8]>)> = msg
-            .headers
-            .iter()
-            .flatten()
-            .map(|(n, v)| (n.as_str(), v.as_deref().map(str::as_bytes)))
-            .collect();
-        let record = Record {
-            topic: &msg.topic,
-            key: msg.key.as_deref(),
-            payload: msg.payload.as_deref(),
-            headers,
-            partition: msg.partition,
-            timestamp_ms: msg.timestamp_ms,
-        };
-        if let Err(e) = producer.send_immediate(&record, i) {
+        if let Err(e) = producer.send_immediate(&Record::from(&msg), i) {
             slots::finish(i, Err(e));
         }
     }

@@ -1,4 +1,4 @@
-//! The worker's place in the log of commits (`outbox::Round`s read in commit order), and what
+//! The worker's place in the log of commits ([`Round`]s read in commit order), and what
 //! it remembers across passes: which messages to send one at a time after Kafka refused the
 //! record batch they travelled in, and the failed attempts that `kafka.dead_letter_after` counts.
 
@@ -35,10 +35,10 @@ impl Log {
     pub(super) fn next_chunk(&mut self) -> Result<Vec<Message>, KafkaError> {
         loop {
             let fresh = self.round.is_none();
-            if fresh {
-                self.round = Some(Round::start(self.after.clone())?);
-            }
-            let round = self.round.as_mut().expect("a round was just started");
+            let round = match self.round.as_mut() {
+                Some(round) => round,
+                None => self.round.insert(Round::start(self.after.clone())?),
+            };
             let chunk = read::read_chunk(round, gucs::batch_size(), gucs::batch_bytes())?;
             if !chunk.is_empty() {
                 return Ok(chunk);

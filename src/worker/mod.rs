@@ -1,211 +1,63 @@
 //! The background worker: the only process that talks to Kafka.
 //!
 //! One loop, one pass at a time: read a chunk of committed transactions from the outbox in commit
-//! order (one short transaction; `outbox::Round` says how late commits are never skipped), hand
-//! it to librdkafka and wait for every delivery report (no transaction open, so vacuum is never
-//! held back by the network), then record the outcome in a second transaction: delivered rows
-//! are deleted, refused ones moved to `kafka.dead_letter`, the rest stay for the next pass.
-//! While a chunk is in flight the next one is read, and it is sent before the first is recorded
-//! (`deliver`); it is sent only if the first needs no retry. Where the worker is in the log of
-//! commits is `log`'s; with `kafka.delivery = exactly_once`, `exactly_once` makes each pass a
-//! Kafka transaction. Whatever happened to its neighbours, a message Kafka acknowledged is
-//! recorded as delivered and never sent again (a pack keeps only its messages to retry). After
-//! any failure the worker reads the outbox again from its start, so nothing that was not sent
-//! yet overtakes a failed message. A crash between Kafka's acknowledgement and that commit
-//! reaching disk (the worker commits asynchronously: within `wal_writer_delay` × 3) re-sends
-//! the chunk (at least once).
+//! order (one short transaction; [`crate::store::read::Round`] says how late commits are never
+//! skipped), hand it to librdkafka and wait for every delivery report (no transaction open, so
+//! vacuum is never held back by the network), then record the outcome in a second transaction
+//! ([`record`]): delivered rows are deleted, refused ones moved to `kafka.dead_letter`, the rest
+//! stay for the next pass. While a large chunk is in flight the next ones are read and sent (up
+//! to [`deliver::IN_FLIGHT`]) before it is recorded; none is read behind a chunk that needs a
+//! retry. Where the worker is in the log of commits is [`log`](mod@log)'s; with `kafka.delivery =
+//! exactly_once`, [`exactly_once`] makes each pass a Kafka transaction. Whatever happened to its
+//! neighbours, a message Kafka acknowledged is recorded as delivered and never sent again (a pack
+//! keeps only its messages to retry). After any failure the worker reads the outbox again from
+//! its start, so nothing that was not sent yet overtakes a failed message. A crash between
+//! Kafka's acknowledgement and that commit reaching disk (the worker commits asynchronously:
+//! within `wal_writer_delay` × 3) re-sends the chunk (at least once).
 //!
-//! It sleeps on its latch, which committing backends set; `kafka.poll_interval` is only the
-//! fallback. After a failure it backs off exponentially up to `kafka.retry_backoff_max`, and it
-//! replaces a producer that has delivered nothing for twice the message timeout. It keeps
-//! running when the extension does not exist (yet), reloads on SIGHUP, and exits with code 1 so
-//! that the postmaster restarts it (after `RESTART_AFTER`) whatever ended it.
+//! A pass is a list of steps ([`Worker::pass`]), each of which may end it; the loop around it
+//! ([`Worker::run`]) reloads on SIGHUP, serves immediate sends, and waits ([`wait`]): on its
+//! latch, which committing backends set, or after a failure with an exponential back-off up to
+//! `kafka.retry_backoff_max`. It replaces a producer ([`connection`]) that has delivered nothing
+//! for twice the message timeout. It keeps running when the extension does not exist (yet), and
+//! exits with code 1 so that the postmaster restarts it whatever ended it ([`process`]).
 
+mod connection;
 mod deliver;
 mod exactly_once;
 mod immediate;
 mod log;
+mod process;
+mod record;
+mod wait;
+
+pub use process::register;
 
 use crate::error::KafkaError;
-use crate::gucs::Delivery;
-use crate::store::{home, outcome, owner, read};
-use crate::{gucs, settings, shared, store::statistics};
-use deliver::stream;
-use kafka_core::producer::ClientConfig;
-use kafka_core::producer::{base_config, Producer};
+use crate::store::{outcome, owner};
+use crate::{gucs, shared};
+use connection::{Connected, Source};
+use kafka_core::message::Message;
 use log::Log;
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
-use std::ffi::CString;
+use process::{record_error, recovered, shutdown_requested};
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-const RESTART_AFTER: Duration = Duration::from_secs(5);
-/// The worker's session settings (see `pg_kafka_worker_main`), over any a database or role sets.
-const SESSION: [(&std::ffi::CStr, &std::ffi::CStr); 15] = [
-    (c"search_path", c"pg_catalog"),
-    (c"enable_seqscan", c"off"),
-    (c"enable_sort", c"off"),
-    (c"enable_bitmapscan", c"off"),
-    (c"enable_hashjoin", c"off"),
-    (c"enable_mergejoin", c"off"),
-    // The settings above make plans look expensive enough to be JIT-compiled at every pass.
-    (c"jit", c"off"),
-    // Kept statements (`store::kept`) are planned with their arguments at each execution.
-    (c"plan_cache_mode", c"force_custom_plan"),
-    // What `ALTER DATABASE … SET` could otherwise impose on the worker to stop delivery.
-    (c"default_transaction_read_only", c"off"),
-    (c"default_transaction_isolation", c"read committed"),
-    (c"statement_timeout", c"0"),
-    (c"lock_timeout", c"0"),
-    (c"idle_in_transaction_session_timeout", c"0"),
-    (c"session_replication_role", c"origin"),
-    // ALTER DATABASE … SET role = … would make the worker that role (and stop delivery): the
-    // worker stays who it connected as.
-    (c"role", c"none"),
-];
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// How often the worker polls librdkafka while an immediate send waits for its report.
-const IMMEDIATE_POLL: Duration = Duration::from_millis(5);
-/// After a chunk smaller than `SMALL_BATCH` whose transactions committed at `BUSY_RATE` or more
-/// per second (counted over the time since the previous pass began, lingering included) the
-/// worker waits `kafka.linger` before reading again, so that a stream of commits makes fewer,
-/// larger chunks: each pass costs two transactions of the worker's own and a produce request per
-/// partition, CPU taken from the sessions. Slower streams are sent at once. (A rate, not a count
-/// per pass: with a count, the commits gathered while lingering would keep the worker lingering
-/// for ever even at 200 commits per second.)
-const SMALL_BATCH: usize = 1000;
-const BUSY_RATE: f64 = 1000.0;
+/// How long a [`Source`] read is trusted without a close request.
 const SOURCE_MAX_AGE: Duration = Duration::from_secs(1);
-
-/// Why a restored copy does not deliver (see `outbox::at_home`).
+/// Why a restored copy does not deliver (see [`crate::store::home::at_home`]).
 const HELD: &str =
     "delivery held: this database is a copy (pg_dump/restore or CREATE DATABASE ... TEMPLATE) of \
                     the one whose messages these are; call kafka.release() to deliver them from here, or \
                     TRUNCATE kafka.outbox, kafka.outbox_commit to discard them";
 /// A drained outbox is emptied with TRUNCATE (new files, a catalog change every session sees)
-/// only when it takes this many bytes, and at most once in `TRUNCATE_EVERY`: below that, vacuum
+/// only when it takes this many bytes, and at most once in [`TRUNCATE_EVERY`]: below that, vacuum
 /// reuses the space, and a trickle of commits never pays for new files.
 const TRUNCATE_FROM: i64 = 1 << 20;
 const TRUNCATE_EVERY: Duration = Duration::from_secs(5);
-
-/// Registers the worker with the postmaster; only while preloading.
-pub fn register() {
-    BackgroundWorkerBuilder::new("pg_kafka worker")
-        .set_type("pg_kafka")
-        .set_library("kafka")
-        .set_function("pg_kafka_worker_main")
-        .enable_spi_access()
-        .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        .set_restart_time(Some(RESTART_AFTER))
-        .load();
-}
-
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn pg_kafka_worker_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let database = gucs::database();
-    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    // SAFETY: in the worker's main function, connected: `on_exit` is a 'static callback of the
-    // expected signature, registered once. MyLatch is this worker's PGPROC latch in shared memory
-    // (set up by InitProcess before the entry function runs), valid for other processes to set.
-    unsafe {
-        pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(0));
-        shared::publish_latch(pg_sys::MyLatch);
-    }
-    {
-        let mut s = shared::STATE.exclusive();
-        let recent = (s.recent, s.recent_count);
-        *s = shared::WorkerState::new(); // a new worker: counters and failures start afresh...
-        (s.recent, s.recent_count) = recent; // ...but the recent failures are kept
-
-        // SAFETY: plain read of this process's id, set at process start.
-        s.pid = unsafe { pg_sys::MyProcPid };
-        // SAFETY: plain read of the database id, set by connect_worker_to_spi above.
-        s.database = unsafe { pg_sys::MyDatabaseId };
-        s.started_at = now();
-    }
-    apply_delivery_mode();
-    log!(
-        "pg_kafka worker started: kafka.database={database} kafka.batch_size={} kafka.batch_bytes={} \
-         kafka.poll_interval={}ms kafka.retry_backoff_max={}ms kafka.message_timeout={}ms",
-        gucs::batch_size(),
-        gucs::batch_bytes(),
-        gucs::poll_interval().as_millis(),
-        gucs::retry_backoff_max().as_millis(),
-        gucs::message_timeout_ms()
-    );
-    if gucs::delivery() == Delivery::ExactlyOnce {
-        log!("pg_kafka worker: exactly-once delivery (kafka.position_topic={})", gucs::position_topic());
-    }
-    // Only pg_catalog: nothing another role creates in the served database runs as the worker.
-    // And the outbox is always read along its indexes, never scanned and sorted whole, which the
-    // planner may pick when the statistics are those of an empty outbox (the usual state). A
-    // database's owner may set defaults for it (ALTER DATABASE … SET): those that would stop
-    // delivery (read-only transactions, timeouts) are overridden too.
-    for (name, value) in SESSION {
-        // SAFETY: both are NUL-terminated literals; the worker's own session settings.
-        unsafe {
-            pg_sys::SetConfigOption(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_OVERRIDE,
-            )
-        };
-    }
-    Worker {
-        database,
-        no_producer: String::new(),
-        producer: None,
-        source: None,
-        backoff: Duration::ZERO,
-        log: Log::default(),
-        delivered_since_idle: false,
-        last_truncate: None,
-        failing_since: None,
-    }
-    .run();
-    // SAFETY: ends the worker process and does not return; `run` returns only between passes, with
-    // no transaction open.
-    unsafe { pg_sys::proc_exit(1) };
-}
-
-/// At least once, the worker's commits only record deliveries: losing the last of them in a
-/// crash re-sends those messages, so they need not wait for the WAL flush (backends do). Exactly
-/// once, a Kafka transaction must be recorded durably before the next one begins (see
-/// `exactly_once`).
-fn apply_delivery_mode() {
-    shared::STATE.exclusive().exactly_once = gucs::delivery() == Delivery::ExactlyOnce;
-    let value = match gucs::delivery() {
-        Delivery::AtLeastOnce => c"off",
-        Delivery::ExactlyOnce => c"on",
-    };
-    // SAFETY: NUL-terminated literals; the worker's own session setting.
-    unsafe {
-        pg_sys::SetConfigOption(
-            c"synchronous_commit".as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-        )
-    };
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
-    shared::publish_latch(std::ptr::null_mut());
-    let mut s = shared::STATE.exclusive();
-    s.pid = 0;
-    s.started_at = 0;
-}
-
-/// Whether `txns` transactions that committed within `since` make a busy stream (see
-/// [`BUSY_RATE`]).
-fn busy(txns: usize, since: Duration) -> bool {
-    txns >= 2 && txns as f64 >= BUSY_RATE * since.as_secs_f64()
-}
 
 /// What one pass found.
 enum Pass {
@@ -216,122 +68,88 @@ enum Pass {
     More(usize, usize),
     /// Something failed: back off before the next try.
     Failed,
-    /// Kafka did not take what the producer sent: back off, as for `Failed`.
+    /// Kafka did not take what the producer sent: back off, as for [`Pass::Failed`].
     Undelivered,
 }
 
-/// What the producer was made from: a change in any of it makes a new producer. Read again when
-/// `kafka.close()` or a change to `kafka.broker` or `kafka.config` bumped `close_requests`, and
-/// at least every `SOURCE_MAX_AGE` (for changes made with triggers disabled).
-#[derive(PartialEq, Clone)]
-struct Source {
-    servers: String,
-    settings: Vec<(String, String)>,
-    close_requests: u64,
-    /// Whether this database is where pg_kafka was installed and claimed (not a restored copy).
-    home: bool,
-}
+/// A step of a pass: on to the next step, or the end of the pass with what it found.
+type Step<T = ()> = ControlFlow<Pass, T>;
 
-struct Connected {
-    producer: Producer,
-    source: Source,
-    /// With `kafka.delivery = exactly_once`: `producer` is transactional.
-    txn: Option<exactly_once::Txn>,
-}
-
-impl Connected {
-    /// Makes the producer `kafka.delivery` asks for (exactly once: also reconciles the outbox
-    /// with Kafka, so the caller must read the outbox again).
-    fn new(config: &ClientConfig, source: &Source) -> Result<Connected, String> {
-        let (producer, txn) = match gucs::delivery() {
-            Delivery::AtLeastOnce => (Producer::new(config)?, None),
-            Delivery::ExactlyOnce => {
-                let (producer, txn) = exactly_once::connect(config, &source.settings)?;
-                (producer, Some(txn))
-            }
-        };
-        Ok(Connected { producer, source: source.clone(), txn })
-    }
-
-    /// The producer of immediate sends.
-    fn immediate(&self) -> &Producer {
-        self.txn.as_ref().map_or(&self.producer, |t| &t.immediate)
-    }
-}
-
+/// The worker's state across passes.
+#[derive(Default)]
 struct Worker {
+    /// The database it serves (`kafka.database` when it started).
     database: String,
     /// Why there is no producer, for immediate sends that arrive meanwhile.
     no_producer: String,
+    /// The producer (out of it while a pass sends with it: [`Worker::send`]).
     producer: Option<Connected>,
-    /// The last `Source` read, and when.
-    source: Option<(Source, std::time::Instant)>,
+    /// The last [`Source`] read (a default one before the first read)...
+    source: Source,
+    /// ...and when (None: read it at the next pass).
+    source_read_at: Option<Instant>,
     backoff: Duration,
     /// Where the worker is in the log of commits.
     log: Log,
     /// Whether it sent something since it last found the outbox empty.
     delivered_since_idle: bool,
     /// When it last tried to empty the outbox with TRUNCATE.
-    last_truncate: Option<std::time::Instant>,
+    last_truncate: Option<Instant>,
     /// Since when every pass of the current producer failed (None: the last pass did not).
-    failing_since: Option<std::time::Instant>,
+    failing_since: Option<Instant>,
 }
 
 impl Worker {
+    /// Passes until the worker must exit; returns between passes, with no transaction open.
     fn run(&mut self) {
-        let mut pass_began = std::time::Instant::now();
+        let mut pass_began = Instant::now();
         while !shutdown_requested() {
-            if BackgroundWorker::sighup_received() {
-                // SAFETY: in the worker's main loop, outside any transaction, after SIGHUP: what
-                // PostgreSQL's own processes do to reload the configuration.
-                unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-                if gucs::database() != self.database {
-                    log!("pg_kafka worker: kafka.database changed to \"{}\", restarting", gucs::database());
-                    return;
-                }
-                self.producer = None; // settings such as kafka.message_timeout apply to a new producer
-                apply_delivery_mode();
+            if self.reload_on_sighup().is_break() {
+                return;
             }
             let since = pass_began.elapsed();
-            pass_began = std::time::Instant::now();
+            pass_began = Instant::now();
             let pass = self.pass();
-            match pass {
-                Pass::More(..) | Pass::Idle => {
-                    recovered();
-                    self.failing_since = None;
-                }
-                Pass::Undelivered => self.replace_stuck_producer(),
-                Pass::Failed => self.failing_since = None,
-            }
+            self.track_failures(&pass);
             immediate::serve(self.producer.as_ref().map(Connected::immediate), &self.no_producer);
-            self.save_statistics();
-            let wait = match pass {
-                _ if immediate::in_flight() => IMMEDIATE_POLL,
-                Pass::More(sent, txns) if sent < SMALL_BATCH && busy(txns, since) => gucs::linger(),
-                Pass::More(..) => Duration::ZERO,
-                Pass::Idle => {
-                    self.backoff = Duration::ZERO;
-                    gucs::poll_interval()
-                }
-                Pass::Failed | Pass::Undelivered => {
-                    self.backoff = (self.backoff * 2).clamp(FIRST_BACKOFF, gucs::retry_backoff_max());
-                    self.backoff
-                }
-            };
-            if !wait.is_zero() {
-                if matches!(pass, Pass::Idle) {
-                    activity_state("idle", pg_sys::BackendState::STATE_IDLE);
-                }
-                // Lingering and backing off are not cut short by commits, only by what needs
-                // the worker at once.
-                let hold = matches!(pass, Pass::More(..) | Pass::Failed | Pass::Undelivered)
-                    && !immediate::in_flight();
-                if !sleep(wait, hold) {
-                    return;
-                }
-            } else {
-                pg_sys::check_for_interrupts!();
+            if let Some(connected) = &self.producer {
+                connected.save_statistics();
             }
+            let wait = wait::after(&pass, since, &mut self.backoff);
+            if wait::rest(&pass, wait).is_break() {
+                return;
+            }
+        }
+    }
+
+    /// Reloads the configuration after a SIGHUP: settings such as `kafka.message_timeout`
+    /// apply to a new producer. Breaks if the worker must serve another database (it exits, and
+    /// the postmaster starts it again).
+    fn reload_on_sighup(&mut self) -> ControlFlow<()> {
+        if !BackgroundWorker::sighup_received() {
+            return Continue(());
+        }
+        // SAFETY: in the worker's main loop, outside any transaction, after SIGHUP: what
+        // PostgreSQL's own processes do to reload the configuration.
+        unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        if gucs::database() != self.database {
+            log!("pg_kafka worker: kafka.database changed to \"{}\", restarting", gucs::database());
+            return Break(());
+        }
+        self.producer = None;
+        process::apply_delivery_mode();
+        Continue(())
+    }
+
+    /// A pass that works ends the current failure; a producer that keeps failing is replaced.
+    fn track_failures(&mut self, pass: &Pass) {
+        match pass {
+            Pass::More(..) | Pass::Idle => {
+                recovered();
+                self.failing_since = None;
+            }
+            Pass::Undelivered => self.replace_stuck_producer(),
+            Pass::Failed => self.failing_since = None,
         }
     }
 
@@ -344,7 +162,7 @@ impl Worker {
             self.failing_since = None;
             return;
         }
-        let since = *self.failing_since.get_or_insert_with(std::time::Instant::now);
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
         let limit =
             (2 * Duration::from_millis(gucs::message_timeout_ms() as u64)).max(Duration::from_secs(60));
         if since.elapsed() >= limit {
@@ -357,237 +175,194 @@ impl Worker {
         }
     }
 
-    /// Keeps librdkafka's latest statistics of each producer in `kafka.producer_statistics`.
-    fn save_statistics(&self) {
-        let Some(c) = &self.producer else { return };
-        let immediate = c.txn.as_ref().map(|t| ("immediate", &t.immediate));
-        for (name, producer) in std::iter::once(("delivery", &c.producer)).chain(immediate) {
-            let Some(json) = producer.take_statistics() else { continue };
-            if let Err(e) = BackgroundWorker::transaction(|| statistics::save(name, &json)) {
-                warning!("pg_kafka: {e}");
-            }
-        }
+    /// One pass: its steps in order ([`Worker::steps`]), and what it found.
+    fn pass(&mut self) -> Pass {
+        let (Continue(pass) | Break(pass)) = self.steps();
+        pass
     }
 
-    fn pass(&mut self) -> Pass {
+    /// Each step may end the pass; the last sends the chunk.
+    fn steps(&mut self) -> Step<Pass> {
+        let batch = self.read()?;
+        self.close_outdated_producer();
+        self.idle_unless_work(&batch)?;
+        self.check_home()?;
+        self.check_broker()?;
+        let connected = self.connect()?;
+        Continue(self.send(connected, batch))
+    }
+
+    /// Reads the next chunk, and the [`Source`] again if it may have changed, in one
+    /// transaction. With the extension gone, the pass is idle and the producer closed.
+    fn read(&mut self) -> Step<Vec<Message>> {
         // Read before the transaction's snapshot: a change that bumped it is visible to it.
         let close_requests = shared::close_requests();
         let reread = !self
-            .source
-            .as_ref()
-            .is_some_and(|(s, at)| s.close_requests == close_requests && at.elapsed() < SOURCE_MAX_AGE);
+            .source_read_at
+            .is_some_and(|at| self.source.close_requests == close_requests && at.elapsed() < SOURCE_MAX_AGE);
         let log = &mut self.log;
         let read = BackgroundWorker::transaction(AssertUnwindSafe(|| -> Result<_, KafkaError> {
             if !owner::installed() {
                 return Ok(None);
             }
-            let source = if reread {
-                Some(Source {
-                    servers: read::bootstrap_servers()?,
-                    settings: read::producer_settings()?,
-                    close_requests,
-                    home: home::at_home()?,
-                })
-            } else {
-                None
-            };
+            let source = if reread { Some(Source::read(close_requests)?) } else { None };
             Ok(Some((source, log.next_chunk()?)))
         }));
-        let (reread, batch) = match read {
-            Ok(Some(read)) => read,
+        match read {
+            Ok(Some((source, batch))) => {
+                if let Some(source) = source {
+                    self.source = source;
+                    self.source_read_at = Some(Instant::now());
+                }
+                Continue(batch)
+            }
             Ok(None) => {
                 self.producer = None;
-                self.source = None;
+                self.source_read_at = None;
                 self.log.restart();
-                return Pass::Idle;
+                Break(Pass::Idle)
             }
-            Err(e) => {
-                self.log.restart();
-                record_error(&e.to_string());
-                return Pass::Failed;
-            }
-        };
-        if let Some(source) = reread {
-            self.source = Some((source, std::time::Instant::now()));
+            Err(e) => self.fail(&e.to_string()),
         }
-        let source = &self.source.as_ref().expect("the source was just read").0;
-        if self.producer.as_ref().is_some_and(|c| c.source != *source) {
+    }
+
+    /// Closes the producer if what it was made from changed.
+    fn close_outdated_producer(&mut self) {
+        if self.producer.as_ref().is_some_and(|c| c.source != self.source) {
             log!("pg_kafka worker: closing the Kafka producer (brokers, kafka.config or kafka.close())");
             self.producer = None;
         }
+    }
+
+    /// With nothing to send and no immediate send waiting, the pass is idle (after
+    /// [`Worker::truncate_drained`]); otherwise a chunk counts as something sent.
+    fn idle_unless_work(&mut self, batch: &[Message]) -> Step {
         let immediate = immediate::requested() || immediate::in_flight();
         if batch.is_empty() && !immediate {
-            let due = self.last_truncate.is_none_or(|at| at.elapsed() >= TRUNCATE_EVERY);
-            if due && std::mem::take(&mut self.delivered_since_idle) {
-                // Drained: give the space of what was delivered back, if it is worth a new file
-                // (vacuum reuses small amounts of space) and nobody is writing.
-                self.last_truncate = Some(std::time::Instant::now());
-                if let Err(e) = BackgroundWorker::transaction(|| outcome::truncate_if_empty(TRUNCATE_FROM)) {
-                    record_error(&e.to_string());
-                }
-            }
-            return Pass::Idle;
+            self.truncate_drained();
+            return Break(Pass::Idle);
         }
         self.delivered_since_idle |= !batch.is_empty();
-        if !source.home {
-            self.log.restart();
-            record_error(HELD);
-            return Pass::Failed;
-        }
-        if source.servers.is_empty() {
-            self.log.restart();
-            self.no_producer =
-                "no Kafka broker configured: INSERT INTO kafka.broker VALUES ('host', 9092)".into();
-            record_error(&self.no_producer);
-            return Pass::Failed;
-        }
-        if self.producer.is_none() {
-            let mut config = base_config(&source.servers, gucs::message_timeout_ms());
-            let mut unreadable = None;
-            for (name, value) in &source.settings {
-                match settings::resolve(name, value) {
-                    Ok(value) => {
-                        config.set(name, value);
-                    }
-                    Err(e) => unreadable = Some(e),
-                }
-            }
-            match unreadable.map_or_else(|| Connected::new(&config, source), Err) {
-                Ok(connected) => {
-                    let reconciled = connected.txn.is_some();
-                    self.producer = Some(connected);
-                    if reconciled {
-                        // The chunk was read before the outbox was reconciled with Kafka.
-                        self.log.restart();
-                        return Pass::More(0, 0);
-                    }
-                }
-                Err(e) => {
-                    self.log.restart();
-                    self.no_producer = format!("could not create the Kafka producer: {e}");
-                    record_error(&self.no_producer);
-                    return Pass::Failed;
-                }
+        Continue(())
+    }
+
+    /// Drained: gives the space of what was delivered back, if it is worth a new file (vacuum
+    /// reuses small amounts of space) and nobody is writing.
+    fn truncate_drained(&mut self) {
+        let due = self.last_truncate.is_none_or(|at| at.elapsed() >= TRUNCATE_EVERY);
+        if due && std::mem::take(&mut self.delivered_since_idle) {
+            self.last_truncate = Some(Instant::now());
+            if let Err(e) = BackgroundWorker::transaction(|| outcome::truncate_if_empty(TRUNCATE_FROM)) {
+                record_error(&e.to_string());
             }
         }
-        let connected = self.producer.as_ref().expect("producer was just created");
-        if batch.is_empty() {
-            return Pass::Idle;
+    }
+
+    /// A restored copy does not deliver (see [`crate::store::home::at_home`]).
+    fn check_home(&mut self) -> Step {
+        if self.source.home {
+            return Continue(());
         }
-        if let Some(txn) = &connected.txn {
-            let sent = exactly_once::stream(&connected.producer, txn, batch, close_requests, &mut self.log);
-            return match sent {
-                exactly_once::Sent::Done(messages, txns) => Pass::More(messages, txns),
-                exactly_once::Sent::Again => {
-                    self.log.restart();
-                    Pass::More(0, 0)
-                }
-                exactly_once::Sent::Retry => {
-                    self.log.restart();
-                    Pass::Undelivered
-                }
-                exactly_once::Sent::Reconnect => {
-                    self.log.restart();
-                    self.producer = None;
-                    Pass::Failed
-                }
-            };
+        self.fail(HELD)
+    }
+
+    /// Nothing is sent without a broker to send it to.
+    fn check_broker(&mut self) -> Step {
+        if !self.source.servers.is_empty() {
+            return Continue(());
         }
-        match stream(&connected.producer, batch, close_requests, &mut self.log) {
-            Some(last) => Pass::More(last.0, last.1),
-            None => {
+        self.no_producer("no Kafka broker configured: INSERT INTO kafka.broker VALUES ('host', 9092)".into())
+    }
+
+    /// The producer, taken out of the worker for [`Worker::send`], or made if there is none.
+    /// A new exactly-once producer reconciled the outbox with Kafka after the chunk was read:
+    /// the pass ends, to read the chunk again.
+    fn connect(&mut self) -> Step<Connected> {
+        if let Some(connected) = self.producer.take() {
+            return Continue(connected);
+        }
+        match Connected::new(&self.source) {
+            Ok(connected) if connected.txn.is_some() => {
+                self.producer = Some(connected);
                 self.log.restart();
-                // An idempotent producer that raised a fatal error (e.g. with
-                // `enable.gapless.guarantee` after a refused record) never delivers again.
-                if let Some(e) = connected.producer.fatal_error() {
-                    log!("pg_kafka worker: replacing the Kafka producer after a fatal error: {e}");
-                    self.producer = None;
-                }
+                Break(Pass::More(0, 0))
+            }
+            Ok(connected) => Continue(connected),
+            Err(e) => self.no_producer(format!("could not create the Kafka producer: {e}")),
+        }
+    }
+
+    /// Sends the chunk (if any: a pass may run for immediate sends only) in the mode
+    /// `connected` was made for, stopped by a close request since the pass began (the source
+    /// was read at the current count), and puts the producer back unless it must be replaced.
+    fn send(&mut self, connected: Connected, batch: Vec<Message>) -> Pass {
+        let close_requests = self.source.close_requests;
+        match &connected.txn {
+            _ if batch.is_empty() => self.keep(connected, Pass::Idle),
+            Some(txn) => {
+                let sent =
+                    exactly_once::stream(&connected.producer, txn, batch, close_requests, &mut self.log);
+                self.after_transaction(connected, sent)
+            }
+            None => {
+                let last = deliver::stream(&connected.producer, batch, close_requests, &mut self.log);
+                self.after_chunks(connected, last)
+            }
+        }
+    }
+
+    /// Exactly once: what the Kafka transaction came to. After anything but a recorded commit
+    /// the log restarts; when the outcome is unknown the producer is replaced (a new one
+    /// settles it).
+    fn after_transaction(&mut self, connected: Connected, sent: exactly_once::Sent) -> Pass {
+        use exactly_once::Sent;
+        if !matches!(sent, Sent::Done(..)) {
+            self.log.restart();
+        }
+        match sent {
+            Sent::Done(messages, txns) => self.keep(connected, Pass::More(messages, txns)),
+            Sent::Again => self.keep(connected, Pass::More(0, 0)),
+            Sent::Retry => self.keep(connected, Pass::Undelivered),
+            Sent::Reconnect => Pass::Failed,
+        }
+    }
+
+    /// At least once: what the chunks came to (the size of the last, or None if some messages
+    /// must be retried: the log restarts). An idempotent producer that raised a fatal error
+    /// (e.g. with `enable.gapless.guarantee` after a refused record) never delivers again: it
+    /// is replaced.
+    fn after_chunks(&mut self, connected: Connected, last: Option<(usize, usize)>) -> Pass {
+        if let Some((messages, txns)) = last {
+            return self.keep(connected, Pass::More(messages, txns));
+        }
+        self.log.restart();
+        match connected.producer.fatal_error() {
+            Some(e) => {
+                log!("pg_kafka worker: replacing the Kafka producer after a fatal error: {e}");
                 Pass::Undelivered
             }
+            None => self.keep(connected, Pass::Undelivered),
         }
     }
-}
 
-/// Waits `wait` on the latch; with `hold`, commits neither wake it (`shared::hold_commits`) nor
-/// end the wait, only an immediate send or a close request does. Returns false when the worker
-/// must exit.
-fn sleep(wait: Duration, hold: bool) -> bool {
-    shared::hold_commits(hold);
-    let woken = wait_latch_until(std::time::Instant::now() + wait, hold);
-    shared::hold_commits(false);
-    woken
-}
-
-fn wait_latch_until(until: std::time::Instant, hold: bool) -> bool {
-    let closes = shared::close_requests();
-    loop {
-        let left = until.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return true;
-        }
-        if !BackgroundWorker::wait_latch(Some(left)) {
-            return false;
-        }
-        if !hold || shutdown_requested() || immediate::requested() || shared::close_requests() != closes {
-            return true;
-        }
+    /// Puts the producer back after a send.
+    fn keep(&mut self, connected: Connected, pass: Pass) -> Pass {
+        self.producer = Some(connected);
+        pass
     }
-}
 
-/// Records the current failure; the server log gets one line when delivery stops (and one when
-/// it resumes, from [`recovered`]), not one per attempt.
-fn record_error(msg: &str) {
-    let began = shared::STATE.exclusive().set_last_error(msg, now());
-    if began {
-        warning!(
-            "pg_kafka: delivery stopped: {msg}; committed messages wait in kafka.outbox and are retried"
-        );
+    /// Ends the pass failed: the log restarts, and the failure is reported.
+    fn fail<T>(&mut self, why: &str) -> Step<T> {
+        self.log.restart();
+        record_error(why);
+        Break(Pass::Failed)
     }
-    activity(&format!("retrying: {msg}"));
-}
 
-/// Delivery works: clears the current failure, and says in the log how long it lasted.
-fn recovered() {
-    let ended = shared::STATE.exclusive().recover();
-    if let Some((since, waited)) = ended {
-        let secs = (now() - since) as f64 / 1e6;
-        log!("pg_kafka: delivery resumed after {secs:.1} s; {waited} messages had waited");
-    }
-}
-
-fn activity(what: &str) {
-    activity_state(what, pg_sys::BackendState::STATE_RUNNING);
-}
-
-fn activity_state(what: &str, state: pg_sys::BackendState::Type) {
-    let text = CString::new(what.replace('\0', " ")).unwrap_or_default();
-    // SAFETY: `text` is a NUL-terminated CString alive for the call; PostgreSQL copies it into this
-    // backend's status entry.
-    unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) };
-}
-
-fn shutdown_requested() -> bool {
-    // SAFETY: ShutdownRequestPending is a process-local sig_atomic_t set by the SIGTERM handler; it
-    // is read through a raw pointer, volatile, with no reference to the `static mut`.
-    unsafe { std::ptr::read_volatile(&raw const pg_sys::ShutdownRequestPending) != 0 }
-}
-
-fn now() -> i64 {
-    // SAFETY: GetCurrentTimestamp only reads the system clock; no precondition.
-    unsafe { pg_sys::GetCurrentTimestamp() }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_fast_stream_of_commits_makes_the_worker_linger() {
-        let ms = Duration::from_millis;
-        assert!(busy(10, ms(5)), "2,000 per second");
-        assert!(!busy(4, ms(20)), "200 per second, lingering included: sent at once");
-        assert!(!busy(1, ms(0)), "one transaction never lingers");
-        assert!(!busy(2, ms(1000)), "after an idle second");
+    /// Ends the pass failed for want of a producer, which immediate sends are told.
+    fn no_producer<T>(&mut self, why: String) -> Step<T> {
+        self.log.restart();
+        self.no_producer = why;
+        record_error(&self.no_producer);
+        Break(Pass::Failed)
     }
 }
