@@ -37,12 +37,10 @@ BEGIN
     IF TG_OP <> 'DELETE' THEN
         IF (SELECT relkind FROM pg_class WHERE oid = r.relid) IS DISTINCT FROM 'r'
            AND (SELECT relkind FROM pg_class WHERE oid = r.relid) IS DISTINCT FROM 'p' THEN
-            RAISE EXCEPTION 'relation % is not a table', r.relid USING ERRCODE = '42809',
-                HINT = 'Capture tables with kafka.capture() or kafka.capture_outbox().';
+            PERFORM kafka_internal.raise_error('NotATable', r.relid::regclass::text);
         END IF;
         IF (SELECT relpersistence FROM pg_class WHERE oid = r.relid) = 't' THEN
-            RAISE EXCEPTION '% is a temporary table', r.relid USING ERRCODE = '0A000',
-                HINT = 'Temporary tables live in one session only; capture a permanent table.';
+            PERFORM kafka_internal.raise_error('TemporaryTable', r.relid::regclass::text);
         END IF;
         IF r.kind = 'table' THEN
             PERFORM kafka_internal.check_topic(r.topic);
@@ -59,30 +57,25 @@ BEGIN
                 r.key_attnums := kafka_internal.capture_attnums(r.relid, r.key_names);
                 r.exclude_attnums := kafka_internal.capture_attnums(r.relid, r.exclude_names);
                 IF cardinality(r.key_attnums) < cardinality(r.key_names) THEN
-                    RAISE EXCEPTION 'key columns % of % are missing', r.key_names, r.relid USING ERRCODE = '42703',
-                        HINT = 'Capture the table again with kafka.capture() and the key it has now.';
+                    PERFORM kafka_internal.raise_error('KeyColumnsMissing', r.key_names::text, r.relid::regclass::text);
                 END IF;
             END IF;
         ELSE
             PERFORM kafka_internal.check_topic(replace(r.topic, '%s', 'x'));
         END IF;
         IF r.topic IN (current_setting('kafka.position_topic', true), current_setting('kafka.transaction_topic', true)) THEN
-            RAISE EXCEPTION 'topic "%" is pg_kafka''s own', r.topic USING ERRCODE = '42501',
-                HINT = 'kafka.position_topic and kafka.transaction_topic are written by pg_kafka''s worker only; capture to another topic.';
+            PERFORM kafka_internal.raise_error('WorkerTopic', r.topic);
         END IF;
         -- A captured topic is written by its capture only: another table's events there could
         -- pass for the first one's. (A superuser may still merge tables into one topic.)
         IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
            AND EXISTS (SELECT FROM kafka.capture_config o WHERE o.topic = r.topic AND o.relid <> r.relid) THEN
-            RAISE EXCEPTION 'topic "%" already carries the events of another captured table', r.topic
-                USING ERRCODE = '42501',
-                HINT = 'Capture each table to a topic of its own; a superuser may put several tables in one topic.';
+            PERFORM kafka_internal.raise_error('TopicOfAnotherCapture', r.topic);
         END IF;
     END IF;
     IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
        AND NOT coalesce(has_table_privilege(r.relid, 'TRIGGER'), TG_OP = 'DELETE') THEN
-        RAISE EXCEPTION 'permission denied to capture table %', r.relid::regclass USING ERRCODE = '42501',
-            HINT = 'Capturing a table takes the TRIGGER privilege on it, as for its owner; ask the table''s owner to capture it.';
+        PERFORM kafka_internal.raise_error('CaptureDenied', r.relid::regclass::text);
     END IF;
     RETURN r;
 END $$;
@@ -148,21 +141,19 @@ BEGIN
 END $body$;
 
 -- Checks shared by capture() and capture_outbox(): an ordinary or partitioned table, not yet
--- captured; and named columns that exist.
+-- captured; and named columns that exist (the key and excluded columns, or an outbox table's).
 CREATE FUNCTION kafka_internal.capture_check_table("table" regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF (SELECT relkind FROM pg_class WHERE oid = "table") NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '% is not a table', "table" USING ERRCODE = '42809',
-            HINT = 'Only ordinary and partitioned tables can be captured; capture the tables a view reads.';
+        PERFORM kafka_internal.raise_error('NotATable', "table"::text);
     END IF;
     IF EXISTS (SELECT FROM kafka.capture_config WHERE relid = "table") THEN
-        RAISE EXCEPTION '% is already captured', "table" USING ERRCODE = '42710',
-            HINT = 'Call kafka.uncapture() first to capture it with other options.';
+        PERFORM kafka_internal.raise_error('AlreadyCaptured', "table"::text);
     END IF;
 END $$;
 
-CREATE FUNCTION kafka_internal.capture_check_columns("table" regclass, columns text[], hint text) RETURNS void
+CREATE FUNCTION kafka_internal.capture_check_columns("table" regclass, columns text[], outbox boolean) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     missing text;
@@ -172,8 +163,10 @@ BEGIN
                            ELSE format('"%s"', k) END, ', ')
       INTO missing FROM unnest(columns) k
      WHERE NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "table" AND attname = k AND attnum > 0 AND NOT attisdropped);
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'no column % in %', left(missing, 1000), "table" USING ERRCODE = '42703', HINT = hint;
+    IF missing IS NOT NULL AND outbox THEN
+        PERFORM kafka_internal.raise_error('NotAnOutboxTable', left(missing, 1000), "table"::text);
+    ELSIF missing IS NOT NULL THEN
+        PERFORM kafka_internal.raise_error('NoSuchColumns', left(missing, 1000), "table"::text);
     END IF;
 END $$;
 
@@ -199,8 +192,7 @@ BEGIN
     SELECT * INTO c FROM pg_class WHERE oid = "table";
     nsp := (SELECT nspname FROM pg_namespace WHERE oid = c.relnamespace);
     IF c.relkind IN ('r', 'p') AND c.relpersistence = 't' THEN
-        RAISE EXCEPTION '% is a temporary table', "table" USING ERRCODE = '0A000',
-            HINT = 'Temporary tables live in one session only; capture a permanent table.';
+        PERFORM kafka_internal.raise_error('TemporaryTable', "table"::text);
     END IF;
     PERFORM kafka_internal.capture_check_table("table");
     keys := coalesce(key_columns, (
@@ -208,14 +200,11 @@ BEGIN
           FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
          WHERE i.indrelid = "table" AND i.indisprimary));
     IF keys IS NULL OR cardinality(keys) = 0 THEN
-        RAISE EXCEPTION '% has no primary key', "table" USING ERRCODE = '55000',
-            HINT = 'Add a primary key, or name the key columns: kafka.capture(''t'', key_columns => ARRAY[''id'']).';
+        PERFORM kafka_internal.raise_error('NoPrimaryKey', "table"::text);
     END IF;
-    PERFORM kafka_internal.capture_check_columns("table", keys || exclude_columns,
-                                        'Name existing columns in key_columns and exclude_columns.');
+    PERFORM kafka_internal.capture_check_columns("table", keys || exclude_columns, outbox => false);
     IF keys && exclude_columns THEN
-        RAISE EXCEPTION 'key columns cannot be excluded' USING ERRCODE = '22023',
-            HINT = 'Leave key columns out of exclude_columns.';
+        PERFORM kafka_internal.raise_error('KeyExcluded');
     END IF;
     IF c.relpersistence = 'u' THEN
         RAISE NOTICE '% is unlogged: its change events are durable, but after a crash the table is empty', "table";
@@ -266,7 +255,7 @@ BEGIN
     PERFORM kafka_internal.check_served();  -- events queued where no worker delivers would wait forever
     PERFORM kafka_internal.capture_check_table("table");
     PERFORM kafka_internal.capture_check_columns("table", ARRAY['id', 'aggregatetype', 'aggregateid', 'type', 'payload'],
-                                        'An outbox table has columns id, aggregatetype, aggregateid, type and payload.');
+                                                 outbox => true);
     IF strpos(topic_pattern, '%s') = 0 THEN
         PERFORM kafka_internal.check_topic(topic_pattern);
     ELSE
@@ -309,9 +298,7 @@ BEGIN
                     OR coalesce(has_table_privilege(OLD.relid, 'SELECT') AND has_table_privilege(OLD.relid, 'TRIGGER'), false));
     END IF;
     IF NOT may THEN
-        RAISE EXCEPTION 'permission denied to change the backfill progress of table %', r.relid::regclass
-            USING ERRCODE = '42501',
-            HINT = 'kafka.backfill() records it for whoever may backfill the table (SELECT and TRIGGER on it).';
+        PERFORM kafka_internal.raise_error('BackfillProgressDenied', r.relid::regclass::text);
     END IF;
     RETURN r;
 END $$;
@@ -371,15 +358,13 @@ BEGIN
     IF NOT EXISTS (SELECT FROM kafka.capture_config c
                     WHERE c.relid::pg_catalog.oid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid
                       AND c.kind OPERATOR(pg_catalog.=) 'table') THEN
-        RAISE EXCEPTION '% is not captured', "table" USING ERRCODE = '55000',
-            HINT = 'Call kafka.capture() first: the backfill uses its topic, key and columns.';
+        PERFORM kafka_internal.raise_error('NotCaptured', "table"::pg_catalog.text);
     END IF;
     IF NOT pg_catalog.has_table_privilege("table", 'SELECT') OR NOT pg_catalog.has_table_privilege("table", 'TRIGGER') THEN
-        RAISE EXCEPTION 'permission denied to backfill table %', "table" USING ERRCODE = '42501',
-            HINT = 'Backfilling a table takes the SELECT and TRIGGER privileges on it, as for its owner.';
+        PERFORM kafka_internal.raise_error('BackfillDenied', "table"::pg_catalog.text);
     END IF;
     IF chunk_size IS NULL OR chunk_size OPERATOR(pg_catalog.<) 1 THEN
-        RAISE EXCEPTION 'chunk_size must be positive' USING ERRCODE = '22023', HINT = 'e.g. chunk_size => 10000';
+        PERFORM kafka_internal.raise_error('BadChunkSize');
     END IF;
     SELECT * INTO p FROM kafka.backfill_progress b WHERE b.relid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid;
     IF NOT FOUND OR p.finished_at IS NOT NULL THEN
@@ -435,9 +420,7 @@ BEGIN
                                    WHERE d.classid = 'pg_class'::regclass)
     LOOP
         IF cfg.kind = 'table' AND cardinality(kafka_internal.capture_names(cfg.relid, cfg.key_attnums)) < cardinality(cfg.key_attnums) THEN
-            RAISE EXCEPTION 'cannot drop a key column of captured table %', cfg.relid::regclass
-                USING ERRCODE = '2BP01',
-                      HINT = 'Call kafka.uncapture() first, then kafka.capture() with the new key.';
+            PERFORM kafka_internal.raise_error('KeyColumnDropped', cfg.relid::regclass::text);
         END IF;
         IF cfg.kind = 'table' THEN  -- renamed or dropped columns: the names follow the numbers
             UPDATE kafka.capture_config c

@@ -4,14 +4,10 @@ CREATE FUNCTION kafka_internal.broker_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.host IS NULL OR NEW.host !~ '^[A-Za-z0-9._:\[\]-]+$' THEN
-        RAISE EXCEPTION 'invalid Kafka broker host: %', coalesce(quote_literal(NEW.host), 'NULL')
-            USING ERRCODE = '22023',
-                  HINT = 'Give a host name or IP address (letters, digits, ".", "-", ":"), e.g. ''localhost''.';
+        PERFORM kafka_internal.raise_error('BadBrokerHost', coalesce(quote_literal(NEW.host), 'NULL'));
     END IF;
     IF NEW.port IS NULL OR NEW.port < 1 OR NEW.port > 65535 THEN
-        RAISE EXCEPTION 'invalid Kafka broker port: %', coalesce(NEW.port::text, 'NULL')
-            USING ERRCODE = '22023',
-                  HINT = 'A port is a number from 1 to 65535; Kafka listens on 9092 by default.';
+        PERFORM kafka_internal.raise_error('BadBrokerPort', coalesce(NEW.port::text, 'NULL'));
     END IF;
     RETURN NEW;
 END $$;
@@ -156,7 +152,8 @@ GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean,
                           kafka_internal.backfill_chunk(oid, integer), kafka_internal.backfill_query(oid, integer),
                           kafka_internal.backfill_events(oid, anyarray),
                           kafka_internal.capture_check_table(regclass),
-                          kafka_internal.capture_check_columns(regclass, text[], text)
+                          kafka_internal.capture_check_columns(regclass, text[], boolean),
+                          kafka_internal.raise_error(text, text[])
     TO kafka_admin;
 GRANT EXECUTE ON PROCEDURE kafka.backfill(regclass, integer) TO kafka_admin;
 

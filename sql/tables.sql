@@ -16,6 +16,8 @@ BEGIN
        OR EXISTS (SELECT FROM pg_catalog.aclexplode(nsp.nspacl) a
                    WHERE a.grantee OPERATOR(pg_catalog.<>) nsp.nspowner
                      AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE') THEN
+        -- KafkaError::SchemaTaken (kafka_internal.raise_error() does not exist yet; a test holds
+        -- this SQLSTATE and hint to the variant's)
         RAISE EXCEPTION 'schema kafka belongs to role %, or other roles may create objects in it',
                         nsp.nspowner::pg_catalog.regrole
             USING ERRCODE = '42501',
@@ -40,6 +42,10 @@ CREATE FUNCTION kafka_internal.capture_outbox_relay() RETURNS trigger LANGUAGE c
     AS 'MODULE_PATHNAME', 'capture_outbox_relay_wrapper';
 CREATE FUNCTION kafka_internal.topic_rules_changed() RETURNS trigger LANGUAGE c
     AS 'MODULE_PATHNAME', 'topic_rules_changed_wrapper';
+-- Raises pg_kafka's error `name` (a variant of KafkaError, core/src/error/mod.rs) with its fields:
+-- the SQL below raises its errors through it, with the SQLSTATE, message and hint defined there.
+CREATE FUNCTION kafka_internal.raise_error(name text, VARIADIC args text[] DEFAULT '{}') RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'raise_error_wrapper';
 REVOKE ALL ON ALL ROUTINES IN SCHEMA kafka_internal FROM PUBLIC;
 
 -- The original extension's broker list. Changes take effect when they commit; the worker re-reads it.

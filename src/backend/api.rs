@@ -2,7 +2,7 @@
 //! that owns the work; no SQL strings and no Kafka calls here.
 
 use crate::backend::immediate::{self, Failure};
-use crate::backend::input::{check_partition, kafka_timestamp_ms, parse_headers};
+use crate::backend::input::{check_key, check_partition, kafka_timestamp_ms, parse_headers};
 use crate::error::{KafkaError, SqlResult};
 use crate::store::{dead_letter, home, read};
 use crate::{backend::pending, gucs, settings, shared};
@@ -199,13 +199,7 @@ pub(crate) fn record(
 ) -> Result<Message, KafkaError> {
     let check = || -> Result<Message, KafkaError> {
         let topic = crate::backend::input::check_topic(topic)?.to_owned();
-        let key = match (key, key_bytes) {
-            (Some(_), Some(_)) => return Err(KafkaError::TwoKeys),
-            (k, kb) => k.map(|k| k.as_bytes().to_vec()).or(kb.map(<[u8]>::to_vec)),
-        };
-        if value.is_none() && key.is_none() {
-            return Err(KafkaError::NoValueNoKey);
-        }
+        let key = check_key(key.map(str::as_bytes), key_bytes, value.is_some())?.map(<[u8]>::to_vec);
         let headers = headers.map(|h| parse_headers(&h.0)).transpose()?;
         let partition = check_partition(partition)?;
         let timestamp_ms = ts
