@@ -167,7 +167,7 @@ impl KafkaError {
             ReservedSetting(_) => "pg_kafka sets this itself; it cannot be changed.".into(),
             SuperuserSetting(_) => "Roles other than superusers may change only the settings in pg_kafka's \
                                     allow-list (batching, compression, sizes, timeouts, retries: see \
-                                    the README, Security); brokers, TLS, SASL, files and secrets are a \
+                                    docs/security.md); brokers, TLS, SASL, files and secrets are a \
                                     superuser's."
                 .into(),
             BrokerWithSecrets => "Brokers decide where the stored credentials are sent: while kafka.config \
