@@ -3,7 +3,7 @@
 -- kafka_internal.capture_changes() (native, src/backend/capture/mod.rs): it encodes every row's event and adds it to
 -- the transaction's pending messages, so events are sent only on commit, in order.
 -- Values follow Debezium's default mappings except decimal.handling.mode, which is "string" here
--- (exact and readable). See the README's table.
+-- (exact and readable). See docs/capture.md's type table.
 
 CREATE TABLE kafka.capture_config (
     relid regclass PRIMARY KEY,        -- regclass: pg_dump writes it as the table's name

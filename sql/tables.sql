@@ -59,7 +59,7 @@ CREATE TABLE kafka.broker (
 -- (core/src/pack.rs). Ordinary WAL-logged tables: they survive crashes and follow physical replication.
 -- Delivery order is commit order: each transaction that wrote packs also writes one row of
 -- kafka.outbox_commit just before it commits, numbered from kafka.commit_seq; the worker sends
--- transactions in that order and a transaction's packs in id order (README, "How it works").
+-- transactions in that order and a transaction's packs in id order (docs/architecture.md).
 CREATE SEQUENCE kafka.outbox_id_seq AS bigint INCREMENT BY 512 CACHE 16;  -- message i of a pack: id + i
 CREATE TABLE kafka.outbox (
     id bigint NOT NULL,             -- the pack's first message id

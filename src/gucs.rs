@@ -1,6 +1,6 @@
 //! Settings (GUCs) of pg_kafka: the statics, their registration in [`init`], and typed getters.
 //!
-//! Every setting is documented in the README's settings table; keep the two in step. All of them
+//! Every setting is documented in docs/settings.md's table; keep the two in step. All of them
 //! are `SIGHUP` settings: the worker re-reads them on `pg_reload_conf()`.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -126,7 +126,7 @@ pub fn init() {
     GucRegistry::define_enum_guc(
         c"kafka.delivery",
         c"at_least_once, or exactly_once: each batch is a Kafka transaction (read_committed consumers see no duplicates).",
-        c"exactly_once needs brokers that host Kafka's transaction log; see the README.",
+        c"exactly_once needs brokers that host Kafka's transaction log; see docs/guarantees.md.",
         &DELIVERY,
         GucContext::Sighup,
         GucFlags::default(),

@@ -137,7 +137,7 @@ macro_rules! kafka_errors {
                 message: ("only a superuser may set {}", $crate::error::shown(name)),
                 hint: "Roles other than superusers may change only the settings in pg_kafka's \
                        allow-list (batching, compression, sizes, timeouts, retries: see \
-                       the README, Security); brokers, TLS, SASL, files and secrets are a \
+                       docs/security.md); brokers, TLS, SASL, files and secrets are a \
                        superuser's.",
             }
             /// A kafka.broker change by a non-superuser while a secret is stored.

@@ -341,7 +341,7 @@ fn relation_name(rel: pg_sys::Oid) -> String {
 }
 
 /// The `source` block of the events of the current statement (Debezium's fields, in its order;
-/// the time is the statement's, not the commit's, and there is no LSN: README, Limits).
+/// the time is the statement's, not the commit's, and there is no LSN: docs/guarantees.md, Limits).
 fn source(plan: &Plan, snapshot: bool) -> String {
     // SAFETY: plain read of the process-local start time of the current statement.
     let us = unix_us(unsafe { pg_sys::GetCurrentStatementStartTimestamp() });

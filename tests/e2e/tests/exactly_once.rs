@@ -73,7 +73,7 @@ fn a_message_kafka_refuses_is_dead_lettered_and_the_others_arrive_once() {
         .get(0);
     assert_eq!(dead, 1);
     // The first attempt was aborted when Kafka refused the large message: a read_uncommitted
-    // consumer sees its records too (the README says so); a read_committed one never does.
+    // consumer sees its records too (docs/guarantees.md says so); a read_committed one never does.
     let raw = read_all(&bootstrap_servers(), &t, "read_uncommitted", 2, PATIENCE);
     assert!(raw.len() > 2, "{:?}", texts(&raw));
     wait_until("the outbox to drain", || status(&mut c).backlog == 0);
