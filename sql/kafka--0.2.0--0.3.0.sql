@@ -1,9 +1,13 @@
 -- pg_kafka 0.2.0 -> 0.3.0: the changes to 0.2.0's objects, written by hand (CREATE OR REPLACE,
--- ALTER, what is new). The regression test tests/regress/sql/upgrade.sql checks that an upgraded
--- schema equals a fresh install's. Frozen once 0.3.0 is released (scripts/check-released).
+-- ALTER, what is new). tests/regress/sql/upgrade.sql checks that an upgraded schema equals a
+-- fresh install's. Frozen once 0.3.0 is released (scripts/check-released).
 
 \echo Use "ALTER EXTENSION kafka UPDATE TO '0.3.0'" to load this file. \quit
 
+-- Raises pg_kafka's error `name` (a variant of KafkaError, core/src/error/mod.rs) with its fields:
+-- the SQL below raises its errors through it, with the SQLSTATE, message and hint defined there.
+CREATE FUNCTION kafka_internal.raise_error(name text, VARIADIC args text[] DEFAULT '{}') RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'raise_error_wrapper';
 
 -- Privileged code trusts schema kafka only if a superuser owns it: the event triggers check.
 
@@ -44,9 +48,7 @@ BEGIN
                                    WHERE d.classid = 'pg_class'::regclass)
     LOOP
         IF cfg.kind = 'table' AND cardinality(kafka_internal.capture_names(cfg.relid, cfg.key_attnums)) < cardinality(cfg.key_attnums) THEN
-            RAISE EXCEPTION 'cannot drop a key column of captured table %', cfg.relid::regclass
-                USING ERRCODE = '2BP01',
-                      HINT = 'Call kafka.uncapture() first, then kafka.capture() with the new key.';
+            PERFORM kafka_internal.raise_error('KeyColumnDropped', cfg.relid::regclass::text);
         END IF;
         IF cfg.kind = 'table' THEN  -- renamed or dropped columns: the names follow the numbers
             UPDATE kafka.capture_config c
@@ -95,12 +97,10 @@ BEGIN
     IF TG_OP <> 'DELETE' THEN
         IF (SELECT relkind FROM pg_class WHERE oid = r.relid) IS DISTINCT FROM 'r'
            AND (SELECT relkind FROM pg_class WHERE oid = r.relid) IS DISTINCT FROM 'p' THEN
-            RAISE EXCEPTION 'relation % is not a table', r.relid USING ERRCODE = '42809',
-                HINT = 'Capture tables with kafka.capture() or kafka.capture_outbox().';
+            PERFORM kafka_internal.raise_error('NotATable', r.relid::regclass::text);
         END IF;
         IF (SELECT relpersistence FROM pg_class WHERE oid = r.relid) = 't' THEN
-            RAISE EXCEPTION '% is a temporary table', r.relid USING ERRCODE = '0A000',
-                HINT = 'Temporary tables live in one session only; capture a permanent table.';
+            PERFORM kafka_internal.raise_error('TemporaryTable', r.relid::regclass::text);
         END IF;
         IF r.kind = 'table' THEN
             PERFORM kafka_internal.check_topic(r.topic);
@@ -117,37 +117,35 @@ BEGIN
                 r.key_attnums := kafka_internal.capture_attnums(r.relid, r.key_names);
                 r.exclude_attnums := kafka_internal.capture_attnums(r.relid, r.exclude_names);
                 IF cardinality(r.key_attnums) < cardinality(r.key_names) THEN
-                    RAISE EXCEPTION 'key columns % of % are missing', r.key_names, r.relid USING ERRCODE = '42703',
-                        HINT = 'Capture the table again with kafka.capture() and the key it has now.';
+                    PERFORM kafka_internal.raise_error('KeyColumnsMissing', r.key_names::text, r.relid::regclass::text);
                 END IF;
             END IF;
         ELSE
             PERFORM kafka_internal.check_topic(replace(r.topic, '%s', 'x'));
         END IF;
         IF r.topic IN (current_setting('kafka.position_topic', true), current_setting('kafka.transaction_topic', true)) THEN
-            RAISE EXCEPTION 'topic "%" is pg_kafka''s own', r.topic USING ERRCODE = '42501',
-                HINT = 'kafka.position_topic and kafka.transaction_topic are written by pg_kafka''s worker only; capture to another topic.';
+            PERFORM kafka_internal.raise_error('WorkerTopic', r.topic);
         END IF;
         -- A captured topic is written by its capture only: another table's events there could
         -- pass for the first one's. (A superuser may still merge tables into one topic.)
         IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
            AND EXISTS (SELECT FROM kafka.capture_config o WHERE o.topic = r.topic AND o.relid <> r.relid) THEN
-            RAISE EXCEPTION 'topic "%" already carries the events of another captured table', r.topic
-                USING ERRCODE = '42501',
-                HINT = 'Capture each table to a topic of its own; a superuser may put several tables in one topic.';
+            PERFORM kafka_internal.raise_error('TopicOfAnotherCapture', r.topic);
         END IF;
     END IF;
     IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
        AND NOT coalesce(has_table_privilege(r.relid, 'TRIGGER'), TG_OP = 'DELETE') THEN
-        RAISE EXCEPTION 'permission denied to capture table %', r.relid::regclass USING ERRCODE = '42501',
-            HINT = 'Capturing a table takes the TRIGGER privilege on it, as for its owner; ask the table''s owner to capture it.';
+        PERFORM kafka_internal.raise_error('CaptureDenied', r.relid::regclass::text);
     END IF;
     RETURN r;
 END $$;
 
--- Messages name missing columns quoted and cut to 100 characters.
+-- Errors raised through kafka_internal.raise_error (one definition of each error); the column
+-- check takes whether the table is an outbox instead of a hint, and cuts long names.
 
-CREATE OR REPLACE FUNCTION kafka_internal.capture_check_columns("table" regclass, columns text[], hint text) RETURNS void
+DROP FUNCTION kafka_internal.capture_check_columns(regclass, text[], text);
+
+CREATE FUNCTION kafka_internal.capture_check_columns("table" regclass, columns text[], outbox boolean) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     missing text;
@@ -157,9 +155,139 @@ BEGIN
                            ELSE format('"%s"', k) END, ', ')
       INTO missing FROM unnest(columns) k
      WHERE NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "table" AND attname = k AND attnum > 0 AND NOT attisdropped);
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'no column % in %', left(missing, 1000), "table" USING ERRCODE = '42703', HINT = hint;
+    IF missing IS NOT NULL AND outbox THEN
+        PERFORM kafka_internal.raise_error('NotAnOutboxTable', left(missing, 1000), "table"::text);
+    ELSIF missing IS NOT NULL THEN
+        PERFORM kafka_internal.raise_error('NoSuchColumns', left(missing, 1000), "table"::text);
     END IF;
+END $$;
+
+-- Checks shared by capture() and capture_outbox(): an ordinary or partitioned table, not yet
+-- captured; and named columns that exist (the key and excluded columns, or an outbox table's).
+CREATE OR REPLACE FUNCTION kafka_internal.capture_check_table("table" regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = "table") NOT IN ('r', 'p') THEN
+        PERFORM kafka_internal.raise_error('NotATable', "table"::text);
+    END IF;
+    IF EXISTS (SELECT FROM kafka.capture_config WHERE relid = "table") THEN
+        PERFORM kafka_internal.raise_error('AlreadyCaptured', "table"::text);
+    END IF;
+END $$;
+
+-- Starts capturing a table: every committed INSERT, UPDATE, DELETE and TRUNCATE becomes a
+-- Debezium-shaped change event on `topic`.
+CREATE OR REPLACE FUNCTION kafka.capture(
+    "table" regclass,
+    topic text DEFAULT NULL,
+    key_columns text[] DEFAULT NULL,
+    exclude_columns text[] DEFAULT '{}',
+    emit_before boolean DEFAULT true,
+    tombstones boolean DEFAULT true,
+    schemas boolean DEFAULT false
+) RETURNS kafka.captures
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c pg_class;
+    nsp text;
+    keys text[];
+    result kafka.captures;
+BEGIN
+    PERFORM kafka_internal.check_served();  -- events queued where no worker delivers would wait forever
+    SELECT * INTO c FROM pg_class WHERE oid = "table";
+    nsp := (SELECT nspname FROM pg_namespace WHERE oid = c.relnamespace);
+    IF c.relkind IN ('r', 'p') AND c.relpersistence = 't' THEN
+        PERFORM kafka_internal.raise_error('TemporaryTable', "table"::text);
+    END IF;
+    PERFORM kafka_internal.capture_check_table("table");
+    keys := coalesce(key_columns, (
+        SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+          FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+         WHERE i.indrelid = "table" AND i.indisprimary));
+    IF keys IS NULL OR cardinality(keys) = 0 THEN
+        PERFORM kafka_internal.raise_error('NoPrimaryKey', "table"::text);
+    END IF;
+    PERFORM kafka_internal.capture_check_columns("table", keys || exclude_columns, outbox => false);
+    IF keys && exclude_columns THEN
+        PERFORM kafka_internal.raise_error('KeyExcluded');
+    END IF;
+    IF c.relpersistence = 'u' THEN
+        RAISE NOTICE '% is unlogged: its change events are durable, but after a crash the table is empty', "table";
+    END IF;
+    topic := coalesce(topic, current_database() || '.' || nsp || '.' || c.relname);
+    PERFORM kafka_internal.check_topic(topic);
+    INSERT INTO kafka.capture_config (relid, table_name, kind, topic, key_attnums, exclude_attnums, emit_before,
+                                      tombstones, schemas)
+    VALUES ("table", "table"::text, 'table', topic, kafka_internal.capture_attnums("table", keys),
+            kafka_internal.capture_attnums("table", exclude_columns), emit_before, tombstones, schemas);
+    PERFORM kafka_internal.capture_triggers("table");
+    SELECT * INTO result FROM kafka.captures k WHERE k."table" = capture."table";
+    RETURN result;
+END $$;
+
+-- Relays a user's own outbox table (Debezium's outbox pattern: id uuid, aggregatetype text,
+-- aggregateid text, type text, payload jsonb): each inserted row becomes one message on
+-- topic_pattern with %s replaced by aggregatetype, key aggregateid, value payload, headers id, type.
+CREATE OR REPLACE FUNCTION kafka.capture_outbox(
+    "table" regclass,
+    topic_pattern text DEFAULT 'outbox.event.%s',
+    delete_after_queue boolean DEFAULT false
+) RETURNS kafka.captures
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    result kafka.captures;
+BEGIN
+    PERFORM kafka_internal.check_served();  -- events queued where no worker delivers would wait forever
+    PERFORM kafka_internal.capture_check_table("table");
+    PERFORM kafka_internal.capture_check_columns("table", ARRAY['id', 'aggregatetype', 'aggregateid', 'type', 'payload'],
+                                                 outbox => true);
+    IF strpos(topic_pattern, '%s') = 0 THEN
+        PERFORM kafka_internal.check_topic(topic_pattern);
+    ELSE
+        PERFORM kafka_internal.check_topic(replace(topic_pattern, '%s', 'x'));
+    END IF;
+    INSERT INTO kafka.capture_config (relid, table_name, kind, topic, delete_after_queue)
+    VALUES ("table", "table"::text, 'outbox', topic_pattern, delete_after_queue);
+    PERFORM kafka_internal.capture_triggers("table");
+    SELECT * INTO result FROM kafka.captures c WHERE c."table" = capture_outbox."table";
+    RETURN result;
+END $$;
+
+-- A backfill's progress decides which rows a resumed backfill sends: writing it takes what
+-- backfilling the table takes (SELECT and TRIGGER on it); removing it, what uncapturing takes
+-- (TRIGGER), or that the table is gone. Superusers (and the extension's event triggers) pass.
+CREATE OR REPLACE FUNCTION kafka_internal.backfill_progress_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r kafka.backfill_progress := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    may boolean;
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RETURN r;
+    END IF;
+    IF TG_OP = 'DELETE' THEN  -- NULL: the table is gone
+        may := coalesce(has_table_privilege(OLD.relid, 'TRIGGER'), true);
+    ELSE
+        may := coalesce(has_table_privilege(NEW.relid, 'SELECT') AND has_table_privilege(NEW.relid, 'TRIGGER'), false)
+               AND (TG_OP = 'INSERT'
+                    OR coalesce(has_table_privilege(OLD.relid, 'SELECT') AND has_table_privilege(OLD.relid, 'TRIGGER'), false));
+    END IF;
+    IF NOT may THEN
+        PERFORM kafka_internal.raise_error('BackfillProgressDenied', r.relid::regclass::text);
+    END IF;
+    RETURN r;
+END $$;
+
+CREATE OR REPLACE FUNCTION kafka_internal.broker_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.host IS NULL OR NEW.host !~ '^[A-Za-z0-9._:\[\]-]+$' THEN
+        PERFORM kafka_internal.raise_error('BadBrokerHost', coalesce(quote_literal(NEW.host), 'NULL'));
+    END IF;
+    IF NEW.port IS NULL OR NEW.port < 1 OR NEW.port > 65535 THEN
+        PERFORM kafka_internal.raise_error('BadBrokerPort', coalesce(NEW.port::text, 'NULL'));
+    END IF;
+    RETURN NEW;
 END $$;
 
 -- A backfill chunk is read as the table's owner, security-restricted: the plpgsql function that
@@ -209,6 +337,44 @@ BEGIN
         r);
 END $body$;
 
+-- Emits the table's current rows as op "r" events, chunk by chunk, each chunk committed on its
+-- own; progress is in kafka.backfills, and a CALL after an interruption resumes where it stopped.
+-- (No SET clause: a procedure with one cannot COMMIT. Names are schema-qualified instead.)
+CREATE OR REPLACE PROCEDURE kafka.backfill("table" regclass, chunk_size integer DEFAULT 10000)
+LANGUAGE plpgsql AS $$
+DECLARE
+    p kafka.backfill_progress;
+BEGIN
+    -- No SET search_path here (a procedure that commits cannot have one): every operator is
+    -- qualified, so none from a schema on the caller's path runs with the caller's rights.
+    IF NOT EXISTS (SELECT FROM kafka.capture_config c
+                    WHERE c.relid::pg_catalog.oid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid
+                      AND c.kind OPERATOR(pg_catalog.=) 'table') THEN
+        PERFORM kafka_internal.raise_error('NotCaptured', "table"::pg_catalog.text);
+    END IF;
+    IF NOT pg_catalog.has_table_privilege("table", 'SELECT') OR NOT pg_catalog.has_table_privilege("table", 'TRIGGER') THEN
+        PERFORM kafka_internal.raise_error('BackfillDenied', "table"::pg_catalog.text);
+    END IF;
+    IF chunk_size IS NULL OR chunk_size OPERATOR(pg_catalog.<) 1 THEN
+        PERFORM kafka_internal.raise_error('BadChunkSize');
+    END IF;
+    SELECT * INTO p FROM kafka.backfill_progress b WHERE b.relid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid;
+    IF NOT FOUND OR p.finished_at IS NOT NULL THEN
+        DELETE FROM kafka.backfill_progress b WHERE b.relid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid;
+        INSERT INTO kafka.backfill_progress (relid) VALUES ("table") RETURNING * INTO p;
+        COMMIT;
+    ELSE
+        RAISE NOTICE 'resuming the backfill of % after % rows', "table", p.rows_done;
+    END IF;
+    LOOP
+        EXIT WHEN kafka_internal.backfill_chunk("table", chunk_size) OPERATOR(pg_catalog.=) 0;
+        COMMIT;
+    END LOOP;
+    UPDATE kafka.backfill_progress b SET finished_at = pg_catalog.now(), updated_at = pg_catalog.now()
+     WHERE b.relid OPERATOR(pg_catalog.=) "table"::pg_catalog.oid;
+    COMMIT;
+END $$;
+
 -- kafka.waiting(): the messages waiting for Kafka, in commit order.
 
 CREATE FUNCTION kafka."waiting"(
@@ -229,11 +395,11 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'waiting_wrapper';
 
 REVOKE EXECUTE ON FUNCTION kafka.waiting(text, bigint) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION kafka_internal.schema_trusted(), kafka_internal.check_capture_topic(text),
-                           kafka_internal.backfill_chunk(oid, integer), kafka_internal.backfill_query(oid, integer)
-    FROM PUBLIC;
+REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA kafka_internal FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION kafka.waiting(text, bigint) TO kafka_admin;
 GRANT EXECUTE ON FUNCTION kafka_internal.check_capture_topic(text), kafka_internal.backfill_chunk(oid, integer),
-                          kafka_internal.backfill_query(oid, integer)
+                          kafka_internal.backfill_query(oid, integer),
+                          kafka_internal.capture_check_columns(regclass, text[], boolean),
+                          kafka_internal.raise_error(text, text[])
     TO kafka_admin;
 COMMENT ON FUNCTION kafka.waiting(text, bigint) IS 'Lists the messages waiting for Kafka, in the order they will be sent';
