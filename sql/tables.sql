@@ -100,7 +100,7 @@ CREATE INDEX dead_letter_topic ON kafka.dead_letter (topic);
 
 -- Where this queue lives: the database and this table's own oid, recorded by the worker when it
 -- first serves the database. A restored dump or a TEMPLATE copy differs, and holds delivery
--- until kafka.release() (src/store/outbox.rs, at_home); a physical replica or pg_upgrade does not.
+-- until kafka.release() (src/store/home.rs, at_home); a physical replica or pg_upgrade does not.
 CREATE TABLE kafka.home (
     database_oid oid NOT NULL,
     table_oid oid NOT NULL,

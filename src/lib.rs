@@ -10,17 +10,17 @@
 //! | — | `core/` (crate `kafka_core`, no pgrx) | the message, the pack format, librdkafka (producer, transactions), exactly-once positions |
 //! | 0 | [`gucs`] | every `kafka.*` setting and fixed limit |
 //! | 0 | [`relation`] | relations held open for a scope (closed on every return path) |
-//! | 1 | [`error`] | `KafkaError`: every failure a user can meet, its SQLSTATE and hint |
+//! | 1 | [`error`](mod@error) | `KafkaError`: every failure a user can meet, its SQLSTATE and hint |
 //! | 2 | [`settings`] | the rules of `kafka.config` (who may set what, secrets, `${file:…}`) |
 //! | 3 | [`shared`] | shared memory: the worker's state, wake-ups, the immediate-send slots |
 //! | 4 | [`store`] | pg_kafka's tables and every statement on them; the fast append |
 //! | 5 | [`backend`] | what runs in a user's session: SQL functions, the transaction's buffer, capture |
 //! | 5 | [`worker`] | the background worker: the delivery loop, both delivery modes, immediate sends |
 //!
-//! A message's way: `backend::api::produce` → `backend::pending` (buffered in packs, written to
+//! A message's way: `backend::api::produce` → [`backend::pending`] (buffered in packs, written to
 //! `kafka.outbox` and given its commit number as the transaction commits) → `worker::log` (reads
 //! committed transactions in commit order) → `worker::deliver` or `worker::exactly_once`
-//! (librdkafka through `kafka_core::producer`) → `store::outcome::finish` (removed once Kafka
+//! (librdkafka through [`kafka_core::producer`]) → [`store::outcome::finish`] (removed once Kafka
 //! acknowledged or refused it).
 //!
 //! # Glossary
@@ -33,14 +33,17 @@
 //! - **round**: the committed transactions the worker reads in one pass, in commit order.
 //! - **chunk**: the part of a round sent to Kafka as one batch.
 //! - **immediate send**: `kafka.autonomous_publish()`, sent now, outside the caller's
-//!   transaction, through the worker (`shared::slots`).
+//!   transaction, through the worker ([`shared::slots`]).
 //! - **position record**: the record that ends each Kafka transaction in exactly-once mode,
 //!   naming the packs it carried.
 //! - **dead letter**: a message Kafka refused for good, kept in `kafka.dead_letter`.
-//! - **capture**: row changes of a table turned into Debezium-shaped events (`backend::capture`).
+//! - **capture**: row changes of a table turned into Debezium-shaped events ([`backend::capture`]).
 //! - **the original extension**: the C `pg_kafka` whose SQL interface this one keeps.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+// The crate documentation is for its developers (cargo doc --document-private-items): its map
+// links the private modules.
+#![allow(rustdoc::private_intra_doc_links)]
 
 use pgrx::prelude::*;
 

@@ -1,5 +1,5 @@
 //! `kafka.config`: librdkafka producer settings kept in a table. The rules — which names a role
-//! may set, which values are secrets, how a secret names a file — are `kafka_core::settings`'s
+//! may set, which values are secrets, how a secret names a file — are [`kafka_core::settings`]'s
 //! (tested there); this module gives their refusals as [`KafkaError`]s. The worker applies the
 //! table when it (re)creates its producer.
 

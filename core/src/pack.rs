@@ -248,4 +248,16 @@ mod unit {
         pack.bytes = vec![0; MAX_BYTES];
         assert!(!pack.has_room());
     }
+
+    #[test]
+    fn the_outbox_id_sequence_steps_by_a_pack() {
+        // Message i of a pack has the id `id + i`: ids stay unique only if the sequence that
+        // numbers packs steps by MAX_MESSAGES (sql/tables.sql).
+        let tables = include_str!("../../sql/tables.sql");
+        let step = format!("CREATE SEQUENCE kafka.outbox_id_seq AS bigint INCREMENT BY {MAX_MESSAGES} ");
+        assert!(
+            tables.contains(&step),
+            "sql/tables.sql must create kafka.outbox_id_seq stepping by {MAX_MESSAGES}"
+        );
+    }
 }

@@ -174,6 +174,9 @@ fn waiting(
     >,
     ErrorReport,
 > {
+    if max_rows < 0 {
+        return Err(KafkaError::BadMaxRows(max_rows).into());
+    }
     let found = crate::store::waiting::list(topic, max_rows)?;
     // SAFETY: a timestamptz Datum is by value: microseconds since 2000-01-01, computed here from
     // a Kafka timestamp (milliseconds since 1970, checked non-negative when it was queued).
@@ -219,7 +222,7 @@ pub(crate) fn record(
 /// Lets a restored copy of a database deliver the messages it was restored with (the worker
 /// holds them so that a copy does not send its original's messages again). Returns true.
 /// Refused (55000) in the database that is its queue's home: there it would renumber messages the
-/// worker is sending (`home::release`).
+/// worker is sending ([`home::release`]).
 #[pg_extern(volatile, parallel_unsafe)]
 fn release() -> SqlResult<bool> {
     ensure_deliverable()?;
@@ -342,7 +345,7 @@ fn check_topic(topic: Option<&str>) -> SqlResult<()> {
 }
 
 /// Raises unless the current role may capture a table into `topic` (the rule of
-/// `backend::topics`: a granted topic once `kafka.topic_grants` has rows, never the worker's own);
+/// [`backend::topics`](crate::backend::topics): a granted topic once `kafka.topic_grants` has rows, never the worker's own);
 /// used when a capture is recorded.
 #[pg_extern(stable, parallel_safe, schema = "kafka_internal")]
 fn check_capture_topic(topic: &str) -> SqlResult<()> {

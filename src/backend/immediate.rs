@@ -3,7 +3,7 @@
 //! to the caller.
 //!
 //! librdkafka still lives only in the worker. The backend encodes the record into a dynamic
-//! shared memory segment, claims one of the slots (`shared::slots`), sets the worker's latch and
+//! shared memory segment, claims one of the slots ([`shared::slots`]), sets the worker's latch and
 //! waits on its own latch; the worker (`worker::immediate`) sends the record and answers in the
 //! slot. A backend that stops waiting (timeout, cancel) gives the slot up; the record may still
 //! be delivered, as with any producer whose caller gave up waiting.

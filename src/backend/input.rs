@@ -1,6 +1,6 @@
 //! What a Kafka record may hold: checks of topic names, keys, headers, partitions and
 //! timestamps, done in the caller's statement so that bad input fails before anything is queued.
-//! The rules are `kafka_core::input`'s (tested there); this module gives their refusals as
+//! The rules are [`kafka_core::input`]'s (tested there); this module gives their refusals as
 //! [`KafkaError`]s. No pgrx here.
 
 use crate::error::KafkaError;

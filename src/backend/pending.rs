@@ -65,7 +65,7 @@ struct Txn {
 const SPARE_BUFFERS: usize = 8;
 
 /// What `kafka.max_backlog` is checked against: the disk pg_kafka's queue tables took at the last
-/// measure (`store::size::size_bytes`) plus what the transaction held unwritten then, and the bytes
+/// measure ([`store::size::size_bytes`](crate::store::size::size_bytes)) plus what the transaction held unwritten then, and the bytes
 /// this session queued since. Kept across transactions: what a committed transaction wrote counts
 /// until the next measure sees it on disk.
 #[derive(Clone, Copy)]

@@ -1,5 +1,5 @@
 //! The immediate-send slots (`kafka.autonomous_publish`) in shared memory: the table both halves
-//! use — a backend claims a slot and waits (`backend::immediate`), the worker takes the request,
+//! use — a backend claims a slot and waits ([`backend::immediate`](crate::backend::immediate)), the worker takes the request,
 //! sends it and answers (`worker::immediate`) — and the format of the record that crosses in a
 //! dynamic shared memory segment.
 //!

@@ -1,8 +1,8 @@
 //! The sessions' appends to the queue: a pack's id ([`next_pack_id`]), the packs of a
 //! transaction ([`insert`] into `kafka.outbox`) and, last before it commits, its place in commit
 //! order ([`insert_commit`] into `kafka.outbox_commit`). Made on the caller's behalf as the tables'
-//! owner (`owner::as_owner` for the sequences; the rows are written directly, which checks no
-//! privilege). Called by `backend::pending` only.
+//! owner ([`owner::as_owner`](crate::store::owner::as_owner) for the sequences; the rows are written directly, which checks no
+//! privilege). Called by [`backend::pending`](crate::backend::pending) only.
 //!
 //! No SQL: each row is formed and written with `heap_insert` (which compresses and TOASTs large
 //! payloads) and entered in the table's indexes, the way COPY does, with no executor, no

@@ -1,5 +1,5 @@
 //! `kafka.dead_letter`: messages Kafka refused for good, or that an administrator took out of the
-//! queue. Messages enter it from the outbox ([`record`]: the worker's `outcome::finish` and
+//! queue. Messages enter it from the outbox ([`record`]: the worker's [`outcome::finish`](crate::store::outcome::finish) and
 //! `set_aside`, both in the transaction that removes them from the outbox), and leave it when an
 //! administrator queues them again ([`take`], `kafka.requeue_dead_letters()`) or deletes them
 //! ([`purge`], `kafka.purge_dead_letters()`).

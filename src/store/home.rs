@@ -8,6 +8,7 @@
 
 use crate::error::KafkaError;
 use crate::store::owner::{as_owner, store};
+use kafka_core::pack::MAX_MESSAGES;
 use pgrx::prelude::*;
 
 /// Whether this database is the queue's home. `kafka.home` records the database and the home
@@ -59,29 +60,40 @@ fn held_copy() -> Result<bool, KafkaError> {
 /// renumber messages the worker is sending, which would be sent again. The packs it was restored
 /// with carry the original's transaction ids, which mean nothing here (in another cluster they
 /// may even lie in the future): they become packs of the calling transaction, renumbered in the
-/// order they would have been sent (commit order, then id) after the highest id, 512 apart, and
-/// the caller takes one place in commit order for all of them (`pending::adopt_packs`).
+/// order they would have been sent (commit order, then id) after the highest id, a pack apart
+/// ([`MAX_MESSAGES`], the outbox's id sequence's increment), and
+/// the caller takes one place in commit order for all of them ([`pending::adopt_packs`](crate::backend::pending::adopt_packs)).
 pub fn release() -> Result<(), KafkaError> {
     let sql = [
         "DELETE FROM kafka.home",
         "DELETE FROM kafka.outbox o WHERE NOT EXISTS (SELECT FROM kafka.outbox_commit c WHERE c.xid OPERATOR(pg_catalog.=) o.xid)",
-        // OPERATOR() has no precedence: the parentheses make it b + (n * 512).
+        // OPERATOR() has no precedence: the parentheses make it b + (n * $1).
         "WITH ordered AS (
              SELECT o.xid, o.id, pg_catalog.row_number() OVER (ORDER BY c.csn, o.id) AS n
                FROM kafka.outbox o JOIN kafka.outbox_commit c ON c.xid OPERATOR(pg_catalog.=) o.xid),
          base AS (SELECT pg_catalog.max(o.id) AS b FROM kafka.outbox o)
          UPDATE kafka.outbox o SET xid = pg_catalog.pg_current_xact_id(),
-                id = base.b OPERATOR(pg_catalog.+) (ordered.n OPERATOR(pg_catalog.*) 512)
+                id = base.b OPERATOR(pg_catalog.+) (ordered.n OPERATOR(pg_catalog.*) $1)
            FROM ordered, base
           WHERE o.xid OPERATOR(pg_catalog.=) ordered.xid AND o.id OPERATOR(pg_catalog.=) ordered.id",
         "DELETE FROM kafka.outbox_commit",
-        "SELECT pg_catalog.setval('kafka.outbox_id_seq', pg_catalog.max(o.id) OPERATOR(pg_catalog.+) 512)
+        "SELECT pg_catalog.setval('kafka.outbox_id_seq', pg_catalog.max(o.id) OPERATOR(pg_catalog.+) $1)
            FROM kafka.outbox o HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0",
     ];
     let store = store()?;
     if !as_owner(store, held_copy)? {
         return Err(KafkaError::NotACopy);
     }
-    as_owner(store, || sql.iter().try_for_each(|q| Spi::run(q)))
-        .map_err(|e| KafkaError::Internal(format!("could not release the queue: {e}")))
+    let pack = [i64::from(MAX_MESSAGES).into()];
+    as_owner(store, || {
+        sql.iter().try_for_each(|q| {
+            // only the statements that use it take the pack size
+            if q.contains("$1") {
+                Spi::run_with_args(q, &pack)
+            } else {
+                Spi::run(q)
+            }
+        })
+    })
+    .map_err(|e| KafkaError::Internal(format!("could not release the queue: {e}")))
 }

@@ -14,8 +14,8 @@
 //!   `outcome` (what a chunk's delivery did to the outbox), `topic_stats` (per-topic figures),
 //!   `statistics` (librdkafka's) and `kept` (its statements kept prepared).
 //!
-//! Other statements on pg_kafka's own tables live with their feature: `backend::topics` (topic
-//! rules), `backend::guard` (what waits, before a DROP) and `backend::capture` (captures and
+//! Other statements on pg_kafka's own tables live with their feature: [`backend::topics`](crate::backend::topics) (topic
+//! rules), [`backend::guard`](crate::backend::guard) (what waits, before a DROP) and [`backend::capture`](crate::backend::capture) (captures and
 //! backfills). Used by the backend side and the worker alike; uses neither.
 
 pub mod append;
@@ -34,7 +34,7 @@ pub mod waiting;
 
 use crate::error::KafkaError;
 
-/// The error of a statement on pg_kafka's tables: "could not <what>: <SPI's error>".
+/// The error of a statement on pg_kafka's tables: `could not <what>: <SPI's error>`.
 fn could_not(what: &str, e: pgrx::spi::Error) -> KafkaError {
     KafkaError::Internal(format!("could not {what}: {e}"))
 }

@@ -1,11 +1,11 @@
 //! Where pg_kafka's tables are and who owns them: the [`Store`] handle (the outbox's relations,
 //! found in the catalog caches, no SQL) and acting as the tables' owner ([`as_owner`]), which
 //! backends need to append to the outbox and to read the rules producers may not read
-//! (`backend::topics`, `backend::capture`, `backend::guard`, `set_aside`, `home`, `append`).
+//! ([`backend::topics`](crate::backend::topics), [`backend::capture`](crate::backend::capture), [`backend::guard`](crate::backend::guard), `set_aside`, `home`, `append`).
 //!
 //! What must stay true: the owner is the outbox's own `relowner`, found under the trusted
-//! `kafka` schema only (`rights::kafka_namespace`); code run as the owner runs with a pinned
-//! `search_path` and gives the caller's rights back however it ends (`rights::AsRole`).
+//! `kafka` schema only ([`rights::kafka_namespace`](crate::store::rights::kafka_namespace)); code run as the owner runs with a pinned
+//! `search_path` and gives the caller's rights back however it ends ([`rights::AsRole`](crate::store::rights::AsRole)).
 
 use crate::error::KafkaError;
 use crate::store::rights::{as_role, kafka_namespace};
@@ -77,7 +77,7 @@ unsafe fn relation_owner(relid: pg_sys::Oid) -> Option<pg_sys::Oid> {
 /// DEFINER function with a pinned path would: SQL that `f` runs cannot reach the caller's own
 /// functions or operators (a role that may create an operator in a schema on its path would
 /// otherwise have it run as the owner). The caller's rights are back when `f` returns or raises
-/// (a `rights::AsRole` guard held while it runs).
+/// (a [`rights::AsRole`](crate::store::rights::AsRole) guard held while it runs).
 pub fn as_owner<R>(store: Store, f: impl FnOnce() -> R) -> R {
     as_role(store.owner, false, f)
 }

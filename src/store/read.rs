@@ -116,7 +116,7 @@ pub fn producer_settings() -> Result<Vec<(String, String)>, KafkaError> {
     })
 }
 
-/// Whether `kafka.config` holds a credential (`settings::holds_credential`; only names are read).
+/// Whether `kafka.config` holds a credential ([`settings::holds_credential`](crate::settings::holds_credential); only names are read).
 pub fn secret_stored() -> Result<bool, KafkaError> {
     let names = Spi::connect(|client| -> Result<Vec<String>, pgrx::spi::Error> {
         let rows = client.select("SELECT c.name FROM kafka.config c", None, &[])?;

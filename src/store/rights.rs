@@ -2,7 +2,7 @@
 //! rights than its caller's reaches pg_kafka's tables by the name `kafka`, so that name must lead
 //! to a schema only a superuser controls ([`kafka_namespace`]); and it runs as another role only
 //! the way a SECURITY DEFINER function with a pinned `search_path` would (an [`AsRole`] guard, or
-//! [`as_role`]; as the extension's owner: `owner::as_owner`), so that no function, cast or
+//! [`as_role`]; as the extension's owner: [`owner::as_owner`](crate::store::owner::as_owner)), so that no function, cast or
 //! operator of the caller's (or, security-restricted, of a table owner's) runs with more rights
 //! than its creator's. What must stay true: the caller's user id, security context and
 //! `search_path` are back when the guard goes, whether what ran under it returned or raised.

@@ -1,12 +1,12 @@
 //! `kafka.dead_letter_waiting()`: an administrator moves given waiting messages out of the
 //! queue into `kafka.dead_letter` (for a message that holds back the ones behind it and that
 //! nobody wants delivered any more); the worker does the same with messages Kafka refused in
-//! exactly-once mode. A message waits inside a pack (core/src/pack.rs) whose ids are positional
+//! exactly-once mode. A message waits inside a pack ([`kafka_core::pack`]) whose ids are positional
 //! (message `i` of pack `id` is `id + i`): the pack is split around the messages taken out, each
 //! remaining run becoming a pack of the same transaction whose id is its first message's id, so
 //! every message keeps its id and its place in the order.
 //!
-//! What must stay true: it runs as the tables' owner (`owner::as_owner`), in the caller's
+//! What must stay true: it runs as the tables' owner ([`owner::as_owner`](crate::store::owner::as_owner)), in the caller's
 //! transaction, with the rows it splits locked; it fails closed: a row it cannot read or a pack
 //! it cannot unpack raises, and the transaction's abort undoes whatever it had moved.
 

@@ -119,6 +119,11 @@ macro_rules! kafka_errors {
                 message: ("timeout must be positive"),
                 hint: "Pass a positive interval, e.g. timeout => '5 seconds'.",
             }
+            /// A negative row limit (`kafka.waiting(max_rows => -1)`).
+            BadMaxRows(n: i64) = "22023" invalid_parameter_value {
+                message: ("max_rows is {n}, below 0"),
+                hint: "Pass how many waiting messages to list, e.g. max_rows => 100.",
+            }
 
             // ---- kafka.config and kafka.broker ----
             /// A kafka.config name pg_kafka sets itself.

@@ -75,7 +75,7 @@ fn fields(desc: pg_sys::TupleDesc, which: Columns) -> String {
 }
 
 /// The schema of a value of type `typ` (domains resolved), as Debezium maps it with its
-/// defaults and `decimal.handling.mode=string` (matching `debezium::Enc`).
+/// defaults and `decimal.handling.mode=string` (matching [`debezium::Enc`](crate::backend::capture::debezium::Enc)).
 fn schema(typ: Oid, typmod: i32, optional: bool) -> String {
     let mut typmod = typmod;
     // SAFETY: catalog cache lookup, called while building a capture plan inside a transaction;

@@ -100,7 +100,7 @@ SELECT topic, count(*), min(n), max(n), array_agg(n ORDER BY id) = array_agg(n O
 SELECT count(*) FROM kafka.waiting(topic => 'regress.e1');
 SELECT count(*) FROM kafka.waiting();  -- 1000 rows by default
 SELECT count(*) FROM kafka.waiting(max_rows => 0);
-SELECT count(*) FROM kafka.waiting(max_rows => -1);
+SELECT count(*) FROM kafka.waiting(max_rows => -1);  -- refused
 SELECT convert_from(value, 'UTF8') FROM kafka.waiting(max_rows => 3);
 SELECT reset();
 
