@@ -1,16 +1,23 @@
 //! Kafka Connect schemas of capture events, for `kafka.capture(..., schemas => true)`: the
 //! `{"schema": ..., "payload": ...}` form Kafka Connect's JsonConverter writes with
 //! `schemas.enable=true`, which Connect sinks (the JDBC sink, ...) need. The schemas follow the
-//! value encoding of `debezium` type by type (Debezium's names: `io.debezium.time.Date`, ...),
-//! and are built once per table and session with the capture plan (`plan`).
+//! value encoding of `debezium` type by type (Debezium's names: `io.debezium.time.Date`, ...,
+//! `io.debezium.data.Bits` with its `length`, `io.debezium.data.geometry.Point`, hstore as
+//! `io.debezium.data.Json`), as Kafka Connect's JsonConverter writes them (`type`, `fields` or
+//! `items`, `optional`, `name`, `version`, `doc`, `parameters`, then the struct's `field`), and
+//! are built once per table and session with the capture plan (`plan`).
 
-use crate::backend::capture::debezium::{attributes, string, Columns};
+use crate::backend::capture::debezium::{
+    attributes, bit_length, bits_are_boolean, is_hstore, string, Columns,
+};
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use std::ffi::CStr;
 
 /// Debezium's `source` block schema (PostgreSQL connector), as JsonConverter writes it.
 const SOURCE: &str = r#"{"type":"struct","fields":[{"type":"string","optional":false,"field":"version"},{"type":"string","optional":false,"field":"connector"},{"type":"string","optional":false,"field":"name"},{"type":"int64","optional":false,"field":"ts_ms"},{"type":"string","optional":true,"name":"io.debezium.data.Enum","version":1,"parameters":{"allowed":"true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"},"default":"false","field":"snapshot"},{"type":"string","optional":false,"field":"db"},{"type":"string","optional":true,"field":"sequence"},{"type":"int64","optional":true,"field":"ts_us"},{"type":"int64","optional":true,"field":"ts_ns"},{"type":"string","optional":false,"field":"schema"},{"type":"string","optional":false,"field":"table"},{"type":"int64","optional":true,"field":"txId"},{"type":"int64","optional":true,"field":"lsn"},{"type":"int64","optional":true,"field":"xmin"},{"type":"string","optional":true,"field":"origin"},{"type":"int64","optional":true,"field":"origin_lsn"}],"optional":false,"name":"io.debezium.connector.postgresql.Source","version":1,"field":"source"}"#;
+/// The fields of Debezium's `io.debezium.data.geometry.Point` (Point.builder()).
+const POINT_FIELDS: &str = r#"{"type":"double","optional":false,"field":"x"},{"type":"double","optional":false,"field":"y"},{"type":"bytes","optional":true,"field":"wkb"},{"type":"int32","optional":true,"field":"srid"}"#;
 /// The envelope's fields after `source`.
 const TAIL: &str = r#"{"type":"struct","fields":[{"type":"string","optional":false,"field":"id"},{"type":"int64","optional":false,"field":"total_order"},{"type":"int64","optional":false,"field":"data_collection_order"}],"optional":true,"name":"event.block","version":1,"field":"transaction"},{"type":"string","optional":false,"field":"op"},{"type":"int64","optional":true,"field":"ts_ms"},{"type":"int64","optional":true,"field":"ts_us"},{"type":"int64","optional":true,"field":"ts_ns"}"#;
 
@@ -105,6 +112,16 @@ fn schema(typ: Oid, typmod: i32, optional: bool) -> String {
         pg_sys::UUIDOID => named("string", "io.debezium.data.Uuid"),
         pg_sys::JSONOID | pg_sys::JSONBOID => named("string", "io.debezium.data.Json"),
         pg_sys::XMLOID => named("string", "io.debezium.data.Xml"),
+        pg_sys::BITOID | pg_sys::VARBITOID => match bit_length(base == pg_sys::VARBITOID, typmod) {
+            length if bits_are_boolean(length) => plain("boolean"),
+            length => format!(
+                r#"{{"type":"bytes","optional":{optional},"name":"io.debezium.data.Bits","version":1,"parameters":{{"length":"{length}"}}}}"#
+            ),
+        },
+        pg_sys::POINTOID => format!(
+            r#"{{"type":"struct","fields":[{POINT_FIELDS}],"optional":{optional},"name":"io.debezium.data.geometry.Point","version":1,"doc":"Geometry (POINT)"}}"#
+        ),
+        _ if is_hstore(base) => named("string", "io.debezium.data.Json"),
         // SAFETY: catalog cache lookup of an existing type, inside the capture plan's transaction.
         _ if unsafe { pg_sys::get_typtype(base) } == b'e' as std::ffi::c_char => {
             let mut allowed = String::new();

@@ -171,3 +171,157 @@ fn values_at_the_edges_of_the_ranges_are_debeziums_or_refused() {
         json!({"id": 4, "i": 7_730_941_132_799_999_999_i64, "tz": null, "ts": null, "ts3": null})
     );
 }
+
+/// Creates `table` (`columns`, after `CREATE EXTENSION IF NOT EXISTS hstore`), captures it on
+/// `topic` with `options`, runs `inserts` (one statement), then a backfill of the same rows: the
+/// records of both capture paths, `op` "c" then "r", as (key, value) JSON; the table is dropped.
+fn captured_rows(
+    table: &str,
+    columns: &str,
+    inserts: &str,
+    options: &str,
+    topic: &str,
+) -> Vec<(Value, Value)> {
+    let mut c = pg();
+    c.batch_execute(&format!(
+        "CREATE EXTENSION IF NOT EXISTS hstore;
+         DROP TABLE IF EXISTS {table};
+         CREATE TABLE {table} ({columns})"
+    ))
+    .unwrap();
+    c.execute(&format!("SELECT kafka.capture('{table}', topic => $1{options})"), &[&topic]).unwrap();
+    let rows = c.execute(inserts, &[]).unwrap() as usize;
+    c.batch_execute(&format!("CALL kafka.backfill('{table}')")).unwrap();
+    let got = TopicReader::new(topic).read_at_least(2 * rows).to_vec();
+    c.batch_execute(&format!("SELECT kafka.uncapture('{table}'); DROP TABLE {table}")).unwrap();
+    assert_eq!(got.len(), 2 * rows, "one event per row and path");
+    got.iter()
+        .map(|r| {
+            let json = |b: &Option<Vec<u8>>| serde_json::from_slice::<Value>(b.as_deref().unwrap()).unwrap();
+            (json(&r.key), json(&r.payload))
+        })
+        .collect()
+}
+
+/// Checks captured records against the rows they should carry (`after`, in insert order), for
+/// the insert's events and then the backfill's; with `schemas`, each record's `payload`.
+fn assert_rows(got: &[(Value, Value)], after: &[Value], schemas: bool) {
+    for (i, (key, value)) in got.iter().enumerate() {
+        let want = &after[i % after.len()];
+        let (key, value) = if schemas { (&key["payload"], &value["payload"]) } else { (key, value) };
+        assert_eq!(key, &json!({"id": want["id"]}), "record {i}: key");
+        assert_eq!(value["op"], if i < after.len() { "c" } else { "r" }, "record {i}: op");
+        assert_eq!(value["before"], Value::Null, "record {i}: before");
+        assert_eq!(&value["after"], want, "record {i}: after");
+    }
+}
+
+/// A column of each type Debezium maps to a logical type of its own (issue 24), and rows of them.
+const SPECIAL_COLUMNS: &str = "id int PRIMARY KEY, h hstore, b1 bit(1), b5 bit(5), b16 bit(16),
+    vb bit varying(16), vbu bit varying, vb1 bit varying(1), p point, n numeric";
+const SPECIAL_INSERTS: &str = r#"INSERT INTO dbz_special VALUES
+    (1, '"a"=>"1", "b"=>NULL', B'1', B'10101', B'1010101010101010', B'0000000100000010', B'101', B'0',
+     '(1.5,-2)', 'NaN'),
+    (2, 'id=>7, name=>x, tags=>NULL, color=>red, weight=>1.5', B'0', B'00000', B'0000000000000001', B'',
+     B'10000000000000000', B'', '(0,1e20)', 'Infinity'),
+    (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '-Infinity')"#;
+
+/// The rows of `SPECIAL_INSERTS` as Debezium 3.6.1 writes them with its defaults (the encodings
+/// read in its sources: PostgresValueConverter, JdbcValueConverters, Point, SpecialValueDecimal):
+/// - hstore (`hstore.handling.mode=json`): a string holding a JSON object, its keys in the order
+///   of the Java HashMap Debezium fills (`color` before `name` before `weight` before `id`);
+/// - bit(1) and bit varying(1): a boolean (an empty bit varying(1), which Debezium fails to
+///   convert, null); longer bit strings: Debezium's Bits, the bits as a little-endian number in
+///   base64 (`B'10101'` 21 = `"FQ=="`, `B'1010101010101010'` `"qqo="`, `B'0000000100000010'` the
+///   bytes 02 01 = `"AgE="`; no set bit, no bytes: `""`);
+/// - point: io.debezium.data.geometry.Point, `wkb` little-endian WKB (01, type 1, x, y);
+/// - numeric NaN, Infinity and -Infinity: SpecialValueDecimal's names.
+fn special_after() -> Vec<Value> {
+    vec![
+        json!({"id": 1, "h": "{\"a\":\"1\",\"b\":null}", "b1": true, "b5": "FQ==", "b16": "qqo=",
+               "vb": "AgE=", "vbu": "BQ==", "vb1": false,
+               "p": {"x": 1.5, "y": -2.0, "wkb": "AQEAAAAAAAAAAAD4PwAAAAAAAADA", "srid": null},
+               "n": "NAN"}),
+        json!({"id": 2,
+               "h": "{\"color\":\"red\",\"name\":\"x\",\"weight\":\"1.5\",\"id\":\"7\",\"tags\":null}",
+               "b1": false, "b5": "", "b16": "AQ==", "vb": "", "vbu": "AAAB", "vb1": null,
+               "p": {"x": 0.0, "y": 1.0e20, "wkb": "AQEAAAAAAAAAAAAAAECMtXgdrxVE", "srid": null},
+               "n": "POSITIVE_INFINITY"}),
+        json!({"id": 3, "h": null, "b1": null, "b5": null, "b16": null, "vb": null, "vbu": null,
+               "vb1": null, "p": null, "n": "NEGATIVE_INFINITY"}),
+    ]
+}
+
+#[test]
+fn hstore_bits_point_and_numeric_specials_are_debeziums() {
+    let t = topic("debezium_special");
+    let got = captured_rows("dbz_special", SPECIAL_COLUMNS, SPECIAL_INSERTS, "", &t);
+    assert_rows(&got, &special_after(), false);
+}
+
+/// With `schemas => true`, the same payloads, and Debezium's schemas for them: Json for hstore,
+/// boolean for a length of 1, `io.debezium.data.Bits` with its `length` (2147483647 for a bit
+/// varying without one: PgJDBC's unknown length), `io.debezium.data.geometry.Point` (version 1,
+/// its doc, x and y required, wkb and srid optional), a string for numeric.
+#[test]
+fn hstore_bits_point_and_numeric_specials_with_schemas_are_debeziums() {
+    let t = topic("debezium_special_schemas");
+    let got = captured_rows("dbz_special", SPECIAL_COLUMNS, SPECIAL_INSERTS, ", schemas => true", &t);
+    assert_rows(&got, &special_after(), true);
+    let bits = |length: &str, field: &str| {
+        json!({"type": "bytes", "optional": true, "name": "io.debezium.data.Bits", "version": 1,
+               "parameters": {"length": length}, "field": field})
+    };
+    let after = json!({"type": "struct", "fields": [
+        {"type": "int32", "optional": false, "field": "id"},
+        {"type": "string", "optional": true, "name": "io.debezium.data.Json", "version": 1, "field": "h"},
+        {"type": "boolean", "optional": true, "field": "b1"},
+        bits("5", "b5"),
+        bits("16", "b16"),
+        bits("16", "vb"),
+        bits("2147483647", "vbu"),
+        {"type": "boolean", "optional": true, "field": "vb1"},
+        {"type": "struct", "fields": [
+            {"type": "double", "optional": false, "field": "x"},
+            {"type": "double", "optional": false, "field": "y"},
+            {"type": "bytes", "optional": true, "field": "wkb"},
+            {"type": "int32", "optional": true, "field": "srid"}],
+         "optional": true, "name": "io.debezium.data.geometry.Point", "version": 1,
+         "doc": "Geometry (POINT)", "field": "p"},
+        {"type": "string", "optional": true, "field": "n"}],
+        "optional": true, "name": format!("{t}.Value"), "field": "after"});
+    let key = json!({"type": "struct", "fields": [{"type": "int32", "optional": false, "field": "id"}],
+                     "optional": false, "name": format!("{t}.Key")});
+    for (i, (k, v)) in got.iter().enumerate() {
+        assert_eq!(k["schema"], key, "record {i}: key schema");
+        assert_eq!(v["schema"]["fields"][1], after, "record {i}: the after struct's schema");
+        assert_eq!(v["schema"]["fields"][0]["fields"], after["fields"], "record {i}: before's fields");
+    }
+}
+
+/// Where Debezium 3.6.1 drops the column (line, lseg, box, path, polygon, circle, pg_lsn: it has
+/// no converter for them) or writes null (numeric arrays, name), pg_kafka sends the value: the
+/// type's text (a numeric array as an array of numeric's strings), and with schemas a string.
+#[test]
+fn types_debezium_drops_or_nulls_are_sent() {
+    let columns = "id int PRIMARY KEY, l line, ls lseg, bx box, pa path, pg polygon, c circle,
+                   lsn pg_lsn, na numeric[], nm name";
+    let inserts = "INSERT INTO dbz_dropped VALUES (1, '{1,-1,0}', '[(0,0),(1,1)]', '(1,1),(0,0)',
+                   '((0,0),(1,1))', '((0,0),(1,1),(1,0))', '<(0,0),1>', '0/16B3748',
+                   '{1.5,NaN,NULL}', 'abc')";
+    let after = [json!({"id": 1, "l": "{1,-1,0}", "ls": "[(0,0),(1,1)]", "bx": "(1,1),(0,0)",
+                        "pa": "((0,0),(1,1))", "pg": "((0,0),(1,1),(1,0))", "c": "<(0,0),1>",
+                        "lsn": "0/16B3748", "na": ["1.5", "NAN", null], "nm": "abc"})];
+    let t = topic("debezium_dropped");
+    assert_rows(&captured_rows("dbz_dropped", columns, inserts, "", &t), &after, false);
+    let t = topic("debezium_dropped_schemas");
+    let got = captured_rows("dbz_dropped", columns, inserts, ", schemas => true", &t);
+    assert_rows(&got, &after, true);
+    let string = |field: &str| json!({"type": "string", "optional": true, "field": field});
+    let mut fields = vec![json!({"type": "int32", "optional": false, "field": "id"})];
+    fields.extend(["l", "ls", "bx", "pa", "pg", "c", "lsn"].map(string));
+    fields.push(json!({"type": "array", "items": {"type": "string", "optional": true}, "optional": true,
+                       "field": "na"}));
+    fields.push(string("nm"));
+    assert_eq!(got[0].1["schema"]["fields"][1]["fields"], Value::Array(fields));
+}
