@@ -10,7 +10,7 @@
 //! | — | `core/` (crate `kafka_core`, no pgrx) | the message, the pack format, librdkafka (producer, transactions), exactly-once positions |
 //! | 0 | [`gucs`] | every `kafka.*` setting and fixed limit |
 //! | 0 | [`relation`] | relations held open for a scope (closed on every return path) |
-//! | 1 | [`error`](mod@error) | `KafkaError`: every failure a user can meet, its SQLSTATE and hint |
+//! | 1 | [`mod@error`] | `KafkaError`: every failure a user can meet, its SQLSTATE and hint |
 //! | 2 | [`settings`] | the rules of `kafka.config` (who may set what, secrets, `${file:…}`) |
 //! | 3 | [`shared`] | shared memory: the worker's state, wake-ups, the immediate-send slots |
 //! | 4 | [`store`] | pg_kafka's tables and every statement on them; the fast append |
