@@ -364,3 +364,54 @@ fn module_map_matches_lib_rs() {
     let missing: Vec<&String> = rows.iter().filter(|r| !doc_lines.contains(r.as_str())).collect();
     assert!(missing.is_empty(), "docs/architecture.md lacks these rows of src/lib.rs's map: {missing:#?}");
 }
+
+/// A documented default in the server's base unit (ms for times, kB for sizes), as `pg_settings`
+/// shows `boot_val`: `1s` → `1000`, `64MB` → `65536`, `(empty)` → ``.
+fn in_base_unit(documented: &str) -> String {
+    let d = documented.trim_matches('`');
+    if d == "(empty)" {
+        return String::new();
+    }
+    let units: [(&str, i64); 6] = [("ms", 1), ("s", 1000), ("min", 60_000), ("kB", 1), ("MB", 1024), ("GB", 1024 * 1024)];
+    for (unit, factor) in units {
+        if let Some(n) = d.strip_suffix(unit).and_then(|n| n.parse::<i64>().ok()) {
+            return (n * factor).to_string();
+        }
+    }
+    d.to_owned()
+}
+
+#[test]
+fn settings_table_matches_the_server() {
+    // docs/settings.md: every setting the server registers, no other, each with its default; and
+    // what its first line says of how they change (all reloadable but kafka.max_backlog, which a
+    // superuser sets per role).
+    let doc = read(&repo().join("docs/settings.md"));
+    let documented: Vec<(String, String)> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `kafka."))
+        .map(|row| {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            (format!("kafka.{}", cells[0].trim_end_matches('`')), in_base_unit(cells[1]))
+        })
+        .collect();
+    let mut c = pg();
+    let registered: Vec<(String, String, String)> = c
+        .query("SELECT name, boot_val, context FROM pg_settings WHERE name LIKE 'kafka.%' ORDER BY name", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let names = |v: Vec<&String>| v.into_iter().cloned().collect::<BTreeSet<String>>();
+    assert_eq!(
+        names(documented.iter().map(|(n, _)| n).collect()),
+        names(registered.iter().map(|(n, _, _)| n).collect()),
+        "docs/settings.md lists exactly the settings the server registers"
+    );
+    for (name, boot, context) in &registered {
+        let (_, default) = documented.iter().find(|(n, _)| n == name).unwrap();
+        assert_eq!(default, boot, "{name}: the documented default is the server's");
+        let expected = if name == "kafka.max_backlog" { "superuser" } else { "sighup" };
+        assert_eq!(context, expected, "{name}: changed as docs/settings.md says");
+    }
+}
