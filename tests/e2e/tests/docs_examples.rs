@@ -372,7 +372,8 @@ fn in_base_unit(documented: &str) -> String {
     if d == "(empty)" {
         return String::new();
     }
-    let units: [(&str, i64); 6] = [("ms", 1), ("s", 1000), ("min", 60_000), ("kB", 1), ("MB", 1024), ("GB", 1024 * 1024)];
+    let units: [(&str, i64); 6] =
+        [("ms", 1), ("s", 1000), ("min", 60_000), ("kB", 1), ("MB", 1024), ("GB", 1024 * 1024)];
     for (unit, factor) in units {
         if let Some(n) = d.strip_suffix(unit).and_then(|n| n.parse::<i64>().ok()) {
             return (n * factor).to_string();
