@@ -365,21 +365,32 @@ fn module_map_matches_lib_rs() {
     assert!(missing.is_empty(), "docs/architecture.md lacks these rows of src/lib.rs's map: {missing:#?}");
 }
 
-/// A documented default in the server's base unit (ms for times, kB for sizes), as `pg_settings`
-/// shows `boot_val`: `1s` → `1000`, `64MB` → `65536`, `(empty)` → ``.
-fn in_base_unit(documented: &str) -> String {
+/// A documented default as `pg_settings` shows `boot_val`: in the setting's `unit` (`1s` with unit
+/// `ms` is `1000`, `64MB` with unit `B` is `67108864`), `(empty)` as ``.
+fn as_boot_val(documented: &str, unit: Option<&str>) -> String {
     let d = documented.trim_matches('`');
     if d == "(empty)" {
         return String::new();
     }
-    let units: [(&str, i64); 6] =
-        [("ms", 1), ("s", 1000), ("min", 60_000), ("kB", 1), ("MB", 1024), ("GB", 1024 * 1024)];
-    for (unit, factor) in units {
-        if let Some(n) = d.strip_suffix(unit).and_then(|n| n.parse::<i64>().ok()) {
-            return (n * factor).to_string();
-        }
+    let factor = |u: &str| -> Option<i64> {
+        Some(match u {
+            "B" => 1,
+            "kB" => 1024,
+            "MB" => 1024 * 1024,
+            "GB" => 1024 * 1024 * 1024,
+            "ms" => 1,
+            "s" => 1000,
+            "min" => 60_000,
+            _ => return None,
+        })
+    };
+    let Some(per_unit) = unit.and_then(factor) else { return d.to_owned() };
+    let digits = d.find(|c: char| !c.is_ascii_digit()).unwrap_or(d.len());
+    let (n, suffix) = d.split_at(digits);
+    match (n.parse::<i64>(), if suffix.is_empty() { Some(per_unit) } else { factor(suffix) }) {
+        (Ok(n), Some(f)) => (n * f / per_unit).to_string(),
+        _ => d.to_owned(),
     }
-    d.to_owned()
 }
 
 #[test]
@@ -393,25 +404,32 @@ fn settings_table_matches_the_server() {
         .filter_map(|l| l.strip_prefix("| `kafka."))
         .map(|row| {
             let cells: Vec<&str> = row.split(" | ").collect();
-            (format!("kafka.{}", cells[0].trim_end_matches('`')), in_base_unit(cells[1]))
+            (format!("kafka.{}", cells[0].trim_end_matches('`')), cells[1].to_owned())
         })
         .collect();
     let mut c = pg();
-    let registered: Vec<(String, String, String)> = c
-        .query("SELECT name, boot_val, context FROM pg_settings WHERE name LIKE 'kafka.%' ORDER BY name", &[])
+    let registered: Vec<(String, String, String, Option<String>)> = c
+        .query(
+            "SELECT name, boot_val, context, unit FROM pg_settings WHERE name LIKE 'kafka.%' ORDER BY name",
+            &[],
+        )
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
     let names = |v: Vec<&String>| v.into_iter().cloned().collect::<BTreeSet<String>>();
     assert_eq!(
         names(documented.iter().map(|(n, _)| n).collect()),
-        names(registered.iter().map(|(n, _, _)| n).collect()),
+        names(registered.iter().map(|(n, _, _, _)| n).collect()),
         "docs/settings.md lists exactly the settings the server registers"
     );
-    for (name, boot, context) in &registered {
+    for (name, boot, context, unit) in &registered {
         let (_, default) = documented.iter().find(|(n, _)| n == name).unwrap();
-        assert_eq!(default, boot, "{name}: the documented default is the server's");
+        assert_eq!(
+            &as_boot_val(default, unit.as_deref()),
+            boot,
+            "{name}: the documented default is the server's"
+        );
         let expected = if name == "kafka.max_backlog" { "superuser" } else { "sighup" };
         assert_eq!(context, expected, "{name}: changed as docs/settings.md says");
     }
