@@ -38,3 +38,10 @@ use crate::error::KafkaError;
 fn could_not(what: &str, e: pgrx::spi::Error) -> KafkaError {
     KafkaError::Internal(format!("could not {what}: {e}"))
 }
+
+/// The messages of outbox row `id` (a pack, `payload`), in order; a row that does not unpack is
+/// an error, never skipped.
+fn unpack_row(id: i64, payload: &[u8]) -> Result<Vec<kafka_core::message::Message>, KafkaError> {
+    kafka_core::pack::unpack(id, payload)
+        .ok_or_else(|| KafkaError::Internal(format!("outbox row {id} is malformed")))
+}

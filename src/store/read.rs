@@ -82,8 +82,7 @@ pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec
                 let payload: Vec<u8> = row.get(3).map_err(failed)?.unwrap_or_default();
                 let xid: i64 = row.get(4).map_err(failed)?.unwrap_or_default();
                 bytes += payload.len() as i64;
-                let msgs = kafka_core::pack::unpack(id, &payload)
-                    .ok_or_else(|| KafkaError::Internal(format!("outbox row {id} is malformed")))?;
+                let msgs = super::unpack_row(id, &payload)?;
                 batch.extend(msgs.into_iter().map(|m| Message { csn, xid, ..m }));
                 round.pos = (csn, id);
             }

@@ -16,7 +16,7 @@ use crate::store::dead_letter;
 use crate::store::outcome::{forget_emptied, Transactions};
 use crate::store::owner::{as_owner, store};
 use kafka_core::message::Message;
-use kafka_core::pack::{self, Pack};
+use kafka_core::pack::Pack;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
@@ -53,8 +53,7 @@ fn move_rows(client: &mut SpiClient<'_>, ids: &[i64], error: &str) -> Result<i64
     let xids: Vec<i64> = packs.iter().map(|p| p.1).collect();
     let mut moved = 0;
     for (row, xid, payload) in packs {
-        let messages = pack::unpack(row, &payload)
-            .ok_or_else(|| KafkaError::Internal(format!("outbox row {row} is malformed")))?;
+        let messages = super::unpack_row(row, &payload)?;
         let (out, runs) = split(messages.into_iter().map(|m| Message { xid, ..m }).collect(), ids);
         let letters: Vec<(&Message, &str)> = out.iter().map(|m| (m, error)).collect();
         dead_letter::record(client, &letters).map_err(failed)?;

@@ -20,14 +20,16 @@ pub struct Waiting {
 pub fn list(topic: Option<&str>, limit: i64) -> Result<Vec<Waiting>, KafkaError> {
     let failed = |e| super::could_not("read kafka.outbox", e);
     Spi::connect(|client| {
+        // A pack lists its topics: packs without `topic` are not read.
         const READ: &str = "SELECT c.csn, o.id, o.payload
                FROM kafka.outbox_commit c JOIN kafka.outbox o ON o.xid OPERATOR(pg_catalog.=) c.xid
+              WHERE $1::pg_catalog.text IS NULL OR $1 OPERATOR(pg_catalog.=) ANY (o.topics)
               ORDER BY c.csn, o.id";
         let mut found = Vec::new();
         if limit <= 0 {
             return Ok(found);
         }
-        let mut cursor = client.open_cursor(READ, &[]);
+        let mut cursor = client.open_cursor(READ, &[topic.into()]);
         loop {
             let rows = cursor.fetch(64).map_err(failed)?;
             if rows.is_empty() {
@@ -37,9 +39,7 @@ pub fn list(topic: Option<&str>, limit: i64) -> Result<Vec<Waiting>, KafkaError>
                 let csn: i64 = row.get(1).map_err(failed)?.unwrap_or_default();
                 let id: i64 = row.get(2).map_err(failed)?.unwrap_or_default();
                 let payload: Vec<u8> = row.get(3).map_err(failed)?.unwrap_or_default();
-                let messages = kafka_core::pack::unpack(id, &payload)
-                    .ok_or_else(|| KafkaError::Internal(format!("outbox row {id} is malformed")))?;
-                for message in messages {
+                for message in super::unpack_row(id, &payload)? {
                     if topic.is_some_and(|t| t != message.topic) {
                         continue;
                     }
