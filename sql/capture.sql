@@ -21,7 +21,23 @@ CREATE TABLE kafka.capture_config (
     -- a restored copy (pg_dump leaves dropped columns out) numbers its columns differently, and
     -- its rows of this table get their numbers back from these names.
     key_names text[],
-    exclude_names text[]
+    exclude_names text[],
+    -- 'trigger': statement triggers encode events in the writing session; 'wal': the worker
+    -- decodes them from the WAL (src/decoding)
+    method text NOT NULL DEFAULT 'trigger' CHECK (method IN ('trigger', 'wal'))
+);
+-- WAL capture reads this table while it decodes, as of each change's place in the WAL: logical
+-- decoding keeps the old versions of a user catalog table's rows for that.
+ALTER TABLE kafka.capture_config SET (user_catalog_table = true);
+
+-- Where WAL capture is (src/store/wal.rs): the end LSN of the last decoded transaction whose
+-- events are in the outbox, written with them; and of the last with captured events (Debezium's
+-- source.sequence). The slot never passes a transaction that is not staged.
+CREATE TABLE kafka.wal_position (
+    slot_name name PRIMARY KEY,
+    staged_end bigint NOT NULL,
+    last_commit_end bigint NOT NULL,
+    updated_at timestamptz NOT NULL
 );
 -- pg_dump keeps the capture list; the tables' triggers are dumped with the tables.
 SELECT pg_catalog.pg_extension_config_dump('kafka.capture_config', '');
@@ -100,7 +116,7 @@ $$;
 CREATE VIEW kafka.captures AS
 SELECT relid::regclass AS "table", kind, topic, kafka_internal.capture_names(relid, key_attnums) AS key_columns,
        kafka_internal.capture_names(relid, exclude_attnums) AS exclude_columns, emit_before, tombstones,
-       delete_after_queue, created_at, schemas
+       delete_after_queue, created_at, schemas, method
 FROM kafka.capture_config;
 
 -- Creates the triggers of a captured table (as the caller: PostgreSQL checks its privileges).
@@ -179,7 +195,8 @@ CREATE FUNCTION kafka.capture(
     exclude_columns text[] DEFAULT '{}',
     emit_before boolean DEFAULT true,
     tombstones boolean DEFAULT true,
-    schemas boolean DEFAULT false
+    schemas boolean DEFAULT false,
+    method text DEFAULT 'trigger'
 ) RETURNS kafka.captures
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -189,6 +206,9 @@ DECLARE
     result kafka.captures;
 BEGIN
     PERFORM kafka_internal.check_served();  -- events queued where no worker delivers would wait forever
+    IF method IS NULL OR method NOT IN ('trigger', 'wal') THEN
+        PERFORM kafka_internal.raise_error('BadCaptureMethod', coalesce(method, 'NULL'));
+    END IF;
     SELECT * INTO c FROM pg_class WHERE oid = "table";
     nsp := (SELECT nspname FROM pg_namespace WHERE oid = c.relnamespace);
     IF c.relkind IN ('r', 'p') AND c.relpersistence = 't' THEN
@@ -211,11 +231,27 @@ BEGIN
     END IF;
     topic := coalesce(topic, current_database() || '.' || nsp || '.' || c.relname);
     PERFORM kafka_internal.check_topic(topic);
+    IF method = 'wal' THEN
+        -- before anything is written: the first WAL capture makes the replication slot
+        PERFORM kafka_internal.wal_prepare("table");
+        IF c.relreplident = 'f' THEN
+            NULL;
+        ELSIF c.relreplident = 'n' THEN
+            RAISE NOTICE '% has REPLICA IDENTITY NOTHING: the WAL holds no old rows, so its UPDATE events have "before": null and its DELETEs cannot be captured', "table"
+                  USING HINT = format('ALTER TABLE %s REPLICA IDENTITY FULL', "table");
+        ELSE
+            RAISE NOTICE 'with REPLICA IDENTITY %, the WAL holds only the key of old rows: "before" of UPDATE events is null and that of DELETE events holds only the key; unchanged TOASTed values are "__debezium_unavailable_value"',
+                  CASE c.relreplident WHEN 'i' THEN 'USING INDEX' ELSE 'DEFAULT' END
+                  USING HINT = format('For whole old rows, as the trigger method gives: ALTER TABLE %s REPLICA IDENTITY FULL', "table");
+        END IF;
+    END IF;
     INSERT INTO kafka.capture_config (relid, table_name, kind, topic, key_attnums, exclude_attnums, emit_before,
-                                      tombstones, schemas)
+                                      tombstones, schemas, method)
     VALUES ("table", "table"::text, 'table', topic, kafka_internal.capture_attnums("table", keys),
-            kafka_internal.capture_attnums("table", exclude_columns), emit_before, tombstones, schemas);
-    PERFORM kafka_internal.capture_triggers("table");
+            kafka_internal.capture_attnums("table", exclude_columns), emit_before, tombstones, schemas, method);
+    IF method = 'trigger' THEN
+        PERFORM kafka_internal.capture_triggers("table");
+    END IF;
     SELECT * INTO result FROM kafka.captures k WHERE k."table" = capture."table";
     RETURN result;
 END $$;
@@ -235,6 +271,9 @@ BEGIN
     END IF;
     PERFORM kafka_internal.drop_capture_trigger("table", t.tgname) FROM pg_trigger t
      WHERE t.tgrelid = "table" AND t.tgname LIKE 'kafka\_capture\_%';
+    IF (SELECT c.method FROM kafka.capture_config c WHERE c.relid = "table") = 'wal' THEN
+        PERFORM kafka_internal.wal_invalidate("table");  -- decoding stops at this commit
+    END IF;
     DELETE FROM kafka.capture_config WHERE relid = "table";
     DELETE FROM kafka.backfill_progress WHERE relid = "table";
     RETURN true;
@@ -323,8 +362,12 @@ DECLARE
     after_list text;
     first boolean;
     r text := 'r';  -- the rows' alias: `SELECT r FROM t r` is the whole row only if no column is named r
+    lock text;
 BEGIN
-    SELECT kafka_internal.capture_names(c.relid, c.key_attnums) INTO STRICT keys
+    -- WAL capture: the chunk's rows are locked until the backfill's commit, so a change to one of
+    -- them commits (and is decoded) after the chunk's "r" events, never between its read and them
+    SELECT kafka_internal.capture_names(c.relid, c.key_attnums), CASE c.method WHEN 'wal' THEN ' FOR SHARE' ELSE '' END
+      INTO STRICT keys, lock
       FROM kafka.capture_config c WHERE c.relid = backfill_query.relid AND c.kind = 'table';
     SELECT p.last_key IS NULL INTO STRICT first FROM kafka.backfill_progress p WHERE p.relid = backfill_query.relid;
     WHILE EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = backfill_query.relid AND a.attname = r) LOOP
@@ -337,12 +380,12 @@ BEGIN
       JOIN pg_attribute a ON a.attrelid = backfill_query.relid AND a.attname = u.k;
     RETURN format($q$
         SELECT c.a, (SELECT ARRAY[%5$s] FROM (SELECT (c.a[cardinality(c.a)]).*) n)
-          FROM (SELECT ARRAY(SELECT %6$I FROM %1$s %6$I %2$s ORDER BY %3$s LIMIT %4$s) AS a) c$q$,
+          FROM (SELECT ARRAY(SELECT %6$I FROM %1$s %6$I %2$s ORDER BY %3$s LIMIT %4$s%7$s) AS a) c$q$,
         relid::regclass,
         CASE WHEN first THEN '' ELSE format('WHERE (%s) > (%s)', keys_list, after_list) END,
         keys_list, chunk_size,
         (SELECT string_agg(format('n.%I::text', k), ', ') FROM unnest(keys) k),
-        r);
+        r, lock);
 END $body$;
 
 -- Emits the table's current rows as op "r" events, chunk by chunk, each chunk committed on its

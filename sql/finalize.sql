@@ -75,8 +75,16 @@ SELECT w.running AS worker_running,
        w.last_error_at,
        w.failing_since,
        w.previous_error,
-       w.previous_error_at
-FROM kafka_internal.worker_state() w;
+       w.previous_error_at,
+       s.slot_name AS wal_slot,
+       CASE WHEN NOT pg_catalog.pg_is_in_recovery() THEN
+           (pg_catalog.pg_current_wal_lsn() OPERATOR(pg_catalog.-) s.confirmed_flush_lsn)::bigint END AS wal_lag_bytes,
+       CASE WHEN NOT pg_catalog.pg_is_in_recovery() THEN
+           (pg_catalog.pg_current_wal_lsn() OPERATOR(pg_catalog.-) s.restart_lsn)::bigint END AS wal_retained_bytes
+FROM kafka_internal.worker_state() w
+LEFT JOIN pg_catalog.pg_replication_slots s
+       ON s.slot_name OPERATOR(pg_catalog.=) ('pg_kafka_' OPERATOR(pg_catalog.||)
+          (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()))::name;
 
 -- The worker's recent distinct failures, newest first (the same failure again only counts).
 CREATE VIEW kafka.recent_errors AS
@@ -142,9 +150,11 @@ GRANT EXECUTE ON FUNCTION kafka.close(), kafka_internal.worker_state(), kafka_in
     TO kafka_admin;
 
 GRANT SELECT, INSERT, DELETE ON kafka.capture_config TO kafka_admin;
+GRANT SELECT ON kafka.wal_position TO kafka_admin;
 GRANT SELECT ON kafka.captures, kafka.backfills TO kafka_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON kafka.backfill_progress TO kafka_admin;
-GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean), kafka.uncapture(regclass),
+GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean, text), kafka.uncapture(regclass),
+                          kafka_internal.wal_prepare(oid), kafka_internal.wal_invalidate(oid),
                           kafka.capture_outbox(regclass, text, boolean), kafka_internal.capture_triggers(oid),
                           kafka_internal.capture_args(kafka.capture_config),
                           kafka_internal.capture_changes(), kafka_internal.capture_attnums(oid, text[]), kafka_internal.capture_names(oid, int2[]),
@@ -174,7 +184,7 @@ COMMENT ON TABLE kafka.topic_grants IS 'Optional: the topics each role may produ
 COMMENT ON TABLE kafka.capture_config IS 'Captured tables and their options; use kafka.capture() and kafka.uncapture()';
 COMMENT ON TABLE kafka.home IS 'The database the waiting messages belong to (a restored copy holds them until kafka.release())';
 COMMENT ON VIEW kafka.recent_errors IS 'The delivery worker''s last 8 distinct failures: first and last time, attempts';
-COMMENT ON VIEW kafka.status IS 'The delivery worker: running, backlog, delivered, current and previous failure';
+COMMENT ON VIEW kafka.status IS 'The delivery worker: running, backlog, delivered, current and previous failure; WAL capture''s slot, its lag and retained WAL';
 COMMENT ON VIEW kafka.topics IS 'Per topic: messages delivered and dead-lettered, bytes, when last, oldest waiting';
 COMMENT ON VIEW kafka.settings IS 'kafka.config with secret values masked';
 COMMENT ON VIEW kafka.captures IS 'Captured tables, their topics and options';
@@ -192,7 +202,7 @@ COMMENT ON FUNCTION kafka.requeue_dead_letters(bigint[], text) IS 'Moves dead le
 COMMENT ON FUNCTION kafka.dead_letter_waiting(bigint[], text) IS 'Moves given waiting messages out of the queue into kafka.dead_letter';
 COMMENT ON FUNCTION kafka.waiting(text, bigint) IS 'Lists the messages waiting for Kafka, in the order they will be sent';
 COMMENT ON FUNCTION kafka.purge_dead_letters(bigint[], text) IS 'Deletes dead letters (all, or by ids and/or topic)';
-COMMENT ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean) IS 'Starts emitting Debezium-shaped change events of a table';
+COMMENT ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean, text) IS 'Starts emitting Debezium-shaped change events of a table (method trigger or wal)';
 COMMENT ON FUNCTION kafka.capture_outbox(regclass, text, boolean) IS 'Relays a Debezium-style outbox table: each inserted row becomes a message';
 COMMENT ON FUNCTION kafka.uncapture(regclass) IS 'Stops capturing a table';
 COMMENT ON PROCEDURE kafka.backfill(regclass, integer) IS 'Emits a captured table''s current rows as snapshot events, chunk by chunk; resumable';

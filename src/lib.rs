@@ -15,7 +15,8 @@
 //! | 3 | [`shared`] | shared memory: the worker's state, wake-ups, the immediate-send slots |
 //! | 4 | [`store`] | pg_kafka's tables and every statement on them; the fast append |
 //! | 5 | [`backend`] | what runs in a user's session: SQL functions, the transaction's buffer, capture |
-//! | 5 | [`worker`] | the background worker: the delivery loop, both delivery modes, immediate sends |
+//! | 6 | [`decoding`] | WAL capture: the output plugin, the decoding context the worker keeps, staging decoded events into the outbox |
+//! | 7 | [`worker`] | the background worker: the delivery loop, both delivery modes, immediate sends, the WAL capture step |
 //!
 //! A message's way: `backend::api::produce` → [`backend::pending`] (buffered in packs, written to
 //! `kafka.outbox` and given its commit number as the transaction commits) → `worker::log` (reads
@@ -48,6 +49,7 @@
 use pgrx::prelude::*;
 
 mod backend;
+mod decoding;
 mod error;
 mod gucs;
 mod relation;

@@ -168,6 +168,17 @@ pub fn adopt_packs() -> Result<(), KafkaError> {
 
 /// Queues one message in the current transaction; returns its id.
 pub fn push(msg: &Parts) -> Result<i64, KafkaError> {
+    push_checked(msg, true)
+}
+
+/// Queues a message of a transaction decoded from the WAL, in the worker's staging transaction:
+/// `kafka.max_backlog` does not apply (its transaction committed already; refusing it would
+/// only stop WAL capture).
+pub fn push_staged(msg: &Parts) -> Result<i64, KafkaError> {
+    push_checked(msg, false)
+}
+
+fn push_checked(msg: &Parts, check: bool) -> Result<i64, KafkaError> {
     // SAFETY: plain read of the current transaction state; called inside a transaction (by SQL
     // functions, triggers, and txn_metadata at PRE_COMMIT).
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
@@ -194,7 +205,9 @@ pub fn push(msg: &Parts) -> Result<i64, KafkaError> {
         t.wake_at_commit = true;
         (id, size, t.tail_len >= FLUSH_MESSAGES || t.tail_bytes >= FLUSH_BYTES)
     });
-    check_backlog(size, !open)?;
+    if check {
+        check_backlog(size, !open)?;
+    }
     if full {
         flush_tail(subxact)?;
     }
@@ -260,9 +273,14 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
         // Committed: nothing here may fail. Setting a latch cannot.
         XACT_EVENT_COMMIT => {
             let (wake, reload) = TXN.with_borrow(|t| (t.wake_at_commit, t.reload_at_commit));
+            // With WAL capture on, a transaction that wrote may have changed a captured table:
+            // the worker decodes it (a plain read of shared memory otherwise).
+            // SAFETY: plain read of the committing transaction's id, still set during its
+            // COMMIT callbacks.
+            let wrote = || unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
             if reload {
                 shared::request_close();
-            } else if wake {
+            } else if wake || (shared::wal_capture() && wrote()) {
                 shared::wake_for_commit();
             }
             reset();

@@ -188,6 +188,8 @@ pub struct Signals {
     /// so committing backends need not wake it (a wake-up per commit would cost both sides a
     /// context switch for nothing).
     wants_commits: AtomicBool,
+    /// The worker decodes the WAL for a capture: every commit that wrote wakes it.
+    wal_capture: AtomicBool,
 }
 
 // SAFETY: Signals holds only atomics (lock-free, so usable across processes) and, as an integer,
@@ -216,6 +218,7 @@ pub fn init() {
             latch: AtomicUsize::new(0),
             close_requests: AtomicU64::new(0),
             wants_commits: AtomicBool::new(true),
+            wal_capture: AtomicBool::new(false),
         }
     );
 }
@@ -245,6 +248,16 @@ pub fn wake_for_commit() {
 /// Worker only: while `hold`, commits do not wake it.
 pub fn hold_commits(hold: bool) {
     SIGNALS.get().wants_commits.store(!hold, Ordering::SeqCst);
+}
+
+/// Worker only: whether it decodes the WAL for a capture (commits that wrote wake it then).
+pub fn set_wal_capture(on: bool) {
+    SIGNALS.get().wal_capture.store(on, Ordering::Relaxed);
+}
+
+/// Whether the worker decodes the WAL for a capture. Cannot fail.
+pub fn wal_capture() -> bool {
+    SIGNALS.get().wal_capture.load(Ordering::Relaxed)
 }
 
 /// Publishes (or, with null, withdraws) the worker's latch.

@@ -31,6 +31,7 @@ pub mod size;
 pub mod statistics;
 pub mod topic_stats;
 pub mod waiting;
+pub mod wal;
 
 use crate::error::KafkaError;
 

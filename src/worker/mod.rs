@@ -97,6 +97,8 @@ struct Worker {
     last_truncate: Option<Instant>,
     /// Since when every pass of the current producer failed (None: the last pass did not).
     failing_since: Option<Instant>,
+    /// WAL capture: the decoding context and what waits to be confirmed.
+    capture: crate::decoding::Capture,
 }
 
 impl Worker {
@@ -183,7 +185,11 @@ impl Worker {
 
     /// Each step may end the pass; the last sends the chunk.
     fn steps(&mut self) -> Step<Pass> {
+        let more_wal = self.decode();
         let batch = self.read()?;
+        if more_wal && batch.is_empty() {
+            return Break(Pass::More(0, 0));
+        }
         self.close_outdated_producer();
         self.idle_unless_work(&batch)?;
         self.check_home()?;
@@ -223,6 +229,24 @@ impl Worker {
                 Break(Pass::Idle)
             }
             Err(e) => self.fail(&e.to_string()),
+        }
+    }
+
+    /// WAL capture: stages what was decoded since the last pass into the outbox (before it is
+    /// read). Returns whether WAL is left to decode at once. A failure here is recorded and
+    /// does not stop delivery of what is queued.
+    fn decode(&mut self) -> bool {
+        match self.capture.pass() {
+            Ok(staged) => {
+                for why in &staged.failed {
+                    record_error(why);
+                }
+                staged.more
+            }
+            Err(e) => {
+                record_error(&format!("WAL capture: {e}"));
+                false
+            }
         }
     }
 

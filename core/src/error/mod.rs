@@ -372,6 +372,26 @@ macro_rules! kafka_errors {
                 message: ("table {table} is not captured"),
                 hint: "Call kafka.capture() first: a backfill uses its topic, key and columns.",
             }
+            /// `capture(method => 'wal')` where the server cannot decode for pg_kafka (why).
+            WalUnavailable(why: String) = "55000" object_not_in_prerequisite_state {
+                message: ("capture method 'wal' is not available: {why}"),
+                hint: "WAL capture needs wal_level = logical (a restart) and 'pg_kafka' among \
+                       output_plugin_libraries where the server has that setting (a reload); \
+                       or capture with method => 'trigger', which works on every server.",
+            }
+            /// The first `capture(method => 'wal')` in a transaction that already wrote: the
+            /// replication slot cannot be made there.
+            WalSlotAfterWrites = "25001" active_sql_transaction {
+                message: ("the first WAL capture of a database creates its replication slot, which cannot be done in a transaction that has already written"),
+                hint: "Call kafka.capture(..., method => 'wal') in its own transaction, or before \
+                       anything else the transaction writes.",
+            }
+            /// An unknown capture method (the method given).
+            BadCaptureMethod(method: String) = "22023" invalid_parameter_value {
+                message: ("unknown capture method {}", $crate::error::shown(method)),
+                hint: "method is 'trigger' (the default: statement triggers, in the writing session) \
+                       or 'wal' (logical decoding in the worker).",
+            }
             /// An array whose elements are not rows of the captured table (the type found).
             NotTableRows(found: String) = "42804" datatype_mismatch {
                 message: ("expected an array of rows of the captured table, got {found}"),

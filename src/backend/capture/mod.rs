@@ -27,13 +27,22 @@ use std::cell::RefCell;
 use std::ffi::CStr;
 use std::rc::Rc;
 
-/// Encodes the events of one statement on one table.
-struct Events {
+/// Where events go: the session's transaction ([`pending`]), or WAL capture's decoded
+/// transaction (`crate::decoding`).
+pub(crate) type Sink = fn(&Parts) -> Result<(), KafkaError>;
+
+fn to_pending(parts: &Parts) -> Result<(), KafkaError> {
+    pending::push(parts).map(drop)
+}
+
+/// Encodes the events of one statement on one table (or, for WAL capture, of one decoded
+/// change).
+pub(crate) struct Events {
     plan: Rc<Plan>,
-    source: String,
+    source: RefCell<String>,
     /// The envelope's end after `op`: `","ts_ms":…,"ts_us":…,"ts_ns":…}` (when the events were
     /// made, microseconds since 1970), the same for every event of the statement.
-    tail: String,
+    tail: RefCell<String>,
     /// With transaction metadata on (`kafka.transaction_topic`, read once per statement): its
     /// topic and the table's `"schema.table"`.
     collection: Option<(String, String)>,
@@ -41,20 +50,38 @@ struct Events {
     /// makes one event per row.
     value: RefCell<String>,
     key_row: RefCell<(String, String)>,
+    sink: Sink,
 }
 
 impl Events {
     fn new(plan: Rc<Plan>, snapshot: bool) -> Events {
-        let source = source(&plan, snapshot);
-        // SAFETY: GetCurrentTimestamp only reads the system clock; no precondition.
-        let us = unix_us(unsafe { pg_sys::GetCurrentTimestamp() });
-        let tail = format!("\",\"ts_ms\":{},\"ts_us\":{us},\"ts_ns\":{}}}", us.div_euclid(1000), us * 1000);
+        let source = source(&plan, snapshot).into();
         let (schema, table) = (&plan.schema, &plan.table); // JSON strings
         let collection = crate::gucs::transaction_topic()
             .filter(|_| !snapshot)
             .map(|topic| (topic, format!("{}.{}", &schema[..schema.len() - 1], &table[1..])));
         let (value, key_row) = Default::default();
-        Events { plan, source, tail, collection, value, key_row }
+        Events { plan, source, tail: tail().into(), collection, value, key_row, sink: to_pending }
+    }
+
+    /// The encoder of WAL capture's events of one table: events go to `sink`; each decoded
+    /// change sets its `source` block first ([`Events::at_change`]).
+    pub(crate) fn for_wal(plan: Rc<Plan>, sink: Sink) -> Events {
+        let (value, key_row) = Default::default();
+        Events { plan, source: Default::default(), tail: tail().into(), collection: None, value, key_row, sink }
+    }
+
+    /// The plan the events are encoded with.
+    pub(crate) fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Before a decoded change: its `source` block (Debezium's, with what the WAL knows: the
+    /// change's LSN, the `sequence` of the last commit's end and this LSN, the commit time and
+    /// the transaction id) and the envelope's time (now).
+    pub(crate) fn at_change(&self, at: &WalPosition) {
+        *self.source.borrow_mut() = wal_source(&self.plan, at);
+        *self.tail.borrow_mut() = tail();
     }
 
     /// Queues one event: key `key`, value `{"before":…,"after":…,"source":…,"transaction":null,
@@ -85,7 +112,7 @@ impl Events {
         v.push_str(",\"after\":");
         v.push_str(after.unwrap_or("null"));
         v.push_str(",\"source\":");
-        v.push_str(&self.source);
+        v.push_str(&self.source.borrow());
         v.push_str(",\"transaction\":");
         match self.collection.as_ref().map(|(topic, table)| txn_metadata::next_event(topic, table)) {
             Some((block, begin)) => {
@@ -98,7 +125,7 @@ impl Events {
         }
         v.push_str(",\"op\":\"");
         v.push(op);
-        v.push_str(&self.tail);
+        v.push_str(&self.tail.borrow());
         let wrapped = self.plan.schemas.as_ref().map(|s| connect_schema::wrap(&s.value, &v));
         let headers = header.map(|(name, value)| [(name.to_owned(), Some(value.to_owned()))]);
         self.queue_with(key, Some(wrapped.as_deref().unwrap_or(&v)), headers.as_ref().map(|h| &h[..]))
@@ -118,14 +145,13 @@ impl Events {
             (Some(s), Some(k)) => Some(connect_schema::wrap(&s.key, k).into()),
             (_, k) => k.map(Into::into),
         };
-        pending::push(&Parts {
+        (self.sink)(&Parts {
             topic: &self.plan.opts.topic,
             key: key.as_deref().map(str::as_bytes),
             payload: value.map(str::as_bytes),
             headers,
             ..Default::default()
-        })?;
-        Ok(())
+        })
     }
 
     /// (key, row) JSON of one tuple; the row only if `with_row`.
@@ -146,7 +172,7 @@ impl Events {
         (key, row)
     }
 
-    fn inserted(&self, new: Tuple, op: char) -> Result<(), KafkaError> {
+    pub(crate) fn inserted(&self, new: Tuple, op: char) -> Result<(), KafkaError> {
         let mut bufs = self.key_row.borrow_mut();
         let (key, row) = &mut *bufs;
         key.clear();
@@ -159,7 +185,7 @@ impl Events {
         self.push(Some(key), None, Some(row), op)
     }
 
-    fn deleted(&self, old: Tuple) -> Result<(), KafkaError> {
+    pub(crate) fn deleted(&self, old: Tuple) -> Result<(), KafkaError> {
         let (key, before) = self.encode(old, self.plan.opts.emit_before);
         self.push(Some(&key), before.as_deref(), None, 'd')?;
         if self.plan.opts.tombstones {
@@ -168,7 +194,19 @@ impl Events {
         Ok(())
     }
 
-    fn updated(&self, old: Tuple, new: Tuple) -> Result<(), KafkaError> {
+    /// An UPDATE decoded without its old row (REPLICA IDENTITY DEFAULT and an unchanged key):
+    /// `before` is null, as Debezium writes it.
+    pub(crate) fn updated_new_only(&self, new: Tuple) -> Result<(), KafkaError> {
+        let (key, after) = self.encode(new, true);
+        self.push(Some(&key), None, after.as_deref(), 'u')
+    }
+
+    /// A TRUNCATE: `op: "t"`, no key, no row.
+    pub(crate) fn truncated(&self) -> Result<(), KafkaError> {
+        self.push(None, None, None, 't')
+    }
+
+    pub(crate) fn updated(&self, old: Tuple, new: Tuple) -> Result<(), KafkaError> {
         let (old_key, before) = self.encode(old, self.plan.opts.emit_before);
         let (new_key, after) = self.encode(new, true);
         if old_key == new_key {
@@ -228,7 +266,7 @@ fn capture_statement(trigger: &pgrx::PgTrigger) -> Result<(), KafkaError> {
         pg_sys::TRIGGER_EVENT_UPDATE => unsafe {
             row_pairs(data.tg_oldtable, data.tg_newtable, desc, |old, new| events.updated(old, new))
         },
-        _ => events.push(None, None, None, 't'),
+        _ => events.truncated(),
     }
 }
 
@@ -340,21 +378,51 @@ fn relation_name(rel: pg_sys::Oid) -> String {
         .unwrap_or_else(|| rel.to_u32().to_string())
 }
 
+/// The envelope's end after `op`: `","ts_ms":…,"ts_us":…,"ts_ns":…}`, now.
+fn tail() -> String {
+    // SAFETY: GetCurrentTimestamp only reads the system clock; no precondition.
+    let us = unix_us(unsafe { pg_sys::GetCurrentTimestamp() });
+    format!("\",\"ts_ms\":{},\"ts_us\":{us},\"ts_ns\":{}}}", us.div_euclid(1000), us * 1000)
+}
+
 /// The `source` block of the events of the current statement (Debezium's fields, in its order;
 /// the time is the statement's, not the commit's, and there is no LSN: docs/guarantees.md, Limits).
 fn source(plan: &Plan, snapshot: bool) -> String {
     // SAFETY: plain read of the process-local start time of the current statement.
     let us = unix_us(unsafe { pg_sys::GetCurrentStatementStartTimestamp() });
-    let (ts_ms, ts_ns) = (us.div_euclid(1000), us * 1000);
     // SAFETY: inside the trigger's (or backfill's) transaction; assigns an xid if there is none
     // yet. Where none can be assigned (recovery, parallel mode) PostgreSQL raises, turned into a
     // Rust panic by pgrx's guard.
     let tx_id = unsafe { pg_sys::GetTopFullTransactionId() }.value;
+    source_block(plan, us, snapshot, "null", tx_id, "null")
+}
+
+/// Where a decoded change is in the WAL, and its transaction.
+pub(crate) struct WalPosition {
+    /// The change's LSN.
+    pub lsn: u64,
+    /// The end LSN of the transaction decoded before this one.
+    pub last_commit_end: u64,
+    /// The transaction's commit time (microseconds since 1970) and id (32 bits, as Debezium).
+    pub commit_us: i64,
+    pub xid: u32,
+}
+
+/// The `source` block of a decoded change: `lsn`, `sequence` (`["<last commit's end>","<lsn>"]`,
+/// a JSON string, as Debezium writes it), commit time, transaction id.
+fn wal_source(plan: &Plan, at: &WalPosition) -> String {
+    let sequence = format!("\"[\\\"{}\\\",\\\"{}\\\"]\"", at.last_commit_end, at.lsn);
+    source_block(plan, at.commit_us, false, &sequence, u64::from(at.xid), &at.lsn.to_string())
+}
+
+/// Debezium's `source` block, in its field order.
+fn source_block(plan: &Plan, us: i64, snapshot: bool, sequence: &str, tx_id: u64, lsn: &str) -> String {
+    let (ts_ms, ts_ns) = (us.div_euclid(1000), us * 1000);
     let Plan { db, schema, table, .. } = plan;
     format!(
         "{{\"version\":\"pg_kafka-{}\",\"connector\":\"postgresql\",\"name\":{db},\"ts_ms\":{ts_ms},\
-         \"snapshot\":\"{snapshot}\",\"db\":{db},\"sequence\":null,\"ts_us\":{us},\"ts_ns\":{ts_ns},\
-         \"schema\":{schema},\"table\":{table},\"txId\":{tx_id},\"lsn\":null,\"xmin\":null,\
+         \"snapshot\":\"{snapshot}\",\"db\":{db},\"sequence\":{sequence},\"ts_us\":{us},\"ts_ns\":{ts_ns},\
+         \"schema\":{schema},\"table\":{table},\"txId\":{tx_id},\"lsn\":{lsn},\"xmin\":null,\
          \"origin\":null,\"origin_lsn\":null}}",
         env!("CARGO_PKG_VERSION")
     )

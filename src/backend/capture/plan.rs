@@ -109,6 +109,12 @@ thread_local! {
     static PLANS_EPOCH: Cell<u64> = const { Cell::new(0) };
 }
 
+/// The invalidation epoch: bumped by every relcache or schema invalidation (what a cache of
+/// plans compares to know it is stale).
+pub fn epoch() -> u64 {
+    EPOCH.get()
+}
+
 /// Registers the invalidation callbacks; called once from `_PG_init`.
 pub fn init() {
     // SAFETY: called once per process from _PG_init; the callbacks are 'static functions of the

@@ -1,7 +1,8 @@
 //! The extension's module layers, checked on its source (no database needed). From the bottom:
-//! `gucs` and `relation`, `error`, `settings`, `shared`, `store`, then `backend` and `worker` side by side, then
+//! `gucs` and `relation`, `error`, `settings`, `shared`, `store`, `backend`, `decoding` (WAL capture,
+//! which encodes with the backend's capture and stages through its pending messages), `worker`, then
 //! `lib`. A module may use (`crate::…`) only modules of lower layers or of its own folder; the
-//! backend and the worker never use each other; and no module reaches itself back through
+//! worker uses the backend only through `decoding`; and no module reaches itself back through
 //! `crate::` paths. (That nothing but `core/` touches librdkafka, and that `core/` cannot call
 //! PostgreSQL, the crates' dependencies enforce.)
 
@@ -16,9 +17,10 @@ const LAYERS: &[(&str, u8)] = &[
     ("shared", 3),
     ("store", 4),
     ("backend", 5),
-    ("worker", 5),
-    ("lib", 6),
-    ("tests", 6),
+    ("decoding", 6),
+    ("worker", 7),
+    ("lib", 8),
+    ("tests", 8),
 ];
 
 /// Module path ("backend::capture::plan") → its source text, without comments.
@@ -115,6 +117,13 @@ fn modules_use_only_lower_layers_and_no_cycle() {
         edges.insert(m.clone(), uses);
     }
     assert!(wrong.is_empty(), "uses that do not run down the layers: {wrong:#?}");
+    // The worker reaches what runs in sessions only through WAL capture.
+    let worker_backend: Vec<_> = edges
+        .iter()
+        .filter(|(m, _)| m.starts_with("worker"))
+        .flat_map(|(m, u)| u.iter().filter(|t| t.starts_with("backend")).map(move |t| format!("{m} uses {t}")))
+        .collect();
+    assert!(worker_backend.is_empty(), "the worker uses the backend: {worker_backend:#?}");
     // No cycle: repeatedly remove modules that use nothing left.
     let mut left = edges.clone();
     while let Some(leaf) =

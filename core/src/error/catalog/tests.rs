@@ -13,6 +13,7 @@ const POSTGRES_CONDITIONS: &[(&str, &str)] = &[
     ("08000", "connection_exception"),
     ("0A000", "feature_not_supported"),
     ("22004", "null_value_not_allowed"),
+    ("25001", "active_sql_transaction"),
     ("22008", "datetime_field_overflow"),
     ("22023", "invalid_parameter_value"),
     ("2BP01", "dependent_objects_still_exist"),

@@ -326,8 +326,8 @@ impl ArrayEnc {
 /// A row's columns as a JSON object: `{"name":value,...}`.
 #[derive(Debug, Clone, Default)]
 pub struct RowEnc {
-    /// (attribute index, name, `"name":` already escaped, encoding)
-    columns: Vec<(usize, String, String, Enc)>,
+    /// (attribute index, name, `"name":` already escaped, encoding, whether a varlena)
+    columns: Vec<(usize, String, String, Enc, bool)>,
 }
 
 /// The live columns of `desc` (index, attribute): with `Columns::Except` all but those, in
@@ -367,7 +367,7 @@ impl RowEnc {
                 let mut prefix = String::new();
                 string(&mut prefix, &name);
                 prefix.push(':');
-                (i, name.into_owned(), prefix, Enc::of(a.atttypid, a.atttypmod))
+                (i, name.into_owned(), prefix, Enc::of(a.atttypid, a.atttypmod), a.attlen == -1)
             })
             .collect();
         RowEnc { columns }
@@ -398,13 +398,15 @@ impl RowEnc {
         nulls: &[bool],
     ) -> Result<(), KafkaError> {
         out.push('{');
-        for (n, (i, name, prefix, enc)) in self.columns.iter().enumerate() {
+        for (n, (i, name, prefix, enc, varlena)) in self.columns.iter().enumerate() {
             if n > 0 {
                 out.push(',');
             }
             out.push_str(prefix);
             if nulls[*i] {
                 out.push_str("null");
+            } else if *varlena && unavailable(values[*i]) {
+                out.push_str(UNAVAILABLE);
             } else {
                 // SAFETY: `values` come from a tuple of the descriptor this encoder was made from
                 // (this method's contract), so non-null attribute `i` has the type `enc` was made
@@ -416,6 +418,27 @@ impl RowEnc {
         }
         out.push('}');
         Ok(())
+    }
+}
+
+/// What Debezium writes for a value the WAL does not hold: an unchanged TOASTed column of an
+/// UPDATE (the new row keeps a pointer to the old value, and the old row is logged only under
+/// REPLICA IDENTITY FULL).
+const UNAVAILABLE: &str = "\"__debezium_unavailable_value\"";
+
+/// Whether a varlena value is a pointer to TOAST data while a decoded change is encoded: logical
+/// decoding rebuilds only the TOAST values its transaction wrote, so such a pointer's data is
+/// not there to read (in a session, transition tables' pointers are read as usual).
+fn unavailable(d: Datum) -> bool {
+    let header = d.cast_mut_ptr::<u8>();
+    // SAFETY: `d` is a non-null varlena Datum (the caller checked the column's length is -1):
+    // its first byte is readable; a 1-byte header of 0x01 marks an external pointer, whose tag
+    // byte follows (VARTAG_ONDISK for a pointer to a TOAST table). HistoricSnapshotActive only
+    // reads a static.
+    unsafe {
+        *header == 0x01
+            && *header.add(1) == pg_sys::vartag_external::VARTAG_ONDISK as u8
+            && pg_sys::HistoricSnapshotActive()
     }
 }
 

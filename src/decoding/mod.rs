@@ -1,0 +1,26 @@
+//! WAL capture (`kafka.capture(…, method => 'wal')`): row changes read from the WAL by logical
+//! decoding inside the worker, with pg_kafka's own output plugin, and staged into the outbox.
+//!
+//! The way of a change: a session commits (and only wakes the worker, from
+//! `backend::pending`'s commit callback) → the worker's
+//! [`reader::Reader`] decodes the WAL up to the flush point with a decoding context it keeps open
+//! → [`plugin`] encodes each change of a wal-captured table with the trigger path's encoder
+//! (`backend::capture::Events`), into [`spool`] (memory, spilled to a temporary file past
+//! [`spool::SPILL_BYTES`]) → [`stage`] writes each decoded transaction's events to the outbox
+//! through `backend::pending`, in one worker transaction with [`crate::store::wal`]'s position
+//! (the end LSN of the last transaction staged) → the slot is confirmed up to what was read once
+//! that commit is flushed. From the outbox on, delivery, order, dead letters and exactly-once
+//! are the outbox's.
+//!
+//! What must stay true: the slot never passes a transaction whose events are not durably in
+//! the outbox (nothing lost); a transaction at or before the recorded position is never staged
+//! again (nothing twice, whatever crashed when); decoded transactions are staged in commit
+//! order, each in one worker transaction (a table's events in commit order, by construction).
+
+pub mod plugin;
+pub mod reader;
+pub mod slot;
+pub mod spool;
+pub mod stage;
+
+pub use stage::Capture;

@@ -1,0 +1,319 @@
+//! pg_kafka's logical decoding output plugin (plugin name `pg_kafka`, this library): turns each
+//! decoded change of a wal-captured table into its events, encoded from the tuple by the trigger
+//! path's encoder, into [`spool`]. Only pg_kafka's worker decodes with it ([`super::reader`]):
+//! it writes nothing through `OutputPluginWrite`, so a slot of it read by anything else yields
+//! no data.
+//!
+//! Which tables, with which options: `kafka.capture_config`'s rows of method `wal`, read with
+//! the historic snapshot of the change being decoded (the table is a `user_catalog_table`, so
+//! logical decoding keeps its old rows), so a change is encoded with the capture and the table
+//! shape of its moment in the WAL. Looked up once per relation and kept until a relcache
+//! invalidation (an ALTER TABLE, a capture or uncapture: they invalidate the table) arrives,
+//! in the WAL's order. A partition's changes go to its captured ancestor's topic, converted to
+//! the ancestor's columns (as `publish_via_partition_root`).
+//!
+//! What must stay true: callbacks never raise for a value they cannot encode (the worker would
+//! stop for everyone): such an event is counted, warned about and skipped ([`spool::failed`]).
+
+use super::spool;
+use crate::backend::capture::plan::{self, Options, Plan};
+use crate::backend::capture::{Events, Tuple, WalPosition};
+use crate::backend::input::unix_us;
+use crate::error::KafkaError;
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// A wal-captured table's encoder, for changes of one relation (the table or a partition of it).
+struct Target {
+    events: Events,
+    /// From the partition's columns to the captured ancestor's (null: same columns).
+    map: *mut pg_sys::TupleConversionMap,
+    /// The descriptor tuples are deformed with after conversion (the ancestor's).
+    desc: pg_sys::TupleDesc,
+}
+
+thread_local! {
+    /// Targets by relation (None: not wal-captured), made in epoch `EPOCH`.
+    static TARGETS: RefCell<HashMap<Oid, Option<Rc<Target>>>> = RefCell::new(HashMap::new());
+    static EPOCH: Cell<u64> = const { Cell::new(u64::MAX) };
+    /// The transaction being decoded: its id, commit time, and whether it had captured events.
+    static TXN: Cell<(u32, i64, bool)> = const { Cell::new((0, 0, false)) };
+    /// The end LSN of the last transaction with captured events (Debezium's `sequence`).
+    static LAST_COMMIT_END: Cell<u64> = const { Cell::new(0) };
+    /// A memory context reset after each change.
+    static CHANGE_CONTEXT: RefCell<Option<PgMemoryContexts>> = const { RefCell::new(None) };
+}
+
+/// Where the `sequence` of the next decoded transaction starts (the staged position's).
+pub fn set_last_commit_end(lsn: u64) {
+    LAST_COMMIT_END.set(lsn);
+}
+
+pub fn last_commit_end() -> u64 {
+    LAST_COMMIT_END.get()
+}
+
+/// The plugin's entry point, found by name when a slot of plugin `pg_kafka` is decoded.
+///
+/// # Safety
+/// Called by PostgreSQL's LoadOutputPlugin with a callbacks struct to fill.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn _PG_output_plugin_init(cb: *mut pg_sys::OutputPluginCallbacks) {
+    // SAFETY: `cb` points to the decoding context's zeroed callbacks struct (this function's
+    // contract); the callbacks are 'static functions of the expected signatures.
+    unsafe {
+        (*cb).startup_cb = Some(startup);
+        (*cb).begin_cb = Some(begin);
+        (*cb).change_cb = Some(change);
+        (*cb).truncate_cb = Some(truncate);
+        (*cb).commit_cb = Some(commit);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn startup(
+    _ctx: *mut pg_sys::LogicalDecodingContext,
+    options: *mut pg_sys::OutputPluginOptions,
+    _is_init: bool,
+) {
+    // SAFETY: `options` is the context's options struct, for the plugin to fill.
+    unsafe { (*options).output_type = pg_sys::OutputPluginOutputType::OUTPUT_PLUGIN_BINARY_OUTPUT };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn begin(_ctx: *mut pg_sys::LogicalDecodingContext, txn: *mut pg_sys::ReorderBufferTXN) {
+    // SAFETY: `txn` is the transaction being replayed, valid for the call; at commit replay its
+    // commit time is set.
+    let (xid, commit) = unsafe { ((*txn).xid, (*txn).xact_time.commit_time) };
+    TXN.set((xid.into_inner(), unix_us(commit), false));
+    spool::begin();
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn commit(
+    _ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    _commit_lsn: pg_sys::XLogRecPtr,
+) {
+    // SAFETY: `txn` is the transaction being replayed, valid for the call.
+    let end = unsafe { (*txn).end_lsn };
+    if TXN.get().2 {
+        LAST_COMMIT_END.set(end);
+    }
+    spool::commit(end);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn change(
+    _ctx: *mut pg_sys::LogicalDecodingContext,
+    _txn: *mut pg_sys::ReorderBufferTXN,
+    relation: pg_sys::Relation,
+    change: *mut pg_sys::ReorderBufferChange,
+) {
+    // SAFETY: `relation` is the changed relation, opened by the reorder buffer with the historic
+    // snapshot for the call.
+    let Some(target) = target(relation) else { return };
+    // SAFETY: `change` is valid for the call; for a row change its `tp` member is the live one.
+    let (lsn, action, tp) = unsafe { ((*change).lsn, (*change).action, (*change).data.tp) };
+    at_change(&target, lsn);
+    let events = &target.events;
+    // SAFETY: the tuples are the change's, of `relation`'s descriptor; each is used within the
+    // per-change memory context before it is reset.
+    let done = per_change(|| unsafe {
+        let desc = (*relation).rd_att;
+        let (old, new) = (tuple(tp.oldtuple), tuple(tp.newtuple));
+        use pg_sys::ReorderBufferChangeType::*;
+        match action {
+            REORDER_BUFFER_CHANGE_INSERT => with_tuple(&target, desc, new, |new| events.inserted(new, 'c')),
+            REORDER_BUFFER_CHANGE_UPDATE if old.is_none() => {
+                with_tuple(&target, desc, new, |new| events.updated_new_only(new))
+            }
+            REORDER_BUFFER_CHANGE_UPDATE => with_tuple(&target, desc, new, |new| {
+                with_tuple(&target, desc, old, |old| events.updated(old, new))
+            }),
+            REORDER_BUFFER_CHANGE_DELETE => with_tuple(&target, desc, old, |old| events.deleted(old)),
+            _ => Ok(()),
+        }
+    });
+    note(done, &target, lsn);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn truncate(
+    _ctx: *mut pg_sys::LogicalDecodingContext,
+    _txn: *mut pg_sys::ReorderBufferTXN,
+    nrelations: i32,
+    relations: *mut pg_sys::Relation,
+    change: *mut pg_sys::ReorderBufferChange,
+) {
+    // SAFETY: `relations` holds `nrelations` relations open for the call; `change` is valid.
+    let (rels, lsn) = unsafe { (std::slice::from_raw_parts(relations, nrelations as usize), (*change).lsn) };
+    for &rel in rels {
+        if let Some(target) = target(rel) {
+            at_change(&target, lsn);
+            note(target.events.truncated(), &target, lsn);
+        }
+    }
+}
+
+/// Sets the `source` block of the change at `lsn` and marks the transaction as captured.
+fn at_change(target: &Target, lsn: u64) {
+    let (xid, commit_us, _) = TXN.get();
+    TXN.set((xid, commit_us, true));
+    target.events.at_change(&WalPosition { lsn, last_commit_end: LAST_COMMIT_END.get(), commit_us, xid });
+}
+
+/// A change that could not be encoded is skipped, counted and warned about, never raised.
+fn note(done: Result<(), KafkaError>, target: &Target, lsn: u64) {
+    if let Err(e) = done {
+        let plan = target.events.plan();
+        let why = format!(
+            "pg_kafka: WAL capture skipped the change at LSN {:X}/{:X} of table {}.{}: {e}",
+            lsn >> 32,
+            lsn as u32,
+            plan.schema,
+            plan.table
+        );
+        warning!("{why}");
+        spool::failed(why);
+    }
+}
+
+/// The tuple of a change, if it has one.
+///
+/// # Safety
+/// `buf` is null or a tuple buffer of the change being decoded.
+unsafe fn tuple(buf: *mut pg_sys::ReorderBufferTupleBuf) -> Option<pg_sys::HeapTuple> {
+    // SAFETY: `buf` is null or valid (this function's contract).
+    (!buf.is_null()).then(|| unsafe { &mut (*buf).tuple as *mut pg_sys::HeapTupleData })
+}
+
+/// Deforms `tuple` (of `desc`), converted to the target's columns, and calls `f` with it. A
+/// change without the row it needs (a DELETE of a table with REPLICA IDENTITY NOTHING) is an
+/// error: the event cannot be made.
+///
+/// # Safety
+/// `tuple` is None or a tuple of `desc`.
+unsafe fn with_tuple(
+    target: &Target,
+    desc: pg_sys::TupleDesc,
+    tuple: Option<pg_sys::HeapTuple>,
+    f: impl FnOnce(Tuple) -> Result<(), KafkaError>,
+) -> Result<(), KafkaError> {
+    let Some(mut tuple) = tuple else {
+        return Err(KafkaError::Internal(
+            "the WAL holds no old row for this change (REPLICA IDENTITY NOTHING); set REPLICA IDENTITY DEFAULT or FULL"
+                .into(),
+        ));
+    };
+    // SAFETY: `tuple` is a tuple of `desc` (this function's contract); execute_attr_map_tuple
+    // returns a palloc'd tuple of the target's descriptor, freed with the change's context.
+    // heap_deform_tuple fills `natts` values and nulls of `target.desc`.
+    unsafe {
+        let mut out_desc = desc;
+        if !target.map.is_null() {
+            tuple = pg_sys::execute_attr_map_tuple(tuple, target.map);
+            out_desc = target.desc;
+        }
+        let natts = (*out_desc).natts as usize;
+        let (mut values, mut nulls) = (vec![Datum::from(0); natts], vec![true; natts]);
+        pg_sys::heap_deform_tuple(tuple, out_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        f(Tuple(&values, &nulls))
+    }
+}
+
+/// Runs `step` in the per-change memory context, reset afterwards.
+fn per_change<R>(step: impl FnOnce() -> R) -> R {
+    CHANGE_CONTEXT.with_borrow_mut(|c| {
+        // SAFETY: the context is made once under TopMemoryContext and is this module's own;
+        // nothing allocated in it outlives the step (events are copied into Rust-owned spool
+        // buffers).
+        unsafe {
+            let ctx = c.get_or_insert_with(|| {
+                PgMemoryContexts::TopMemoryContext.switch_to(|_| PgMemoryContexts::new("pg_kafka WAL change"))
+            });
+            let r = ctx.switch_to(|_| step());
+            ctx.reset();
+            r
+        }
+    })
+}
+
+/// The target of a changed relation, if it (or an ancestor) is wal-captured.
+fn target(relation: pg_sys::Relation) -> Option<Rc<Target>> {
+    let epoch = plan::epoch();
+    if EPOCH.replace(epoch) != epoch {
+        TARGETS.with_borrow_mut(HashMap::clear);
+    }
+    // SAFETY: `relation` is open for the callback.
+    let relid = unsafe { (*relation).rd_id };
+    if let Some(t) = TARGETS.with_borrow(|t| t.get(&relid).cloned()) {
+        return t;
+    }
+    let made = match make_target(relation) {
+        Ok(t) => t.map(Rc::new),
+        Err(e) => {
+            let why = format!("pg_kafka: WAL capture could not read the capture of relation {relid:?}: {e}");
+            warning!("{why}");
+            spool::failed(why);
+            None
+        }
+    };
+    // Looking the capture up read catalogs, which may have processed invalidations.
+    if plan::epoch() == epoch {
+        TARGETS.with_borrow_mut(|t| t.insert(relid, made.clone()));
+    }
+    made
+}
+
+/// Reads the wal capture of `relation` or of its nearest captured ancestor (historic snapshot).
+fn make_target(relation: pg_sys::Relation) -> Result<Option<Target>, KafkaError> {
+    // SAFETY: `relation` is open for the callback.
+    let (relid, desc) = unsafe { ((*relation).rd_id, (*relation).rd_att) };
+    let found = Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT c.relid::pg_catalog.oid, kafka_internal.capture_args(c)
+               FROM pg_catalog.pg_partition_ancestors($1) WITH ORDINALITY AS a(relid, n)
+               JOIN kafka.capture_config c ON c.relid::pg_catalog.oid OPERATOR(pg_catalog.=) a.relid::pg_catalog.oid
+              WHERE c.kind OPERATOR(pg_catalog.=) 'table' AND c.method OPERATOR(pg_catalog.=) 'wal'
+              ORDER BY a.n DESC LIMIT 1",
+            None,
+            &[relid.into()],
+        )?;
+        let Some(row) = rows.into_iter().next() else { return Ok(None) };
+        Ok::<_, pgrx::spi::Error>(Some((
+            row.get::<Oid>(1)?.unwrap_or_default(),
+            row.get::<Vec<String>>(2)?.unwrap_or_default(),
+        )))
+    })
+    .map_err(|e| KafkaError::Internal(format!("could not read kafka.capture_config: {e}")))?;
+    let Some((captured, args)) = found else { return Ok(None) };
+    let opts = Options::from_args(&args)?;
+    if captured == relid {
+        let plan = Rc::new(Plan::new(opts, relation));
+        return Ok(Some(Target { events: Events::for_wal(plan, spool::push), map: std::ptr::null_mut(), desc }));
+    }
+    // SAFETY: RelationIdGetRelation returns the captured ancestor open with its descriptor at
+    // this point of the WAL (historic snapshot), or null; it is closed once the plan and copies
+    // of the descriptors are made. convert_tuples_by_name maps the partition's columns to the
+    // ancestor's by name (null if they are the same).
+    unsafe {
+        let parent = pg_sys::RelationIdGetRelation(captured);
+        if parent.is_null() {
+            return Ok(None);
+        }
+        let plan = Rc::new(Plan::new(opts, parent));
+        // Kept as long as the target (a leak of a few hundred bytes per invalidation).
+        let (map, parent_desc) = PgMemoryContexts::TopMemoryContext.switch_to(|_| {
+            let parent_desc = pg_sys::CreateTupleDescCopy((*parent).rd_att);
+            (pg_sys::convert_tuples_by_name(pg_sys::CreateTupleDescCopy(desc), parent_desc), parent_desc)
+        });
+        pg_sys::RelationClose(parent);
+        Ok(Some(Target { events: Events::for_wal(plan, spool::push), map, desc: parent_desc }))
+    }
+}

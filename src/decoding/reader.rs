@@ -1,0 +1,128 @@
+//! The worker's decoding context: the slot held, the WAL read from where decoding must restart,
+//! records decoded one after the other up to the flush point, kept open across passes (so the
+//! WAL is read once, not from the slot's restart point at every call as
+//! `pg_logical_slot_peek_changes` would, and nothing is materialised as rows).
+//!
+//! What must stay true: the context and its reader live in `TopMemoryContext` (they outlive
+//! every transaction); records are read only below the flush point (the local page reader would
+//! otherwise wait for WAL); the slot is confirmed only up to a point the caller says is staged.
+
+use super::{plugin, slot};
+use crate::error::KafkaError;
+use pgrx::pg_sys;
+use pgrx::PgMemoryContexts;
+
+unsafe extern "C-unwind" {
+    /// Decodes one record just read by the context's reader (replication/decode.h; not in
+    /// pgrx's bindings).
+    fn LogicalDecodingProcessRecord(ctx: *mut pg_sys::LogicalDecodingContext, record: *mut pg_sys::XLogReaderState);
+    // The local WAL page reader (access/xlogutils.h), as a C function pointer for the reader's
+    // routine (pgrx binds them as Rust wrappers).
+    fn read_local_xlog_page(
+        state: *mut pg_sys::XLogReaderState,
+        target_page: pg_sys::XLogRecPtr,
+        req_len: i32,
+        target_rec: pg_sys::XLogRecPtr,
+        cur_page: *mut std::ffi::c_char,
+    ) -> i32;
+    fn wal_segment_open(state: *mut pg_sys::XLogReaderState, next: pg_sys::XLogSegNo, tli: *mut pg_sys::TimeLineID);
+    fn wal_segment_close(state: *mut pg_sys::XLogReaderState);
+}
+
+/// The worker's open decoding context on pg_kafka's slot.
+pub struct Reader {
+    ctx: *mut pg_sys::LogicalDecodingContext,
+}
+
+/// How WAL pages are read: from this server's WAL files.
+pub fn routine() -> pg_sys::XLogReaderRoutine {
+    pg_sys::XLogReaderRoutine {
+        page_read: Some(read_local_xlog_page),
+        segment_open: Some(wal_segment_open),
+        segment_close: Some(wal_segment_close),
+    }
+}
+
+impl Reader {
+    /// Acquires the slot and opens a decoding context at its confirmed position; inside a
+    /// transaction. The `sequence` of the first events continues from `last_commit_end`.
+    pub fn open(last_commit_end: u64) -> Result<Reader, KafkaError> {
+        slot::check_requirements()?;
+        let name = slot::name();
+        super::spool::clear();
+        plugin::set_last_commit_end(last_commit_end);
+        // SAFETY: in a transaction of the worker, holding no slot (a Reader is the only holder and
+        // is closed before another opens). ReplicationSlotAcquire raises if the slot is missing or
+        // in use. The context is made in TopMemoryContext so that it outlives the transaction;
+        // the routine struct is copied by the reader. Reading starts at the slot's restart_lsn, as
+        // pg_logical_slot_get_changes does; the plugin's caches hold nothing of an earlier context.
+        unsafe {
+            pg_sys::ReplicationSlotAcquire(name.as_ptr(), true);
+            let mut routine = routine();
+            let ctx = PgMemoryContexts::TopMemoryContext.switch_to(|_| {
+                pg_sys::CreateDecodingContext(
+                    pg_sys::InvalidXLogRecPtr as u64,
+                    std::ptr::null_mut(),
+                    false,
+                    &mut routine,
+                    None,
+                    None,
+                    None,
+                )
+            });
+            pg_sys::XLogBeginRead((*ctx).reader, (*pg_sys::MyReplicationSlot).data.restart_lsn);
+            Ok(Reader { ctx })
+        }
+    }
+
+    /// Decodes records up to the flush point, or until the spool holds `budget` bytes; returns
+    /// the end of the last record read (every transaction that committed before it is in the
+    /// spool now, or had nothing captured). Inside a transaction.
+    pub fn read(&mut self, budget: usize) -> Result<u64, KafkaError> {
+        // SAFETY: `ctx` is the open context (made in `open`, freed only in `close`); its reader
+        // reads below `end`, which is flushed; the errors it returns are palloc'd messages.
+        // LogicalDecodingProcessRecord decodes the record just read, calling the plugin.
+        unsafe {
+            let reader = (*self.ctx).reader;
+            let end = pg_sys::GetFlushRecPtr(std::ptr::null_mut());
+            while (*reader).EndRecPtr < end {
+                let mut err: *mut std::ffi::c_char = std::ptr::null_mut();
+                let record = pg_sys::XLogReadRecord(reader, &mut err);
+                if !err.is_null() {
+                    let why = std::ffi::CStr::from_ptr(err).to_string_lossy();
+                    return Err(KafkaError::Internal(format!("could not read the WAL for capture: {why}")));
+                }
+                if !record.is_null() {
+                    pg_sys::ffi::pg_guard_ffi_boundary(|| LogicalDecodingProcessRecord(self.ctx, reader));
+                }
+                pg_sys::check_for_interrupts!();
+                if super::spool::bytes() >= budget {
+                    break;
+                }
+            }
+            Ok((*reader).EndRecPtr)
+        }
+    }
+
+    /// Lets the slot forget what lies before `lsn` (every transaction that committed before it
+    /// is durably staged or had nothing captured).
+    pub fn confirm(&self, lsn: u64) {
+        // SAFETY: this process holds the slot (acquired in `open`); a confirmation below the
+        // current one is ignored by PostgreSQL.
+        unsafe {
+            if lsn > (*pg_sys::MyReplicationSlot).data.confirmed_flush {
+                pg_sys::LogicalConfirmReceivedLocation(lsn);
+            }
+        }
+    }
+
+    /// Frees the context and releases the slot.
+    pub fn close(self) {
+        super::spool::clear();
+        // SAFETY: `ctx` is the open context, freed once here; the slot is this process's.
+        unsafe {
+            pg_sys::FreeDecodingContext(self.ctx);
+            pg_sys::ReplicationSlotRelease();
+        }
+    }
+}

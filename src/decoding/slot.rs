@@ -1,0 +1,127 @@
+//! pg_kafka's logical replication slot: one per database, `pg_kafka_<database oid>`, of plugin
+//! `pg_kafka`. Made by the first `kafka.capture(…, method => 'wal')` (in that session, before the
+//! capture is written, so every change committed after the capture is in the slot's reach),
+//! dropped by the worker once no wal capture is left and everything before is staged.
+//!
+//! What must stay true: the requirements (`wal_level = logical`, the plugin trusted by
+//! `output_plugin_libraries` where the server has it, a free slot) are checked before anything
+//! is made, with a 55000 that says which is missing.
+
+use crate::error::{KafkaError, SqlResult};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::{CStr, CString};
+
+/// The plugin's name: the library's name under `shared_preload_libraries`.
+pub const PLUGIN: &CStr = c"pg_kafka";
+
+/// The slot's name in this database.
+pub fn name() -> CString {
+    // SAFETY: plain read of the connected database's id.
+    let db = unsafe { pg_sys::MyDatabaseId };
+    CString::new(format!("pg_kafka_{}", db.to_u32())).unwrap_or_default()
+}
+
+/// Whether the slot exists.
+pub fn exists() -> bool {
+    let name = name();
+    // SAFETY: `name` is NUL-terminated; with need_lock, the lookup takes the slots' lock itself.
+    !unsafe { pg_sys::SearchNamedReplicationSlot(name.as_ptr(), true) }.is_null()
+}
+
+/// Refuses WAL capture where the server cannot decode for pg_kafka.
+pub fn check_requirements() -> Result<(), KafkaError> {
+    // SAFETY: plain reads of settings' variables.
+    let (level, slots) = unsafe { (pg_sys::wal_level, pg_sys::max_replication_slots) };
+    if level < pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 {
+        return Err(KafkaError::WalUnavailable(format!("wal_level is {}, not logical", setting(c"wal_level"))));
+    }
+    if slots == 0 {
+        return Err(KafkaError::WalUnavailable("max_replication_slots is 0".into()));
+    }
+    if let Some(list) = option(c"output_plugin_libraries") {
+        let trusted = list.split(',').map(|l| l.trim().trim_matches('"')).any(|l| l == "pg_kafka");
+        if !trusted {
+            return Err(KafkaError::WalUnavailable(format!(
+                "output_plugin_libraries ('{list}') does not name pg_kafka"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A setting's value, if the server has it.
+fn option(name: &CStr) -> Option<String> {
+    // SAFETY: `name` is NUL-terminated; with missing_ok, null comes back for an unknown setting;
+    // the value is a NUL-terminated string owned by the GUC machinery, copied at once.
+    let v = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
+    // SAFETY: non-null values are NUL-terminated.
+    (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) }.to_string_lossy().into_owned())
+}
+
+fn setting(name: &CStr) -> String {
+    option(name).unwrap_or_default()
+}
+
+/// Makes the slot if there is none. `kafka.capture(…, method => 'wal')` calls it before it writes
+/// the capture; the `table` is invalidated so that decoding reads its capture anew from there.
+#[pg_extern(volatile, parallel_unsafe, schema = "kafka_internal")]
+fn wal_prepare(table: pg_sys::Oid) -> SqlResult<()> {
+    check_requirements()?;
+    if !exists() {
+        // SAFETY: plain read of the current transaction's id.
+        if unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId {
+            return Err(KafkaError::WalSlotAfterWrites.into());
+        }
+        create();
+    }
+    invalidate(table);
+    Ok(())
+}
+
+/// Makes decoding read the capture of `table` anew from this transaction's commit on (the
+/// invalidation is in the WAL).
+#[pg_extern(volatile, parallel_unsafe, schema = "kafka_internal")]
+fn wal_invalidate(table: pg_sys::Oid) {
+    invalidate(table);
+}
+
+fn invalidate(table: pg_sys::Oid) {
+    // SAFETY: inside the caller's transaction; an invalidation of a relation that does not exist
+    // is harmless.
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(table) };
+}
+
+/// Creates the slot, as `pg_create_logical_replication_slot` does: ephemeral until its start
+/// point is found (waiting for the transactions running now to end), then persistent.
+fn create() {
+    let name = name();
+    let mut routine = super::reader::routine();
+    // SAFETY: in a transaction that has no xid (checked by the caller), holding no slot. Each
+    // call raises on failure; an ephemeral slot is dropped when an error releases it. The context
+    // is freed before the slot is made persistent and released.
+    unsafe {
+        pg_sys::ReplicationSlotCreate(name.as_ptr(), true, pg_sys::ReplicationSlotPersistency::RS_EPHEMERAL, false);
+        let ctx = pg_sys::CreateInitDecodingContext(
+            PLUGIN.as_ptr(),
+            std::ptr::null_mut(),
+            false,
+            pg_sys::InvalidXLogRecPtr as u64,
+            &mut routine,
+            None,
+            None,
+            None,
+        );
+        pg_sys::DecodingContextFindStartpoint(ctx);
+        pg_sys::FreeDecodingContext(ctx);
+        pg_sys::ReplicationSlotPersist();
+        pg_sys::ReplicationSlotRelease();
+    }
+}
+
+/// Drops the slot (the worker, holding no slot, once no wal capture is left).
+pub fn drop_slot() {
+    let name = name();
+    // SAFETY: `name` is NUL-terminated; with nowait, a slot in use raises instead of waiting.
+    unsafe { pg_sys::ReplicationSlotDrop(name.as_ptr(), true) };
+}
