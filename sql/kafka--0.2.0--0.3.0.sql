@@ -403,3 +403,193 @@ GRANT EXECUTE ON FUNCTION kafka_internal.check_capture_topic(text), kafka_intern
                           kafka_internal.raise_error(text, text[])
     TO kafka_admin;
 COMMENT ON FUNCTION kafka.waiting(text, bigint) IS 'Lists the messages waiting for Kafka, in the order they will be sent';
+
+-- WAL capture: kafka.capture(..., method => 'wal'), decoded by the worker with pg_kafka's own output
+-- plugin (src/decoding). Existing captures keep method 'trigger'.
+ALTER TABLE kafka.capture_config
+    ADD COLUMN method text NOT NULL DEFAULT 'trigger' CHECK (method IN ('trigger', 'wal'));
+ALTER TABLE kafka.capture_config SET (user_catalog_table = true);
+
+CREATE TABLE kafka.wal_position (
+    slot_name name PRIMARY KEY,
+    staged_end bigint NOT NULL,
+    last_commit_end bigint NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+REVOKE ALL ON kafka.wal_position FROM PUBLIC;
+GRANT SELECT ON kafka.wal_position TO kafka_admin;
+
+CREATE  FUNCTION kafka_internal."wal_prepare"(
+	"table" oid /* pg_sys :: Oid */
+) RETURNS VOID /* SqlResult < () > */
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wal_prepare_wrapper';
+
+CREATE  FUNCTION kafka_internal."wal_invalidate"(
+	"table" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wal_invalidate_wrapper';
+
+CREATE OR REPLACE VIEW kafka.captures AS
+SELECT relid::regclass AS "table", kind, topic, kafka_internal.capture_names(relid, key_attnums) AS key_columns,
+       kafka_internal.capture_names(relid, exclude_attnums) AS exclude_columns, emit_before, tombstones,
+       delete_after_queue, created_at, schemas, method
+FROM kafka.capture_config;
+
+
+CREATE OR REPLACE VIEW kafka.status AS
+SELECT w.running AS worker_running,
+       w.pid AS worker_pid,
+       w.started_at AS worker_started_at,
+       w.delivery,
+       (SELECT coalesce(pg_catalog.sum(o.messages), 0) FROM kafka.outbox o)::bigint AS backlog,
+       (SELECT pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(o.produced_at) FROM kafka.outbox o) AS oldest_age,
+       w.delivered,
+       w.dead_lettered,
+       (SELECT pg_catalog.count(*) FROM kafka.dead_letter) AS dead_letters,
+       w.last_delivery_at,
+       w.last_error,
+       w.last_error_at,
+       w.failing_since,
+       w.previous_error,
+       w.previous_error_at,
+       s.slot_name AS wal_slot,
+       CASE WHEN NOT pg_catalog.pg_is_in_recovery() THEN
+           (pg_catalog.pg_current_wal_lsn() OPERATOR(pg_catalog.-) s.confirmed_flush_lsn)::bigint END AS wal_lag_bytes,
+       CASE WHEN NOT pg_catalog.pg_is_in_recovery() THEN
+           (pg_catalog.pg_current_wal_lsn() OPERATOR(pg_catalog.-) s.restart_lsn)::bigint END AS wal_retained_bytes
+FROM kafka_internal.worker_state() w
+LEFT JOIN pg_catalog.pg_replication_slots s
+       ON s.slot_name OPERATOR(pg_catalog.=) ('pg_kafka_' OPERATOR(pg_catalog.||)
+          (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()))::name;
+
+COMMENT ON VIEW kafka.status IS 'The delivery worker: running, backlog, delivered, current and previous failure; WAL capture''s slot, its lag and retained WAL';
+
+DROP FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean);
+CREATE FUNCTION kafka.capture(
+    "table" regclass,
+    topic text DEFAULT NULL,
+    key_columns text[] DEFAULT NULL,
+    exclude_columns text[] DEFAULT '{}',
+    emit_before boolean DEFAULT true,
+    tombstones boolean DEFAULT true,
+    schemas boolean DEFAULT false,
+    method text DEFAULT 'trigger'
+) RETURNS kafka.captures
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c pg_class;
+    nsp text;
+    keys text[];
+    result kafka.captures;
+BEGIN
+    PERFORM kafka_internal.check_served();  -- events queued where no worker delivers would wait forever
+    IF method IS NULL OR method NOT IN ('trigger', 'wal') THEN
+        PERFORM kafka_internal.raise_error('BadCaptureMethod', coalesce(method, 'NULL'));
+    END IF;
+    SELECT * INTO c FROM pg_class WHERE oid = "table";
+    nsp := (SELECT nspname FROM pg_namespace WHERE oid = c.relnamespace);
+    IF c.relkind IN ('r', 'p') AND c.relpersistence = 't' THEN
+        PERFORM kafka_internal.raise_error('TemporaryTable', "table"::text);
+    END IF;
+    PERFORM kafka_internal.capture_check_table("table");
+    keys := coalesce(key_columns, (
+        SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+          FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+         WHERE i.indrelid = "table" AND i.indisprimary));
+    IF keys IS NULL OR cardinality(keys) = 0 THEN
+        PERFORM kafka_internal.raise_error('NoPrimaryKey', "table"::text);
+    END IF;
+    PERFORM kafka_internal.capture_check_columns("table", keys || exclude_columns, outbox => false);
+    IF keys && exclude_columns THEN
+        PERFORM kafka_internal.raise_error('KeyExcluded');
+    END IF;
+    IF c.relpersistence = 'u' THEN
+        RAISE NOTICE '% is unlogged: its change events are durable, but after a crash the table is empty', "table";
+    END IF;
+    topic := coalesce(topic, current_database() || '.' || nsp || '.' || c.relname);
+    PERFORM kafka_internal.check_topic(topic);
+    IF method = 'wal' THEN
+        -- before anything is written: the first WAL capture makes the replication slot
+        PERFORM kafka_internal.wal_prepare("table");
+        IF c.relreplident = 'f' THEN
+            NULL;
+        ELSIF c.relreplident = 'n' THEN
+            RAISE NOTICE '% has REPLICA IDENTITY NOTHING: the WAL holds no old rows, so its UPDATE events have "before": null and its DELETEs cannot be captured', "table"
+                  USING HINT = format('ALTER TABLE %s REPLICA IDENTITY FULL', "table");
+        ELSE
+            RAISE NOTICE 'with REPLICA IDENTITY %, the WAL holds only the key of old rows: "before" of UPDATE events is null and that of DELETE events holds only the key; unchanged TOASTed values are "__debezium_unavailable_value"',
+                  CASE c.relreplident WHEN 'i' THEN 'USING INDEX' ELSE 'DEFAULT' END
+                  USING HINT = format('For whole old rows, as the trigger method gives: ALTER TABLE %s REPLICA IDENTITY FULL', "table");
+        END IF;
+    END IF;
+    INSERT INTO kafka.capture_config (relid, table_name, kind, topic, key_attnums, exclude_attnums, emit_before,
+                                      tombstones, schemas, method)
+    VALUES ("table", "table"::text, 'table', topic, kafka_internal.capture_attnums("table", keys),
+            kafka_internal.capture_attnums("table", exclude_columns), emit_before, tombstones, schemas, method);
+    IF method = 'trigger' THEN
+        PERFORM kafka_internal.capture_triggers("table");
+    END IF;
+    SELECT * INTO result FROM kafka.captures k WHERE k."table" = capture."table";
+    RETURN result;
+END $$;
+
+CREATE OR REPLACE FUNCTION kafka.uncapture("table" regclass) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM kafka.capture_config WHERE relid = "table") THEN
+        RETURN false;
+    END IF;
+    PERFORM kafka_internal.drop_capture_trigger("table", t.tgname) FROM pg_trigger t
+     WHERE t.tgrelid = "table" AND t.tgname LIKE 'kafka\_capture\_%';
+    IF (SELECT c.method FROM kafka.capture_config c WHERE c.relid = "table") = 'wal' THEN
+        PERFORM kafka_internal.wal_invalidate("table");  -- decoding stops at this commit
+    END IF;
+    DELETE FROM kafka.capture_config WHERE relid = "table";
+    DELETE FROM kafka.backfill_progress WHERE relid = "table";
+    RETURN true;
+END $$;
+
+CREATE OR REPLACE FUNCTION kafka_internal.backfill_query(relid oid, chunk_size integer) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $body$
+DECLARE
+    keys text[];
+    keys_list text;
+    after_list text;
+    first boolean;
+    r text := 'r';  -- the rows' alias: `SELECT r FROM t r` is the whole row only if no column is named r
+    lock text;
+BEGIN
+    -- WAL capture: the chunk's rows are locked until the backfill's commit, so a change to one of
+    -- them commits (and is decoded) after the chunk's "r" events, never between its read and them
+    SELECT kafka_internal.capture_names(c.relid, c.key_attnums), CASE c.method WHEN 'wal' THEN ' FOR SHARE' ELSE '' END
+      INTO STRICT keys, lock
+      FROM kafka.capture_config c WHERE c.relid = backfill_query.relid AND c.kind = 'table';
+    SELECT p.last_key IS NULL INTO STRICT first FROM kafka.backfill_progress p WHERE p.relid = backfill_query.relid;
+    WHILE EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = backfill_query.relid AND a.attname = r) LOOP
+        r := r || '_';
+    END LOOP;
+    SELECT string_agg(format('%I.%I', r, k), ', ' ORDER BY o),
+           string_agg(format('$1[%s]::%s', o, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY o)
+      INTO keys_list, after_list
+      FROM unnest(keys) WITH ORDINALITY u(k, o)
+      JOIN pg_attribute a ON a.attrelid = backfill_query.relid AND a.attname = u.k;
+    RETURN format($q$
+        SELECT c.a, (SELECT ARRAY[%5$s] FROM (SELECT (c.a[cardinality(c.a)]).*) n)
+          FROM (SELECT ARRAY(SELECT %6$I FROM %1$s %6$I %2$s ORDER BY %3$s LIMIT %4$s%7$s) AS a) c$q$,
+        relid::regclass,
+        CASE WHEN first THEN '' ELSE format('WHERE (%s) > (%s)', keys_list, after_list) END,
+        keys_list, chunk_size,
+        (SELECT string_agg(format('n.%I::text', k), ', ') FROM unnest(keys) k),
+        r, lock);
+END $body$;
+
+REVOKE EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION kafka_internal.wal_prepare(oid), kafka_internal.wal_invalidate(oid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean, text),
+                          kafka_internal.wal_prepare(oid), kafka_internal.wal_invalidate(oid)
+    TO kafka_admin;
+COMMENT ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean, text) IS 'Starts emitting Debezium-shaped change events of a table (method trigger or wal)';

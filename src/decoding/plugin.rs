@@ -86,7 +86,10 @@ unsafe extern "C-unwind" fn startup(
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn begin(_ctx: *mut pg_sys::LogicalDecodingContext, txn: *mut pg_sys::ReorderBufferTXN) {
+unsafe extern "C-unwind" fn begin(
+    _ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+) {
     // SAFETY: `txn` is the transaction being replayed, valid for the call; at commit replay its
     // commit time is set.
     let (xid, commit) = unsafe { ((*txn).xid, (*txn).xact_time.commit_time) };
@@ -275,10 +278,18 @@ fn target(relation: pg_sys::Relation) -> Option<Rc<Target>> {
 fn make_target(relation: pg_sys::Relation) -> Result<Option<Target>, KafkaError> {
     // SAFETY: `relation` is open for the callback.
     let (relid, desc) = unsafe { ((*relation).rd_id, (*relation).rd_att) };
+    // Queries run with an active snapshot: here, the historic one of the change (the reorder
+    // buffer sets it up as the catalog snapshot only).
+    // SAFETY: inside the reorder buffer's replay, where GetTransactionSnapshot returns the
+    // historic snapshot; it is popped right after the query, on every path but an error, which
+    // ends the worker's transaction (and the worker).
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     let found = Spi::connect(|c| {
         let rows = c.select(
             "SELECT c.relid::pg_catalog.oid, kafka_internal.capture_args(c)
-               FROM pg_catalog.pg_partition_ancestors($1) WITH ORDINALITY AS a(relid, n)
+               FROM (SELECT $1::pg_catalog.regclass, 0
+                     UNION ALL -- a partition's ancestors (none for a table that is not one)
+                     SELECT p.relid, p.n FROM pg_catalog.pg_partition_ancestors($1) WITH ORDINALITY AS p(relid, n)) AS a(relid, n)
                JOIN kafka.capture_config c ON c.relid::pg_catalog.oid OPERATOR(pg_catalog.=) a.relid::pg_catalog.oid
               WHERE c.kind OPERATOR(pg_catalog.=) 'table' AND c.method OPERATOR(pg_catalog.=) 'wal'
               ORDER BY a.n DESC LIMIT 1",
@@ -291,12 +302,18 @@ fn make_target(relation: pg_sys::Relation) -> Result<Option<Target>, KafkaError>
             row.get::<Vec<String>>(2)?.unwrap_or_default(),
         )))
     })
-    .map_err(|e| KafkaError::Internal(format!("could not read kafka.capture_config: {e}")))?;
-    let Some((captured, args)) = found else { return Ok(None) };
+    .map_err(|e| KafkaError::Internal(format!("could not read kafka.capture_config: {e}")));
+    // SAFETY: pops the snapshot pushed above.
+    unsafe { pg_sys::PopActiveSnapshot() };
+    let Some((captured, args)) = found? else { return Ok(None) };
     let opts = Options::from_args(&args)?;
     if captured == relid {
         let plan = Rc::new(Plan::new(opts, relation));
-        return Ok(Some(Target { events: Events::for_wal(plan, spool::push), map: std::ptr::null_mut(), desc }));
+        return Ok(Some(Target {
+            events: Events::for_wal(plan, spool::push),
+            map: std::ptr::null_mut(),
+            desc,
+        }));
     }
     // SAFETY: RelationIdGetRelation returns the captured ancestor open with its descriptor at
     // this point of the WAL (historic snapshot), or null; it is closed once the plan and copies

@@ -15,7 +15,10 @@ use pgrx::PgMemoryContexts;
 unsafe extern "C-unwind" {
     /// Decodes one record just read by the context's reader (replication/decode.h; not in
     /// pgrx's bindings).
-    fn LogicalDecodingProcessRecord(ctx: *mut pg_sys::LogicalDecodingContext, record: *mut pg_sys::XLogReaderState);
+    fn LogicalDecodingProcessRecord(
+        ctx: *mut pg_sys::LogicalDecodingContext,
+        record: *mut pg_sys::XLogReaderState,
+    );
     // The local WAL page reader (access/xlogutils.h), as a C function pointer for the reader's
     // routine (pgrx binds them as Rust wrappers).
     fn read_local_xlog_page(
@@ -25,7 +28,11 @@ unsafe extern "C-unwind" {
         target_rec: pg_sys::XLogRecPtr,
         cur_page: *mut std::ffi::c_char,
     ) -> i32;
-    fn wal_segment_open(state: *mut pg_sys::XLogReaderState, next: pg_sys::XLogSegNo, tli: *mut pg_sys::TimeLineID);
+    fn wal_segment_open(
+        state: *mut pg_sys::XLogReaderState,
+        next: pg_sys::XLogSegNo,
+        tli: *mut pg_sys::TimeLineID,
+    );
     fn wal_segment_close(state: *mut pg_sys::XLogReaderState);
 }
 
@@ -77,17 +84,32 @@ impl Reader {
 
     /// Decodes records up to the flush point, or until the spool holds `budget` bytes; returns
     /// the end of the last record read (every transaction that committed before it is in the
-    /// spool now, or had nothing captured). Inside a transaction.
-    pub fn read(&mut self, budget: usize) -> Result<u64, KafkaError> {
+    /// spool now, or had nothing captured) and whether it stopped at the budget. Inside a
+    /// transaction.
+    pub fn read(&mut self, budget: usize) -> Result<(u64, bool), KafkaError> {
         // SAFETY: `ctx` is the open context (made in `open`, freed only in `close`); its reader
-        // reads below `end`, which is flushed; the errors it returns are palloc'd messages.
+        // reads below `end`, a record boundary that is flushed; the errors it returns are
+        // palloc'd messages. XLogFlush raises only if the WAL cannot be written.
         // LogicalDecodingProcessRecord decodes the record just read, calling the plugin.
         unsafe {
             let reader = (*self.ctx).reader;
-            let end = pg_sys::GetFlushRecPtr(std::ptr::null_mut());
+            // Read up to a record boundary that is on disk: the flush point alone may be in the
+            // middle of a record (the WAL writer flushes whole pages), and the local page reader
+            // would wait for the rest, which nothing may flush soon. So what was inserted is
+            // flushed first (usually it is already: commits flush their WAL).
+            let end = pg_sys::GetXLogInsertRecPtr();
+            if pg_sys::GetFlushRecPtr(std::ptr::null_mut()) < end {
+                pg_sys::XLogFlush(end);
+            }
+            // The reader's end moves as records are read (a raw pointer clippy cannot follow).
+            #[allow(clippy::while_immutable_condition)]
             while (*reader).EndRecPtr < end {
                 let mut err: *mut std::ffi::c_char = std::ptr::null_mut();
+                // The reader allocates its decode buffer at its first read, in the current
+                // memory context: that must outlive this transaction.
+                let outer = pg_sys::MemoryContextSwitchTo((*self.ctx).context);
                 let record = pg_sys::XLogReadRecord(reader, &mut err);
+                pg_sys::MemoryContextSwitchTo(outer);
                 if !err.is_null() {
                     let why = std::ffi::CStr::from_ptr(err).to_string_lossy();
                     return Err(KafkaError::Internal(format!("could not read the WAL for capture: {why}")));
@@ -97,10 +119,10 @@ impl Reader {
                 }
                 pg_sys::check_for_interrupts!();
                 if super::spool::bytes() >= budget {
-                    break;
+                    return Ok(((*reader).EndRecPtr, (*reader).EndRecPtr < end));
                 }
             }
-            Ok((*reader).EndRecPtr)
+            Ok(((*reader).EndRecPtr, false))
         }
     }
 

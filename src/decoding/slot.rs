@@ -34,7 +34,10 @@ pub fn check_requirements() -> Result<(), KafkaError> {
     // SAFETY: plain reads of settings' variables.
     let (level, slots) = unsafe { (pg_sys::wal_level, pg_sys::max_replication_slots) };
     if level < pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 {
-        return Err(KafkaError::WalUnavailable(format!("wal_level is {}, not logical", setting(c"wal_level"))));
+        return Err(KafkaError::WalUnavailable(format!(
+            "wal_level is {}, not logical",
+            setting(c"wal_level")
+        )));
     }
     if slots == 0 {
         return Err(KafkaError::WalUnavailable("max_replication_slots is 0".into()));
@@ -101,7 +104,12 @@ fn create() {
     // call raises on failure; an ephemeral slot is dropped when an error releases it. The context
     // is freed before the slot is made persistent and released.
     unsafe {
-        pg_sys::ReplicationSlotCreate(name.as_ptr(), true, pg_sys::ReplicationSlotPersistency::RS_EPHEMERAL, false);
+        pg_sys::ReplicationSlotCreate(
+            name.as_ptr(),
+            true,
+            pg_sys::ReplicationSlotPersistency::RS_EPHEMERAL,
+            false,
+        );
         let ctx = pg_sys::CreateInitDecodingContext(
             PLUGIN.as_ptr(),
             std::ptr::null_mut(),

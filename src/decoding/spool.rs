@@ -49,7 +49,8 @@ pub fn begin() {
 pub fn push(parts: &Parts) -> Result<(), KafkaError> {
     SPOOL.with_borrow_mut(|s| {
         let spool = &mut *s;
-        let txn = spool.current.get_or_insert_with(|| Decoded { end_lsn: 0, spilled: None, packs: Vec::new() });
+        let txn =
+            spool.current.get_or_insert_with(|| Decoded { end_lsn: 0, spilled: None, packs: Vec::new() });
         if txn.packs.last().is_none_or(|p| !p.has_room()) {
             txn.packs.push(Pack::new(0));
         }
@@ -124,7 +125,8 @@ pub fn clear() {
 impl Decoded {
     /// Calls `f` with each pack's bytes, in order (spilled ones first); removes the file.
     pub fn each_pack(self, mut f: impl FnMut(&[u8]) -> Result<(), KafkaError>) -> Result<(), KafkaError> {
-        let io = |e: std::io::Error| KafkaError::Internal(format!("could not read spilled decoded events: {e}"));
+        let io =
+            |e: std::io::Error| KafkaError::Internal(format!("could not read spilled decoded events: {e}"));
         if let Some((file, path, count)) = self.spilled {
             let file = file.into_inner().map_err(|e| io(e.into_error()))?;
             drop(file);

@@ -65,10 +65,10 @@ impl Capture {
                 *reader = Some(Reader::open(last_commit_end)?);
             }
             let Some(r) = reader.as_mut() else { return Ok(None) };
-            let read_to = r.read(BUDGET)?;
+            let (read_to, more) = r.read(BUDGET)?;
             let (txns, failed) = spool::take();
             staged.failed = failed;
-            staged.more = spool_full(read_to);
+            staged.more = more;
             let mut last = position;
             for txn in txns {
                 let end = txn.end_lsn;
@@ -96,7 +96,9 @@ impl Capture {
             slot::drop_slot();
             shared::set_wal_capture(false);
             self.confirm = None;
-            pgrx::log!("pg_kafka worker: no table is captured from the WAL any more; replication slot dropped");
+            pgrx::log!(
+                "pg_kafka worker: no table is captured from the WAL any more; replication slot dropped"
+            );
         } else if staged.transactions > 0 {
             // SAFETY: plain read of the end of this process's last commit record.
             self.confirm = Some((unsafe { pg_sys::XactLastCommitEnd }, read_to));
@@ -118,12 +120,6 @@ impl Capture {
             self.confirm = None;
         }
     }
-}
-
-/// Whether the last read stopped at the budget before the flush point.
-fn spool_full(read_to: u64) -> bool {
-    // SAFETY: GetFlushRecPtr reads shared memory under its spinlock.
-    read_to < unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) }
 }
 
 fn slot_name() -> String {

@@ -257,7 +257,7 @@ pub fn set_wal_capture(on: bool) {
 
 /// Whether the worker decodes the WAL for a capture. Cannot fail.
 pub fn wal_capture() -> bool {
-    SIGNALS.get().wal_capture.load(Ordering::Relaxed)
+    preloaded() && SIGNALS.get().wal_capture.load(Ordering::Relaxed)
 }
 
 /// Publishes (or, with null, withdraws) the worker's latch.

@@ -93,10 +93,18 @@ pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec
 /// The brokers as a librdkafka `bootstrap.servers` list, in a stable order. Every operator is
 /// qualified: the worker runs this as a superuser in a database other roles may own.
 pub fn bootstrap_servers() -> Result<String, KafkaError> {
-    Spi::get_one::<String>(
-        "SELECT pg_catalog.string_agg(pg_catalog.concat(b.host, ':', b.port), ',' ORDER BY b.host, b.port)
-           FROM kafka.broker b",
-    )
+    // A read-only client: pgrx's `Spi::get_one` takes a transaction id, and the worker reads
+    // this every second (an empty commit in the WAL each time, and xids burnt).
+    Spi::connect(|c| {
+        c.select(
+            "SELECT pg_catalog.string_agg(pg_catalog.concat(b.host, ':', b.port), ',' ORDER BY b.host, b.port)
+               FROM kafka.broker b",
+            Some(1),
+            &[],
+        )?
+        .first()
+        .get_one::<String>()
+    })
     .map(Option::unwrap_or_default)
     .map_err(|e| KafkaError::Internal(format!("could not read kafka.broker: {e}")))
 }

@@ -13,15 +13,20 @@ use pgrx::prelude::*;
 /// The position of `slot`: (end LSN of the last staged transaction, end LSN of the last one
 /// with captured events, for Debezium's `sequence`); zeros before the first.
 pub fn position(slot: &str) -> Result<(u64, u64), KafkaError> {
-    let row = Spi::get_two_with_args::<i64, i64>(
-        "SELECT staged_end, last_commit_end FROM kafka.wal_position WHERE slot_name OPERATOR(pg_catalog.=) $1",
-        &[slot.into()],
-    );
-    match row {
-        Ok((staged, last)) => Ok((staged.unwrap_or(0) as u64, last.unwrap_or(0) as u64)),
-        Err(pgrx::spi::Error::InvalidPosition) => Ok((0, 0)),
-        Err(e) => Err(could_not("read the WAL capture position", e)),
-    }
+    // A read-only client: no transaction id is taken for it (a pass that stages nothing must
+    // write no WAL, or decoding would never catch up).
+    Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT staged_end, last_commit_end FROM kafka.wal_position WHERE slot_name OPERATOR(pg_catalog.=) $1",
+            Some(1),
+            &[slot.into()],
+        )?;
+        match rows.into_iter().next() {
+            Some(row) => Ok((row.get::<i64>(1)?.unwrap_or(0) as u64, row.get::<i64>(2)?.unwrap_or(0) as u64)),
+            None => Ok((0, 0)),
+        }
+    })
+    .map_err(|e| could_not("read the WAL capture position", e))
 }
 
 /// Records the position of `slot`, in the transaction that staged the events it covers.
@@ -39,13 +44,22 @@ pub fn set_position(slot: &str, staged_end: u64, last_commit_end: u64) -> Result
 
 /// Forgets the position of `slot` (its slot was dropped).
 pub fn forget(slot: &str) -> Result<(), KafkaError> {
-    Spi::run_with_args("DELETE FROM kafka.wal_position WHERE slot_name OPERATOR(pg_catalog.=) $1", &[slot.into()])
-        .map_err(|e| could_not("forget the WAL capture position", e))
+    Spi::run_with_args(
+        "DELETE FROM kafka.wal_position WHERE slot_name OPERATOR(pg_catalog.=) $1",
+        &[slot.into()],
+    )
+    .map_err(|e| could_not("forget the WAL capture position", e))
 }
 
 /// Whether any table is captured with method `wal`.
 pub fn any_wal_capture() -> Result<bool, KafkaError> {
-    Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM kafka.capture_config WHERE method OPERATOR(pg_catalog.=) 'wal')")
-        .map(|b| b.unwrap_or(false))
-        .map_err(|e| could_not("read kafka.capture_config", e))
+    Spi::connect(|c| {
+        let found = c.select(
+            "SELECT 1 FROM kafka.capture_config WHERE method OPERATOR(pg_catalog.=) 'wal' LIMIT 1",
+            Some(1),
+            &[],
+        )?;
+        Ok(!found.is_empty())
+    })
+    .map_err(|e| could_not("read kafka.capture_config", e))
 }

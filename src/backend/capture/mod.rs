@@ -68,7 +68,15 @@ impl Events {
     /// change sets its `source` block first ([`Events::at_change`]).
     pub(crate) fn for_wal(plan: Rc<Plan>, sink: Sink) -> Events {
         let (value, key_row) = Default::default();
-        Events { plan, source: Default::default(), tail: tail().into(), collection: None, value, key_row, sink }
+        Events {
+            plan,
+            source: Default::default(),
+            tail: tail().into(),
+            collection: None,
+            value,
+            key_row,
+            sink,
+        }
     }
 
     /// The plan the events are encoded with.

@@ -121,7 +121,9 @@ fn modules_use_only_lower_layers_and_no_cycle() {
     let worker_backend: Vec<_> = edges
         .iter()
         .filter(|(m, _)| m.starts_with("worker"))
-        .flat_map(|(m, u)| u.iter().filter(|t| t.starts_with("backend")).map(move |t| format!("{m} uses {t}")))
+        .flat_map(|(m, u)| {
+            u.iter().filter(|t| t.starts_with("backend")).map(move |t| format!("{m} uses {t}"))
+        })
         .collect();
     assert!(worker_backend.is_empty(), "the worker uses the backend: {worker_backend:#?}");
     // No cycle: repeatedly remove modules that use nothing left.
