@@ -57,8 +57,9 @@ fn chunk(relid: pg_sys::Oid, chunk_size: i32) -> SqlResult<i64> {
     // that they outlive the SPI connection they are read in.
     let outer = unsafe { pg_sys::CurrentMemoryContext };
     let read = rights::as_role(owner, true, || {
-        Spi::connect(|c| {
-            let t = c.select(&query, Some(1), &[after.into()])?.first();
+        // Read-write: for a wal-captured table the read locks the chunk's rows (FOR SHARE).
+        Spi::connect_mut(|c| {
+            let t = c.update(&query, Some(1), &[after.into()])?.first();
             let rows = t.get_datum_by_ordinal(1)?;
             let last = t.get::<Vec<Option<String>>>(2)?;
             // SAFETY: `rows` is the non-null varlena array Datum of column 1 (the query's ARRAY()

@@ -77,6 +77,36 @@ fn events_match_debeziums_for_every_type() {
     }
 }
 
+/// The reference's statements on a table captured with `method => 'wal'` (REPLICA IDENTITY FULL,
+/// as the reference ran): the same records, with what Debezium takes from the WAL in `source`:
+/// the change's LSN, `sequence` ending with it, and one commit time and transaction id per
+/// transaction.
+#[test]
+fn wal_events_match_debeziums_for_every_type() {
+    let t = topic("debezium_types_wal");
+    let expected: Vec<Value> =
+        reference("events-json.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got = captured_reference_run(&t, ", method => 'wal'", expected.len());
+    let mut last_lsn = 0;
+    for (i, (want, (key, value))) in expected.iter().zip(got).enumerate() {
+        assert_eq!(key, want["key"], "record {i}: key");
+        if let Some(v) = &value {
+            let (s, w) = (&v["source"], &want["value"]["source"]);
+            for f in ["ts_ms", "ts_us", "ts_ns", "txId", "lsn"] {
+                assert!(s[f].is_u64() == w[f].is_u64(), "record {i}: source.{f} is a number as Debezium's");
+            }
+            let lsn = s["lsn"].as_u64().unwrap();
+            assert!(lsn > last_lsn, "record {i}: LSNs grow");
+            last_lsn = lsn;
+            let seq: Vec<String> = serde_json::from_str(s["sequence"].as_str().unwrap()).unwrap();
+            assert_eq!(seq.len(), 2);
+            assert_eq!(seq[1], lsn.to_string(), "record {i}: sequence = [last commit, lsn]");
+            assert!(s["ts_us"].as_i64().unwrap() <= v["ts_us"].as_i64().unwrap(), "committed before sent");
+        }
+        assert_same_event(i, value, &want["value"]);
+    }
+}
+
 /// With `schemas => true`, keys and values carry Kafka Connect schemas, as JsonConverter writes
 /// them with `schemas.enable=true`: Connect sinks (the JDBC sink) can read the events. Debezium
 /// names the schemas after the topic (`dbz.public.types.Key`, `.Value`, `.Envelope`); so does

@@ -1,0 +1,465 @@
+//! WAL capture (`kafka.capture(…, method => 'wal')`): events decoded from the WAL by the worker,
+//! with what only the WAL knows (the change's LSN, Debezium's `sequence`, the commit time), the
+//! table's shape at each change's moment, partitions under their root's topic, REPLICA IDENTITY
+//! as Debezium reads it, the slot's life, the requirements refused with a clear error, and
+//! nothing lost, nothing out of order (and, exactly once, nothing twice) through a killed
+//! worker, a crashed PostgreSQL and a broker outage while sessions commit.
+
+use pg_kafka_e2e::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+
+fn events(t: &str, n: usize) -> Vec<(Option<Value>, Option<Value>)> {
+    let mut r = TopicReader::new(t);
+    r.read_at_least(n)
+        .iter()
+        .map(|r| {
+            let json =
+                |b: &Option<Vec<u8>>| b.as_deref().map(|b| serde_json::from_slice::<Value>(b).unwrap());
+            (json(&r.key), json(&r.payload))
+        })
+        .collect()
+}
+
+fn lsn(text: &str) -> u64 {
+    let (hi, lo) = text.split_once('/').unwrap();
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+fn current_lsn(c: &mut postgres::Client) -> u64 {
+    lsn(&c.query_one("SELECT pg_current_wal_lsn()::text", &[]).unwrap().get::<_, String>(0))
+}
+
+/// Every kind of change, in one transaction and alone, comes with the change's LSN (between
+/// the WAL positions around its statement), `sequence` = `["<last commit's end>", "<lsn>"]`,
+/// the transaction's commit time (the same for all its events, not its statements' times) and
+/// its 32-bit id; TRUNCATE is `op: "t"`; the capture says its method and the slot is in
+/// `kafka.status`.
+#[test]
+fn events_carry_what_the_wal_knows() {
+    let mut c = pg();
+    let t = topic("wal_kinds");
+    c.batch_execute(
+        "DROP TABLE IF EXISTS wal_kinds; CREATE TABLE wal_kinds (id int PRIMARY KEY, v text);
+         ALTER TABLE wal_kinds REPLICA IDENTITY FULL",
+    )
+    .unwrap();
+    let method: String = c
+        .query_one("SELECT method FROM kafka.capture('wal_kinds', topic => $1, method => 'wal')", &[&t])
+        .unwrap()
+        .get(0);
+    assert_eq!(method, "wal");
+    let before = current_lsn(&mut c);
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("INSERT INTO wal_kinds VALUES (1, 'a'), (2, 'b')").unwrap();
+    tx.batch_execute("SELECT pg_sleep(0.05)").unwrap(); // the commit comes later than the statements
+    tx.batch_execute("UPDATE wal_kinds SET v = 'c' WHERE id = 1; DELETE FROM wal_kinds WHERE id = 2")
+        .unwrap();
+    tx.commit().unwrap();
+    let between = current_lsn(&mut c);
+    c.batch_execute("TRUNCATE wal_kinds").unwrap();
+    let after = current_lsn(&mut c);
+    let got = events(&t, 6);
+    let ops: Vec<&str> =
+        got.iter().map(|(_, v)| v.as_ref().map_or("tombstone", |v| v["op"].as_str().unwrap())).collect();
+    assert_eq!(ops, ["c", "c", "u", "d", "tombstone", "t"]);
+    let sources: Vec<&Value> = got.iter().filter_map(|(_, v)| v.as_ref()).map(|v| &v["source"]).collect();
+    let lsns: Vec<u64> = sources.iter().map(|s| s["lsn"].as_u64().expect("source.lsn")).collect();
+    assert!(lsns.windows(2).all(|w| w[0] < w[1]), "LSNs grow: {lsns:?}");
+    assert!(lsns[..4].iter().all(|&l| before < l && l < between), "{before} < {lsns:?} < {between}");
+    assert!(between < lsns[4] && lsns[4] < after);
+    for (s, l) in sources.iter().zip(&lsns) {
+        let seq: Vec<String> =
+            serde_json::from_str(s["sequence"].as_str().expect("sequence is a string")).unwrap();
+        assert_eq!(seq[1], l.to_string(), "sequence ends with the LSN");
+        assert_eq!(s["snapshot"], "false");
+        assert!(s["txId"].as_u64().unwrap() < 1 << 32);
+    }
+    let seq_of = |i: usize| -> u64 {
+        serde_json::from_str::<Vec<String>>(sources[i]["sequence"].as_str().unwrap()).unwrap()[0]
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        seq_of(4) > lsns[3] && seq_of(4) <= lsns[4],
+        "the TRUNCATE's sequence starts at the first commit's end"
+    );
+    let first: Vec<&Value> = sources[..4].iter().map(|s| &s["ts_us"]).collect();
+    assert!(first.iter().all(|ts| *ts == first[0]), "one commit time for the transaction: {first:?}");
+    assert!(sources[..4].iter().all(|s| s["txId"] == sources[0]["txId"]));
+    // The commit came after the 50 ms sleep: the events' time is the commit's, not the INSERT's.
+    let envelope_ts = got[0].1.as_ref().unwrap()["ts_us"].as_i64().unwrap();
+    assert!(first[0].as_i64().unwrap() <= envelope_ts);
+    let slot: Option<String> = c.query_one("SELECT wal_slot FROM kafka.status", &[]).unwrap().get(0);
+    assert!(slot.is_some_and(|s| s.starts_with("pg_kafka_")));
+    c.batch_execute("SELECT kafka.uncapture('wal_kinds'); DROP TABLE wal_kinds").unwrap();
+}
+
+/// With REPLICA IDENTITY DEFAULT (the default), as Debezium: an UPDATE's `before` is null, a
+/// DELETE's holds the key only, an unchanged TOASTed value is `__debezium_unavailable_value`;
+/// capture() says so in a NOTICE.
+#[test]
+fn replica_identity_default_gives_what_debezium_gives() {
+    let mut c = pg();
+    let t = topic("wal_identity");
+    c.batch_execute(
+        "DROP TABLE IF EXISTS wal_identity;
+         CREATE TABLE wal_identity (id int PRIMARY KEY, n int, big text);
+         ALTER TABLE wal_identity ALTER big SET STORAGE EXTERNAL",
+    )
+    .unwrap();
+    c.execute("SELECT kafka.capture('wal_identity', topic => $1, method => 'wal')", &[&t]).unwrap();
+    c.batch_execute(
+        "INSERT INTO wal_identity VALUES (1, 1, repeat('x', 10000));
+         UPDATE wal_identity SET n = 2 WHERE id = 1;
+         DELETE FROM wal_identity WHERE id = 1",
+    )
+    .unwrap();
+    let got = events(&t, 4);
+    let (ins, upd, del) = (got[0].1.clone().unwrap(), got[1].1.clone().unwrap(), got[2].1.clone().unwrap());
+    assert_eq!(ins["after"]["big"].as_str().map(str::len), Some(10000));
+    assert_eq!(upd["before"], Value::Null);
+    assert_eq!(upd["after"]["n"], 2);
+    assert_eq!(upd["after"]["big"], "__debezium_unavailable_value");
+    assert_eq!(del["before"]["id"], 1);
+    assert_eq!(del["before"]["n"], Value::Null);
+    assert_eq!(got[3].1, None, "the tombstone");
+    c.batch_execute("SELECT kafka.uncapture('wal_identity'); DROP TABLE wal_identity").unwrap();
+}
+
+/// Columns added, renamed, retyped and dropped between changes (in one transaction and in
+/// several, decoded after all of them committed or not): each event has the columns the table
+/// had when it changed.
+#[test]
+fn each_event_has_the_shape_of_its_moment() {
+    let mut c = pg();
+    let t = topic("wal_shapes");
+    c.batch_execute("DROP TABLE IF EXISTS wal_shapes; CREATE TABLE wal_shapes (id int PRIMARY KEY, a int)")
+        .unwrap();
+    c.execute("SELECT kafka.capture('wal_shapes', topic => $1, method => 'wal')", &[&t]).unwrap();
+    c.batch_execute(
+        "INSERT INTO wal_shapes VALUES (1, 1);
+         BEGIN;
+         ALTER TABLE wal_shapes ADD COLUMN b text;
+         INSERT INTO wal_shapes VALUES (2, 2, 'two');
+         ALTER TABLE wal_shapes RENAME COLUMN a TO a2;
+         INSERT INTO wal_shapes VALUES (3, 3, 'three');
+         COMMIT;
+         ALTER TABLE wal_shapes ALTER COLUMN a2 TYPE text;
+         INSERT INTO wal_shapes VALUES (4, 'four', 'four');
+         ALTER TABLE wal_shapes DROP COLUMN b;
+         INSERT INTO wal_shapes VALUES (5, 'five')",
+    )
+    .unwrap();
+    let after: Vec<Value> = events(&t, 5).into_iter().map(|(_, v)| v.unwrap()["after"].clone()).collect();
+    assert_eq!(after[0], serde_json::json!({"id": 1, "a": 1}));
+    assert_eq!(after[1], serde_json::json!({"id": 2, "a": 2, "b": "two"}));
+    assert_eq!(after[2], serde_json::json!({"id": 3, "a2": 3, "b": "three"}));
+    assert_eq!(after[3], serde_json::json!({"id": 4, "a2": "four", "b": "four"}));
+    assert_eq!(after[4], serde_json::json!({"id": 5, "a2": "five"}));
+    c.batch_execute("SELECT kafka.uncapture('wal_shapes'); DROP TABLE wal_shapes").unwrap();
+}
+
+/// A captured partitioned table: its partitions' changes (one with its columns in another
+/// order) come under the root's topic, table name and columns, as `publish_via_partition_root`.
+#[test]
+fn partitions_come_under_their_root() {
+    let mut c = pg();
+    let t = topic("wal_parts");
+    c.batch_execute(
+        "DROP TABLE IF EXISTS wal_parts;
+         CREATE TABLE wal_parts (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+         CREATE TABLE wal_parts_eu PARTITION OF wal_parts FOR VALUES IN ('eu');
+         CREATE TABLE wal_parts_us (v int, junk int, region text NOT NULL, id int NOT NULL);
+         ALTER TABLE wal_parts_us DROP COLUMN junk;
+         ALTER TABLE wal_parts ATTACH PARTITION wal_parts_us FOR VALUES IN ('us')",
+    )
+    .unwrap();
+    c.execute("SELECT kafka.capture('wal_parts', topic => $1, method => 'wal')", &[&t]).unwrap();
+    c.batch_execute(
+        "INSERT INTO wal_parts VALUES (1, 'eu', 10), (2, 'us', 20);
+         UPDATE wal_parts SET v = v + 1",
+    )
+    .unwrap();
+    let got = events(&t, 4);
+    for (_, v) in &got {
+        let v = v.as_ref().unwrap();
+        assert_eq!(v["source"]["table"], "wal_parts");
+        let row = if v["op"] == "c" { &v["after"] } else { &v["after"] };
+        let keys: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["id", "region", "v"], "the root's columns, in its order");
+    }
+    let us = got.iter().find(|(_, v)| v.as_ref().unwrap()["after"]["region"] == "us").unwrap();
+    assert_eq!(us.1.as_ref().unwrap()["after"], serde_json::json!({"id": 2, "region": "us", "v": 20}));
+    c.batch_execute("SELECT kafka.uncapture('wal_parts'); DROP TABLE wal_parts").unwrap();
+}
+
+/// `produce()` keeps working beside a wal-captured table, in the same transactions: both arrive.
+#[test]
+fn produce_and_wal_capture_work_side_by_side() {
+    let mut c = pg();
+    let (t, p) = (topic("wal_side"), topic("wal_side_produced"));
+    c.batch_execute("DROP TABLE IF EXISTS wal_side; CREATE TABLE wal_side (id int PRIMARY KEY)").unwrap();
+    c.execute("SELECT kafka.capture('wal_side', topic => $1, method => 'wal')", &[&t]).unwrap();
+    for i in 0..20 {
+        let mut tx = c.transaction().unwrap();
+        tx.execute("INSERT INTO wal_side VALUES ($1)", &[&i]).unwrap();
+        tx.execute("SELECT kafka.produce($1, $2)", &[&p, &i.to_string()]).unwrap();
+        tx.commit().unwrap();
+    }
+    let ids: Vec<i64> =
+        events(&t, 20).iter().map(|(k, _)| k.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (0..20).collect::<Vec<i64>>());
+    let produced: Vec<String> =
+        TopicReader::new(&p).read_at_least(20).iter().map(|r| r.text().unwrap()).collect();
+    assert_eq!(produced, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
+    c.batch_execute("SELECT kafka.uncapture('wal_side'); DROP TABLE wal_side").unwrap();
+}
+
+/// What the server cannot do is refused before anything is made: an unknown method (22023), a
+/// server that will not load the plugin (55000, naming the setting). The slot is made by the
+/// first wal capture and dropped once the last is gone.
+#[test]
+fn requirements_are_checked_and_the_slot_follows_the_captures() {
+    let mut c = pg();
+    c.batch_execute("DROP TABLE IF EXISTS wal_req; CREATE TABLE wal_req (id int PRIMARY KEY)").unwrap();
+    let (state, hint) = error_of(&mut c, "SELECT kafka.capture('wal_req', method => 'logical')");
+    assert_eq!(state, "22023");
+    assert!(hint.unwrap().contains("'wal'"));
+    c.batch_execute("SET output_plugin_libraries = 'pgoutput'").unwrap();
+    let (state, hint) = error_of(&mut c, "SELECT kafka.capture('wal_req', method => 'wal')");
+    assert_eq!(state, "55000");
+    assert!(hint.unwrap().contains("output_plugin_libraries"));
+    c.batch_execute("RESET output_plugin_libraries").unwrap();
+    let captured: i64 = c
+        .query_one("SELECT count(*) FROM kafka.captures WHERE \"table\" = 'wal_req'::regclass", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(captured, 0, "nothing written by a refused capture");
+
+    // Only this test's capture: once it is gone, so is the slot.
+    let others: i64 =
+        c.query_one("SELECT count(*) FROM kafka.captures WHERE method = 'wal'", &[]).unwrap().get(0);
+    c.batch_execute("SELECT kafka.capture('wal_req', method => 'wal')").unwrap();
+    let slot = |c: &mut postgres::Client| -> Option<String> {
+        c.query_one("SELECT wal_slot FROM kafka.status", &[]).unwrap().get(0)
+    };
+    assert!(slot(&mut c).is_some());
+    c.batch_execute("SELECT kafka.uncapture('wal_req')").unwrap();
+    if others == 0 {
+        wait_until("the slot to be dropped", || slot(&mut c).is_none());
+        // And the first capture in a transaction that already wrote cannot make it.
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute("INSERT INTO wal_req VALUES (1)").unwrap();
+        let err = tx.batch_execute("SELECT kafka.capture('wal_req', method => 'wal')").unwrap_err();
+        assert_eq!(err.as_db_error().unwrap().code().code(), "25001");
+    }
+    c.batch_execute("DROP TABLE wal_req").unwrap();
+}
+
+/// Sessions write a wal-captured table (with late-committing transactions and rollbacks) while
+/// the worker is killed, PostgreSQL crashes and Kafka restarts: every committed change arrives,
+/// none of a rolled-back transaction, and each row's events in commit order; exactly once,
+/// a read_committed consumer sees each event once.
+fn wal_capture_survives_faults(exactly_once: bool) {
+    let _mode = exactly_once.then(ExactlyOnce::on);
+    let t = topic(if exactly_once { "wal_faults_eo" } else { "wal_faults" });
+    let table = if exactly_once { "wal_faults_eo" } else { "wal_faults" };
+    let mut c = pg();
+    c.batch_execute(&format!(
+        "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int PRIMARY KEY, session int, n int);
+         ALTER TABLE {table} REPLICA IDENTITY FULL"
+    ))
+    .unwrap();
+    c.execute(&format!("SELECT kafka.capture('{table}', topic => $1, method => 'wal')"), &[&t]).unwrap();
+    const SESSIONS: i32 = 3;
+    const TXS: i32 = 60;
+    let kept = |i: i32| i % 7 != 3;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let writers: Vec<_> = (0..SESSIONS)
+        .map(|s| {
+            let done = done.clone();
+            let table = table.to_owned();
+            std::thread::spawn(move || {
+                let mut c = pg();
+                for i in 0..TXS {
+                    // A crash may cut a transaction off: retried until it commits (or rolls back).
+                    loop {
+                        let r = (|| -> Result<(), postgres::Error> {
+                            let mut tx = c.transaction()?;
+                            // each transaction inserts its 50 rows and updates the session's row 0
+                            tx.execute(
+                                &format!(
+                                    "INSERT INTO {table} SELECT $1 * 100000 + $2 * 100 + j, $1, 0 FROM generate_series(1, 50) j"
+                                ),
+                                &[&s, &i],
+                            )?;
+                            tx.execute(
+                                &format!("INSERT INTO {table} VALUES ($1 * 100000, $1, $2) ON CONFLICT (id) DO UPDATE SET n = $2"),
+                                &[&s, &i],
+                            )?;
+                            if i % 5 == 0 {
+                                tx.batch_execute("SELECT pg_sleep(0.2)")?; // commits late, after others
+                            }
+                            if kept(i) {
+                                tx.commit()
+                            } else {
+                                tx.rollback()
+                            }
+                        })();
+                        if r.is_ok() {
+                            break;
+                        }
+                        c = loop {
+                            match postgres::Client::connect(&connect_string(), postgres::NoTls) {
+                                Ok(c) => break c,
+                                // the server restarting: a condition wait on a reconnection
+                                Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+                            }
+                        };
+                        // The commit may have happened before the connection broke.
+                        let probe = format!("SELECT FROM {table} WHERE id = $1 * 100000 + $2 * 100 + 1");
+                        if c.query(&probe, &[&s, &i]).map(|r| !r.is_empty()).unwrap_or(false) {
+                            break;
+                        }
+                    }
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    wait_until("a third of the transactions", || {
+        done.load(std::sync::atomic::Ordering::Relaxed) >= SESSIONS * TXS / 3
+    });
+    let worker = status(&mut c).pid.expect("the worker runs");
+    std::process::Command::new("kill").args(["-9", &worker.to_string()]).status().unwrap();
+    wait_until("two thirds of the transactions", || {
+        done.load(std::sync::atomic::Ordering::Relaxed) >= 2 * SESSIONS * TXS / 3
+    });
+    stack(&["crash", "pg"]);
+    stack(&["up", "pg"]);
+    stack(&["down", "kafka"]);
+    stack(&["up", "kafka"]);
+    writers.into_iter().for_each(|h| h.join().unwrap());
+
+    // What the table holds is what committed: every row's events must be there.
+    let mut c = pg();
+    let rows: Vec<(i32, i32)> = c
+        .query(&format!("SELECT id, n FROM {table}"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let committed_txs = (0..TXS).filter(|&i| kept(i)).count() as i32;
+    assert_eq!(rows.len() as i32, SESSIONS * (committed_txs * 50 + 1), "the table holds what committed");
+    // Each committed transaction: 50 creates and one create-or-update of row s*100000.
+    let expected = (SESSIONS * committed_txs * 51) as usize;
+    let isolation = if exactly_once { "read_committed" } else { "read_uncommitted" };
+    let got = read_all(&bootstrap_servers(), &t, isolation, expected, std::time::Duration::from_secs(120));
+    let mut per_key: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
+    let mut seen = HashMap::new();
+    for (_, r) in &got {
+        let Some(p) = r.payload.as_deref() else { continue };
+        let v: Value = serde_json::from_slice(p).unwrap();
+        let after = &v["after"];
+        let id = after["id"].as_i64().unwrap();
+        let lsn = v["source"]["lsn"].as_i64().unwrap();
+        *seen.entry((id, lsn)).or_insert(0) += 1;
+        per_key
+            .entry(id)
+            .or_default()
+            .push((v["op"].as_str().unwrap().to_owned(), after["n"].as_i64().unwrap()));
+    }
+    let rows: HashMap<i64, i64> = rows.iter().map(|&(id, n)| (id as i64, n as i64)).collect();
+    for (id, n) in &rows {
+        let evs = per_key.get(id).unwrap_or_else(|| panic!("row {id}: no event"));
+        assert_eq!(evs.last().unwrap().1, *n, "row {id}: the last event is the row's state");
+        if *id % 100000 == 0 {
+            let ns: Vec<i64> = evs.iter().map(|e| e.1).collect();
+            let mut first: Vec<i64> = Vec::new();
+            for n in &ns {
+                if !first.contains(n) {
+                    first.push(*n);
+                }
+            }
+            assert!(first.windows(2).all(|w| w[0] < w[1]), "row {id}: updates in commit order: {ns:?}");
+            assert!(first.iter().all(|&i| kept(i as i32)), "row {id}: a rolled-back update arrived");
+        }
+    }
+    assert_eq!(per_key.len(), rows.len(), "no event of a rolled-back row");
+    if exactly_once {
+        let dup = seen.values().filter(|&&n| n > 1).count();
+        assert_eq!(dup, 0, "exactly once: no event twice to a read_committed consumer");
+    }
+    c.batch_execute(&format!("SELECT kafka.uncapture('{table}'); DROP TABLE {table}")).unwrap();
+}
+
+#[test]
+fn wal_capture_loses_nothing_through_crashes_and_outages() {
+    wal_capture_survives_faults(false);
+}
+
+#[test]
+fn wal_capture_exactly_once_sends_nothing_twice_through_crashes() {
+    wal_capture_survives_faults(true);
+}
+
+/// A backfill of a wal-captured table while sessions update it: a consumer applying the events
+/// in order ends with the table's rows.
+#[test]
+fn a_backfill_during_changes_ends_with_the_tables_state() {
+    let mut c = pg();
+    let t = topic("wal_backfill");
+    c.batch_execute(
+        "DROP TABLE IF EXISTS wal_backfill; CREATE TABLE wal_backfill (id int PRIMARY KEY, n int);
+         INSERT INTO wal_backfill SELECT i, 0 FROM generate_series(1, 3000) i",
+    )
+    .unwrap();
+    c.execute("SELECT kafka.capture('wal_backfill', topic => $1, method => 'wal')", &[&t]).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut c = pg();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                c.execute("UPDATE wal_backfill SET n = $1 WHERE id % 97 = $1 % 97", &[&n]).unwrap();
+                c.execute("DELETE FROM wal_backfill WHERE id = 3000 - $1", &[&n]).unwrap();
+            }
+        })
+    };
+    c.batch_execute("CALL kafka.backfill('wal_backfill', 100)").unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let rows: HashMap<i64, i64> = c
+        .query("SELECT id, n FROM wal_backfill", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as i64, r.get::<_, i32>(1) as i64))
+        .collect();
+    // Apply every event (r, c, u, d) in order until the table's last change is in.
+    let last_lsn = current_lsn(&mut c);
+    let mut r = TopicReader::new(&t);
+    let mut applied: HashMap<i64, i64> = HashMap::new();
+    let mut i = 0;
+    loop {
+        let rec = r.read_at_least(i + 1)[i].clone();
+        i += 1;
+        let Some(p) = rec.payload else { continue };
+        let Ok(v) = serde_json::from_slice::<Value>(&p) else { continue };
+        match v["op"].as_str().unwrap() {
+            "d" => {
+                applied.remove(&v["before"]["id"].as_i64().unwrap());
+            }
+            _ => {
+                applied.insert(v["after"]["id"].as_i64().unwrap(), v["after"]["n"].as_i64().unwrap());
+            }
+        }
+        if v["source"]["lsn"].as_u64().is_some_and(|l| l >= last_lsn) || applied == rows {
+            break;
+        }
+    }
+    assert_eq!(applied, rows, "the consumer's copy is the table");
+    c.batch_execute("SELECT kafka.uncapture('wal_backfill'); DROP TABLE wal_backfill").unwrap();
+}
