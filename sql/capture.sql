@@ -37,7 +37,10 @@ CREATE TABLE kafka.wal_position (
     slot_name name PRIMARY KEY,
     staged_end bigint NOT NULL,
     last_commit_end bigint NOT NULL,
-    updated_at timestamptz NOT NULL
+    updated_at timestamptz NOT NULL,
+    -- when the worker found the slot gone under a wal capture (a failover) and made it again:
+    -- changes committed before were not captured (kafka.status.wal_slot_lost_at until backfilled)
+    slot_lost_at timestamptz
 );
 -- pg_dump keeps the capture list; the tables' triggers are dumped with the tables.
 SELECT pg_catalog.pg_extension_config_dump('kafka.capture_config', '');

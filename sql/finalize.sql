@@ -80,7 +80,16 @@ SELECT w.running AS worker_running,
        CASE WHEN NOT pg_catalog.pg_is_in_recovery() THEN
            (pg_catalog.pg_current_wal_lsn() OPERATOR(pg_catalog.-) s.confirmed_flush_lsn)::bigint END AS wal_lag_bytes,
        CASE WHEN NOT pg_catalog.pg_is_in_recovery() THEN
-           (pg_catalog.pg_current_wal_lsn() OPERATOR(pg_catalog.-) s.restart_lsn)::bigint END AS wal_retained_bytes
+           (pg_catalog.pg_current_wal_lsn() OPERATOR(pg_catalog.-) s.restart_lsn)::bigint END AS wal_retained_bytes,
+       -- the slot was lost (a failover) and made again, and a wal-captured table was not backfilled since
+       (SELECT p.slot_lost_at FROM kafka.wal_position p
+         WHERE p.slot_lost_at IS NOT NULL
+           AND EXISTS (SELECT FROM kafka.capture_config c
+                        WHERE c.method OPERATOR(pg_catalog.=) 'wal'
+                          AND NOT EXISTS (SELECT FROM kafka.backfill_progress b
+                                           WHERE b.relid OPERATOR(pg_catalog.=) c.relid::pg_catalog.oid
+                                             AND b.finished_at OPERATOR(pg_catalog.>) p.slot_lost_at))
+         ORDER BY p.slot_lost_at DESC LIMIT 1) AS wal_slot_lost_at
 FROM kafka_internal.worker_state() w
 LEFT JOIN pg_catalog.pg_replication_slots s
        ON s.slot_name OPERATOR(pg_catalog.=) ('pg_kafka_' OPERATOR(pg_catalog.||)

@@ -5,7 +5,10 @@
 //! Three rounds, plain and captured alternately, each into fresh tables on a quiet server (no
 //! backlog being delivered, after a checkpoint); the ratio reported is the median round's.
 //!
-//! Run with `scripts/bench capture [N]`.
+//! With `wal` (`method => 'wal'`): the COMMIT time of the captured insert against the plain one,
+//! and the time until every event is in Kafka against the trigger method's.
+//!
+//! Run with `scripts/bench capture [N] [wal]`.
 
 mod stack;
 
@@ -16,6 +19,9 @@ const ROUNDS: usize = 3;
 
 fn main() {
     let n = stack::count_arg(1_000_000);
+    if std::env::args().nth(2).as_deref() == Some("wal") {
+        return wal(n);
+    }
     let mut pg = stack::connect();
     println!(
         "bulk capture: INSERT ... SELECT of {n} rows (bigint key, text, numeric, timestamptz), one statement, \
@@ -23,17 +29,7 @@ fn main() {
     );
     let mut ratios = Vec::new();
     for round in 1..=ROUNDS {
-        pg.batch_execute(
-            "DROP TABLE IF EXISTS bench_plain, bench_captured;
-             CREATE TABLE bench_plain (id bigint PRIMARY KEY, name text, amount numeric(12,2), created timestamptz);
-             CREATE TABLE bench_captured (LIKE bench_plain INCLUDING ALL);",
-        )
-        .unwrap();
-        pg.execute(
-            "SELECT kafka.capture('bench_captured', topic => 'bench_capture_' || extract(epoch FROM now())::int8)",
-            &[],
-        )
-        .unwrap();
+        fresh_tables(&mut pg, "trigger");
         let plain = insert(&mut pg, "bench_plain", n);
         let captured = insert(&mut pg, "bench_captured", n);
         let rate = |d: Duration| n as f64 / d.as_secs_f64();
@@ -54,6 +50,87 @@ fn main() {
         "capture cost ratio: {:.2}x median (captured time / plain time; target <= 1.75)",
         ratios[ratios.len() / 2]
     );
+}
+
+/// A plain table and one captured with `method`, empty.
+fn fresh_tables(pg: &mut Client, method: &str) {
+    pg.batch_execute(
+        "DROP TABLE IF EXISTS bench_plain, bench_captured;
+         CREATE TABLE bench_plain (id bigint PRIMARY KEY, name text, amount numeric(12,2), created timestamptz);
+         CREATE TABLE bench_captured (LIKE bench_plain INCLUDING ALL);",
+    )
+    .unwrap();
+    pg.execute(
+        "SELECT kafka.capture('bench_captured', topic => 'bench_capture_' || extract(epoch FROM clock_timestamp())::int8,
+                              method => $1)",
+        &[&method],
+    )
+    .unwrap();
+}
+
+/// WAL capture of a bulk insert: COMMIT time against a plain table's (the session pays only
+/// its own WAL), and the time until every event is in Kafka against the trigger method's
+/// (INSERT to the last event delivered), with the worker's peak private memory meanwhile.
+fn wal(n: i64) {
+    let mut pg = stack::connect();
+    println!("bulk WAL capture: INSERT ... SELECT of {n} rows, one transaction, {ROUNDS} rounds");
+    let (mut commit_ratios, mut rate_ratios) = (Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        fresh_tables(&mut pg, "wal");
+        let plain = insert(&mut pg, "bench_plain", n);
+        let base = delivered(&mut pg);
+        let worker: i32 = pg.query_one("SELECT worker_pid FROM kafka.status", &[]).unwrap().get(0);
+        let started = Instant::now();
+        let committed = insert(&mut pg, "bench_captured", n);
+        let (wal_all, wal_peak_kb) = until_delivered(&mut pg, base + n, started, worker);
+        pg.batch_execute("SELECT kafka.uncapture('bench_captured')").unwrap();
+        fresh_tables(&mut pg, "trigger");
+        let base = delivered(&mut pg);
+        let started = Instant::now();
+        insert(&mut pg, "bench_captured", n);
+        let (trigger_all, _) = until_delivered(&mut pg, base + n, started, worker);
+        let commit_ratio = committed.as_secs_f64() / plain.as_secs_f64();
+        let rate = |d: Duration| n as f64 / d.as_secs_f64();
+        println!(
+            "round {round}: COMMIT plain {:.2} s, wal-captured {:.2} s (ratio {commit_ratio:.2}x); all events in Kafka: \
+             wal {:.2} s ({:.0} events/s), trigger {:.2} s ({:.0} events/s); worker peak {} MB",
+            plain.as_secs_f64(),
+            committed.as_secs_f64(),
+            wal_all.as_secs_f64(),
+            rate(wal_all),
+            trigger_all.as_secs_f64(),
+            rate(trigger_all),
+            wal_peak_kb / 1024
+        );
+        commit_ratios.push(commit_ratio);
+        rate_ratios.push(trigger_all.as_secs_f64() / wal_all.as_secs_f64());
+        pg.batch_execute("SELECT kafka.uncapture('bench_captured'); DROP TABLE bench_plain, bench_captured;")
+            .unwrap();
+    }
+    commit_ratios.sort_by(f64::total_cmp);
+    rate_ratios.sort_by(f64::total_cmp);
+    println!(
+        "WAL capture: COMMIT {:.2}x the plain time (median; target <= 1.10); end-to-end rate {:.2}x the trigger \
+         method's (median; target >= 1.00)",
+        commit_ratios[ROUNDS / 2],
+        rate_ratios[ROUNDS / 2]
+    );
+}
+
+fn delivered(pg: &mut Client) -> i64 {
+    pg.query_one("SELECT delivered FROM kafka.status", &[]).unwrap().get(0)
+}
+
+/// Waits until the worker counted `target` messages delivered; returns the time since `started`
+/// and the worker's peak private memory (kB) sampled meanwhile.
+fn until_delivered(pg: &mut Client, target: i64, started: Instant, worker: i32) -> (Duration, u64) {
+    let mut peak = 0;
+    while delivered(pg) < target {
+        peak = peak.max(stack::rss_anon_kb(worker));
+        assert!(started.elapsed() < Duration::from_secs(1800), "not delivered within 30 minutes");
+        std::thread::sleep(Duration::from_millis(20)); // sampling period of the progress counter
+    }
+    (started.elapsed(), peak)
 }
 
 /// Times one `INSERT … SELECT` of n rows into `table`, started on a quiet server.

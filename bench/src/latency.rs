@@ -5,7 +5,11 @@
 //! producer module and settings, from `send` to the same consumer holding the message. Prints
 //! p50, p90, p99 and max of both, and the ratio of the p50s and p99s.
 //!
-//! Run with `scripts/bench latency [SECONDS]`.
+//! With `wal`, also the events of a table captured with `method => 'wal'`: one-row INSERT
+//! transactions at the same rate, from COMMIT returned to the consumer holding the event (the
+//! worker decodes the WAL, stages the event in the outbox and delivers it).
+//!
+//! Run with `scripts/bench latency [SECONDS] [wal]`.
 
 use kafka_core::producer;
 
@@ -41,7 +45,27 @@ fn main() {
         Instant::now()
     });
 
+    let wal = (std::env::args().nth(2).as_deref() == Some("wal")).then(|| {
+        let topic = format!("bench_latency_wal_{stamp}");
+        pg.batch_execute(
+            "DROP TABLE IF EXISTS bench_latency_wal; CREATE TABLE bench_latency_wal (id bigint PRIMARY KEY)",
+        )
+        .unwrap();
+        pg.execute("SELECT kafka.capture('bench_latency_wal', topic => $1, method => 'wal')", &[&topic])
+            .unwrap();
+        let l = measure(&servers, &topic, n, |i| {
+            pg.execute("INSERT INTO bench_latency_wal VALUES ($1)", &[&(i as i64)]).unwrap();
+            Instant::now()
+        });
+        pg.batch_execute("SELECT kafka.uncapture('bench_latency_wal'); DROP TABLE bench_latency_wal")
+            .unwrap();
+        l
+    });
+
     show("pg_kafka (COMMIT -> consumer)", &pg_kafka);
+    if let Some(wal) = &wal {
+        show("WAL capture (COMMIT -> consumer)", wal);
+    }
     show("plain producer (send -> consumer)", &plain);
     println!(
         "ratio pg_kafka / plain: p50 {:.2}, p99 {:.2}",

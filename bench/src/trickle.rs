@@ -57,8 +57,16 @@ pub fn measure(
             let deadline = Instant::now() + Duration::from_secs(300);
             while got < n && Instant::now() < deadline {
                 if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                    // The message's number: its payload, or a capture event's key `{"id":N}`.
                     let i: Option<usize> =
-                        m.payload().and_then(|p| std::str::from_utf8(p).ok()?.parse().ok());
+                        m.payload().and_then(|p| std::str::from_utf8(p).ok()?.parse().ok()).or_else(|| {
+                            let key = std::str::from_utf8(m.key()?).ok()?;
+                            key.strip_prefix("{\"id\":")?
+                                .strip_suffix('}')?
+                                .parse::<i64>()
+                                .ok()
+                                .map(|i| i as usize)
+                        });
                     if i == Some(usize::MAX) {
                         let _ = ready_tx.send(());
                     } else if let Some(i) = i.filter(|&i| i < n) {

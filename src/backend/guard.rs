@@ -100,6 +100,37 @@ unsafe fn drops_owned_by(node: *mut pg_sys::Node) -> Option<Vec<pg_sys::Oid>> {
 /// the extension's owner. An extension that is not installed holds none; a damaged one (tables
 /// missing, or altered so that they cannot be read) is let go on purpose: dropping it is how it is
 /// repaired.
+/// With WAL capture on, waits (up to [`WAL_PATIENCE`]) until the worker has decoded the WAL
+/// flushed before the DROP, so that changes committed before it are in the outbox; refuses if
+/// it does not.
+fn wal_decoded() -> Result<(), KafkaError> {
+    let name = crate::store::wal::slot_name();
+    // SAFETY: GetFlushRecPtr reads shared memory under its spinlock.
+    let target = unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) } as i64;
+    let started = std::time::Instant::now();
+    loop {
+        let confirmed = Spi::get_one_with_args::<i64>(
+            "SELECT (s.confirmed_flush_lsn OPERATOR(pg_catalog.-) '0/0'::pg_catalog.pg_lsn)::pg_catalog.int8
+               FROM pg_catalog.pg_replication_slots s WHERE s.slot_name OPERATOR(pg_catalog.=) $1",
+            &[name.as_str().into()],
+        );
+        match confirmed {
+            Ok(Some(at)) if at < target => {}
+            _ => return Ok(()), // no slot, or caught up
+        }
+        if started.elapsed() >= WAL_PATIENCE {
+            let at = confirmed.ok().flatten().unwrap_or(target);
+            return Err(KafkaError::WalNotDecoded(target - at));
+        }
+        // SAFETY: sleeps 10 ms, interruptible by a cancel request through CHECK_FOR_INTERRUPTS.
+        unsafe { pg_sys::pg_usleep(10_000) };
+        pg_sys::check_for_interrupts!();
+    }
+}
+
+/// How long `DROP EXTENSION` waits for WAL capture to catch up.
+const WAL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn refuse_if_queued(owned_by: Option<&[pg_sys::Oid]>) -> Result<(), KafkaError> {
     let Ok(store) = owner::store() else { return Ok(()) };
     if owned_by.is_some_and(|roles| !roles.contains(&store.owner())) {
@@ -109,6 +140,9 @@ fn refuse_if_queued(owned_by: Option<&[pg_sys::Oid]>) -> Result<(), KafkaError> 
     // inside the utility statement's transaction.
     if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), store.owner()) } {
         return Ok(()); // PostgreSQL refuses it: it does not learn whether messages wait
+    }
+    if owned_by.is_none() {
+        wal_decoded()?; // what it stages joins the outbox checked next
     }
     let waiting = owner::as_owner(store, || {
         Spi::get_one::<i64>("SELECT pg_catalog.sum(o.messages)::pg_catalog.int8 FROM kafka.outbox o")

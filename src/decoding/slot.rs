@@ -17,9 +17,7 @@ pub const PLUGIN: &CStr = c"pg_kafka";
 
 /// The slot's name in this database.
 pub fn name() -> CString {
-    // SAFETY: plain read of the connected database's id.
-    let db = unsafe { pg_sys::MyDatabaseId };
-    CString::new(format!("pg_kafka_{}", db.to_u32())).unwrap_or_default()
+    CString::new(crate::store::wal::slot_name()).unwrap_or_default()
 }
 
 /// Whether the slot exists.
@@ -71,6 +69,7 @@ fn setting(name: &CStr) -> String {
 #[pg_extern(volatile, parallel_unsafe, schema = "kafka_internal")]
 fn wal_prepare(table: pg_sys::Oid) -> SqlResult<()> {
     check_requirements()?;
+    crate::store::wal::lock_captures()?;
     if !exists() {
         // SAFETY: plain read of the current transaction's id.
         if unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId {
@@ -96,8 +95,9 @@ fn invalidate(table: pg_sys::Oid) {
 }
 
 /// Creates the slot, as `pg_create_logical_replication_slot` does: ephemeral until its start
-/// point is found (waiting for the transactions running now to end), then persistent.
-fn create() {
+/// point is found (waiting for the transactions running now to end), then persistent. In a
+/// transaction without a transaction id.
+pub fn create() {
     let name = name();
     let mut routine = super::reader::routine();
     // SAFETY: in a transaction that has no xid (checked by the caller), holding no slot. Each

@@ -45,6 +45,11 @@ impl Capture {
     /// slot of pg_kafka's.
     pub fn pass(&mut self) -> Result<Staged, KafkaError> {
         let mut staged = Staged { transactions: 0, more: false, failed: Vec::new() };
+        // SAFETY: RecoveryInProgress reads shared memory; a standby decodes nothing (its slots,
+        // if any, are not this server's to advance).
+        if unsafe { pg_sys::RecoveryInProgress() } {
+            return Ok(staged);
+        }
         self.confirm_flushed();
         let has_slot = slot::exists();
         shared::set_wal_capture(has_slot);
@@ -52,14 +57,15 @@ impl Capture {
             if let Some(r) = self.reader.take() {
                 r.close();
             }
+            staged.failed.extend(self.slot_lost()?);
             return Ok(staged);
         }
         let reader = &mut self.reader;
         let done = BackgroundWorker::transaction(AssertUnwindSafe(|| -> Result<_, KafkaError> {
-            if !owner::installed() {
-                return Ok(None);
-            }
             let name = slot_name();
+            if !owner::installed() {
+                return Ok(Some((0, true))); // the extension was dropped: so goes its slot
+            }
             let (position, last_commit_end) = wal::position(&name)?;
             if reader.is_none() {
                 *reader = Some(Reader::open(last_commit_end)?);
@@ -82,7 +88,11 @@ impl Capture {
             if last != position {
                 wal::set_position(&name, last, plugin::last_commit_end())?;
             }
-            let drop = !staged.more && !wal::any_wal_capture()?;
+            // A capture being made holds the lock from the slot's creation to its commit.
+            let drop = !staged.more
+                && !wal::any_wal_capture()?
+                && wal::try_lock_captures()?
+                && !wal::any_wal_capture_now()?;
             if drop {
                 wal::forget(&name)?;
             }
@@ -109,6 +119,36 @@ impl Capture {
         Ok(staged)
     }
 
+    /// A table is captured from the WAL but the slot is gone: this server was promoted from a
+    /// standby (before PostgreSQL 17 slots are not on standbys), or someone dropped the slot.
+    /// Changes committed since cannot be decoded any more. Said once in the log (a WARNING with
+    /// the way out) and in `kafka.status.wal_slot_lost_at` until the wal-captured tables are
+    /// backfilled; the slot is made again so that changes from now on are captured.
+    fn slot_lost(&mut self) -> Result<Option<String>, KafkaError> {
+        let lost = BackgroundWorker::transaction(|| -> Result<bool, KafkaError> {
+            if !owner::installed() || !wal::any_wal_capture()? {
+                return Ok(false);
+            }
+            slot::create();
+            Ok(true)
+        })?;
+        if !lost {
+            return Ok(None);
+        }
+        BackgroundWorker::transaction(|| wal::note_lost(&slot_name()))?;
+        let why = format!(
+            "WAL capture: replication slot {} was missing (a failover to a standby, which does not have it before \
+             PostgreSQL 17, or a slot dropped by hand): changes committed before it was made again at {} are not \
+             captured; call kafka.backfill(table) for each table of kafka.captures with method 'wal' to send their \
+             current rows",
+            slot_name(),
+            // SAFETY: GetFlushRecPtr reads shared memory under its spinlock.
+            lsn_text(unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) })
+        );
+        pgrx::warning!("pg_kafka: {why}");
+        Ok(Some(why))
+    }
+
     /// Confirms the slot if the staging commit it waits for is flushed.
     fn confirm_flushed(&mut self) {
         let Some((after, lsn)) = self.confirm else { return };
@@ -123,7 +163,12 @@ impl Capture {
 }
 
 fn slot_name() -> String {
-    slot::name().to_string_lossy().into_owned()
+    wal::slot_name()
+}
+
+/// An LSN as PostgreSQL writes it.
+fn lsn_text(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn as u32)
 }
 
 /// Queues the messages of one spooled pack in the worker's transaction.

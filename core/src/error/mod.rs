@@ -265,6 +265,14 @@ macro_rules! kafka_errors {
                 hint: "Wait until kafka.status shows a backlog of 0 (the worker delivers them), or \
                        discard them first: TRUNCATE kafka.outbox, kafka.outbox_commit; then drop.",
             }
+            /// `DROP EXTENSION kafka` while WAL capture has not decoded the WAL written before it
+            /// (how many bytes are left).
+            WalNotDecoded(bytes: i64) = "55006" object_in_use {
+                message: ("cannot drop pg_kafka: WAL capture has not yet read the last {bytes} bytes of WAL, which may hold captured changes"),
+                hint: "Wait until kafka.status shows wal_lag_bytes near 0 (the worker decodes them; see \
+                       last_error if it does not), or stop capturing first: SELECT kafka.uncapture(table) \
+                       for each table of kafka.captures with method 'wal'.",
+            }
             /// A trigger function called the wrong way (not as the statement-level AFTER trigger it is).
             BadTrigger(why: String) = "39P01" trigger_protocol_violated {
                 message: ("{why}"),
