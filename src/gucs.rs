@@ -26,6 +26,7 @@ static MESSAGE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 /// After how many failed attempts (while other messages were delivered) a message is
 /// dead-lettered; 0: never.
 static DEAD_LETTER_AFTER: GucSetting<i32> = GucSetting::<i32>::new(0);
+static WAL_RETAINED_WARNING_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 /// Size of kafka.outbox above which a session may not queue more (kB); 0: no limit.
 static MAX_BACKLOG_KB: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// Topic of Debezium's transaction metadata (BEGIN/END records); empty: none.
@@ -155,6 +156,19 @@ pub fn init() {
         1_000_000,
         GucFlags::default(),
     );
+    int(
+        c"kafka.wal_retained_warning",
+        c"WAL that pg_kafka's replication slot keeps on disk above which the worker logs a WARNING (0: never).",
+        &WAL_RETAINED_WARNING_MB,
+        0,
+        i32::MAX,
+        GucFlags::UNIT_MB,
+    );
+}
+
+/// `kafka.wal_retained_warning` in bytes; None: never warn.
+pub fn wal_retained_warning() -> Option<u64> {
+    (WAL_RETAINED_WARNING_MB.get() > 0).then(|| WAL_RETAINED_WARNING_MB.get() as u64 * 1024 * 1024)
 }
 
 fn int(

@@ -36,6 +36,21 @@ unsafe extern "C-unwind" {
     fn wal_segment_close(state: *mut pg_sys::XLogReaderState);
 }
 
+/// The end of the last record before the insert position `insert`: the insert position itself,
+/// unless it is just past the header of a page nothing was written to yet (the last record ended
+/// at the page's start; the header is not written, and neither flushed nor read, until a record
+/// follows).
+fn record_boundary(insert: u64, segment_size: u64) -> u64 {
+    const PAGE: u64 = pg_sys::XLOG_BLCKSZ as u64;
+    const SHORT_HEADER: u64 = 24; // SizeOfXLogShortPHD
+    const LONG_HEADER: u64 = 40; // SizeOfXLogLongPHD, at the start of a segment
+    match (insert % PAGE, insert % segment_size) {
+        (SHORT_HEADER, _) => insert - SHORT_HEADER,
+        (_, LONG_HEADER) => insert - LONG_HEADER,
+        _ => insert,
+    }
+}
+
 /// The worker's open decoding context on pg_kafka's slot.
 pub struct Reader {
     ctx: *mut pg_sys::LogicalDecodingContext,
@@ -97,7 +112,7 @@ impl Reader {
             // middle of a record (the WAL writer flushes whole pages), and the local page reader
             // would wait for the rest, which nothing may flush soon. So what was inserted is
             // flushed first (usually it is already: commits flush their WAL).
-            let end = pg_sys::GetXLogInsertRecPtr();
+            let end = record_boundary(pg_sys::GetXLogInsertRecPtr(), pg_sys::wal_segment_size as u64);
             if pg_sys::GetFlushRecPtr(std::ptr::null_mut()) < end {
                 pg_sys::XLogFlush(end);
             }
@@ -146,5 +161,23 @@ impl Reader {
             pg_sys::FreeDecodingContext(self.ctx);
             pg_sys::ReplicationSlotRelease();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::record_boundary;
+
+    #[test]
+    fn an_insert_position_just_past_a_page_header_ends_at_the_page() {
+        let seg = 16 << 20;
+        assert_eq!(record_boundary(0x2_040A_A018, seg), 0x2_040A_A000, "a short header");
+        assert_eq!(record_boundary(0x2_0400_0028, seg), 0x2_0400_0000, "a segment's long header");
+        assert_eq!(
+            record_boundary(0x2_040A_A020, seg),
+            0x2_040A_A020,
+            "a record ended 8 bytes into the page"
+        );
+        assert_eq!(record_boundary(0x2_040A_B1C0, seg), 0x2_040A_B1C0);
     }
 }

@@ -28,6 +28,8 @@ pub struct Capture {
     reader: Option<Reader>,
     /// Confirm the slot up to `.1` once the WAL is flushed up to `.0` (the staging commit).
     confirm: Option<(u64, u64)>,
+    /// Whether the retained WAL is past `kafka.wal_retained_warning` (warned once per crossing).
+    retained_warned: bool,
 }
 
 /// What a pass did.
@@ -116,7 +118,34 @@ impl Capture {
             self.confirm = Some((0, read_to));
         }
         self.confirm_flushed();
+        staged.failed.extend(self.check_retained());
         Ok(staged)
+    }
+
+    /// Warns once when the WAL the slot keeps passes `kafka.wal_retained_warning`.
+    fn check_retained(&mut self) -> Option<String> {
+        let limit = crate::gucs::wal_retained_warning()?;
+        self.reader.as_ref()?;
+        // SAFETY: this process holds the slot (a reader is open); the insert position is read
+        // under its spinlock.
+        let retained = unsafe {
+            pg_sys::GetXLogInsertRecPtr().saturating_sub((*pg_sys::MyReplicationSlot).data.restart_lsn)
+        };
+        let over = retained > limit;
+        let first = over && !self.retained_warned;
+        self.retained_warned = over;
+        first.then(|| {
+            let why = format!(
+                "WAL capture: replication slot {} keeps {} MB of WAL on disk, more than kafka.wal_retained_warning \
+                 ({} MB): decoding is behind or stuck (see kafka.recent_errors), and the disk fills until it \
+                 catches up",
+                slot_name(),
+                retained >> 20,
+                limit >> 20
+            );
+            pgrx::warning!("pg_kafka: {why}");
+            why
+        })
     }
 
     /// A table is captured from the WAL but the slot is gone: this server was promoted from a
