@@ -56,10 +56,35 @@ pub struct Reader {
     ctx: *mut pg_sys::LogicalDecodingContext,
 }
 
+/// Reads a WAL page as `read_local_xlog_page` does, first flushing the WAL the reader needs if it
+/// is not on disk yet. The local reader waits (in 1 ms sleeps) until what it needs is flushed; a
+/// record's tail in a page nothing else flushes (the WAL writer flushes whole pages, commits
+/// their own records) would keep it waiting for ever. Flushing on demand, only then, costs the
+/// sessions nothing in the usual case, where their commits flushed what is read.
+unsafe extern "C-unwind" fn read_page_flushed(
+    state: *mut pg_sys::XLogReaderState,
+    target_page: pg_sys::XLogRecPtr,
+    req_len: i32,
+    target_rec: pg_sys::XLogRecPtr,
+    cur_page: *mut std::ffi::c_char,
+) -> i32 {
+    let needed = target_page + req_len as u64;
+    // SAFETY: called by the reader in the worker, inside a transaction; the bytes it asks for
+    // belong to a record that starts below the flush point, so they are inserted (XLogFlush waits
+    // for insertions in progress) and flushing them is allowed; then the local reader reads them.
+    unsafe {
+        if pg_sys::GetFlushRecPtr(std::ptr::null_mut()) < needed {
+            let inserted = record_boundary(pg_sys::GetXLogInsertRecPtr(), pg_sys::wal_segment_size as u64);
+            pg_sys::XLogFlush(needed.min(inserted));
+        }
+        read_local_xlog_page(state, target_page, req_len, target_rec, cur_page)
+    }
+}
+
 /// How WAL pages are read: from this server's WAL files.
 pub fn routine() -> pg_sys::XLogReaderRoutine {
     pg_sys::XLogReaderRoutine {
-        page_read: Some(read_local_xlog_page),
+        page_read: Some(read_page_flushed),
         segment_open: Some(wal_segment_open),
         segment_close: Some(wal_segment_close),
     }
@@ -103,19 +128,14 @@ impl Reader {
     /// transaction.
     pub fn read(&mut self, budget: usize) -> Result<(u64, bool), KafkaError> {
         // SAFETY: `ctx` is the open context (made in `open`, freed only in `close`); its reader
-        // reads below `end`, a record boundary that is flushed; the errors it returns are
-        // palloc'd messages. XLogFlush raises only if the WAL cannot be written.
+        // reads records that start below `end`, the flush point; the errors it returns are
+        // palloc'd messages.
         // LogicalDecodingProcessRecord decodes the record just read, calling the plugin.
         unsafe {
             let reader = (*self.ctx).reader;
-            // Read up to a record boundary that is on disk: the flush point alone may be in the
-            // middle of a record (the WAL writer flushes whole pages), and the local page reader
-            // would wait for the rest, which nothing may flush soon. So what was inserted is
-            // flushed first (usually it is already: commits flush their WAL).
-            let end = record_boundary(pg_sys::GetXLogInsertRecPtr(), pg_sys::wal_segment_size as u64);
-            if pg_sys::GetFlushRecPtr(std::ptr::null_mut()) < end {
-                pg_sys::XLogFlush(end);
-            }
+            // Up to the flush point: what committed transactions flushed (a record that crosses
+            // it is flushed on demand by the page reader).
+            let end = pg_sys::GetFlushRecPtr(std::ptr::null_mut());
             // The reader's end moves as records are read (a raw pointer clippy cannot follow).
             #[allow(clippy::while_immutable_condition)]
             while (*reader).EndRecPtr < end {

@@ -66,7 +66,12 @@ impl Capture {
         let done = BackgroundWorker::transaction(AssertUnwindSafe(|| -> Result<_, KafkaError> {
             let name = slot_name();
             if !owner::installed() {
-                return Ok(Some((0, true))); // the extension was dropped: so goes its slot
+                // the extension was dropped: so goes its slot
+                if let Some(r) = reader.take() {
+                    r.close();
+                }
+                slot::drop_slot();
+                return Ok(Some((0, true)));
             }
             let (position, last_commit_end) = wal::position(&name)?;
             if reader.is_none() {
@@ -96,16 +101,18 @@ impl Capture {
                 && wal::try_lock_captures()?
                 && !wal::any_wal_capture_now()?;
             if drop {
+                // Inside the transaction that holds the lock: a capture being made waits for it,
+                // then finds no slot and makes one.
                 wal::forget(&name)?;
+                if let Some(r) = reader.take() {
+                    r.close();
+                }
+                slot::drop_slot();
             }
             Ok(Some((read_to, drop)))
         }))?;
         let Some((read_to, drop)) = done else { return Ok(staged) };
         if drop {
-            if let Some(r) = self.reader.take() {
-                r.close();
-            }
-            slot::drop_slot();
             shared::set_wal_capture(false);
             self.confirm = None;
             pgrx::log!(

@@ -4,7 +4,8 @@
 //! 30 s. A read_committed consumer then finds every committed message, nothing of a rolled-back
 //! transaction, and per key the order of commits: exactly once with `kafka.delivery =
 //! exactly_once`; at least once by default, where a duplicate may only repeat a run of messages
-//! (`5 6 7 | 5 6 7`), never put one before an earlier one (`6 7 5`).
+//! (`5 6 7 | 5 6 7`), never put one before an earlier one (`6 7 5`). Each transaction also inserts
+//! a row into a table captured with `method => 'wal'`: its events obey the same rules.
 
 use pg_kafka_e2e::*;
 use postgres::Client;
@@ -37,7 +38,8 @@ impl OnCluster {
         c.batch_execute(
             "DELETE FROM kafka.broker;
              INSERT INTO kafka.broker VALUES ('127.0.0.1', 9192), ('127.0.0.1', 9292), ('127.0.0.1', 9392);
-             CREATE TABLE IF NOT EXISTS e2e_committed (topic text, session int, seq int, PRIMARY KEY (topic, session, seq));",
+             CREATE TABLE IF NOT EXISTS e2e_committed (topic text, session int, seq int, PRIMARY KEY (topic, session, seq));
+             CREATE TABLE IF NOT EXISTS e2e_cluster_wal (topic text, session int, seq int, PRIMARY KEY (topic, session, seq));",
         )
         .unwrap();
         c.batch_execute(&format!("ALTER SYSTEM SET kafka.delivery = '{mode}'")).unwrap();
@@ -94,6 +96,7 @@ fn session_load(topic: String, session: u32, stop: Arc<AtomicBool>) {
             "BEGIN;
              SELECT kafka.publish('{topic}', '{session}:{next}:' || i, key => 's{session}') FROM generate_series(1, {PER_TRANSACTION}) i;
              INSERT INTO e2e_committed VALUES ('{topic}', {session}, {next});
+             INSERT INTO e2e_cluster_wal VALUES ('{topic}', {session}, {next});
              {}",
             if rolled_back { "ROLLBACK" } else { "COMMIT" }
         );
@@ -198,6 +201,12 @@ fn committed(topic: &str) -> BTreeSet<String> {
 /// One round of load and faults; `exactly_once`: no duplicate either.
 fn one_round(exactly_once: bool) {
     let topic = topic("cluster");
+    let wal_topic = format!("{topic}_wal");
+    db().execute(
+        "SELECT kafka.capture('e2e_cluster_wal', topic => $1, key_columns => ARRAY['session'], method => 'wal')",
+        &[&wal_topic],
+    )
+    .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let load: Vec<_> = (1..=SESSIONS)
         .map(|s| {
@@ -250,6 +259,52 @@ fn one_round(exactly_once: bool) {
         want.len(),
         texts.len()
     );
+    wal_events_arrived(&wal_topic, exactly_once);
+}
+
+/// The events of the wal-captured table: one per committed transaction, none of a rolled-back
+/// one, per session (the key) in commit order; exactly once, none twice.
+fn wal_events_arrived(wal_topic: &str, exactly_once: bool) {
+    let topic = wal_topic.strip_suffix("_wal").unwrap();
+    let mut c = db();
+    let want: BTreeSet<(i64, i64)> = c
+        .query("SELECT session, seq FROM e2e_committed WHERE topic = $1", &[&topic])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as i64, r.get::<_, i32>(1) as i64))
+        .collect();
+    let seen =
+        read_all(&cluster_servers(), wal_topic, "read_committed", want.len(), Duration::from_secs(180));
+    let got: Vec<(i64, i64)> = seen
+        .iter()
+        .filter_map(|(_, r)| {
+            let v: serde_json::Value = serde_json::from_slice(r.payload.as_deref()?).ok()?;
+            Some((v["after"]["session"].as_i64()?, v["after"]["seq"].as_i64()?))
+        })
+        .collect();
+    let distinct: BTreeSet<(i64, i64)> = got.iter().copied().collect();
+    let lost = want.difference(&distinct).count();
+    let strays = distinct.difference(&want).count();
+    let duplicates = if exactly_once { got.len() - distinct.len() } else { 0 };
+    let mut last: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut first = BTreeSet::new();
+    let mut order_violations = 0;
+    for &(s, q) in &got {
+        if first.insert((s, q)) {
+            if last.get(&s).is_some_and(|&p| p >= q) {
+                order_violations += 1;
+            }
+            last.insert(s, q);
+        }
+    }
+    assert_eq!(
+        (lost, duplicates, strays, order_violations),
+        (0, 0, 0, 0),
+        "{} committed transactions' WAL-captured events: lost, duplicates, strays, out of order",
+        want.len()
+    );
+    c.batch_execute("SELECT kafka.uncapture('e2e_cluster_wal')").unwrap();
+    eprintln!("{} WAL-captured events arrived, in order ({} copies)", want.len(), got.len());
 }
 
 #[test]
