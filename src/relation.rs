@@ -60,3 +60,26 @@ impl Drop for Open {
         }
     }
 }
+
+/// The `natts` attributes of tuple descriptor `desc`, in column order.
+///
+/// PostgreSQL 18 moved them behind the `CompactAttribute`s (`TupleDescAttr()`); before, they are
+/// the descriptor's `attrs` array.
+///
+/// # Safety
+/// `desc` is a valid descriptor that outlives the slice.
+pub unsafe fn attributes<'a>(desc: pg_sys::TupleDesc) -> &'a [pg_sys::FormData_pg_attribute] {
+    // SAFETY: `desc` is valid (this function's contract).
+    let natts = unsafe { (*desc).natts } as usize;
+    #[cfg(not(feature = "pg18"))]
+    // SAFETY: a TupleDesc's `attrs` flexible array holds `natts` entries.
+    let attrs = unsafe { (*desc).attrs.as_slice(natts) };
+    #[cfg(feature = "pg18")]
+    // SAFETY: from 18, `natts` FormData_pg_attribute follow the `natts` CompactAttributes
+    // (TupleDescAttr in tupdesc.h).
+    let attrs = unsafe {
+        let first = (*desc).compact_attrs.as_ptr().add(natts).cast::<pg_sys::FormData_pg_attribute>();
+        std::slice::from_raw_parts(first, natts)
+    };
+    attrs
+}

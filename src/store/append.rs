@@ -209,8 +209,8 @@ unsafe fn check_columns(desc: pg_sys::TupleDesc, columns: &[(&str, pg_sys::Oid)]
     // SAFETY: `desc` is the descriptor of the relation `insert` holds open (this function's
     // contract).
     let natts = unsafe { (*desc).natts } as usize;
-    // SAFETY: a TupleDesc's `attrs` flexible array holds `natts` entries.
-    let attrs = unsafe { (*desc).attrs.as_slice(natts) };
+    // SAFETY: `desc` outlives `attrs` (as above).
+    let attrs = unsafe { crate::relation::attributes(desc) };
     // SAFETY: `attname` is a NameData, always NUL-terminated within its NAMEDATALEN bytes.
     let name = |a: &pg_sys::FormData_pg_attribute| unsafe { CStr::from_ptr(a.attname.data.as_ptr()) };
     let expected = natts == columns.len()

@@ -113,10 +113,9 @@ impl Column {
 
 /// Finds the relay's columns by name; refuses a table that lacks one.
 unsafe fn column_outputs(desc: pg_sys::TupleDesc) -> Result<[Column; 5], KafkaError> {
-    // SAFETY: `desc` is the descriptor of the open trigger relation (this function's contract).
-    let natts = unsafe { (*desc).natts } as usize;
-    // SAFETY: a TupleDesc's `attrs` flexible array holds `natts` entries.
-    let attrs = unsafe { (*desc).attrs.as_slice(natts) };
+    // SAFETY: `desc` is the descriptor of the open trigger relation, which outlives `attrs`
+    // (this function's contract).
+    let attrs = unsafe { crate::relation::attributes(desc) };
     let find = |name: &str| {
         attrs.iter().position(|a| {
             !a.attisdropped

@@ -336,8 +336,8 @@ pub struct RowEnc {
 pub fn attributes(desc: pg_sys::TupleDesc, which: Columns) -> Vec<(usize, pg_sys::FormData_pg_attribute)> {
     // SAFETY: `desc` is the descriptor of the relation Plan::new's caller holds open.
     let natts = unsafe { (*desc).natts } as usize;
-    // SAFETY: a TupleDesc's `attrs` flexible array holds `natts` entries.
-    let attrs = unsafe { (*desc).attrs.as_slice(natts) };
+    // SAFETY: `desc` outlives `attrs` (as above).
+    let attrs = unsafe { crate::relation::attributes(desc) };
     let live = |i: usize| attrs.get(i).filter(|a| !a.attisdropped).map(|a| (i, *a));
     match which {
         Columns::Only(attnums) => {
