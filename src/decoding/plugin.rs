@@ -191,9 +191,19 @@ fn note(done: Result<(), KafkaError>, target: &Target, lsn: u64) {
 ///
 /// # Safety
 /// `buf` is null or a tuple buffer of the change being decoded.
+#[cfg(any(feature = "pg14", feature = "pg15", feature = "pg16"))]
 unsafe fn tuple(buf: *mut pg_sys::ReorderBufferTupleBuf) -> Option<pg_sys::HeapTuple> {
     // SAFETY: `buf` is null or valid (this function's contract).
     (!buf.is_null()).then(|| unsafe { &mut (*buf).tuple as *mut pg_sys::HeapTupleData })
+}
+
+/// The tuple of a change, if it has one (from PostgreSQL 17 a change holds the tuple itself).
+///
+/// # Safety
+/// `tuple` is null or a tuple of the change being decoded.
+#[cfg(not(any(feature = "pg14", feature = "pg15", feature = "pg16")))]
+unsafe fn tuple(tuple: pg_sys::HeapTuple) -> Option<pg_sys::HeapTuple> {
+    (!tuple.is_null()).then_some(tuple)
 }
 
 /// Deforms `tuple` (of `desc`), converted to the target's columns, and calls `f` with it. A

@@ -104,7 +104,12 @@ impl Reader {
         // the routine struct is copied by the reader. Reading starts at the slot's restart_lsn, as
         // pg_logical_slot_get_changes does; the plugin's caches hold nothing of an earlier context.
         unsafe {
+            #[cfg(not(feature = "pg18"))]
             pg_sys::ReplicationSlotAcquire(name.as_ptr(), true);
+            // From PostgreSQL 18: error_if_invalid (an invalidated slot raises rather than being
+            // acquired).
+            #[cfg(feature = "pg18")]
+            pg_sys::ReplicationSlotAcquire(name.as_ptr(), true, true);
             let mut routine = routine();
             let ctx = PgMemoryContexts::TopMemoryContext.switch_to(|_| {
                 pg_sys::CreateDecodingContext(

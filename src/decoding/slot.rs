@@ -104,12 +104,13 @@ pub fn create() {
     // call raises on failure; an ephemeral slot is dropped when an error releases it. The context
     // is freed before the slot is made persistent and released.
     unsafe {
-        pg_sys::ReplicationSlotCreate(
-            name.as_ptr(),
-            true,
-            pg_sys::ReplicationSlotPersistency::RS_EPHEMERAL,
-            false,
-        );
+        let ephemeral = pg_sys::ReplicationSlotPersistency::RS_EPHEMERAL;
+        // From PostgreSQL 17: failover (a slot synchronized to standbys) and synced (made by
+        // synchronization), both false here.
+        #[cfg(any(feature = "pg14", feature = "pg15", feature = "pg16"))]
+        pg_sys::ReplicationSlotCreate(name.as_ptr(), true, ephemeral, false);
+        #[cfg(not(any(feature = "pg14", feature = "pg15", feature = "pg16")))]
+        pg_sys::ReplicationSlotCreate(name.as_ptr(), true, ephemeral, false, false, false);
         let ctx = pg_sys::CreateInitDecodingContext(
             PLUGIN.as_ptr(),
             std::ptr::null_mut(),
