@@ -99,6 +99,8 @@ struct Worker {
     failing_since: Option<Instant>,
     /// WAL capture: the decoding context and what waits to be confirmed.
     capture: crate::decoding::Capture,
+    /// Transactions WAL capture staged in the current pass.
+    staged: usize,
 }
 
 impl Worker {
@@ -111,7 +113,12 @@ impl Worker {
             }
             let since = pass_began.elapsed();
             pass_began = Instant::now();
-            let pass = self.pass();
+            let pass = match self.pass() {
+                // Transactions decoded from the WAL count as the commits they are (they reach
+                // the outbox as one staging transaction): a busy stream of them lingers too.
+                Pass::More(sent, txns) => Pass::More(sent, txns.max(std::mem::take(&mut self.staged))),
+                pass => pass,
+            };
             self.track_failures(&pass);
             immediate::serve(self.producer.as_ref().map(Connected::immediate), &self.no_producer);
             if let Some(connected) = &self.producer {
@@ -241,6 +248,7 @@ impl Worker {
                 for why in &staged.failed {
                     record_error(why);
                 }
+                self.staged = staged.transactions;
                 staged.more
             }
             Err(e) => {
