@@ -59,6 +59,10 @@ const HELD: &str =
 const TRUNCATE_FROM: i64 = 1 << 20;
 const TRUNCATE_EVERY: Duration = Duration::from_secs(5);
 
+/// How many produced transactions a transaction decoded from the WAL counts as when the worker
+/// decides whether commits come fast enough to linger ([`wait::after`]).
+const WAL_WEIGHT: usize = 3;
+
 /// What one pass found.
 enum Pass {
     /// Nothing to send: sleep until woken.
@@ -114,9 +118,14 @@ impl Worker {
             let since = pass_began.elapsed();
             pass_began = Instant::now();
             let pass = match self.pass() {
-                // Transactions decoded from the WAL count as the commits they are (they reach
-                // the outbox as one staging transaction): a busy stream of them lingers too.
-                Pass::More(sent, txns) => Pass::More(sent, txns.max(std::mem::take(&mut self.staged))),
+                // Transactions decoded from the WAL count as commits (they reach the outbox as
+                // one staging transaction), each as WAL_WEIGHT of them: decoding and staging one
+                // costs more than reading a produced one, and the sessions share the cores, so a
+                // stream of them lingers from a lower rate (a third of the produced one's: from some 330 a second,
+                // so that 200 a second are still sent at once).
+                Pass::More(sent, txns) => {
+                    Pass::More(sent, txns.max(std::mem::take(&mut self.staged) * WAL_WEIGHT))
+                }
                 pass => pass,
             };
             self.track_failures(&pass);
