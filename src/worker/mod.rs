@@ -59,9 +59,40 @@ const HELD: &str =
 const TRUNCATE_FROM: i64 = 1 << 20;
 const TRUNCATE_EVERY: Duration = Duration::from_secs(5);
 
-/// How many produced transactions a transaction decoded from the WAL counts as when the worker
-/// decides whether commits come fast enough to linger ([`wait::after`]).
-const WAL_WEIGHT: usize = 3;
+/// From how many transactions a second decoded from the WAL the worker lingers between passes
+/// (a third of [`wait::BUSY_RATE`]: decoding and staging one costs more than reading a produced
+/// one, and the sessions share the cores), measured over [`WAL_RATE_WINDOW`]. 200 a second are
+/// still sent at once.
+const WAL_BUSY_RATE: f64 = 330.0;
+const WAL_RATE_WINDOW: Duration = Duration::from_millis(100);
+/// A transaction count that makes any pass busy.
+const LINGER_ALWAYS: usize = 1 << 30;
+
+/// The rate of transactions decoded from the WAL, over the last full window.
+struct WalRate {
+    since: Instant,
+    count: usize,
+    busy: bool,
+}
+
+impl Default for WalRate {
+    fn default() -> WalRate {
+        WalRate { since: Instant::now(), count: 0, busy: false }
+    }
+}
+
+impl WalRate {
+    /// Counts `staged` transactions; whether the stream is busy (as of the last full window).
+    fn busy(&mut self, staged: usize) -> bool {
+        self.count += staged;
+        let window = self.since.elapsed();
+        if window >= WAL_RATE_WINDOW {
+            self.busy = self.count as f64 >= WAL_BUSY_RATE * window.as_secs_f64();
+            (self.since, self.count) = (Instant::now(), 0);
+        }
+        self.busy && staged > 0
+    }
+}
 
 /// What one pass found.
 enum Pass {
@@ -105,6 +136,8 @@ struct Worker {
     capture: crate::decoding::Capture,
     /// Transactions WAL capture staged in the current pass.
     staged: usize,
+    /// Their rate.
+    wal_rate: WalRate,
 }
 
 impl Worker {
@@ -118,13 +151,11 @@ impl Worker {
             let since = pass_began.elapsed();
             pass_began = Instant::now();
             let pass = match self.pass() {
-                // Transactions decoded from the WAL count as commits (they reach the outbox as
-                // one staging transaction), each as WAL_WEIGHT of them: decoding and staging one
-                // costs more than reading a produced one, and the sessions share the cores, so a
-                // stream of them lingers from a lower rate (a third of the produced one's: from some 330 a second,
-                // so that 200 a second are still sent at once).
-                Pass::More(sent, txns) => {
-                    Pass::More(sent, txns.max(std::mem::take(&mut self.staged) * WAL_WEIGHT))
+                // A busy stream of transactions decoded from the WAL lingers as a busy stream of
+                // commits does (they reach the outbox as one staging transaction a pass, so the
+                // pass's own count says nothing of their rate).
+                Pass::More(sent, txns) if self.wal_rate.busy(std::mem::take(&mut self.staged)) => {
+                    Pass::More(sent, txns.max(LINGER_ALWAYS))
                 }
                 pass => pass,
             };
