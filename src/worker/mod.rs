@@ -60,7 +60,7 @@ const TRUNCATE_FROM: i64 = 1 << 20;
 const TRUNCATE_EVERY: Duration = Duration::from_secs(5);
 
 /// From how many transactions a second decoded from the WAL the worker lingers between passes
-/// (a third of [`wait::BUSY_RATE`]: decoding and staging one costs more than reading a produced
+/// (a third of the rate at which produced commits make it linger: decoding and staging one costs more than reading a produced
 /// one, and the sessions share the cores), measured over [`WAL_RATE_WINDOW`]. 200 a second are
 /// still sent at once.
 const WAL_BUSY_RATE: f64 = 330.0;
