@@ -24,3 +24,8 @@ pub mod spool;
 pub mod stage;
 
 pub use stage::Capture;
+
+/// An LSN as PostgreSQL writes it (`16/B374D848`).
+fn lsn_text(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn as u32)
+}

@@ -176,9 +176,8 @@ fn note(done: Result<(), KafkaError>, target: &Target, lsn: u64) {
     if let Err(e) = done {
         let plan = target.events.plan();
         let why = format!(
-            "pg_kafka: WAL capture skipped the change at LSN {:X}/{:X} of table {}.{}: {e}",
-            lsn >> 32,
-            lsn as u32,
+            "pg_kafka: WAL capture skipped the change at LSN {} of table {}.{}: {e}",
+            super::lsn_text(lsn),
             plan.schema,
             plan.table
         );

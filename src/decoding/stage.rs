@@ -64,7 +64,7 @@ impl Capture {
         }
         let reader = &mut self.reader;
         let done = BackgroundWorker::transaction(AssertUnwindSafe(|| -> Result<_, KafkaError> {
-            let name = slot_name();
+            let name = wal::slot_name();
             if !owner::installed() {
                 // the extension was dropped: so goes its slot
                 if let Some(r) = reader.take() {
@@ -146,7 +146,7 @@ impl Capture {
                 "WAL capture: replication slot {} keeps {} MB of WAL on disk, more than kafka.wal_retained_warning \
                  ({} MB): decoding is behind or stuck (see kafka.recent_errors), and the disk fills until it \
                  catches up",
-                slot_name(),
+                wal::slot_name(),
                 retained >> 20,
                 limit >> 20
             );
@@ -171,15 +171,15 @@ impl Capture {
         if !lost {
             return Ok(None);
         }
-        BackgroundWorker::transaction(|| wal::note_lost(&slot_name()))?;
+        BackgroundWorker::transaction(|| wal::note_lost(&wal::slot_name()))?;
         let why = format!(
             "WAL capture: replication slot {} was missing (a failover to a standby, which does not have it before \
              PostgreSQL 17, or a slot dropped by hand): changes committed before it was made again at {} are not \
              captured; call kafka.backfill(table) for each table of kafka.captures with method 'wal' to send their \
              current rows",
-            slot_name(),
+            wal::slot_name(),
             // SAFETY: GetFlushRecPtr reads shared memory under its spinlock.
-            lsn_text(unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) })
+            super::lsn_text(unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) })
         );
         pgrx::warning!("pg_kafka: {why}");
         Ok(Some(why))
@@ -196,15 +196,6 @@ impl Capture {
             self.confirm = None;
         }
     }
-}
-
-fn slot_name() -> String {
-    wal::slot_name()
-}
-
-/// An LSN as PostgreSQL writes it.
-fn lsn_text(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn as u32)
 }
 
 /// Queues the messages of one spooled pack in the worker's transaction.
