@@ -95,6 +95,13 @@ LEFT JOIN pg_catalog.pg_replication_slots s
        ON s.slot_name OPERATOR(pg_catalog.=) ('pg_kafka_' OPERATOR(pg_catalog.||)
           (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()))::name;
 
+-- Every served database of the cluster: its worker, backlog, deliveries and current failure (or
+-- why no worker runs). The same rows in every database with the extension.
+CREATE VIEW kafka.databases AS
+SELECT d.database, d.worker_running, d.worker_pid, d.worker_started_at, d.delivery, d.backlog,
+       d.backlog_at, d.delivered, d.dead_lettered, d.last_delivery_at, d.last_error, d.last_error_at
+FROM kafka_internal.databases() d;
+
 -- The worker's recent distinct failures, newest first (the same failure again only counts).
 CREATE VIEW kafka.recent_errors AS
 SELECT e.first_at, e.last_at, e.attempts, e.error FROM kafka_internal.worker_errors() e;
@@ -177,6 +184,8 @@ GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean,
 GRANT EXECUTE ON PROCEDURE kafka.backfill(regclass, integer) TO kafka_admin;
 
 GRANT SELECT ON kafka.status, kafka.topics, kafka.recent_errors TO pg_monitor;
+GRANT SELECT ON kafka.databases TO kafka_admin, pg_monitor;
+GRANT EXECUTE ON FUNCTION kafka_internal.databases() TO kafka_admin, pg_monitor;
 GRANT SELECT ON kafka.producer_statistics TO kafka_admin, pg_monitor;
 GRANT SELECT ON kafka.topics TO kafka_admin;
 GRANT TRUNCATE ON kafka.topic_stats TO kafka_admin;
@@ -194,6 +203,7 @@ COMMENT ON TABLE kafka.capture_config IS 'Captured tables and their options; use
 COMMENT ON TABLE kafka.home IS 'The database the waiting messages belong to (a restored copy holds them until kafka.release())';
 COMMENT ON VIEW kafka.recent_errors IS 'The delivery worker''s last 8 distinct failures: first and last time, attempts';
 COMMENT ON VIEW kafka.status IS 'The delivery worker: running, backlog, delivered, current and previous failure; WAL capture''s slot, its lag and retained WAL';
+COMMENT ON VIEW kafka.databases IS 'Every served database of the cluster: its worker, backlog (as last counted), deliveries and current failure';
 COMMENT ON VIEW kafka.topics IS 'Per topic: messages delivered and dead-lettered, bytes, when last, oldest waiting';
 COMMENT ON VIEW kafka.settings IS 'kafka.config with secret values masked';
 COMMENT ON VIEW kafka.captures IS 'Captured tables, their topics and options';

@@ -605,3 +605,32 @@ GRANT EXECUTE ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean,
                           kafka_internal.wal_prepare(oid), kafka_internal.wal_invalidate(oid)
     TO kafka_admin;
 COMMENT ON FUNCTION kafka.capture(regclass, text, text[], text[], boolean, boolean, boolean, text) IS 'Starts emitting Debezium-shaped change events of a table (method trigger or wal)';
+
+-- Several databases: every served database's worker at a glance.
+CREATE  FUNCTION kafka_internal."databases"() RETURNS TABLE (
+	"database" TEXT,  /* String */
+	"worker_running" bool,  /* bool */
+	"worker_pid" INT,  /* Option < i32 > */
+	"worker_started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"delivery" TEXT,  /* Option < & '_ str > */
+	"backlog" bigint,  /* Option < i64 > */
+	"backlog_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"delivered" bigint,  /* i64 */
+	"dead_lettered" bigint,  /* i64 */
+	"last_delivery_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_error" TEXT,  /* Option < String > */
+	"last_error_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'databases_wrapper';
+REVOKE EXECUTE ON FUNCTION kafka_internal.databases() FROM PUBLIC;
+
+CREATE VIEW kafka.databases AS
+SELECT d.database, d.worker_running, d.worker_pid, d.worker_started_at, d.delivery, d.backlog,
+       d.backlog_at, d.delivered, d.dead_lettered, d.last_delivery_at, d.last_error, d.last_error_at
+FROM kafka_internal.databases() d;
+REVOKE ALL ON kafka.databases FROM PUBLIC;
+GRANT SELECT ON kafka.databases TO kafka_admin, pg_monitor;
+GRANT EXECUTE ON FUNCTION kafka_internal.databases() TO kafka_admin, pg_monitor;
+COMMENT ON VIEW kafka.databases IS 'Every served database of the cluster: its worker, backlog (as last counted), deliveries and current failure';

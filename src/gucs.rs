@@ -8,7 +8,8 @@ use pgrx::PostgresGucEnum;
 use std::ffi::CString;
 use std::time::Duration;
 
-/// Database whose `kafka.outbox` the worker drains.
+/// The databases whose `kafka.outbox` a worker drains: one name, a comma-separated list, or `*`
+/// (see [`Databases`]).
 static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 /// Most messages the worker reads and sends in one batch.
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(20_000);
@@ -59,8 +60,8 @@ pub enum Delivery {
 pub fn init() {
     GucRegistry::define_string_guc(
         c"kafka.database",
-        c"Database whose kafka.outbox the pg_kafka worker delivers.",
-        c"produce() refuses to queue messages in any other database.",
+        c"Databases whose kafka.outbox pg_kafka delivers: a name, a comma-separated list, or * for every database with the extension.",
+        c"produce() refuses to queue messages in any other database. A name with a comma or a space is written in double quotes.",
         &DATABASE,
         GucContext::Sighup,
         GucFlags::default(),
@@ -182,8 +183,69 @@ fn int(
     GucRegistry::define_int_guc(name, desc, c"", setting, min, max, GucContext::Sighup, flags);
 }
 
+/// `kafka.database` as written.
 pub fn database() -> String {
     DATABASE.get().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The databases `kafka.database` names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Databases {
+    /// `*`: every database that allows connections and is not a template (a worker connected
+    /// to a template would make every `CREATE DATABASE` from it fail).
+    All,
+    /// These, as written (a name is compared as it is, case included).
+    Named(Vec<String>),
+}
+
+impl Databases {
+    /// Parses `kafka.database`: names separated by commas, blanks around them ignored; a name in
+    /// double quotes may hold commas and blanks (`""` is a quote in it).
+    pub fn parse(spec: &str) -> Databases {
+        if spec.trim() == "*" {
+            return Databases::All;
+        }
+        let mut names = Vec::new();
+        let mut chars = spec.chars().peekable();
+        loop {
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+            let mut name = String::new();
+            if chars.next_if_eq(&'"').is_some() {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' if chars.next_if_eq(&'"').is_some() => name.push('"'),
+                        '"' => break,
+                        c => name.push(c),
+                    }
+                }
+                while chars.next_if(|&c| c != ',').is_some() {}
+            } else {
+                while let Some(c) = chars.next_if(|&c| c != ',') {
+                    name.push(c);
+                }
+                name.truncate(name.trim_end().len());
+            }
+            if !name.is_empty() && !names.contains(&name) {
+                names.push(name);
+            }
+            if chars.next().is_none() {
+                return Databases::Named(names);
+            }
+        }
+    }
+
+    /// Whether a database of this name is served.
+    pub fn serves(&self, name: &str, is_template: bool) -> bool {
+        match self {
+            Databases::All => !is_template,
+            Databases::Named(names) => names.iter().any(|n| n == name),
+        }
+    }
+}
+
+/// The databases `kafka.database` names, parsed.
+pub fn databases() -> Databases {
+    Databases::parse(&database())
 }
 
 pub fn batch_size() -> usize {
@@ -243,4 +305,24 @@ pub fn worker_topic(topic: &str) -> bool {
 /// None: no transaction metadata.
 pub fn transaction_topic() -> Option<String> {
     TRANSACTION_TOPIC.get().map(|s| s.to_string_lossy().into_owned()).filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Databases::{self, All, Named};
+
+    fn named(names: &[&str]) -> Databases {
+        Named(names.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn kafka_database_names_one_database_a_list_or_all() {
+        assert_eq!(Databases::parse("postgres"), named(&["postgres"]));
+        assert_eq!(Databases::parse(" shop , Billing,shop,, "), named(&["shop", "Billing"]));
+        assert_eq!(Databases::parse(r#""a, b" , "say ""hi""",c d"#), named(&["a, b", "say \"hi\"", "c d"]));
+        assert_eq!(Databases::parse(" * "), All);
+        assert_eq!(Databases::parse(""), named(&[]));
+        assert!(All.serves("x", false) && !All.serves("template1", true));
+        assert!(named(&["Shop"]).serves("Shop", true) && !named(&["Shop"]).serves("shop", false));
+    }
 }

@@ -1,6 +1,7 @@
 //! The SQL functions of pg_kafka. Each one validates its arguments and hands over to the module
 //! that owns the work; no SQL strings and no Kafka calls here.
 
+use crate::backend::cluster::{current_database, served_here, timestamp};
 use crate::backend::immediate::{self, Failure};
 use crate::backend::input::{check_key, check_partition, kafka_timestamp_ms, parse_headers};
 use crate::error::{KafkaError, SqlResult};
@@ -271,21 +272,10 @@ fn worker_state() -> TableIterator<
         let why = KafkaError::WrongDatabase { current: current_database(), served: gucs::database() };
         return idle(Some(format!("{why}: this database's messages are not delivered")));
     }
-    let s = *shared::STATE.share();
-    // SAFETY: plain read of the process-local id of the database this backend connected to, set at
-    // connection start before any SQL function runs.
-    if s.database != pg_sys::Oid::INVALID && s.database != unsafe { pg_sys::MyDatabaseId } {
-        return idle(Some(
-            "the pg_kafka worker is switching to this database (kafka.database changed)".into(),
-        ));
-    }
-    let ts = |t: i64| {
-        (t != 0)
-            // SAFETY: `t` is a TimestampTz the worker stored (from GetCurrentTimestamp), so a
-            // by-value int8 Datum is a valid timestamptz; from_datum only reads the value.
-            .then(|| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(t), false) })
-            .flatten()
+    let Some(s) = shared::here().map(|i| shared::STATE.share()[i]) else {
+        return idle(Some("the pg_kafka launcher has not started this database's worker yet".into()));
     };
+    let ts = timestamp;
     TableIterator::once((
         s.pid != 0,
         (s.pid != 0).then_some(s.pid),
@@ -294,7 +284,7 @@ fn worker_state() -> TableIterator<
         s.delivered,
         s.dead_lettered,
         ts(s.last_delivery_at),
-        s.last_error(),
+        s.last_error().or_else(|| s.note()),
         ts(s.last_error_at),
         ts(s.failing_since),
         s.previous_error(),
@@ -314,10 +304,10 @@ fn worker_errors() -> TableIterator<
         name!(error, String),
     ),
 > {
-    if !shared::preloaded() || !served_here() {
+    let Some(i) = shared::here().filter(|_| served_here()) else {
         return TableIterator::new(Vec::new());
-    }
-    let recent = shared::STATE.share().recent_errors();
+    };
+    let recent = shared::STATE.share()[i].recent_errors();
     // SAFETY: as in `worker_state`: `t` is a TimestampTz the worker stored, a valid by-value
     // timestamptz Datum.
     let ts = |t: i64| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(t), false) };
@@ -436,29 +426,8 @@ pub(crate) fn ensure_deliverable() -> Result<(), KafkaError> {
     if !shared::preloaded() {
         return Err(KafkaError::NotPreloaded);
     }
-    let served = gucs::database();
-    let current = current_database();
-    if served != current {
-        return Err(KafkaError::WrongDatabase { current, served });
+    if !served_here() {
+        return Err(KafkaError::WrongDatabase { current: current_database(), served: gucs::database() });
     }
     Ok(())
-}
-
-/// Whether this is the database the worker delivers from.
-fn served_here() -> bool {
-    gucs::database() == current_database()
-}
-
-fn current_database() -> String {
-    thread_local! {
-        // SAFETY: only SQL functions reach this, in a backend connected to MyDatabaseId inside a
-        // transaction: the catalog lookup is valid, and the database cannot be dropped while we are
-        // connected, so get_database_name returns a palloc'd NUL-terminated name (never NULL),
-        // copied at once.
-        static NAME: String = unsafe {
-            let p = pg_sys::get_database_name(pg_sys::MyDatabaseId);
-            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
-        };
-    }
-    NAME.with(|n| n.clone())
 }

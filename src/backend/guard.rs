@@ -41,6 +41,7 @@ unsafe extern "C-unwind" fn process_utility(
     // them.
     unsafe {
         let node = (*pstmt).utilityStmt;
+        super::cluster::before_utility(node);
         if drops_kafka(node) {
             refuse_if_queued(None).unwrap_or_else(|e| e.raise());
         } else if let Some(roles) = drops_owned_by(node) {

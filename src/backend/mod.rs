@@ -1,12 +1,14 @@
 //! What runs in a user's session: the SQL functions (`api`), the transaction's message buffer
 //! written at commit (`pending`, `txn_metadata`), input checks (`input`), who may write which
 //! topic (`topics`), immediate sends' backend half (`immediate`), row-change capture
-//! (`capture/`), the DROP EXTENSION guard (`guard`), the upgrade from 0.1.0 (`upgrade`) and the
+//! (`capture/`), the DROP EXTENSION guard (`guard`), which databases are served and what the
+//! launcher must hear of them (`cluster`), the upgrade from 0.1.0 (`upgrade`) and the
 //! log hook that keeps secrets out of the server log (`log_hook`). Nothing here touches
 //! librdkafka's producer: messages go to the store, and the worker sends them.
 
 pub mod api;
 pub mod capture;
+pub mod cluster;
 pub mod guard;
 pub mod immediate;
 pub mod input;
@@ -24,4 +26,5 @@ pub fn init() {
     log_hook::init();
     topics::init();
     guard::init();
+    cluster::init();
 }

@@ -1,6 +1,6 @@
 //! The immediate-send slots (`kafka.autonomous_publish`) in shared memory: the table both halves
-//! use — a backend claims a slot and waits ([`backend::immediate`](crate::backend::immediate)), the worker takes the request,
-//! sends it and answers (`worker::immediate`) — and the format of the record that crosses in a
+//! use — a backend claims a slot and waits ([`backend::immediate`](crate::backend::immediate)), the worker of its
+//! database takes the request, sends it and answers (`worker::immediate`) — and the format of the record that crosses in a
 //! dynamic shared memory segment.
 //!
 //! A slot goes FREE → READY (claimed by a backend) → TAKEN (by the worker) → DONE (answered), or
@@ -35,6 +35,8 @@ struct Slot {
     len: usize,
     /// The role that claimed it (freed slots keep it; only busy ones count).
     role: u32,
+    /// The database it was claimed in: only that database's worker takes it.
+    database: u32,
     /// Bumped each time the slot is claimed, so that a late answer cannot reach a new caller.
     generation: u64,
     partition: i32,
@@ -54,6 +56,7 @@ const FREE_SLOT: Slot = Slot {
     dsm: 0,
     len: 0,
     role: 0,
+    database: 0,
     generation: 0,
     partition: -1,
     offset: -1,
@@ -95,7 +98,17 @@ pub fn claim(role: u32, latch: *mut pg_sys::Latch, dsm: u32, len: usize) -> Resu
     let i = table.iter().position(|s| s.state == State::Free).ok_or(Busy::All)?;
     let s = &mut table[i];
     let generation = s.generation + 1;
-    *s = Slot { state: State::Ready, latch: latch as usize, dsm, len, role, generation, ..FREE_SLOT };
+    let database = here();
+    *s = Slot {
+        state: State::Ready,
+        latch: latch as usize,
+        dsm,
+        len,
+        role,
+        database,
+        generation,
+        ..FREE_SLOT
+    };
     Ok(Claim { index: i, generation })
 }
 
@@ -126,23 +139,29 @@ pub fn release(c: Claim) {
 
 // ---- the worker's side --------------------------------------------------------------------
 
-/// Whether a request waits to be taken.
+/// The oid of this process's database.
+fn here() -> u32 {
+    // SAFETY: plain read of the process-local id of the database this process connected to.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+/// Whether a request of this worker's database waits to be taken.
 pub fn requested() -> bool {
-    TABLE.share().iter().any(|s| s.state == State::Ready)
+    TABLE.share().iter().any(|s| s.state == State::Ready && s.database == here())
 }
 
-/// Whether a taken request still waits for its delivery report.
+/// Whether a request this worker took still waits for its delivery report.
 pub fn in_flight() -> bool {
-    TABLE.share().iter().any(|s| matches!(s.state, State::Taken | State::Abandoned))
+    TABLE.share().iter().any(|s| matches!(s.state, State::Taken | State::Abandoned) && s.database == here())
 }
 
-/// Takes the waiting requests: (slot, segment handle, record length) of each.
+/// Takes this worker's database's waiting requests: (slot, segment handle, record length) of each.
 pub fn take_ready() -> Vec<(usize, u32, usize)> {
     let mut table = TABLE.exclusive();
     table
         .iter_mut()
         .enumerate()
-        .filter(|(_, s)| s.state == State::Ready)
+        .filter(|(_, s)| s.state == State::Ready && s.database == here())
         .map(|(i, s)| {
             s.state = State::Taken;
             (i, s.dsm, s.len)

@@ -2,7 +2,7 @@
 //! at a time ([`read_chunk`]), and what it connects with, `kafka.broker`
 //! ([`bootstrap_servers`]) and `kafka.config` ([`producer_settings`]); also whether
 //! `kafka.config` holds a credential ([`secret_stored`], asked by a backend's trigger on
-//! `kafka.broker`). Reads only.
+//! `kafka.broker`), and how many messages wait ([`backlog`]). Reads only.
 //!
 //! What must stay true: a round is fixed by its snapshots, and read in commit order (`csn`), each
 //! transaction's packs in id order, so nothing that committed is skipped or sent out of order;
@@ -107,6 +107,18 @@ pub fn bootstrap_servers() -> Result<String, KafkaError> {
     })
     .map(Option::unwrap_or_default)
     .map_err(|e| KafkaError::Internal(format!("could not read kafka.broker: {e}")))
+}
+
+/// How many messages wait in the outbox (committed or not: the sum of its packs' counts), for
+/// `kafka.databases`.
+pub fn backlog() -> Result<i64, KafkaError> {
+    Spi::connect(|c| {
+        c.select("SELECT pg_catalog.sum(o.messages)::pg_catalog.int8 FROM kafka.outbox o", Some(1), &[])?
+            .first()
+            .get_one::<i64>()
+    })
+    .map(Option::unwrap_or_default)
+    .map_err(|e| could_not("count the messages of kafka.outbox", e))
 }
 
 /// The rows of `kafka.config`, in name order.

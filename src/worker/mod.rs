@@ -26,15 +26,16 @@ mod connection;
 mod deliver;
 mod exactly_once;
 mod immediate;
+mod launcher;
 mod log;
 mod process;
 mod record;
 mod wait;
 
-pub use process::register;
+pub use launcher::register;
 
 use crate::error::KafkaError;
-use crate::store::{outcome, owner};
+use crate::store::{outcome, owner, read};
 use crate::{gucs, shared};
 use connection::{Connected, Source};
 use kafka_core::message::Message;
@@ -113,8 +114,11 @@ type Step<T = ()> = ControlFlow<Pass, T>;
 /// The worker's state across passes.
 #[derive(Default)]
 struct Worker {
-    /// The database it serves (`kafka.database` when it started).
-    database: String,
+    /// It found the extension in its database.
+    serving: bool,
+    /// The database has no `kafka` extension: the worker exits (the launcher starts one again
+    /// after a `CREATE EXTENSION`).
+    absent: bool,
     /// Why there is no producer, for immediate sends that arrive meanwhile.
     no_producer: String,
     /// The producer (out of it while a pass sends with it: [`Worker::send`]).
@@ -144,10 +148,8 @@ impl Worker {
     /// Passes until the worker must exit; returns between passes, with no transaction open.
     fn run(&mut self) {
         let mut pass_began = Instant::now();
-        while !shutdown_requested() {
-            if self.reload_on_sighup().is_break() {
-                return;
-            }
+        while !shutdown_requested() && !self.absent {
+            self.reload_on_sighup();
             let since = pass_began.elapsed();
             pass_began = Instant::now();
             let pass = match self.pass() {
@@ -172,22 +174,16 @@ impl Worker {
     }
 
     /// Reloads the configuration after a SIGHUP: settings such as `kafka.message_timeout`
-    /// apply to a new producer. Breaks if the worker must serve another database (it exits, and
-    /// the postmaster starts it again).
-    fn reload_on_sighup(&mut self) -> ControlFlow<()> {
+    /// apply to a new producer. (Whether the database is still served is the launcher's to say.)
+    fn reload_on_sighup(&mut self) {
         if !BackgroundWorker::sighup_received() {
-            return Continue(());
+            return;
         }
         // SAFETY: in the worker's main loop, outside any transaction, after SIGHUP: what
         // PostgreSQL's own processes do to reload the configuration.
         unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-        if gucs::database() != self.database {
-            log!("pg_kafka worker: kafka.database changed to \"{}\", restarting", gucs::database());
-            return Break(());
-        }
         self.producer = None;
         process::apply_delivery_mode();
-        Continue(())
     }
 
     /// A pass that works ends the current failure; a producer that keeps failing is replaced.
@@ -245,11 +241,12 @@ impl Worker {
         Continue(self.send(connected, batch))
     }
 
-    /// Reads the next chunk, and the [`Source`] again if it may have changed, in one
-    /// transaction. With the extension gone, the pass is idle and the producer closed.
+    /// Reads the next chunk, and the [`Source`] again (with the backlog, for `kafka.databases`)
+    /// if it may have changed, in one transaction. With the extension gone, the worker exits.
     fn read(&mut self) -> Step<Vec<Message>> {
         // Read before the transaction's snapshot: a change that bumped it is visible to it.
         let close_requests = shared::close_requests();
+        let created = shared::extensions_created();
         let reread = !self
             .source_read_at
             .is_some_and(|at| self.source.close_requests == close_requests && at.elapsed() < SOURCE_MAX_AGE);
@@ -258,21 +255,27 @@ impl Worker {
             if !owner::installed() {
                 return Ok(None);
             }
-            let source = if reread { Some(Source::read(close_requests)?) } else { None };
+            let source = if reread { Some((Source::read(close_requests)?, read::backlog()?)) } else { None };
             Ok(Some((source, log.next_chunk()?)))
         }));
         match read {
             Ok(Some((source, batch))) => {
-                if let Some(source) = source {
+                if let Some((source, backlog)) = source {
                     self.source = source;
                     self.source_read_at = Some(Instant::now());
+                    process::with_state(|s| {
+                        (s.backlog, s.backlog_at, s.serving) = (backlog, process::now(), true)
+                    });
+                }
+                if !std::mem::replace(&mut self.serving, true) {
+                    process::log_started();
                 }
                 Continue(batch)
             }
             Ok(None) => {
-                self.producer = None;
-                self.source_read_at = None;
-                self.log.restart();
+                debug1!("pg_kafka worker: this database has no kafka extension; exiting until CREATE EXTENSION kafka");
+                process::with_state(|s| s.absent = Some(created));
+                self.absent = true;
                 Break(Pass::Idle)
             }
             Err(e) => self.fail(&e.to_string()),

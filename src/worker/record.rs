@@ -10,9 +10,8 @@
 //! committed.
 
 use super::log::Log;
-use super::process::{now, record_error};
+use super::process::{now, record_error, with_state};
 use crate::error::KafkaError;
-use crate::shared;
 use crate::store::{outcome, set_aside, topic_stats};
 use kafka_core::message::Message;
 use kafka_core::producer::Outcome;
@@ -82,14 +81,13 @@ fn write(settled: &Settlement, ending: Ending) -> Result<i64, KafkaError> {
 
 /// Counts what was recorded in shared memory, and logs each dead letter.
 fn count(settled: &Settlement, dead: i64) {
-    {
-        let mut s = shared::STATE.exclusive();
+    with_state(|s| {
         s.delivered += settled.delivered.len() as i64;
         s.dead_lettered += dead;
         if !settled.delivered.is_empty() {
             s.last_delivery_at = now();
         }
-    }
+    });
     for (m, e) in &settled.refused {
         warning!("pg_kafka: message {} moved to kafka.dead_letter: {e}", m.id);
     }
@@ -101,7 +99,7 @@ fn report_retry(settled: &Settlement, ending: Ending) -> bool {
     let Some(e) = &settled.retry else { return true };
     let detail = match ending {
         Ending::Kept => {
-            let last = shared::STATE.share().last_error().unwrap_or_default();
+            let last = with_state(|s| s.last_error()).flatten().unwrap_or_default();
             if last.is_empty() || last.starts_with(e.as_str()) {
                 String::new()
             } else {
@@ -110,7 +108,7 @@ fn report_retry(settled: &Settlement, ending: Ending) -> bool {
         }
         Ending::Aborted => " (the Kafka transaction was aborted; it is sent again)".to_owned(),
     };
-    shared::STATE.exclusive().waited_at_least(settled.waiting as i64);
+    with_state(|s| s.waited_at_least(settled.waiting as i64));
     record_error(&format!("{e}{detail}"));
     false
 }

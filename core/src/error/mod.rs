@@ -200,13 +200,14 @@ macro_rules! kafka_errors {
                 hint: "Add 'pg_kafka' to shared_preload_libraries in postgresql.conf and restart \
                        PostgreSQL; the background worker that delivers messages starts only then.",
             }
-            /// `produce()` (or `capture()`) ran in a database the worker does not serve.
+            /// `produce()` (or `capture()`) ran in a database pg_kafka does not serve.
             WrongDatabase { current: String, served: String } = "55000" object_not_in_prerequisite_state {
-                message: ("the pg_kafka worker delivers messages from database \"{served}\", not \"{current}\""),
+                message: ("pg_kafka does not serve database \"{current}\" (kafka.database = '{served}')"),
                 hint: {
                     format!(
-                        "The pg_kafka worker serves the database named by kafka.database; set \
-                         kafka.database = '{current}' and reload, or produce from that database."
+                        "pg_kafka serves the databases kafka.database names: add '{current}' to its \
+                         comma-separated list (or set it to '*' for every database with the extension) \
+                         and reload, or produce from a served database."
                     )
                 },
             }
