@@ -12,11 +12,11 @@
 //! | 0 | [`relation`] | relations held open for a scope (closed on every return path) |
 //! | 1 | [`mod@error`] | `KafkaError`: every failure a user can meet, its SQLSTATE and hint |
 //! | 2 | [`settings`] | the rules of `kafka.config` (who may set what, secrets, `${file:…}`) |
-//! | 3 | [`shared`] | shared memory: the worker's state, wake-ups, the immediate-send slots |
+//! | 3 | [`shared`] | shared memory: each served database's entry (its worker's state, wake-ups), the immediate-send slots |
 //! | 4 | [`store`] | pg_kafka's tables and every statement on them; the fast append |
-//! | 5 | [`backend`] | what runs in a user's session: SQL functions, the transaction's buffer, capture |
+//! | 5 | [`backend`] | what runs in a user's session: SQL functions, the transaction's buffer, capture, which databases are served |
 //! | 6 | [`decoding`] | WAL capture: the output plugin, the decoding context the worker keeps, staging decoded events into the outbox |
-//! | 7 | [`worker`] | the background worker: the delivery loop, both delivery modes, immediate sends, the WAL capture step |
+//! | 7 | [`worker`] | the background workers: the launcher (one worker per served database), the delivery loop, both delivery modes, immediate sends, the WAL capture step |
 //!
 //! A message's way: `backend::api::produce` → [`backend::pending`] (buffered in packs, written to
 //! `kafka.outbox` and given its commit number as the transaction commits) → `worker::log` (reads

@@ -46,15 +46,17 @@ pub struct Signals {
 }
 
 impl Signals {
-    const FREE: Signals = Signals {
-        database: AtomicU32::new(0),
-        latch: AtomicUsize::new(0),
-        close_requests: AtomicU64::new(0),
-        wants_commits: AtomicBool::new(true),
-        wal_capture: AtomicBool::new(false),
-        stop: AtomicBool::new(false),
-        held_until: AtomicI64::new(0),
-    };
+    fn free() -> Signals {
+        Signals {
+            database: AtomicU32::new(0),
+            latch: AtomicUsize::new(0),
+            close_requests: AtomicU64::new(0),
+            wants_commits: AtomicBool::new(true),
+            wal_capture: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            held_until: AtomicI64::new(0),
+        }
+    }
 }
 
 /// Every entry's signals, and the launcher's.
@@ -89,7 +91,7 @@ pub fn init() {
     slots::init_shmem();
     pg_shmem_init!(
         SIGNALS = AllSignals {
-            databases: [Signals::FREE; MAX_DATABASES],
+            databases: std::array::from_fn(|_| Signals::free()),
             launcher_latch: AtomicUsize::new(0),
             extensions_created: AtomicU64::new(0),
         }

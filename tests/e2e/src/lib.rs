@@ -82,6 +82,9 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 pub struct Record {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+    /// The record's timestamp (ms): when the worker handed it to librdkafka, unless the
+    /// message gave its own.
+    pub timestamp_ms: Option<i64>,
 }
 
 impl Record {
@@ -125,6 +128,7 @@ impl TopicReader {
                 self.records.push(Record {
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().map(<[u8]>::to_vec),
+                    timestamp_ms: m.timestamp().to_millis(),
                 });
             }
         }
@@ -224,7 +228,11 @@ pub fn read_all(
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 at_end[m.partition() as usize] = false;
-                let r = Record { key: m.key().map(<[u8]>::to_vec), payload: m.payload().map(<[u8]>::to_vec) };
+                let r = Record {
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    timestamp_ms: m.timestamp().to_millis(),
+                };
                 records.push((m.partition(), r));
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
