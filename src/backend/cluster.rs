@@ -7,8 +7,12 @@
 //!   database free of connections, and `CREATE DATABASE … TEMPLATE` its template: a served
 //!   database's worker is asked to exit, and none starts for it until the statement's transaction
 //!   ends (PostgreSQL itself then waits up to 5 s for connections to go);
-//! - a committed `CREATE DATABASE`, `ALTER DATABASE` or `CREATE EXTENSION` wakes the launcher, so
-//!   that a new database (with `kafka.database = '*'`) or a new extension is served at once.
+//! - a committed `CREATE DATABASE`, `ALTER DATABASE` or `CREATE EXTENSION kafka` (or `… CASCADE`)
+//!   wakes the launcher, so that a new database (with `kafka.database = '*'`) or a new extension
+//!   is served at once.
+//!
+//! Only a role the statement may succeed for holds a database: anyone else would only make its
+//! worker restart.
 //!
 //! What must stay true: the commit and abort callbacks here only store atomics and set latches
 //! (nothing in them can fail).
@@ -84,34 +88,60 @@ pub unsafe fn before_utility(node: *mut pg_sys::Node) {
         let needs_free = match (*node).type_ {
             pg_sys::NodeTag::T_DropdbStmt => {
                 note(AtCommit::Wake);
-                Some(name((*node.cast::<pg_sys::DropdbStmt>()).dbname))
+                Some((name((*node.cast::<pg_sys::DropdbStmt>()).dbname), false))
             }
             pg_sys::NodeTag::T_RenameStmt => {
                 let r = &*node.cast::<pg_sys::RenameStmt>();
                 (r.renameType == pg_sys::ObjectType::OBJECT_DATABASE).then(|| {
                     note(AtCommit::Wake);
-                    name(r.subname)
+                    (name(r.subname), false)
                 })
             }
             pg_sys::NodeTag::T_CreatedbStmt => {
                 note(AtCommit::Wake);
-                option((*node.cast::<pg_sys::CreatedbStmt>()).options, "template")
-                    .or_else(|| Some("template1".to_owned()))
+                let template = option((*node.cast::<pg_sys::CreatedbStmt>()).options, "template");
+                Some((template.unwrap_or_else(|| "template1".to_owned()), true))
             }
             pg_sys::NodeTag::T_AlterDatabaseStmt => {
                 let a = &*node.cast::<pg_sys::AlterDatabaseStmt>();
                 note(AtCommit::Wake);
-                option(a.options, "tablespace").map(|_| name(a.dbname))
+                option(a.options, "tablespace").map(|_| (name(a.dbname), false))
             }
             pg_sys::NodeTag::T_CreateExtensionStmt => {
-                note(AtCommit::ExtensionCreated);
+                // `kafka`, or whatever may pull it in as a dependency: databases where a worker
+                // found none are looked at again (not for any extension: a role could make
+                // the launcher probe every database at each commit).
+                let c = &*node.cast::<pg_sys::CreateExtensionStmt>();
+                if name(c.extname) == "kafka" || option_present(c.options, "cascade") {
+                    note(AtCommit::ExtensionCreated);
+                }
                 None
             }
             _ => None,
         };
-        if let Some(db) = needs_free {
-            hold(&db);
+        if let Some((db, copy)) = needs_free {
+            hold(&db, copy);
         }
+    }
+}
+
+/// Whether the current role may drop, rename or move database `oid` (copy it, with `copy`), as
+/// PostgreSQL will check.
+fn may_free(oid: pg_sys::Oid, copy: bool) -> bool {
+    // SAFETY: a syscache lookup of the database's row inside the statement's transaction; the
+    // tuple (a FormData_pg_database) is read and released at once; the role checks read the
+    // catalog caches.
+    unsafe {
+        let tuple =
+            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::DATABASEOID as _, pg_sys::Datum::from(oid));
+        if tuple.is_null() {
+            return false;
+        }
+        let form = &*pg_sys::GETSTRUCT(tuple).cast::<pg_sys::FormData_pg_database>();
+        let (owner, template) = (form.datdba, form.datistemplate);
+        pg_sys::ReleaseSysCache(tuple);
+        let user = pg_sys::GetUserId();
+        pg_sys::has_privs_of_role(user, owner) || (copy && template && pg_sys::have_createdb_privilege())
     }
 }
 
@@ -119,12 +149,17 @@ fn note(what: AtCommit) {
     AT_COMMIT.set(AT_COMMIT.get().max(what));
 }
 
-/// Asks the worker of database `db` (if it is served) to exit, and holds it.
-fn hold(db: &str) {
+/// Asks the worker of database `db` (if it is served) to exit, and holds it; only for a role
+/// the statement may succeed for (the database's owner, or a member of its role, or a superuser;
+/// a template anyone may copy with CREATEDB): anyone else would only make the worker restart.
+fn hold(db: &str, copy: bool) {
     let Ok(db) = std::ffi::CString::new(db) else { return };
     // SAFETY: a catalog lookup inside the statement's transaction; missing_ok gives InvalidOid.
     let oid = unsafe { pg_sys::get_database_oid(db.as_ptr(), true) };
     let Some(i) = shared::entry_of(oid) else { return };
+    if !may_free(oid, copy) {
+        return;
+    }
     // SAFETY: GetCurrentTimestamp only reads the clock.
     let until = unsafe { pg_sys::GetCurrentTimestamp() } + HOLD_AT_MOST;
     if let Some(before) = HELD.replace(Some(i)) {
@@ -160,6 +195,18 @@ unsafe fn option(options: *mut pg_sys::List, wanted: &str) -> Option<String> {
             ((*d.arg).type_ == pg_sys::NodeTag::T_String)
                 .then(|| name((*d.arg.cast::<pg_sys::String>()).sval))
         })
+    }
+}
+
+/// Whether option `wanted` is in a list of DefElem (with any value).
+///
+/// # Safety
+/// `options` is null or a List of DefElem nodes of a valid parse tree.
+unsafe fn option_present(options: *mut pg_sys::List, wanted: &str) -> bool {
+    // SAFETY: this function's contract; list_nth is called with i < length.
+    unsafe {
+        let n = if options.is_null() { 0 } else { (*options).length };
+        (0..n).any(|i| name((*pg_sys::list_nth(options, i).cast::<pg_sys::DefElem>()).defname) == wanted)
     }
 }
 

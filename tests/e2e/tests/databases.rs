@@ -174,8 +174,9 @@ fn a_worker_limit_reached_is_said_and_lifted() {
         log.contains("WARNING")
             && log.contains("is not served: no background worker slot is free: raise max_worker_processes")
     });
-    let waiting = dbs.iter_mut().map(|(_, o)| status(o)).find(|s| !s.running).unwrap();
-    assert!(waiting.last_error.unwrap().contains("max_worker_processes"), "kafka.status says why");
+    let waiting = databases(&mut c).into_iter().find(|(_, running, _)| !running).unwrap().0;
+    let why = status(&mut connect_to(&waiting)).last_error.unwrap_or_default();
+    assert!(why.contains("max_worker_processes"), "kafka.status of {waiting} says why: {why}");
     // Free slots: every database left is served.
     dbs.truncate(2);
     for (_, o) in &mut dbs {
@@ -208,4 +209,28 @@ fn a_flood_in_one_database_does_not_hold_back_another() {
         "B's message was sent after A's flood ({} ms after its last): the flood held it back",
         quiet.timestamp_ms.unwrap() - last
     );
+}
+
+/// A role that may not drop, rename, move or copy the served database cannot make its worker
+/// let go by trying: the worker that delivers afterwards is the one from before.
+#[test]
+fn a_role_that_may_not_drop_the_database_cannot_restart_its_worker() {
+    let mut c = pg();
+    wait_until("the worker", || status(&mut c).running);
+    let before = status(&mut c).pid;
+    c.batch_execute("DROP ROLE IF EXISTS e2e_dbs_intruder; CREATE ROLE e2e_dbs_intruder CREATEDB").unwrap();
+    c.batch_execute("SET ROLE e2e_dbs_intruder").unwrap();
+    for sql in [
+        "DROP DATABASE postgres",
+        "ALTER DATABASE postgres RENAME TO e2e_dbs_stolen",
+        "ALTER DATABASE postgres SET TABLESPACE pg_global",
+        "CREATE DATABASE e2e_dbs_copy TEMPLATE postgres",
+    ] {
+        assert!(c.batch_execute(sql).is_err(), "{sql} was refused");
+    }
+    c.batch_execute("RESET ROLE; DROP ROLE e2e_dbs_intruder").unwrap();
+    let t = topic("dbs_intruder");
+    c.execute("SELECT kafka.produce($1, 'after')", &[&t]).unwrap();
+    assert_eq!(TopicReader::new(&t).read_at_least(1)[0].text().as_deref(), Some("after"));
+    assert_eq!(status(&mut c).pid, before, "the worker was stopped and started again");
 }
