@@ -143,6 +143,43 @@ impl<'a> Reader<'a> {
     }
 }
 
+impl Pack {
+    /// Pack `id` holding the packed payload `payload` as it is (another pack's bytes, e.g. a
+    /// spooled one): its messages are counted and its topics listed, nothing is copied out.
+    /// None if it is malformed.
+    pub fn from_packed(id: i64, payload: &[u8], mut buffer: Vec<u8>) -> Option<Pack> {
+        let mut r = Reader(payload);
+        let (mut count, mut topics) = (0, Vec::<String>::new());
+        while !r.0.is_empty() {
+            let flags = r.take(1)?[0];
+            let topic = std::str::from_utf8(r.bytes()?).ok()?;
+            if topics.last().is_none_or(|t| t != topic) && !topics.iter().any(|t| t == topic) {
+                topics.push(topic.to_owned());
+            }
+            for part in [KEY, VALUE] {
+                if flags & part != 0 {
+                    r.bytes()?;
+                }
+            }
+            if flags & HEADERS != 0 {
+                for _ in 0..r.u32()? {
+                    r.bytes()?;
+                    if u32::from_le_bytes(r.0.get(..4)?.try_into().ok()?) == NULL {
+                        r.take(4)?;
+                    } else {
+                        r.bytes()?;
+                    }
+                }
+            }
+            r.take(if flags & PARTITION != 0 { 4 } else { 0 } + if flags & TIMESTAMP != 0 { 8 } else { 0 })?;
+            count += 1;
+        }
+        buffer.clear();
+        buffer.extend_from_slice(payload);
+        Some(Pack { id, count, bytes: buffer, topics })
+    }
+}
+
 /// The messages of the packed payload of outbox row `row`; None if it is malformed.
 pub fn unpack(row: i64, payload: &[u8]) -> Option<Vec<Message>> {
     let mut r = Reader(payload);
@@ -189,6 +226,26 @@ mod unit {
 
     fn msg(topic: &str) -> Message {
         Message { topic: topic.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_packed_payload_is_taken_whole_with_its_count_and_topics() {
+        let mut pack = Pack::new(0);
+        let full = Message {
+            key: Some(b"k".to_vec()),
+            payload: Some(b"{}".to_vec()),
+            headers: Some(vec![("a".into(), Some("1".into())), ("b".into(), None)]),
+            partition: Some(2),
+            timestamp_ms: Some(7),
+            ..msg("t1")
+        };
+        for m in [&full, &msg("t2"), &full] {
+            pack.push(&m.parts());
+        }
+        let whole = Pack::from_packed(512, &pack.bytes, Vec::new()).unwrap();
+        assert_eq!((whole.id, whole.count, &whole.bytes, &whole.topics), (512, 3, &pack.bytes, &pack.topics));
+        assert_eq!(unpack(512, &whole.bytes).unwrap()[2].id, 514);
+        assert!(Pack::from_packed(0, &pack.bytes[..pack.bytes.len() - 1], Vec::new()).is_none(), "cut short");
     }
 
     #[test]

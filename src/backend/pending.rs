@@ -166,19 +166,37 @@ pub fn adopt_packs() -> Result<(), KafkaError> {
     Ok(())
 }
 
-/// Queues one message in the current transaction; returns its id.
-pub fn push(msg: &Parts) -> Result<i64, KafkaError> {
-    push_checked(msg, true)
-}
-
-/// Queues a message of a transaction decoded from the WAL, in the worker's staging transaction:
+/// Queues a whole pack of messages (`payload`, packed as a pack is) of a transaction decoded from
+/// the WAL, in the worker's staging transaction, as it is (it becomes one outbox row):
 /// `kafka.max_backlog` does not apply (its transaction committed already; refusing it would
 /// only stop WAL capture).
-pub fn push_staged(msg: &Parts) -> Result<i64, KafkaError> {
-    push_checked(msg, false)
+pub fn push_staged_pack(payload: &[u8]) -> Result<(), KafkaError> {
+    // SAFETY: plain read of the current transaction state; called inside the worker's transaction.
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    let id = append::next_pack_id(store()?)?;
+    let buffer = SPARE.with_borrow_mut(Vec::pop).unwrap_or_default();
+    let pack = Pack::from_packed(id, payload, buffer)
+        .ok_or_else(|| KafkaError::Internal("a spooled pack of decoded events is malformed".into()))?;
+    let full = TXN.with_borrow_mut(|t| {
+        t.last_pack = pack.id;
+        if t.entries.last().is_none_or(|e| e.subxact != subxact) {
+            t.tail_len = 0;
+            t.tail_bytes = 0;
+        }
+        t.tail_len += pack.count as usize;
+        t.tail_bytes += pack.bytes.len();
+        t.wake_at_commit = true;
+        t.entries.push(Entry { subxact, pack });
+        t.tail_len >= FLUSH_MESSAGES || t.tail_bytes >= FLUSH_BYTES
+    });
+    if full {
+        flush_tail(subxact)?;
+    }
+    Ok(())
 }
 
-fn push_checked(msg: &Parts, check: bool) -> Result<i64, KafkaError> {
+/// Queues one message in the current transaction; returns its id.
+pub fn push(msg: &Parts) -> Result<i64, KafkaError> {
     // SAFETY: plain read of the current transaction state; called inside a transaction (by SQL
     // functions, triggers, and txn_metadata at PRE_COMMIT).
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
@@ -205,9 +223,7 @@ fn push_checked(msg: &Parts, check: bool) -> Result<i64, KafkaError> {
         t.wake_at_commit = true;
         (id, size, t.tail_len >= FLUSH_MESSAGES || t.tail_bytes >= FLUSH_BYTES)
     });
-    if check {
-        check_backlog(size, !open)?;
-    }
+    check_backlog(size, !open)?;
     if full {
         flush_tail(subxact)?;
     }

@@ -198,12 +198,7 @@ impl Capture {
     }
 }
 
-/// Queues the messages of one spooled pack in the worker's transaction.
+/// Queues one spooled pack in the worker's transaction, whole (it becomes an outbox row as it is).
 fn stage_pack(bytes: &[u8]) -> Result<(), KafkaError> {
-    let messages = kafka_core::pack::unpack(0, bytes)
-        .ok_or_else(|| KafkaError::Internal("a spooled pack of decoded events is malformed".into()))?;
-    for m in &messages {
-        pending::push_staged(&m.parts())?;
-    }
-    Ok(())
+    pending::push_staged_pack(bytes)
 }
