@@ -19,8 +19,9 @@
 //! ([`Worker::run`]) reloads on SIGHUP, serves immediate sends, and waits ([`wait`]): on its
 //! latch, which committing backends set, or after a failure with an exponential back-off up to
 //! `kafka.retry_backoff_max`. It replaces a producer ([`connection`]) that has delivered nothing
-//! for twice the message timeout. It keeps running when the extension does not exist (yet), and
-//! exits with code 1 so that the postmaster restarts it whatever ended it ([`process`]).
+//! for twice the message timeout. It exits when its database has no extension (the launcher
+//! starts one again after a `CREATE EXTENSION`), and when asked to ([`process`]); the launcher
+//! ([`launcher`]) starts another after anything else ended it.
 
 mod connection;
 mod deliver;
