@@ -20,6 +20,9 @@ static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 /// How long the worker waits after a small batch so that a steady stream of commits makes fewer,
 /// larger batches (milliseconds; like librdkafka's linger.ms).
 static LINGER_MS: GucSetting<i32> = GucSetting::<i32>::new(20);
+/// How long the worker waits between passes while a busy stream of transactions is decoded
+/// from the WAL (milliseconds).
+static WAL_LINGER_MS: GucSetting<i32> = GucSetting::<i32>::new(60);
 /// Upper bound of the worker's exponential back-off after Kafka errors (milliseconds).
 static RETRY_BACKOFF_MAX_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 /// librdkafka `message.timeout.ms` for one delivery attempt; undelivered messages stay queued.
@@ -94,6 +97,14 @@ pub fn init() {
         c"kafka.linger",
         c"How long the worker waits after a small batch for more commits to gather.",
         &LINGER_MS,
+        0,
+        10_000,
+        GucFlags::UNIT_MS,
+    );
+    int(
+        c"kafka.wal_linger",
+        c"How long the worker waits between passes while transactions decoded from the WAL arrive at 330 a second or more.",
+        &WAL_LINGER_MS,
         0,
         10_000,
         GucFlags::UNIT_MS,
@@ -262,6 +273,10 @@ pub fn poll_interval() -> Duration {
 
 pub fn linger() -> Duration {
     Duration::from_millis(LINGER_MS.get() as u64)
+}
+
+pub fn wal_linger() -> Duration {
+    Duration::from_millis(WAL_LINGER_MS.get() as u64)
 }
 
 pub fn retry_backoff_max() -> Duration {

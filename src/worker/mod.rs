@@ -62,13 +62,11 @@ const TRUNCATE_FROM: i64 = 1 << 20;
 const TRUNCATE_EVERY: Duration = Duration::from_secs(5);
 
 /// From how many transactions a second decoded from the WAL the worker lingers between passes
-/// (a third of the rate at which produced commits make it linger: decoding and staging one costs more than reading a produced
-/// one, and the sessions share the cores), measured over [`WAL_RATE_WINDOW`]. 200 a second are
-/// still sent at once.
+/// (`kafka.wal_linger`; a third of the rate at which produced commits make it linger: decoding
+/// and staging one costs more than reading a produced one, and the sessions share the cores),
+/// measured over [`WAL_RATE_WINDOW`]. 200 a second are still sent at once.
 const WAL_BUSY_RATE: f64 = 330.0;
 const WAL_RATE_WINDOW: Duration = Duration::from_millis(100);
-/// A transaction count that makes any pass busy.
-const LINGER_ALWAYS: usize = 1 << 30;
 
 /// The rate of transactions decoded from the WAL, over the last full window.
 struct WalRate {
@@ -103,6 +101,9 @@ enum Pass {
     /// Sent chunks; the last held this many messages of this many transactions: look for more
     /// (after `kafka.linger` if it was small but busy).
     More(usize, usize),
+    /// Sent chunks (the last held this many messages) while a busy stream of transactions is
+    /// decoded from the WAL: look for more after `kafka.wal_linger` if it was small.
+    Decoding(usize),
     /// Something failed: back off before the next try.
     Failed,
     /// Kafka did not take what the producer sent: back off, as for [`Pass::Failed`].
@@ -154,11 +155,11 @@ impl Worker {
             let since = pass_began.elapsed();
             pass_began = Instant::now();
             let pass = match self.pass() {
-                // A busy stream of transactions decoded from the WAL lingers as a busy stream of
-                // commits does (they reach the outbox as one staging transaction a pass, so the
-                // pass's own count says nothing of their rate).
-                Pass::More(sent, txns) if self.wal_rate.busy(std::mem::take(&mut self.staged)) => {
-                    Pass::More(sent, txns.max(LINGER_ALWAYS))
+                // A busy stream of transactions decoded from the WAL lingers (they reach the
+                // outbox as one staging transaction a pass, so the pass's own count says nothing
+                // of their rate).
+                Pass::More(sent, _) if self.wal_rate.busy(std::mem::take(&mut self.staged)) => {
+                    Pass::Decoding(sent)
                 }
                 pass => pass,
             };
@@ -190,7 +191,7 @@ impl Worker {
     /// A pass that works ends the current failure; a producer that keeps failing is replaced.
     fn track_failures(&mut self, pass: &Pass) {
         match pass {
-            Pass::More(..) | Pass::Idle => {
+            Pass::More(..) | Pass::Decoding(_) | Pass::Idle => {
                 recovered();
                 self.failing_since = None;
             }

@@ -1,6 +1,7 @@
 //! How long the worker waits after a pass, and how: on its latch, which committing backends set
 //! (`kafka.poll_interval` is only the fallback); a short poll while an immediate send waits for
-//! its report; `kafka.linger` after a small chunk of a busy stream; an exponential back-off up
+//! its report; `kafka.linger` after a small chunk of a busy stream (`kafka.wal_linger` for a busy
+//! stream decoded from the WAL); an exponential back-off up
 //! to `kafka.retry_backoff_max` after a failure.
 //!
 //! What must stay true: lingering and backing off are cut short only by what needs the worker
@@ -34,7 +35,8 @@ pub(super) fn after(pass: &Pass, since: Duration, backoff: &mut Duration) -> Dur
     match *pass {
         _ if immediate::in_flight() => IMMEDIATE_POLL,
         Pass::More(sent, txns) if sent < SMALL_BATCH && busy(txns, since) => gucs::linger(),
-        Pass::More(..) => Duration::ZERO,
+        Pass::Decoding(sent) if sent < SMALL_BATCH => gucs::wal_linger(),
+        Pass::More(..) | Pass::Decoding(_) => Duration::ZERO,
         Pass::Idle => {
             *backoff = Duration::ZERO;
             gucs::poll_interval()
@@ -58,7 +60,8 @@ pub(super) fn rest(pass: &Pass, wait: Duration) -> ControlFlow<()> {
     }
     // Lingering and backing off are not cut short by commits, only by what needs the worker
     // at once.
-    let hold = matches!(pass, Pass::More(..) | Pass::Failed | Pass::Undelivered) && !immediate::in_flight();
+    let hold = matches!(pass, Pass::More(..) | Pass::Decoding(_) | Pass::Failed | Pass::Undelivered)
+        && !immediate::in_flight();
     if sleep(wait, hold) {
         Continue(())
     } else {
