@@ -69,6 +69,10 @@ pub extern "C-unwind" fn pg_kafka_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let entry = arg.value() % shared::MAX_DATABASES;
     let database = shared::STATE.share()[entry].database;
+    if database == pg_sys::Oid::INVALID {
+        // SAFETY: ends the process before it connected to anything: its entry was freed meanwhile.
+        unsafe { pg_sys::proc_exit(0) };
+    }
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
     // SAFETY: in the worker's main function, connected: `on_exit` is a 'static callback of the
     // expected signature, registered once. MyLatch is this worker's PGPROC latch in shared memory
