@@ -13,13 +13,14 @@
 //! Serves `postgres, bench_db_b` while it runs, and the default afterwards. Run with
 //! `scripts/bench databases [N]` (N = 1000000).
 
+mod drain;
 mod stack;
 mod trickle;
 
+use drain::{delivered, drain, wait_delivered, PAYLOAD_BYTES};
 use postgres::{Client, NoTls};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const PAYLOAD_BYTES: i32 = 100;
 const LATENCY_SECONDS: u32 = 20;
 const OTHER: &str = "bench_db_b";
 
@@ -112,29 +113,6 @@ fn wait(mut f: impl FnMut() -> bool, what: &str) {
     }
 }
 
-fn delivered(pg: &mut Client) -> i64 {
-    pg.query_one("SELECT delivered + dead_lettered FROM kafka.status", &[]).unwrap().get(0)
-}
-
-/// COMMIT of n messages in one transaction -> the worker counted them delivered.
-fn drain(pg: &mut Client, topic: &str, n: i64) -> Duration {
-    let warm = delivered(pg);
-    pg.execute("SELECT kafka.produce($1, 'warm-up')", &[&topic]).unwrap();
-    wait(|| delivered(pg) > warm, "the warm-up message");
-    let before = delivered(pg);
-    pg.execute(
-        "SELECT kafka.produce($1, repeat('x', $2)) FROM generate_series(1, $3::int)",
-        &[&topic, &PAYLOAD_BYTES, &(n as i32)],
-    )
-    .unwrap();
-    let started = Instant::now();
-    while delivered(pg) < before + n {
-        assert!(started.elapsed() < Duration::from_secs(1800), "not delivered within 30 min");
-        std::thread::sleep(Duration::from_millis(20)); // sampling period of the progress counter
-    }
-    started.elapsed()
-}
-
 /// Single-message transactions in `pg`'s database at 200/s: COMMIT -> consumer, sorted.
 fn latency(servers: &str, pg: &mut Client, topic: &str, count: usize) -> Vec<Duration> {
     trickle::measure(servers, topic, count, |i| {
@@ -159,10 +137,7 @@ fn flood(pg: &mut Client, topic: &str) -> (Duration, Duration) {
         .unwrap();
     }
     let committed = started.elapsed();
-    while delivered(pg) < before + 1_000_001 {
-        assert!(started.elapsed() < Duration::from_secs(600), "the flood was not delivered");
-        std::thread::sleep(Duration::from_millis(20)); // sampling period of the progress counter
-    }
+    wait_delivered(pg, before + 1_000_001, Duration::from_secs(600));
     let dead: i64 = pg.query_one("SELECT count(*) FROM kafka.dead_letter", &[]).unwrap().get(0);
     assert!(dead >= 1, "the poison record was dead-lettered");
     pg.batch_execute("DELETE FROM kafka.dead_letter").unwrap();

@@ -9,13 +9,14 @@
 //!
 //! Leaves the worker at least once. Run with `scripts/bench exactly-once [N]` (N = 1000000).
 
+mod drain;
 mod stack;
 mod trickle;
 
+use drain::{drain, PAYLOAD_BYTES};
 use postgres::Client;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const PAYLOAD_BYTES: i32 = 100;
 const LATENCY_SECONDS: u32 = 20;
 
 fn main() {
@@ -56,34 +57,4 @@ fn set_mode(pg: &mut Client, mode: &str) {
         assert!(started.elapsed() < Duration::from_secs(60), "the worker did not switch to {mode}");
         std::thread::sleep(Duration::from_millis(20)); // sampling period of a condition wait
     }
-}
-
-fn delivered(pg: &mut Client) -> i64 {
-    pg.query_one("SELECT delivered FROM kafka.status", &[]).unwrap().get(0)
-}
-
-/// Waits until the worker's counter reaches `target` (it restarts at 0 with a new worker).
-fn wait_delivered(pg: &mut Client, target: i64, limit: Duration) {
-    let started = Instant::now();
-    while delivered(pg) < target {
-        assert!(started.elapsed() < limit, "not delivered within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20)); // sampling period of the progress counter
-    }
-}
-
-/// COMMIT of n messages in one transaction -> the worker counted them delivered.
-fn drain(pg: &mut Client, topic: &str, n: i64) -> Duration {
-    // Warm up: the topic exists and the producer (and its Kafka transactions) is ready.
-    let warm = delivered(pg);
-    pg.execute("SELECT kafka.produce($1, 'warm-up')", &[&topic]).unwrap();
-    wait_delivered(pg, warm + 1, Duration::from_secs(60));
-    let before = delivered(pg);
-    pg.execute(
-        "SELECT kafka.produce($1, repeat('x', $2)) FROM generate_series(1, $3::int)",
-        &[&topic, &PAYLOAD_BYTES, &(n as i32)],
-    )
-    .unwrap();
-    let started = Instant::now();
-    wait_delivered(pg, before + n, Duration::from_secs(1800));
-    started.elapsed()
 }
