@@ -212,7 +212,8 @@ pub fn stop_worker(i: usize, hold_until: Option<i64>) {
     }
     s.stop.store(true, Ordering::Release);
     set_latch(s.latch.load(Ordering::Acquire));
-    wake_launcher();
+    // Not the launcher's latch: it hears of the worker's exit from the postmaster (and when the
+    // launcher itself asks, a wake-up of its own would make it spin until then).
 }
 
 /// Ends a hold of entry `i` (the statement that needed it ended).
