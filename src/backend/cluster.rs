@@ -141,7 +141,27 @@ fn may_free(oid: pg_sys::Oid, copy: bool) -> bool {
         let (owner, template) = (form.datdba, form.datistemplate);
         pg_sys::ReleaseSysCache(tuple);
         let user = pg_sys::GetUserId();
-        pg_sys::has_privs_of_role(user, owner) || (copy && template && pg_sys::have_createdb_privilege())
+        pg_sys::has_privs_of_role(user, owner) || (copy && template && may_create_databases(user))
+    }
+}
+
+/// Whether `role` may create databases (PostgreSQL's own check is not exported).
+///
+/// # Safety
+/// Inside a transaction (a syscache lookup).
+unsafe fn may_create_databases(role: pg_sys::Oid) -> bool {
+    // SAFETY: this function's contract; the pg_authid tuple is read and released at once.
+    unsafe {
+        if pg_sys::superuser_arg(role) {
+            return true;
+        }
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::AUTHOID as _, pg_sys::Datum::from(role));
+        if tuple.is_null() {
+            return false;
+        }
+        let createdb = (*pg_sys::GETSTRUCT(tuple).cast::<pg_sys::FormData_pg_authid>()).rolcreatedb;
+        pg_sys::ReleaseSysCache(tuple);
+        createdb
     }
 }
 
