@@ -155,7 +155,8 @@ unsafe fn may_create_databases(role: pg_sys::Oid) -> bool {
         if pg_sys::superuser_arg(role) {
             return true;
         }
-        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::AUTHOID as _, pg_sys::Datum::from(role));
+        let tuple =
+            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::AUTHOID as _, pg_sys::Datum::from(role));
         if tuple.is_null() {
             return false;
         }

@@ -1,6 +1,6 @@
 //! Several databases of one cluster: `kafka.database` as a list or `'*'`, one worker each,
-//! databases created, renamed and dropped while their workers run, a worker limit reached, and
-//! each database's status and order its own.
+//! databases created, renamed, dropped and copied while their workers run (and by whom), a
+//! worker limit reached, and each database's status and order its own.
 
 use pg_kafka_e2e::*;
 use postgres::Client;
@@ -233,4 +233,41 @@ fn a_role_that_may_not_drop_the_database_cannot_restart_its_worker() {
     c.execute("SELECT kafka.produce($1, 'after')", &[&t]).unwrap();
     assert_eq!(TopicReader::new(&t).read_at_least(1)[0].text().as_deref(), Some("after"));
     assert_eq!(status(&mut c).pid, before, "the worker was stopped and started again");
+}
+
+/// A served template (named in `kafka.database`) may be copied by any role with CREATEDB: its
+/// worker lets go for the copy and comes back; a role without CREATEDB, refused, leaves it be.
+#[test]
+fn a_served_template_is_let_go_for_a_copy_by_who_may_copy_it() {
+    let (_db, mut t) = OtherDb::new("e2e_dbs_tmpl");
+    broker(&mut t);
+    let (_copy, _) = OtherDb::empty("e2e_dbs_tmpl_copy");
+    let mut c = pg();
+    c.batch_execute("DROP DATABASE e2e_dbs_tmpl_copy").unwrap();
+    let _serve = serve_databases("postgres, e2e_dbs_tmpl");
+    wait_until("the template's worker", || status(&mut t).running);
+    drop(t);
+    c.batch_execute("ALTER DATABASE e2e_dbs_tmpl IS_TEMPLATE true").unwrap();
+    let pid_of = |c: &mut Client| workers_of(c, "e2e_dbs_tmpl");
+    let before = pid_of(&mut c);
+    assert_eq!(before.len(), 1, "a named template is served");
+    c.batch_execute("DROP ROLE IF EXISTS e2e_dbs_nocreate; CREATE ROLE e2e_dbs_nocreate").unwrap();
+    c.batch_execute("SET ROLE e2e_dbs_nocreate").unwrap();
+    assert!(c.batch_execute("CREATE DATABASE e2e_dbs_tmpl_copy TEMPLATE e2e_dbs_tmpl").is_err());
+    c.batch_execute("RESET ROLE; DROP ROLE e2e_dbs_nocreate").unwrap();
+    let mut t = connect_to("e2e_dbs_tmpl");
+    let topic = topic("dbs_tmpl");
+    t.execute("SELECT kafka.produce($1, 'still')", &[&topic]).unwrap();
+    assert_eq!(TopicReader::new(&topic).read_at_least(1)[0].text().as_deref(), Some("still"));
+    assert_eq!(pid_of(&mut c), before, "a refused copy made the worker let go");
+    drop(t);
+    c.batch_execute("DROP ROLE IF EXISTS e2e_dbs_creator; CREATE ROLE e2e_dbs_creator CREATEDB").unwrap();
+    c.batch_execute("SET ROLE e2e_dbs_creator").unwrap();
+    c.batch_execute("CREATE DATABASE e2e_dbs_tmpl_copy TEMPLATE e2e_dbs_tmpl").unwrap();
+    c.batch_execute("RESET ROLE").unwrap();
+    c.batch_execute("DROP DATABASE e2e_dbs_tmpl_copy").unwrap();
+    c.batch_execute("DROP ROLE e2e_dbs_creator").unwrap();
+    wait_until("the template served again", || pid_of(&mut c).len() == 1);
+    assert_ne!(pid_of(&mut c), before, "the worker let go for the copy and came back");
+    c.batch_execute("ALTER DATABASE e2e_dbs_tmpl IS_TEMPLATE false").unwrap();
 }
