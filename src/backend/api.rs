@@ -308,9 +308,7 @@ fn worker_errors() -> TableIterator<
         return TableIterator::new(Vec::new());
     };
     let recent = shared::STATE.share()[i].recent_errors();
-    // SAFETY: as in `worker_state`: `t` is a TimestampTz the worker stored, a valid by-value
-    // timestamptz Datum.
-    let ts = |t: i64| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(t), false) };
+    let ts = timestamp;
     TableIterator::new(recent.into_iter().map(move |e| (ts(e.first_at), ts(e.last_at), e.count, e.text())))
 }
 
