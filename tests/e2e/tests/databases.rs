@@ -271,3 +271,23 @@ fn a_served_template_is_let_go_for_a_copy_by_who_may_copy_it() {
     assert_ne!(pid_of(&mut c), before, "the worker let go for the copy and came back");
     c.batch_execute("ALTER DATABASE e2e_dbs_tmpl IS_TEMPLATE false").unwrap();
 }
+
+/// `kafka.databases` shows every database's worker and errors: kafka_admin and pg_monitor read
+/// it; a role with no grant and kafka_producer read neither it nor the function behind it.
+#[test]
+fn only_admins_and_monitors_see_every_database() {
+    let mut c = pg();
+    for grants in [&[][..], &["kafka_producer"][..]] {
+        as_role(&mut c, "e2e_dbs_curious", grants, |c| {
+            for sql in ["SELECT * FROM kafka.databases", "SELECT * FROM kafka_internal.databases()"] {
+                assert_eq!(error_of(c, sql).0, "42501", "{sql} as {grants:?}");
+            }
+        });
+    }
+    for role in ["kafka_admin", "pg_monitor"] {
+        as_role(&mut c, "e2e_dbs_watcher", &[role], |c| {
+            let rows = databases(c);
+            assert!(rows.iter().any(|(d, running, _)| d == "postgres" && *running), "{role}: {rows:?}");
+        });
+    }
+}
