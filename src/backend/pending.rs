@@ -36,6 +36,8 @@ const FLUSH_BYTES: usize = 8 * 1024 * 1024;
 struct Entry {
     subxact: SubTransactionId,
     pack: Pack,
+    /// The payload as stored, made ahead (WAL capture's sealed packs; `pack.bytes` is empty).
+    stored: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -166,27 +168,27 @@ pub fn adopt_packs() -> Result<(), KafkaError> {
     Ok(())
 }
 
-/// Queues a whole pack of messages (`payload`, packed as a pack is) of a transaction decoded from
-/// the WAL, in the worker's staging transaction, as it is (it becomes one outbox row):
+/// Queues a whole pack of a transaction decoded from the WAL, in the worker's staging
+/// transaction, sealed (`stored`: its payload as the outbox stores it, already compressed; it
+/// holds `count` messages of `topics`): it becomes one outbox row as it is.
 /// `kafka.max_backlog` does not apply (its transaction committed already; refusing it would
 /// only stop WAL capture).
-pub fn push_staged_pack(payload: &[u8]) -> Result<(), KafkaError> {
+pub fn push_staged_pack(count: i32, topics: Vec<String>, stored: Vec<u8>) -> Result<(), KafkaError> {
     // SAFETY: plain read of the current transaction state; called inside the worker's transaction.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     let id = append::next_pack_id(store()?)?;
-    let buffer = SPARE.with_borrow_mut(Vec::pop).unwrap_or_default();
-    let pack = Pack::from_packed(id, payload, buffer)
-        .ok_or_else(|| KafkaError::Internal("a spooled pack of decoded events is malformed".into()))?;
+    let size = stored.len();
+    let pack = Pack { id, count, bytes: Vec::new(), topics };
     let full = TXN.with_borrow_mut(|t| {
         t.last_pack = pack.id;
         if t.entries.last().is_none_or(|e| e.subxact != subxact) {
             t.tail_len = 0;
             t.tail_bytes = 0;
         }
-        t.tail_len += pack.count as usize;
-        t.tail_bytes += pack.bytes.len();
+        t.tail_len += count as usize;
+        t.tail_bytes += size;
         t.wake_at_commit = true;
-        t.entries.push(Entry { subxact, pack });
+        t.entries.push(Entry { subxact, pack, stored: Some(stored) });
         t.tail_len >= FLUSH_MESSAGES || t.tail_bytes >= FLUSH_BYTES
     });
     if full {
@@ -213,7 +215,7 @@ pub fn push(msg: &Parts) -> Result<i64, KafkaError> {
                 t.tail_len = 0;
                 t.tail_bytes = 0;
             }
-            t.entries.push(Entry { subxact, pack });
+            t.entries.push(Entry { subxact, pack, stored: None });
         });
     }
     let (id, size, full) = TXN.with_borrow_mut(|t| {
@@ -237,19 +239,20 @@ pub fn reload_at_commit() {
 
 /// Writes the buffered packs of subtransaction `subxact` (the current one) to the outbox.
 fn flush_tail(subxact: SubTransactionId) -> Result<(), KafkaError> {
-    let (packs, store) = TXN.with_borrow_mut(|t| {
+    let (rows, store) = TXN.with_borrow_mut(|t| {
         let keep = t.entries.iter().rposition(|e| e.subxact != subxact).map_or(0, |i| i + 1);
-        let packs: Vec<Pack> = t.entries.drain(keep..).map(|e| e.pack).collect();
-        if !packs.is_empty() && t.written.last() != Some(&subxact) {
+        let rows: Vec<append::Row> =
+            t.entries.drain(keep..).map(|e| append::Row { pack: e.pack, stored: e.stored }).collect();
+        if !rows.is_empty() && t.written.last() != Some(&subxact) {
             t.written.push(subxact);
         }
         recount_tail(t);
-        (packs, t.store)
+        (rows, t.store)
     });
-    if let (false, Some(store)) = (packs.is_empty(), store) {
-        append::insert(&packs, store)?;
+    if let (false, Some(store)) = (rows.is_empty(), store) {
+        append::insert(&rows, store)?;
     }
-    recycle(packs);
+    recycle(rows.into_iter().map(|r| r.pack).collect());
     Ok(())
 }
 
@@ -257,8 +260,9 @@ fn flush_tail(subxact: SubTransactionId) -> Result<(), KafkaError> {
 fn recount_tail(t: &mut Txn) {
     let last = t.entries.last().map(|e| e.subxact);
     let tail = t.entries.iter().rev().take_while(|e| Some(e.subxact) == last);
-    (t.tail_len, t.tail_bytes) =
-        tail.fold((0, 0), |(n, b), e| (n + e.pack.count as usize, b + e.pack.bytes.len()));
+    (t.tail_len, t.tail_bytes) = tail.fold((0, 0), |(n, b), e| {
+        (n + e.pack.count as usize, b + e.pack.bytes.len() + e.stored.as_ref().map_or(0, Vec::len))
+    });
 }
 
 /// Before the transaction commits or prepares: write what is buffered and, if it wrote anything

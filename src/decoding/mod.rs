@@ -25,6 +25,22 @@ pub mod stage;
 
 pub use stage::Capture;
 
+use pgrx::pg_sys;
+
+/// PostgreSQL's `DoNotReplicateId` (replication/origin.h): the replication origin of changes
+/// not to be replicated.
+const DO_NOT_REPLICATE: pg_sys::RepOriginId = u16::MAX;
+
+/// Tags everything the worker writes from now on (staging, deletes of delivered rows,
+/// positions) with the origin [`DO_NOT_REPLICATE`], which [`plugin`] filters out before the
+/// reorder buffer queues any of it: decoding never spends time on pg_kafka's own writes, which
+/// at saturation are as much WAL again as the sessions'. (No origin session is set up: this
+/// origin's progress is not tracked, and a commit with it advances nothing.)
+pub fn mark_own_writes() {
+    // SAFETY: a plain process-local global of this backend, read when it writes WAL.
+    unsafe { pg_sys::replorigin_session_origin = DO_NOT_REPLICATE };
+}
+
 /// An LSN as PostgreSQL writes it (`16/B374D848`).
 fn lsn_text(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn as u32)

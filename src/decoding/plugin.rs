@@ -44,13 +44,21 @@ thread_local! {
     static TXN: Cell<(u32, i64, bool)> = const { Cell::new((0, 0, false)) };
     /// The end LSN of the last transaction with captured events (Debezium's `sequence`).
     static LAST_COMMIT_END: Cell<u64> = const { Cell::new(0) };
+    /// Transactions that ended at or before it are in the outbox already (staged before a
+    /// crash that kept the slot behind)...
+    static STAGED_END: Cell<u64> = const { Cell::new(0) };
+    /// ...as the one being decoded is: its changes are skipped.
+    static SKIPPED: Cell<bool> = const { Cell::new(false) };
     /// A memory context reset after each change.
     static CHANGE_CONTEXT: RefCell<Option<PgMemoryContexts>> = const { RefCell::new(None) };
 }
 
-/// Where the `sequence` of the next decoded transaction starts (the staged position's).
-pub fn set_last_commit_end(lsn: u64) {
-    LAST_COMMIT_END.set(lsn);
+/// The staged position a new decoding context starts from: transactions that ended at or
+/// before `staged_end` are skipped, and the `sequence` of the next one starts at
+/// `last_commit_end`.
+pub fn set_position(staged_end: u64, last_commit_end: u64) {
+    STAGED_END.set(staged_end);
+    LAST_COMMIT_END.set(last_commit_end);
 }
 
 pub fn last_commit_end() -> u64 {
@@ -72,6 +80,7 @@ pub unsafe extern "C-unwind" fn _PG_output_plugin_init(cb: *mut pg_sys::OutputPl
         (*cb).change_cb = Some(change);
         (*cb).truncate_cb = Some(truncate);
         (*cb).commit_cb = Some(commit);
+        (*cb).filter_by_origin_cb = Some(filter_by_origin);
     }
 }
 
@@ -85,6 +94,16 @@ unsafe extern "C-unwind" fn startup(
     unsafe { (*options).output_type = pg_sys::OutputPluginOutputType::OUTPUT_PLUGIN_BINARY_OUTPUT };
 }
 
+/// Changes of origin `DoNotReplicateId` (the worker's own writes: [`super::mark_own_writes`])
+/// are not decoded at all.
+#[pg_guard]
+unsafe extern "C-unwind" fn filter_by_origin(
+    _ctx: *mut pg_sys::LogicalDecodingContext,
+    origin_id: pg_sys::RepOriginId,
+) -> bool {
+    origin_id == super::DO_NOT_REPLICATE
+}
+
 #[pg_guard]
 unsafe extern "C-unwind" fn begin(
     _ctx: *mut pg_sys::LogicalDecodingContext,
@@ -92,8 +111,9 @@ unsafe extern "C-unwind" fn begin(
 ) {
     // SAFETY: `txn` is the transaction being replayed, valid for the call; at commit replay its
     // commit time is set.
-    let (xid, commit) = unsafe { ((*txn).xid, (*txn).xact_time.commit_time) };
+    let (xid, commit, end) = unsafe { ((*txn).xid, (*txn).xact_time.commit_time, (*txn).end_lsn) };
     TXN.set((xid.into_inner(), unix_us(commit), false));
+    SKIPPED.set(end <= STAGED_END.get());
     spool::begin();
 }
 
@@ -105,6 +125,9 @@ unsafe extern "C-unwind" fn commit(
 ) {
     // SAFETY: `txn` is the transaction being replayed, valid for the call.
     let end = unsafe { (*txn).end_lsn };
+    if SKIPPED.get() {
+        return;
+    }
     if TXN.get().2 {
         LAST_COMMIT_END.set(end);
     }
@@ -118,6 +141,9 @@ unsafe extern "C-unwind" fn change(
     relation: pg_sys::Relation,
     change: *mut pg_sys::ReorderBufferChange,
 ) {
+    if SKIPPED.get() {
+        return;
+    }
     // SAFETY: `relation` is the changed relation, opened by the reorder buffer with the historic
     // snapshot for the call.
     let Some(target) = target(relation) else { return };
@@ -154,6 +180,9 @@ unsafe extern "C-unwind" fn truncate(
     relations: *mut pg_sys::Relation,
     change: *mut pg_sys::ReorderBufferChange,
 ) {
+    if SKIPPED.get() {
+        return;
+    }
     // SAFETY: `relations` holds `nrelations` relations open for the call; `change` is valid.
     let (rels, lsn) = unsafe { (std::slice::from_raw_parts(relations, nrelations as usize), (*change).lsn) };
     for &rel in rels {

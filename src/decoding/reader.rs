@@ -92,12 +92,13 @@ pub fn routine() -> pg_sys::XLogReaderRoutine {
 
 impl Reader {
     /// Acquires the slot and opens a decoding context at its confirmed position; inside a
-    /// transaction. The `sequence` of the first events continues from `last_commit_end`.
-    pub fn open(last_commit_end: u64) -> Result<Reader, KafkaError> {
+    /// transaction. Transactions that ended at or before `staged_end` are skipped; the
+    /// `sequence` of the first events continues from `last_commit_end`.
+    pub fn open(staged_end: u64, last_commit_end: u64) -> Result<Reader, KafkaError> {
         slot::check_requirements()?;
         let name = slot::name();
         super::spool::clear();
-        plugin::set_last_commit_end(last_commit_end);
+        plugin::set_position(staged_end, last_commit_end);
         // SAFETY: in a transaction of the worker, holding no slot (a Reader is the only holder and
         // is closed before another opens). ReplicationSlotAcquire raises if the slot is missing or
         // in use. The context is made in TopMemoryContext so that it outlives the transaction;
@@ -164,6 +165,12 @@ impl Reader {
             }
             Ok(((*reader).EndRecPtr, false))
         }
+    }
+
+    /// The end of the last record decoded.
+    pub fn read_to(&self) -> u64 {
+        // SAFETY: `ctx` is the open context, and its reader lives as long.
+        unsafe { (*(*self.ctx).reader).EndRecPtr }
     }
 
     /// Lets the slot forget what lies before `lsn` (every transaction that committed before it

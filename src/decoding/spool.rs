@@ -1,35 +1,54 @@
-//! Decoded transactions waiting to be staged: the events [`super::plugin`] encoded, in packs, per
-//! transaction, in commit order. Filled while the worker decodes (inside the reorder buffer's
-//! own subtransaction, which is always rolled back: nothing can be written to a table there),
-//! taken by [`super::stage`] right after.
+//! Decoded events waiting to be staged: what [`super::plugin`] encoded, in commit order, packed
+//! across transactions (a stream of small transactions fills packs as one large one does) and
+//! sealed as each pack fills: compressed into the form the outbox stores
+//! ([`append::stored_form`]), so the spool holds a twelfth of the events' bytes and staging
+//! writes the sealed packs as they are. Filled while the worker decodes (inside the reorder
+//! buffer's own subtransaction, which is always rolled back: nothing can be written to a table
+//! there), taken by [`super::stage`] right after.
 //!
 //! What must stay true: memory stays bounded whatever a transaction's size: past
-//! [`SPILL_BYTES`] held in memory, the packs go to a temporary file (in `base/pgsql_tmp`, which
-//! PostgreSQL empties at start), read back in order when staged.
+//! [`SPILL_BYTES`] of sealed packs held in memory, they go to a temporary file (in
+//! `base/pgsql_tmp`, which PostgreSQL empties at start), read back in order when staged. Only
+//! whole transactions are taken: a transaction is replayed within one decoded record, and the
+//! spool is taken between records.
 
 use crate::error::KafkaError;
+use crate::store::append;
 use kafka_core::pack::{Pack, Parts};
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 
-/// Bytes of packs held in memory before they are spilled to a file.
+/// Bytes of sealed packs held in memory before they are spilled to a file.
 pub const SPILL_BYTES: usize = 32 << 20;
 
-/// A decoded transaction with captured events.
-pub struct Decoded {
-    /// The end LSN of its commit record.
+/// A pack sealed: how many messages, of which topics, and its payload as the outbox stores it.
+pub struct Sealed {
+    pub count: i32,
+    pub topics: Vec<String>,
+    pub stored: Vec<u8>,
+}
+
+/// The events of the transactions decoded since the last take.
+pub struct Spooled {
+    /// The end LSN of the commit record of the last transaction with events.
     pub end_lsn: u64,
+    /// How many transactions had events.
+    pub transactions: usize,
     /// Spilled packs (earlier than `packs`), in a temporary file, and how many.
     spilled: Option<(BufWriter<File>, String, usize)>,
-    packs: Vec<Pack>,
+    packs: Vec<Sealed>,
 }
 
 #[derive(Default)]
 struct Spool {
-    done: Vec<Decoded>,
-    current: Option<Decoded>,
-    /// Bytes of packs in memory.
+    /// What committed transactions spooled, but the open pack (None: nothing since the take).
+    done: Option<Spooled>,
+    /// The pack being filled, shared by the transactions replayed one after the other.
+    open: Option<Pack>,
+    /// Whether the transaction being replayed pushed an event.
+    in_txn: bool,
+    /// Bytes held in memory: sealed packs and the open one.
     bytes: usize,
     /// Failures to encode since the last take.
     failed: Vec<String>,
@@ -40,61 +59,83 @@ thread_local! {
     static SPOOL: RefCell<Spool> = RefCell::new(Spool::default());
 }
 
+impl Spool {
+    fn done(&mut self) -> &mut Spooled {
+        self.done.get_or_insert_with(|| Spooled {
+            end_lsn: 0,
+            transactions: 0,
+            spilled: None,
+            packs: Vec::new(),
+        })
+    }
+
+    /// Seals the open pack, and spills the sealed ones if memory holds too many.
+    fn seal(&mut self) -> Result<(), KafkaError> {
+        let Some(pack) = self.open.take() else { return Ok(()) };
+        let stored = append::stored_form(&pack.bytes);
+        self.bytes = self.bytes - pack.bytes.len() + stored.len();
+        self.done().packs.push(Sealed { count: pack.count, topics: pack.topics, stored });
+        if self.bytes > SPILL_BYTES {
+            self.spills += 1;
+            let n = self.spills;
+            self.bytes -= spill(self.done(), n)?;
+        }
+        Ok(())
+    }
+}
+
 /// A transaction's replay begins.
 pub fn begin() {
-    SPOOL.with_borrow_mut(|s| s.current = None);
+    SPOOL.with_borrow_mut(|s| s.in_txn = false);
 }
 
 /// Adds an event to the transaction being replayed (the encoder's sink).
 pub fn push(parts: &Parts) -> Result<(), KafkaError> {
     SPOOL.with_borrow_mut(|s| {
-        let spool = &mut *s;
-        let txn =
-            spool.current.get_or_insert_with(|| Decoded { end_lsn: 0, spilled: None, packs: Vec::new() });
-        if txn.packs.last().is_none_or(|p| !p.has_room()) {
-            txn.packs.push(Pack::new(0));
+        if s.open.as_ref().is_some_and(|p| !p.has_room()) {
+            s.seal()?;
         }
-        let (_, size) = txn.packs.last_mut().map(|p| p.push(parts)).unwrap_or_default();
-        spool.bytes += size;
-        if spool.bytes > SPILL_BYTES {
-            spool.spills += 1;
-            let spilled = spill(txn, spool.spills)?;
-            spool.bytes -= spilled;
-        }
+        let (_, size) = s.open.get_or_insert_with(|| Pack::new(0)).push(parts);
+        s.bytes += size;
+        s.in_txn = true;
         Ok(())
     })
 }
 
-/// Writes the transaction's packs but the open one to its temporary file; returns their bytes.
-fn spill(txn: &mut Decoded, n: u64) -> Result<usize, KafkaError> {
+/// Writes the sealed packs held in memory to the temporary file; returns their bytes.
+fn spill(done: &mut Spooled, n: u64) -> Result<usize, KafkaError> {
     let io = |e: std::io::Error| KafkaError::Internal(format!("could not spill decoded events to disk: {e}"));
-    if txn.spilled.is_none() {
+    if done.spilled.is_none() {
         std::fs::create_dir_all("base/pgsql_tmp").map_err(io)?;
         // SAFETY: plain read of this process's id.
         let pid = unsafe { pgrx::pg_sys::MyProcPid };
         let path = format!("base/pgsql_tmp/pgsql_tmp_pg_kafka_wal_{pid}_{n}");
-        txn.spilled = Some((BufWriter::new(File::create(&path).map_err(io)?), path, 0));
+        done.spilled = Some((BufWriter::new(File::create(&path).map_err(io)?), path, 0));
     }
-    let Some((file, _, count)) = txn.spilled.as_mut() else { return Ok(0) };
-    let open = txn.packs.pop();
+    let Some((file, _, count)) = done.spilled.as_mut() else { return Ok(0) };
     let mut bytes = 0;
-    for p in txn.packs.drain(..) {
-        file.write_all(&(p.bytes.len() as u64).to_le_bytes()).map_err(io)?;
-        file.write_all(&p.bytes).map_err(io)?;
-        bytes += p.bytes.len();
+    for p in done.packs.drain(..) {
+        file.write_all(&p.count.to_le_bytes()).map_err(io)?;
+        file.write_all(&(p.topics.len() as u32).to_le_bytes()).map_err(io)?;
+        for t in &p.topics {
+            file.write_all(&(t.len() as u32).to_le_bytes()).map_err(io)?;
+            file.write_all(t.as_bytes()).map_err(io)?;
+        }
+        file.write_all(&(p.stored.len() as u64).to_le_bytes()).map_err(io)?;
+        file.write_all(&p.stored).map_err(io)?;
+        bytes += p.stored.len();
         *count += 1;
     }
-    txn.packs.extend(open);
     Ok(bytes)
 }
 
-/// The transaction being replayed committed at `end_lsn`: it joins the decoded ones if it had
-/// events.
+/// The transaction being replayed committed at `end_lsn`: its events are done.
 pub fn commit(end_lsn: u64) {
     SPOOL.with_borrow_mut(|s| {
-        if let Some(mut txn) = s.current.take() {
-            txn.end_lsn = end_lsn;
-            s.done.push(txn);
+        if std::mem::take(&mut s.in_txn) {
+            let done = s.done();
+            done.end_lsn = end_lsn;
+            done.transactions += 1;
         }
     });
 }
@@ -109,22 +150,24 @@ pub fn bytes() -> usize {
     SPOOL.with_borrow(|s| s.bytes)
 }
 
-/// Takes the decoded transactions and the failures since the last take.
-pub fn take() -> (Vec<Decoded>, Vec<String>) {
+/// Takes what the transactions decoded since the last take spooled (None: no events), and the
+/// failures since then. Between transactions only (every event is a committed one's).
+pub fn take() -> Result<(Option<Spooled>, Vec<String>), KafkaError> {
     SPOOL.with_borrow_mut(|s| {
-        s.bytes = s.current.as_ref().map_or(0, |t| t.packs.iter().map(|p| p.bytes.len()).sum());
-        (std::mem::take(&mut s.done), std::mem::take(&mut s.failed))
+        s.seal()?;
+        s.bytes = 0;
+        Ok((s.done.take(), std::mem::take(&mut s.failed)))
     })
 }
 
-/// Forgets everything (the decoding context was closed mid-transaction).
+/// Forgets everything (the decoding context was closed).
 pub fn clear() {
     SPOOL.with_borrow_mut(|s| *s = Spool::default());
 }
 
-impl Decoded {
-    /// Calls `f` with each pack's bytes, in order (spilled ones first); removes the file.
-    pub fn each_pack(self, mut f: impl FnMut(&[u8]) -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+impl Spooled {
+    /// Calls `f` with each sealed pack, in order (spilled ones first); removes the file.
+    pub fn each_pack(self, mut f: impl FnMut(Sealed) -> Result<(), KafkaError>) -> Result<(), KafkaError> {
         let io =
             |e: std::io::Error| KafkaError::Internal(format!("could not read spilled decoded events: {e}"));
         if let Some((file, path, count)) = self.spilled {
@@ -132,22 +175,42 @@ impl Decoded {
             drop(file);
             let read = (|| -> Result<(), KafkaError> {
                 let mut r = BufReader::new(File::open(&path).map_err(io)?);
-                let mut buf = Vec::new();
                 for _ in 0..count {
-                    let mut len = [0u8; 8];
-                    r.read_exact(&mut len).map_err(io)?;
-                    buf.resize(u64::from_le_bytes(len) as usize, 0);
-                    r.read_exact(&mut buf).map_err(io)?;
-                    f(&buf)?;
+                    f(read_sealed(&mut r).map_err(io)?)?;
                 }
                 Ok(())
             })();
             std::fs::remove_file(&path).map_err(io)?;
             read?;
         }
-        for p in &self.packs {
-            f(&p.bytes)?;
+        for p in self.packs {
+            f(p)?;
         }
         Ok(())
     }
+}
+
+/// One sealed pack as [`spill`] wrote it.
+fn read_sealed(r: &mut impl Read) -> std::io::Result<Sealed> {
+    fn u32_of(r: &mut impl Read) -> std::io::Result<u32> {
+        let mut b = [0u8; 4];
+        r.read_exact(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn bytes_of(r: &mut impl Read, n: usize) -> std::io::Result<Vec<u8>> {
+        let mut b = vec![0u8; n];
+        r.read_exact(&mut b)?;
+        Ok(b)
+    }
+    let count = u32_of(r)? as i32;
+    let mut topics = Vec::new();
+    for _ in 0..u32_of(r)? {
+        let n = u32_of(r)? as usize;
+        let topic = String::from_utf8(bytes_of(r, n)?).map_err(std::io::Error::other)?;
+        topics.push(topic);
+    }
+    let mut len = [0u8; 8];
+    r.read_exact(&mut len)?;
+    let stored = bytes_of(r, u64::from_le_bytes(len) as usize)?;
+    Ok(Sealed { count, topics, stored })
 }

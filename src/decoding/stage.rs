@@ -75,25 +75,19 @@ impl Capture {
             }
             let (position, last_commit_end) = wal::position(&name)?;
             if reader.is_none() {
-                *reader = Some(Reader::open(last_commit_end)?);
+                *reader = Some(Reader::open(position, last_commit_end)?);
             }
             let Some(r) = reader.as_mut() else { return Ok(None) };
             let (read_to, more) = r.read(BUDGET)?;
-            let (txns, failed) = spool::take();
+            let (spooled, failed) = spool::take()?;
             staged.failed = failed;
             staged.more = more;
-            let mut last = position;
-            for txn in txns {
-                let end = txn.end_lsn;
-                if end <= position {
-                    continue; // staged before: the slot was behind the position
-                }
-                txn.each_pack(stage_pack)?;
-                last = end;
-                staged.transactions += 1;
-            }
-            if last != position {
-                wal::set_position(&name, last, plugin::last_commit_end())?;
+            // (Transactions at or before `position` were skipped by the plugin.)
+            if let Some(spooled) = spooled {
+                let end = spooled.end_lsn;
+                staged.transactions = spooled.transactions;
+                spooled.each_pack(|p| pending::push_staged_pack(p.count, p.topics, p.stored))?;
+                wal::set_position(&name, end, plugin::last_commit_end())?;
             }
             // A capture being made holds the lock from the slot's creation to its commit.
             let drop = !staged.more
@@ -127,6 +121,13 @@ impl Capture {
         self.confirm_flushed();
         staged.failed.extend(self.check_retained());
         Ok(staged)
+    }
+
+    /// Bytes of WAL flushed but not decoded yet, while a decoding context is open.
+    pub fn behind(&self) -> Option<u64> {
+        let read_to = self.reader.as_ref()?.read_to();
+        // SAFETY: GetFlushRecPtr reads shared memory under its spinlock.
+        Some(unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) }.saturating_sub(read_to))
     }
 
     /// Warns once when the WAL the slot keeps passes `kafka.wal_retained_warning`.
@@ -196,9 +197,4 @@ impl Capture {
             self.confirm = None;
         }
     }
-}
-
-/// Queues one spooled pack in the worker's transaction, whole (it becomes an outbox row as it is).
-fn stage_pack(bytes: &[u8]) -> Result<(), KafkaError> {
-    pending::push_staged_pack(bytes)
 }

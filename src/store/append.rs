@@ -66,21 +66,31 @@ const OUTBOX_COLUMNS: [(&str, pg_sys::Oid); 7] = [
 ];
 const COMMIT_COLUMNS: [(&str, pg_sys::Oid); 2] = [("csn", pg_sys::INT8OID), ("xid", pg_sys::XID8OID)];
 
+/// A pack to append, with its payload as the outbox stores it if that was made ahead
+/// ([`stored_form`]).
+pub struct Row {
+    pub pack: Pack,
+    pub stored: Option<Vec<u8>>,
+}
+
 /// Appends packs to the outbox in the current transaction.
-pub fn insert(packs: &[Pack], store: Store) -> Result<(), KafkaError> {
+pub fn insert(rows: &[Row], store: Store) -> Result<(), KafkaError> {
     with_snapshot(|| {
         let xid = xid_datum();
         // SAFETY: plain read of the current transaction's start timestamp; a TimestampTz is a
         // by-value Datum.
         let produced_at = Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
-        write_rows(store.outbox, &OUTBOX_COLUMNS, packs.len(), |i| {
-            let p = &packs[i];
+        write_rows(store.outbox, &OUTBOX_COLUMNS, rows.len(), |i| {
+            let Row { pack: p, stored } = &rows[i];
             vec![
                 p.id.into_datum(),
                 Some(xid),
                 p.count.into_datum(),
                 p.topics.iter().map(String::as_str).collect::<Vec<&str>>().into_datum(),
-                compressed(&p.bytes),
+                match stored {
+                    Some(stored) => Some(stored_datum(stored)),
+                    None => compressed(&p.bytes),
+                },
                 Some(produced_at),
                 None,
             ]
@@ -126,7 +136,38 @@ fn compressed(bytes: &[u8]) -> Option<Datum> {
     // what toast_compress_datum expects; errors are turned into Rust panics by the guard.
     let packed =
         unsafe { pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| toast_compress_datum(datum, LZ4)) };
-    Some(if packed.is_null() { datum } else { packed })
+    if packed.is_null() {
+        return Some(datum);
+    }
+    // SAFETY: `datum` was palloc'd above and nothing refers to it any more.
+    unsafe { pg_sys::pfree(datum.cast_mut_ptr()) };
+    Some(packed)
+}
+
+/// The payload `bytes` as the outbox stores it (a bytea varlena, lz4-compressed as [`insert`]
+/// would), made ahead: WAL capture seals its spooled packs so (they take a twelfth of the
+/// memory and disk, and staging them compresses nothing). Written back by [`insert`] as it is.
+pub fn stored_form(bytes: &[u8]) -> Vec<u8> {
+    let Some(datum) = compressed(bytes) else { return Vec::new() };
+    // SAFETY: `datum` points to the varlena just made in the current memory context (inline:
+    // plain or compressed, never external); it is copied out, then freed.
+    unsafe {
+        let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
+        let stored = std::slice::from_raw_parts(ptr as *const u8, pgrx::varlena::varsize_any(ptr)).to_vec();
+        pg_sys::pfree(ptr.cast());
+        stored
+    }
+}
+
+/// A Datum of a varlena made by [`stored_form`], copied into the current memory context.
+fn stored_datum(stored: &[u8]) -> Datum {
+    // SAFETY: palloc returns `stored.len()` writable bytes (it raises rather than return null);
+    // `stored` is a whole varlena (header included), so the copy is one too.
+    unsafe {
+        let ptr = pg_sys::palloc(stored.len()) as *mut u8;
+        std::ptr::copy_nonoverlapping(stored.as_ptr(), ptr, stored.len());
+        Datum::from(ptr)
+    }
 }
 
 /// Writes `rows` rows to relation `relid` (whose columns must be exactly `columns`) in the

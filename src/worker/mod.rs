@@ -169,7 +169,7 @@ impl Worker {
                 connected.save_statistics();
             }
             let wait = wait::after(&pass, since, &mut self.backoff);
-            if wait::rest(&pass, wait).is_break() {
+            if wait::rest(&pass, wait, || self.capture.behind()).is_break() {
                 return;
             }
         }

@@ -87,6 +87,7 @@ pub extern "C-unwind" fn pg_kafka_worker_main(arg: pg_sys::Datum) {
         s[entry].start_worker(unsafe { pg_sys::MyProcPid }, now());
     }
     apply_delivery_mode();
+    crate::decoding::mark_own_writes();
     // Only pg_catalog: nothing another role creates in the served database runs as the worker.
     // And the outbox is always read along its indexes, never scanned and sorted whole, which the
     // planner may pick when the statistics are those of an empty outbox (the usual state). A

@@ -48,9 +48,17 @@ pub(super) fn after(pass: &Pass, since: Duration, backoff: &mut Duration) -> Dur
     }
 }
 
+/// While idle with WAL capture on, the worker looks this often whether this much WAL was
+/// written since it last decoded: a long transaction is then decoded (into the reorder buffer)
+/// while it still writes, on a core the session does not use, and its COMMIT leaves less to do.
+const READ_AHEAD_EVERY: Duration = Duration::from_millis(100);
+const READ_AHEAD_BYTES: u64 = 4 << 20;
+
 /// Waits `wait` after `pass` (idle in `pg_stat_activity` after an idle pass), or only checks
-/// for interrupts if there is nothing to wait. Breaks when the worker must exit.
-pub(super) fn rest(pass: &Pass, wait: Duration) -> ControlFlow<()> {
+/// for interrupts if there is nothing to wait. Breaks when the worker must exit. An idle wait
+/// ends early once `wal_behind()` (WAL capture: bytes flushed but not decoded yet, if it is on)
+/// reaches [`READ_AHEAD_BYTES`].
+pub(super) fn rest(pass: &Pass, wait: Duration, wal_behind: impl Fn() -> Option<u64>) -> ControlFlow<()> {
     if wait.is_zero() {
         pg_sys::check_for_interrupts!();
         return Continue(());
@@ -62,10 +70,29 @@ pub(super) fn rest(pass: &Pass, wait: Duration) -> ControlFlow<()> {
     // at once.
     let hold = matches!(pass, Pass::More(..) | Pass::Decoding(_) | Pass::Failed | Pass::Undelivered)
         && !immediate::in_flight();
+    if matches!(pass, Pass::Idle) && wal_behind().is_some() {
+        return read_ahead_sleep(wait, wal_behind);
+    }
     if sleep(wait, hold) {
         Continue(())
     } else {
         Break(())
+    }
+}
+
+/// An idle wait of `wait` in slices of [`READ_AHEAD_EVERY`], ended early when WAL capture has
+/// [`READ_AHEAD_BYTES`] to decode.
+fn read_ahead_sleep(wait: Duration, wal_behind: impl Fn() -> Option<u64>) -> ControlFlow<()> {
+    let until = Instant::now() + wait;
+    loop {
+        let slice = (Instant::now() + READ_AHEAD_EVERY).min(until);
+        if !sleep_until(slice, false) {
+            return Break(());
+        }
+        let now = Instant::now();
+        if now < slice || now >= until || wal_behind().is_some_and(|b| b >= READ_AHEAD_BYTES) {
+            return Continue(()); // woken, done, or WAL to decode
+        }
     }
 }
 
@@ -79,8 +106,12 @@ fn busy(txns: usize, since: Duration) -> bool {
 /// ([`crate::shared::hold_commits`]) nor end the wait, only an immediate send or a close
 /// request does. Returns false when the worker must exit.
 fn sleep(wait: Duration, hold: bool) -> bool {
+    sleep_until(Instant::now() + wait, hold)
+}
+
+fn sleep_until(until: Instant, hold: bool) -> bool {
     shared::hold_commits(hold);
-    let woken = wait_latch_until(Instant::now() + wait, hold);
+    let woken = wait_latch_until(until, hold);
     shared::hold_commits(false);
     woken
 }

@@ -51,6 +51,9 @@ pub(crate) struct Events {
     value: RefCell<String>,
     key_row: RefCell<(String, String)>,
     sink: Sink,
+    /// WAL capture: the `source` block of the transaction being decoded, cut where each
+    /// change's LSN goes (twice), and what it was made for (commit time, id, last commit's end).
+    wal_source: RefCell<Option<(SourceKey, [String; 3])>>,
 }
 
 impl Events {
@@ -61,7 +64,16 @@ impl Events {
             .filter(|_| !snapshot)
             .map(|topic| (topic, format!("{}.{}", &schema[..schema.len() - 1], &table[1..])));
         let (value, key_row) = Default::default();
-        Events { plan, source, tail: tail().into(), collection, value, key_row, sink: to_pending }
+        Events {
+            plan,
+            source,
+            tail: tail().into(),
+            collection,
+            value,
+            key_row,
+            sink: to_pending,
+            wal_source: Default::default(),
+        }
     }
 
     /// The encoder of WAL capture's events of one table: events go to `sink`; each decoded
@@ -76,6 +88,7 @@ impl Events {
             value,
             key_row,
             sink,
+            wal_source: Default::default(),
         }
     }
 
@@ -87,9 +100,23 @@ impl Events {
     /// Before a decoded change: its `source` block (Debezium's, with what the WAL knows: the
     /// change's LSN, the `sequence` of the last commit's end and this LSN, the commit time and
     /// the transaction id) and the envelope's time (now).
+    /// Per change only the LSN is written into a block made once per transaction: a bulk
+    /// transaction decodes a million changes.
     pub(crate) fn at_change(&self, at: &WalPosition) {
-        *self.source.borrow_mut() = wal_source(&self.plan, at);
-        *self.tail.borrow_mut() = tail();
+        let mut cached = self.wal_source.borrow_mut();
+        let made_for = (at.commit_us, at.xid, at.last_commit_end);
+        let parts = match &*cached {
+            Some((key, parts)) if *key == made_for => parts,
+            _ => &cached.insert((made_for, wal_source_parts(&self.plan, at))).1,
+        };
+        let mut source = self.source.borrow_mut();
+        source.clear();
+        source.push_str(&parts[0]);
+        debezium::push_digits(&mut source, at.lsn as i64, 0);
+        source.push_str(&parts[1]);
+        debezium::push_digits(&mut source, at.lsn as i64, 0);
+        source.push_str(&parts[2]);
+        tail_into(&mut self.tail.borrow_mut());
     }
 
     /// Queues one event: key `key`, value `{"before":…,"after":…,"source":…,"transaction":null,
@@ -388,9 +415,23 @@ fn relation_name(rel: pg_sys::Oid) -> String {
 
 /// The envelope's end after `op`: `","ts_ms":…,"ts_us":…,"ts_ns":…}`, now.
 fn tail() -> String {
+    let mut tail = String::new();
+    tail_into(&mut tail);
+    tail
+}
+
+/// [`tail`], written into `tail`.
+fn tail_into(tail: &mut String) {
     // SAFETY: GetCurrentTimestamp only reads the system clock; no precondition.
     let us = unix_us(unsafe { pg_sys::GetCurrentTimestamp() });
-    format!("\",\"ts_ms\":{},\"ts_us\":{us},\"ts_ns\":{}}}", us.div_euclid(1000), us * 1000)
+    tail.clear();
+    tail.push_str("\",\"ts_ms\":");
+    debezium::push_int(tail, us.div_euclid(1000));
+    tail.push_str(",\"ts_us\":");
+    debezium::push_int(tail, us);
+    tail.push_str(",\"ts_ns\":");
+    debezium::push_int(tail, us * 1000);
+    tail.push('}');
 }
 
 /// The `source` block of the events of the current statement (Debezium's fields, in its order;
@@ -405,6 +446,9 @@ fn source(plan: &Plan, snapshot: bool) -> String {
     source_block(plan, us, snapshot, "null", tx_id, "null")
 }
 
+/// What a decoded transaction's `source` block is made of: commit time, id, last commit's end.
+type SourceKey = (i64, u32, u64);
+
 /// Where a decoded change is in the WAL, and its transaction.
 pub(crate) struct WalPosition {
     /// The change's LSN.
@@ -417,10 +461,15 @@ pub(crate) struct WalPosition {
 }
 
 /// The `source` block of a decoded change: `lsn`, `sequence` (`["<last commit's end>","<lsn>"]`,
-/// a JSON string, as Debezium writes it), commit time, transaction id.
-fn wal_source(plan: &Plan, at: &WalPosition) -> String {
-    let sequence = format!("\"[\\\"{}\\\",\\\"{}\\\"]\"", at.last_commit_end, at.lsn);
-    source_block(plan, at.commit_us, false, &sequence, u64::from(at.xid), &at.lsn.to_string())
+/// a JSON string, as Debezium writes it), commit time, transaction id; cut where the change's
+/// LSN goes (in `sequence`, then `lsn`), the same for every change of a transaction.
+fn wal_source_parts(plan: &Plan, at: &WalPosition) -> [String; 3] {
+    // Made with a NUL where the LSN goes (no name holds one: PostgreSQL's text cannot), and cut there.
+    let sequence = format!("\"[\\\"{}\\\",\\\"\0\\\"]\"", at.last_commit_end);
+    let block = source_block(plan, at.commit_us, false, &sequence, u64::from(at.xid), "\0");
+    let mut parts = block.split('\0').map(str::to_owned);
+    let mut next = || parts.next().unwrap_or_default();
+    [next(), next(), next()]
 }
 
 /// Debezium's `source` block, in its field order.

@@ -39,7 +39,7 @@ mod time;
 
 use crate::error::KafkaError;
 use json::{base64, java_float, money};
-pub use json::{push_int, string};
+pub use json::{push_digits, push_int, string};
 use pgrx::pg_sys::{self, Datum, Oid};
 pub use special::{bit_length, bits_are_boolean};
 use std::ffi::CStr;
