@@ -23,3 +23,4 @@ pub mod position;
 pub mod producer;
 pub mod settings;
 pub mod settle;
+pub mod stored;

@@ -1,8 +1,9 @@
 //! Decoded events waiting to be staged: what [`super::plugin`] encoded, in commit order, packed
 //! across transactions (a stream of small transactions fills packs as one large one does) and
 //! sealed as each pack fills: compressed into the form the outbox stores
-//! ([`append::stored_form`]), so the spool holds a twelfth of the events' bytes and staging
-//! writes the sealed packs as they are. Filled while the worker decodes (inside the reorder
+//! ([`kafka_core::stored`]) on a thread of the spool's own ([`Sealer`]: plain Rust, nothing of
+//! PostgreSQL), while decoding goes on; so the spool holds a twelfth of the events' bytes, and
+//! staging writes the sealed packs as they are. Filled while the worker decodes (inside the reorder
 //! buffer's own subtransaction, which is always rolled back: nothing can be written to a table
 //! there), taken by [`super::stage`] right after.
 //!
@@ -13,11 +14,12 @@
 //! spool is taken between records.
 
 use crate::error::KafkaError;
-use crate::store::append;
 use kafka_core::pack::{Pack, Parts};
+use kafka_core::stored::stored_form;
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 
 /// Bytes of sealed packs held in memory before they are spilled to a file.
 pub const SPILL_BYTES: usize = 32 << 20;
@@ -27,6 +29,33 @@ pub struct Sealed {
     pub count: i32,
     pub topics: Vec<String>,
     pub stored: Vec<u8>,
+}
+
+/// Packs being sealed, and the thread that seals them, in order.
+struct Sealer {
+    to: SyncSender<Vec<u8>>,
+    from: Receiver<Option<Vec<u8>>>,
+}
+
+/// Packs handed to the sealer at most before the spool waits for it.
+const SEALING: usize = 4;
+
+impl Sealer {
+    fn start() -> Option<Sealer> {
+        let (to, packs) = sync_channel::<Vec<u8>>(SEALING);
+        let (done, from) = channel();
+        std::thread::Builder::new()
+            .name("pg_kafka seal".into())
+            .spawn(move || {
+                for raw in packs {
+                    if done.send(stored_form(&raw)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Sealer { to, from })
+    }
 }
 
 /// The events of the transactions decoded since the last take.
@@ -53,6 +82,9 @@ struct Spool {
     /// Failures to encode since the last take.
     failed: Vec<String>,
     spills: u64,
+    sealer: Option<Sealer>,
+    /// Packs of `done` at the end whose seal is on its way, with their raw sizes, in order.
+    sealing: std::collections::VecDeque<usize>,
 }
 
 thread_local! {
@@ -69,19 +101,69 @@ impl Spool {
         })
     }
 
-    /// Seals the open pack, and spills the sealed ones if memory holds too many.
+    /// Seals the open pack (on the sealer's thread, if it runs), and spills the sealed ones if
+    /// memory holds too many.
     fn seal(&mut self) -> Result<(), KafkaError> {
         let Some(pack) = self.open.take() else { return Ok(()) };
-        let stored = append::stored_form(&pack.bytes);
-        self.bytes = self.bytes - pack.bytes.len() + stored.len();
-        self.done().packs.push(Sealed { count: pack.count, topics: pack.topics, stored });
+        if self.sealer.is_none() {
+            self.sealer = Sealer::start();
+        }
+        let raw = pack.bytes.len();
+        let (count, topics) = (pack.count, pack.topics);
+        let stored = match &self.sealer {
+            Some(sealer) => match sealer.to.send(pack.bytes) {
+                Ok(()) => None,
+                Err(e) => Some(sealed_here(&e.0)?), // the thread is gone: seal here
+            },
+            None => Some(sealed_here(&pack.bytes)?),
+        };
+        let in_flight = stored.is_none();
+        self.done().packs.push(Sealed { count, topics, stored: stored.unwrap_or_default() });
+        if in_flight {
+            self.sealing.push_back(raw);
+        } else {
+            self.bytes = self.bytes - raw + self.done().packs.last().map_or(0, |p| p.stored.len());
+        }
+        self.collect(self.sealing.len() >= SEALING)?;
         if self.bytes > SPILL_BYTES {
+            self.collect(true)?;
             self.spills += 1;
             let n = self.spills;
             self.bytes -= spill(self.done(), n)?;
         }
         Ok(())
     }
+
+    /// Takes the seals the sealer finished (with `all`, waits for every one on its way).
+    fn collect(&mut self, all: bool) -> Result<(), KafkaError> {
+        while let Some(&raw) = self.sealing.front() {
+            let Some(sealer) = &self.sealer else { break };
+            let next = if all { sealer.from.recv().ok() } else { sealer.from.try_recv().ok() };
+            let Some(stored) = next else {
+                if all {
+                    return Err(KafkaError::Internal("the thread sealing decoded events stopped".into()));
+                }
+                break;
+            };
+            let stored = stored.ok_or_else(too_large)?;
+            self.sealing.pop_front();
+            self.bytes = self.bytes - raw + stored.len();
+            let waiting = self.sealing.len();
+            let done = self.done();
+            let at = done.packs.len() - waiting - 1;
+            done.packs[at].stored = stored;
+        }
+        Ok(())
+    }
+}
+
+fn too_large() -> KafkaError {
+    KafkaError::Internal("a pack of decoded events is larger than 1 GB".into())
+}
+
+/// Seals `raw` on this thread.
+fn sealed_here(raw: &[u8]) -> Result<Vec<u8>, KafkaError> {
+    stored_form(raw).ok_or_else(too_large)
 }
 
 /// A transaction's replay begins.
@@ -155,6 +237,7 @@ pub fn bytes() -> usize {
 pub fn take() -> Result<(Option<Spooled>, Vec<String>), KafkaError> {
     SPOOL.with_borrow_mut(|s| {
         s.seal()?;
+        s.collect(true)?;
         s.bytes = 0;
         Ok((s.done.take(), std::mem::take(&mut s.failed)))
     })

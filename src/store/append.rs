@@ -18,12 +18,11 @@ use crate::error::KafkaError;
 use crate::relation::Open;
 use crate::store::owner::{as_owner, Store};
 use kafka_core::pack::Pack;
+use kafka_core::stored::COMPRESS_FROM;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::{IntoDatum, PgMemoryContexts};
 use std::ffi::CStr;
 
-/// Payloads from this size on are compressed before they are written.
-const COMPRESS_FROM: usize = 256;
 /// `TOAST_LZ4_COMPRESSION` (access/toast_compression.h).
 const LZ4: std::ffi::c_char = b'l' as std::ffi::c_char;
 
@@ -67,7 +66,7 @@ const OUTBOX_COLUMNS: [(&str, pg_sys::Oid); 7] = [
 const COMMIT_COLUMNS: [(&str, pg_sys::Oid); 2] = [("csn", pg_sys::INT8OID), ("xid", pg_sys::XID8OID)];
 
 /// A pack to append, with its payload as the outbox stores it if that was made ahead
-/// ([`stored_form`]).
+/// ([`kafka_core::stored::stored_form`]).
 pub struct Row {
     pub pack: Pack,
     pub stored: Option<Vec<u8>>,
@@ -136,30 +135,11 @@ fn compressed(bytes: &[u8]) -> Option<Datum> {
     // what toast_compress_datum expects; errors are turned into Rust panics by the guard.
     let packed =
         unsafe { pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| toast_compress_datum(datum, LZ4)) };
-    if packed.is_null() {
-        return Some(datum);
-    }
-    // SAFETY: `datum` was palloc'd above and nothing refers to it any more.
-    unsafe { pg_sys::pfree(datum.cast_mut_ptr()) };
-    Some(packed)
+    Some(if packed.is_null() { datum } else { packed })
 }
 
-/// The payload `bytes` as the outbox stores it (a bytea varlena, lz4-compressed as [`insert`]
-/// would), made ahead: WAL capture seals its spooled packs so (they take a twelfth of the
-/// memory and disk, and staging them compresses nothing). Written back by [`insert`] as it is.
-pub fn stored_form(bytes: &[u8]) -> Vec<u8> {
-    let Some(datum) = compressed(bytes) else { return Vec::new() };
-    // SAFETY: `datum` points to the varlena just made in the current memory context (inline:
-    // plain or compressed, never external); it is copied out, then freed.
-    unsafe {
-        let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
-        let stored = std::slice::from_raw_parts(ptr as *const u8, pgrx::varlena::varsize_any(ptr)).to_vec();
-        pg_sys::pfree(ptr.cast());
-        stored
-    }
-}
-
-/// A Datum of a varlena made by [`stored_form`], copied into the current memory context.
+/// A Datum of a varlena made ahead ([`kafka_core::stored::stored_form`]: WAL capture seals its
+/// spooled packs so), copied into the current memory context.
 fn stored_datum(stored: &[u8]) -> Datum {
     // SAFETY: palloc returns `stored.len()` writable bytes (it raises rather than return null);
     // `stored` is a whole varlena (header included), so the copy is one too.

@@ -120,8 +120,9 @@ pub fn push_digits(out: &mut String, n: i64, width: usize) {
         }
     }
     let start = i.min(buf.len() - width.min(buf.len()));
-    // The buffer holds ASCII digits only.
-    out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
+    // SAFETY: the buffer holds ASCII digits only, which are UTF-8 (a checked conversion here
+    // took a tenth of a bulk transaction's decoding).
+    out.push_str(unsafe { std::str::from_utf8_unchecked(&buf[start..]) });
 }
 
 /// money as Debezium's string: the amount in units, without currency sign or separators (money
