@@ -197,18 +197,23 @@ fn spill(done: &mut Spooled, n: u64) -> Result<usize, KafkaError> {
     let Some((file, _, count)) = done.spilled.as_mut() else { return Ok(0) };
     let mut bytes = 0;
     for p in done.packs.drain(..) {
-        file.write_all(&p.count.to_le_bytes()).map_err(io)?;
-        file.write_all(&(p.topics.len() as u32).to_le_bytes()).map_err(io)?;
-        for t in &p.topics {
-            file.write_all(&(t.len() as u32).to_le_bytes()).map_err(io)?;
-            file.write_all(t.as_bytes()).map_err(io)?;
-        }
-        file.write_all(&(p.stored.len() as u64).to_le_bytes()).map_err(io)?;
-        file.write_all(&p.stored).map_err(io)?;
+        write_sealed(file, &p).map_err(io)?;
         bytes += p.stored.len();
         *count += 1;
     }
     Ok(bytes)
+}
+
+/// One sealed pack, as [`read_sealed`] reads it back.
+fn write_sealed(w: &mut impl Write, p: &Sealed) -> std::io::Result<()> {
+    w.write_all(&p.count.to_le_bytes())?;
+    w.write_all(&(p.topics.len() as u32).to_le_bytes())?;
+    for t in &p.topics {
+        w.write_all(&(t.len() as u32).to_le_bytes())?;
+        w.write_all(t.as_bytes())?;
+    }
+    w.write_all(&(p.stored.len() as u64).to_le_bytes())?;
+    w.write_all(&p.stored)
 }
 
 /// The transaction being replayed committed at `end_lsn`: its events are done.
@@ -273,7 +278,7 @@ impl Spooled {
     }
 }
 
-/// One sealed pack as [`spill`] wrote it.
+/// One sealed pack as [`write_sealed`] wrote it.
 fn read_sealed(r: &mut impl Read) -> std::io::Result<Sealed> {
     fn u32_of(r: &mut impl Read) -> std::io::Result<u32> {
         let mut b = [0u8; 4];
@@ -296,4 +301,28 @@ fn read_sealed(r: &mut impl Read) -> std::io::Result<Sealed> {
     r.read_exact(&mut len)?;
     let stored = bytes_of(r, u64::from_le_bytes(len) as usize)?;
     Ok(Sealed { count, topics, stored })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spilled_packs_read_back_as_they_were() {
+        let packs = [
+            Sealed { count: 3, topics: vec!["a".into(), "bé".into()], stored: vec![1, 2, 3, 4, 5] },
+            Sealed { count: 512, topics: vec![], stored: vec![] },
+        ];
+        let mut file = Vec::new();
+        for p in &packs {
+            write_sealed(&mut file, p).unwrap();
+        }
+        let mut r = &file[..];
+        for p in &packs {
+            let back = read_sealed(&mut r).unwrap();
+            assert_eq!((back.count, &back.topics, &back.stored), (p.count, &p.topics, &p.stored));
+        }
+        assert!(r.is_empty());
+        assert!(read_sealed(&mut r).is_err(), "nothing more");
+    }
 }
