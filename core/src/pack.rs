@@ -151,33 +151,92 @@ impl Pack {
         let mut r = Reader(payload);
         let (mut count, mut topics) = (0, Vec::<String>::new());
         while !r.0.is_empty() {
-            let flags = r.take(1)?[0];
-            let topic = std::str::from_utf8(r.bytes()?).ok()?;
-            if topics.last().is_none_or(|t| t != topic) && !topics.iter().any(|t| t == topic) {
-                topics.push(topic.to_owned());
-            }
-            for part in [KEY, VALUE] {
-                if flags & part != 0 {
-                    r.bytes()?;
-                }
-            }
-            if flags & HEADERS != 0 {
-                for _ in 0..r.u32()? {
-                    r.bytes()?;
-                    if u32::from_le_bytes(r.0.get(..4)?.try_into().ok()?) == NULL {
-                        r.take(4)?;
-                    } else {
-                        r.bytes()?;
-                    }
-                }
-            }
-            r.take(if flags & PARTITION != 0 { 4 } else { 0 } + if flags & TIMESTAMP != 0 { 8 } else { 0 })?;
+            skip_message(&mut r, &mut topics)?;
             count += 1;
         }
         buffer.clear();
         buffer.extend_from_slice(payload);
         Some(Pack { id, count, bytes: buffer, topics })
     }
+
+    /// Keeps only the first `count` messages (those after were rolled back).
+    pub fn truncate(&mut self, count: i32) {
+        if count >= self.count {
+            return;
+        }
+        let mut r = Reader(&self.bytes);
+        let mut topics = Vec::new();
+        for _ in 0..count {
+            if skip_message(&mut r, &mut topics).is_none() {
+                break;
+            }
+        }
+        let len = self.bytes.len() - r.0.len();
+        self.bytes.truncate(len);
+        self.count = count;
+        self.topics = topics;
+    }
+}
+
+/// Reads past one message, noting its topic in `topics` (first-seen order, no repeats).
+fn skip_message(r: &mut Reader<'_>, topics: &mut Vec<String>) -> Option<()> {
+    let flags = r.take(1)?[0];
+    let topic = std::str::from_utf8(r.bytes()?).ok()?;
+    if topics.last().is_none_or(|t| t != topic) && !topics.iter().any(|t| t == topic) {
+        topics.push(topic.to_owned());
+    }
+    for part in [KEY, VALUE] {
+        if flags & part != 0 {
+            r.bytes()?;
+        }
+    }
+    if flags & HEADERS != 0 {
+        for _ in 0..r.u32()? {
+            r.bytes()?;
+            if u32::from_le_bytes(r.0.get(..4)?.try_into().ok()?) == NULL {
+                r.take(4)?;
+            } else {
+                r.bytes()?;
+            }
+        }
+    }
+    r.take(if flags & PARTITION != 0 { 4 } else { 0 } + if flags & TIMESTAMP != 0 { 8 } else { 0 })?;
+    Some(())
+}
+
+/// Calls `f` with each message of a packed payload, borrowed (headers, rare, are copied); None
+/// if it is malformed.
+pub fn each_part(payload: &[u8], mut f: impl FnMut(Parts<'_>)) -> Option<()> {
+    let mut r = Reader(payload);
+    while !r.0.is_empty() {
+        let flags = r.take(1)?[0];
+        let topic = std::str::from_utf8(r.bytes()?).ok()?;
+        let key = if flags & KEY != 0 { Some(r.bytes()?) } else { None };
+        let payload = if flags & VALUE != 0 { Some(r.bytes()?) } else { None };
+        let mut headers = None;
+        if flags & HEADERS != 0 {
+            let n = r.u32()?;
+            let mut h = Vec::with_capacity(n.min(1024) as usize);
+            for _ in 0..n {
+                let name = r.text()?;
+                let value = match u32::from_le_bytes(r.0.get(..4)?.try_into().ok()?) {
+                    NULL => {
+                        r.take(4)?;
+                        None
+                    }
+                    _ => Some(r.text()?),
+                };
+                h.push((name, value));
+            }
+            headers = Some(h);
+        }
+        let partition =
+            if flags & PARTITION != 0 { Some(i32::from_le_bytes(r.take(4)?.try_into().ok()?)) } else { None };
+        let timestamp_ms =
+            if flags & TIMESTAMP != 0 { Some(i64::from_le_bytes(r.take(8)?.try_into().ok()?)) } else { None };
+        f(Parts { topic, key, payload, headers: headers.as_deref(), partition, timestamp_ms });
+    }
+    Some(())
 }
 
 /// The messages of the packed payload of outbox row `row`; None if it is malformed.
@@ -246,6 +305,48 @@ mod unit {
         assert_eq!((whole.id, whole.count, &whole.bytes, &whole.topics), (512, 3, &pack.bytes, &pack.topics));
         assert_eq!(unpack(512, &whole.bytes).unwrap()[2].id, 514);
         assert!(Pack::from_packed(0, &pack.bytes[..pack.bytes.len() - 1], Vec::new()).is_none(), "cut short");
+    }
+
+    #[test]
+    fn a_pack_cut_short_keeps_its_first_messages_and_their_topics() {
+        let mut pack = Pack::new(0);
+        for t in ["a", "b", "a", "c"] {
+            pack.push(&Message { payload: Some(t.as_bytes().to_vec()), ..msg(t) }.parts());
+        }
+        let whole = pack.bytes.clone();
+        pack.truncate(2);
+        assert_eq!((pack.count, &pack.topics), (2, &vec!["a".to_string(), "b".to_string()]));
+        let back = unpack(0, &pack.bytes).unwrap();
+        assert_eq!(back.iter().map(|m| m.topic.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(whole.starts_with(&pack.bytes));
+        pack.truncate(5);
+        assert_eq!(pack.count, 2, "nothing to cut");
+        pack.truncate(0);
+        assert!(pack.bytes.is_empty() && pack.topics.is_empty());
+    }
+
+    #[test]
+    fn each_part_lends_every_part_in_order() {
+        let mut pack = Pack::new(0);
+        let full = Message {
+            key: Some(b"k".to_vec()),
+            payload: Some(b"{}".to_vec()),
+            headers: Some(vec![("a".into(), Some("1".into())), ("b".into(), None)]),
+            partition: Some(2),
+            timestamp_ms: Some(7),
+            ..msg("t1")
+        };
+        for m in [&full, &msg("t2")] {
+            pack.push(&m.parts());
+        }
+        let mut seen = Vec::new();
+        each_part(&pack.bytes, |p| {
+            seen.push((p.topic.to_owned(), p.key.map(<[u8]>::to_vec), p.payload.map(<[u8]>::to_vec), p.headers.map(<[_]>::to_vec), p.partition, p.timestamp_ms))
+        })
+        .unwrap();
+        let strip = |m: &Message| (m.topic.clone(), m.key.clone(), m.payload.clone(), m.headers.clone(), m.partition, m.timestamp_ms);
+        assert_eq!(seen, vec![strip(&full), strip(&msg("t2"))]);
+        assert!(each_part(&pack.bytes[..pack.bytes.len() - 1], |_| {}).is_none(), "cut short");
     }
 
     #[test]

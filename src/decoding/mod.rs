@@ -22,6 +22,7 @@ pub mod reader;
 pub mod slot;
 pub mod spool;
 pub mod stage;
+pub mod stream;
 
 pub use stage::Capture;
 

@@ -15,9 +15,10 @@
 //! What must stay true: callbacks never raise for a value they cannot encode (the worker would
 //! stop for everyone): such an event is counted, warned about and skipped ([`spool::failed`]).
 
-use super::spool;
+use super::{spool, stream};
 use crate::backend::capture::plan::{self, Options, Plan};
-use crate::backend::capture::{Events, Tuple, WalPosition};
+use crate::backend::capture::{fill_commit, Events, Tuple, WalPosition};
+use kafka_core::pack::Parts;
 use crate::backend::input::unix_us;
 use crate::error::KafkaError;
 use pgrx::pg_sys::{self, Datum, Oid};
@@ -81,6 +82,12 @@ pub unsafe extern "C-unwind" fn _PG_output_plugin_init(cb: *mut pg_sys::OutputPl
         (*cb).truncate_cb = Some(truncate);
         (*cb).commit_cb = Some(commit);
         (*cb).filter_by_origin_cb = Some(filter_by_origin);
+        (*cb).stream_start_cb = Some(stream_start);
+        (*cb).stream_stop_cb = Some(stream_stop);
+        (*cb).stream_change_cb = Some(stream_change);
+        (*cb).stream_truncate_cb = Some(stream_truncate);
+        (*cb).stream_abort_cb = Some(stream_abort);
+        (*cb).stream_commit_cb = Some(stream_commit);
     }
 }
 
@@ -141,15 +148,28 @@ unsafe extern "C-unwind" fn change(
     relation: pg_sys::Relation,
     change: *mut pg_sys::ReorderBufferChange,
 ) {
-    if SKIPPED.get() {
-        return;
+    if !SKIPPED.get() {
+        // SAFETY: the reorder buffer's relation and change, valid for the call.
+        unsafe { decode_change(relation, change, None) };
     }
+}
+
+/// Encodes a row change of `relation` (of transaction `streamed` if it is streamed before its
+/// commit, else of the one being replayed).
+///
+/// # Safety
+/// `relation` and `change` are the reorder buffer's, valid for the call.
+unsafe fn decode_change(
+    relation: pg_sys::Relation,
+    change: *mut pg_sys::ReorderBufferChange,
+    streamed: Option<u32>,
+) {
     // SAFETY: `relation` is the changed relation, opened by the reorder buffer with the historic
     // snapshot for the call.
     let Some(target) = target(relation) else { return };
     // SAFETY: `change` is valid for the call; for a row change its `tp` member is the live one.
     let (lsn, action, tp) = unsafe { ((*change).lsn, (*change).action, (*change).data.tp) };
-    at_change(&target, lsn);
+    at_change(&target, lsn, streamed);
     let events = &target.events;
     // SAFETY: the tuples are the change's, of `relation`'s descriptor; each is used within the
     // per-change memory context before it is reset.
@@ -180,24 +200,148 @@ unsafe extern "C-unwind" fn truncate(
     relations: *mut pg_sys::Relation,
     change: *mut pg_sys::ReorderBufferChange,
 ) {
-    if SKIPPED.get() {
-        return;
+    if !SKIPPED.get() {
+        // SAFETY: the reorder buffer's relations and change, valid for the call.
+        unsafe { decode_truncate(nrelations, relations, change, None) };
     }
-    // SAFETY: `relations` holds `nrelations` relations open for the call; `change` is valid.
+}
+
+/// Encodes a TRUNCATE (of transaction `streamed` if it is streamed before its commit).
+///
+/// # Safety
+/// `relations` holds `nrelations` relations open for the call; `change` is valid.
+unsafe fn decode_truncate(
+    nrelations: i32,
+    relations: *mut pg_sys::Relation,
+    change: *mut pg_sys::ReorderBufferChange,
+    streamed: Option<u32>,
+) {
+    // SAFETY: this function's contract.
     let (rels, lsn) = unsafe { (std::slice::from_raw_parts(relations, nrelations as usize), (*change).lsn) };
     for &rel in rels {
         if let Some(target) = target(rel) {
-            at_change(&target, lsn);
+            at_change(&target, lsn, streamed);
             note(target.events.truncated(), &target, lsn);
         }
     }
 }
 
-/// Sets the `source` block of the change at `lsn` and marks the transaction as captured.
-fn at_change(target: &Target, lsn: u64) {
-    let (xid, commit_us, _) = TXN.get();
-    TXN.set((xid, commit_us, true));
-    target.events.at_change(&WalPosition { lsn, last_commit_end: LAST_COMMIT_END.get(), commit_us, xid });
+/// Sets the `source` block of the change at `lsn` and marks the transaction as captured (a
+/// streamed transaction's commit time and last commit's end are filled in at its commit).
+fn at_change(target: &Target, lsn: u64, streamed: Option<u32>) {
+    let at = match streamed {
+        Some(xid) => WalPosition { lsn, last_commit_end: 0, commit_us: None, xid },
+        None => {
+            let (xid, commit_us, _) = TXN.get();
+            TXN.set((xid, commit_us, true));
+            WalPosition { lsn, last_commit_end: LAST_COMMIT_END.get(), commit_us: Some(commit_us), xid }
+        }
+    };
+    target.events.at_change(&at);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn stream_start(
+    _ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+) {
+    // SAFETY: `txn` is the top-level transaction being streamed, valid for the call.
+    stream::set_current(Some(unsafe { (*txn).xid }.into_inner()));
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn stream_stop(
+    _ctx: *mut pg_sys::LogicalDecodingContext,
+    _txn: *mut pg_sys::ReorderBufferTXN,
+) {
+    stream::set_current(None);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn stream_change(
+    _ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    relation: pg_sys::Relation,
+    change: *mut pg_sys::ReorderBufferChange,
+) {
+    // SAFETY: `txn` is the top-level transaction being streamed and `change` one of its
+    // changes, whose `txn` is the (sub)transaction it belongs to; all valid for the call.
+    unsafe {
+        stream::note_subxact((*(*change).txn).xid.into_inner());
+        decode_change(relation, change, Some((*txn).xid.into_inner()));
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn stream_truncate(
+    _ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    nrelations: i32,
+    relations: *mut pg_sys::Relation,
+    change: *mut pg_sys::ReorderBufferChange,
+) {
+    // SAFETY: as `stream_change`'s, with the relations open for the call.
+    unsafe {
+        stream::note_subxact((*(*change).txn).xid.into_inner());
+        decode_truncate(nrelations, relations, change, Some((*txn).xid.into_inner()));
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn stream_abort(
+    _ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    _abort_lsn: pg_sys::XLogRecPtr,
+) {
+    // SAFETY: `txn` is the aborted (sub)transaction, valid for the call, and so is its top-level
+    // transaction if it is a subtransaction.
+    let (top, xid) = unsafe {
+        let top = if (*txn).toptxn.is_null() { txn } else { (*txn).toptxn };
+        ((*top).xid.into_inner(), (*txn).xid.into_inner())
+    };
+    if let Err(e) = stream::abort(top, xid) {
+        let why = format!("pg_kafka: WAL capture could not drop the events of an aborted transaction: {e}");
+        warning!("{why}");
+        spool::failed(why);
+    }
+}
+
+/// A streamed transaction committed: its events, their commit time and last commit's end
+/// filled in, join the decoded ones in commit order (unless staged before).
+#[pg_guard]
+unsafe extern "C-unwind" fn stream_commit(
+    _ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    _commit_lsn: pg_sys::XLogRecPtr,
+) {
+    // SAFETY: `txn` is the committed transaction, valid for the call; its commit time and end
+    // are set before its streaming ends.
+    let (xid, commit, end) = unsafe { ((*txn).xid.into_inner(), (*txn).xact_time.commit_time, (*txn).end_lsn) };
+    stream::set_current(None);
+    let Some(events) = stream::take(xid) else { return };
+    if end <= STAGED_END.get() || events.events() == 0 {
+        return;
+    }
+    let (commit_us, last_end) = (unix_us(commit), LAST_COMMIT_END.get());
+    spool::begin();
+    let mut value = String::new();
+    let done = events.each(|parts| match parts.payload.map(std::str::from_utf8) {
+        Some(Ok(v)) => {
+            fill_commit(v, commit_us, last_end, &mut value);
+            spool::push(&Parts { payload: Some(value.as_bytes()), ..*parts })
+        }
+        _ => spool::push(parts),
+    });
+    if let Err(e) = done {
+        let why = format!(
+            "pg_kafka: WAL capture lost the events of transaction {xid} (committed at {}): {e}",
+            super::lsn_text(end)
+        );
+        warning!("{why}");
+        spool::failed(why);
+    }
+    LAST_COMMIT_END.set(end);
+    spool::commit(end);
 }
 
 /// A change that could not be encoded is skipped, counted and warned about, never raised.
@@ -312,6 +456,26 @@ fn target(relation: pg_sys::Relation) -> Option<Rc<Target>> {
     made
 }
 
+/// What PostgreSQL's catalog scans do after each row while a transaction is streamed: if it
+/// aborted meanwhile, what was read may be wrong, and the error (which the reorder buffer
+/// expects, ERRCODE_TRANSACTION_ROLLBACK) stops its streaming; its abort drops its events.
+fn check_concurrent_abort() {
+    // SAFETY: plain reads of the decoding backend's CheckXidAlive and of the commit log.
+    let aborted = unsafe {
+        let xid = pg_sys::CheckXidAlive;
+        xid != pg_sys::InvalidTransactionId
+            && !pg_sys::TransactionIdIsInProgress(xid)
+            && !pg_sys::TransactionIdDidCommit(xid)
+    };
+    if aborted {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_TRANSACTION_ROLLBACK,
+            "transaction aborted during system catalog scan"
+        );
+    }
+}
+
 /// Reads the wal capture of `relation` or of its nearest captured ancestor (historic snapshot).
 fn make_target(relation: pg_sys::Relation) -> Result<Option<Target>, KafkaError> {
     // SAFETY: `relation` is open for the callback.
@@ -322,6 +486,12 @@ fn make_target(relation: pg_sys::Relation) -> Result<Option<Target>, KafkaError>
     // historic snapshot; it is popped right after the query, on every path but an error, which
     // ends the worker's transaction (and the worker).
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    // While a transaction is streamed before its commit, PostgreSQL refuses table scans
+    // (CheckXidAlive is set) but in catalog scans, which then check for a concurrent abort of
+    // the transaction: the query is one (kafka.capture_config is a user catalog table), and
+    // that check follows it.
+    // SAFETY: plain process-local globals of the decoding backend; restored right after.
+    let scanning = unsafe { std::mem::replace(&mut pg_sys::bsysscan, true) };
     let found = Spi::connect(|c| {
         let rows = c.select(
             "SELECT c.relid::pg_catalog.oid, kafka_internal.capture_args(c)
@@ -341,8 +511,12 @@ fn make_target(relation: pg_sys::Relation) -> Result<Option<Target>, KafkaError>
         )))
     })
     .map_err(|e| KafkaError::Internal(format!("could not read kafka.capture_config: {e}")));
-    // SAFETY: pops the snapshot pushed above.
-    unsafe { pg_sys::PopActiveSnapshot() };
+    // SAFETY: restores the flag set above; pops the snapshot pushed above.
+    unsafe {
+        pg_sys::bsysscan = scanning;
+        pg_sys::PopActiveSnapshot();
+    }
+    check_concurrent_abort();
     let Some((captured, args)) = found? else { return Ok(None) };
     let opts = Options::from_args(&args)?;
     if captured == relid {

@@ -171,8 +171,12 @@ pub fn begin() {
     SPOOL.with_borrow_mut(|s| s.in_txn = false);
 }
 
-/// Adds an event to the transaction being replayed (the encoder's sink).
+/// Adds an event to the transaction being replayed (the encoder's sink), or to the one being
+/// streamed ([`super::stream`]).
 pub fn push(parts: &Parts) -> Result<(), KafkaError> {
+    if let Some(xid) = super::stream::current() {
+        return super::stream::push(xid, parts);
+    }
     SPOOL.with_borrow_mut(|s| {
         if s.open.as_ref().is_some_and(|p| !p.has_room()) {
             s.seal()?;
@@ -248,9 +252,10 @@ pub fn take() -> Result<(Option<Spooled>, Vec<String>), KafkaError> {
     })
 }
 
-/// Forgets everything (the decoding context was closed).
+/// Forgets everything (the decoding context was closed), streamed transactions too.
 pub fn clear() {
     SPOOL.with_borrow_mut(|s| *s = Spool::default());
+    super::stream::clear();
 }
 
 impl Spooled {

@@ -101,7 +101,9 @@ impl Events {
     /// change's LSN, the `sequence` of the last commit's end and this LSN, the commit time and
     /// the transaction id) and the envelope's time (now).
     /// Per change only the LSN is written into a block made once per transaction: a bulk
-    /// transaction decodes a million changes.
+    /// transaction decodes a million changes. A change of a transaction streamed before it
+    /// commits (`at.commit_us` None) gets [`COMMIT_MARK`] where the commit time and the last
+    /// commit's end go, filled in at its commit ([`fill_commit`]).
     pub(crate) fn at_change(&self, at: &WalPosition) {
         let mut cached = self.wal_source.borrow_mut();
         let made_for = (at.commit_us, at.xid, at.last_commit_end);
@@ -447,7 +449,7 @@ fn source(plan: &Plan, snapshot: bool) -> String {
 }
 
 /// What a decoded transaction's `source` block is made of: commit time, id, last commit's end.
-type SourceKey = (i64, u32, u64);
+type SourceKey = (Option<i64>, u32, u64);
 
 /// Where a decoded change is in the WAL, and its transaction.
 pub(crate) struct WalPosition {
@@ -455,9 +457,32 @@ pub(crate) struct WalPosition {
     pub lsn: u64,
     /// The end LSN of the transaction decoded before this one.
     pub last_commit_end: u64,
-    /// The transaction's commit time (microseconds since 1970) and id (32 bits, as Debezium).
-    pub commit_us: i64,
+    /// The transaction's commit time (microseconds since 1970), None while it is streamed
+    /// before its commit; and its id (32 bits, as Debezium).
+    pub commit_us: Option<i64>,
     pub xid: u32,
+}
+
+/// Where a streamed change's event holds the commit time (`source.ts_ms`, `ts_us`, `ts_ns`)
+/// and the last commit's end (in `sequence`), in this order: `ts_ms`, `sequence`, `ts_us`,
+/// `ts_ns`. A control character JSON never holds unescaped.
+pub(crate) const COMMIT_MARK: char = '\u{1}';
+
+/// Fills the [`COMMIT_MARK`]s of a streamed event's value with its transaction's commit time
+/// and the last commit's end, into `out`.
+pub(crate) fn fill_commit(value: &str, commit_us: i64, last_commit_end: u64, out: &mut String) {
+    out.clear();
+    for (i, piece) in value.split(COMMIT_MARK).enumerate() {
+        if i > 0 {
+            match (i - 1) % 4 {
+                0 => debezium::push_int(out, commit_us.div_euclid(1000)),
+                1 => debezium::push_digits(out, last_commit_end as i64, 0),
+                2 => debezium::push_int(out, commit_us),
+                _ => debezium::push_int(out, commit_us * 1000),
+            }
+        }
+        out.push_str(piece);
+    }
 }
 
 /// The `source` block of a decoded change: `lsn`, `sequence` (`["<last commit's end>","<lsn>"]`,
@@ -465,8 +490,16 @@ pub(crate) struct WalPosition {
 /// LSN goes (in `sequence`, then `lsn`), the same for every change of a transaction.
 fn wal_source_parts(plan: &Plan, at: &WalPosition) -> [String; 3] {
     // Made with a NUL where the LSN goes (no name holds one: PostgreSQL's text cannot), and cut there.
-    let sequence = format!("\"[\\\"{}\\\",\\\"\0\\\"]\"", at.last_commit_end);
-    let block = source_block(plan, at.commit_us, false, &sequence, u64::from(at.xid), "\0");
+    let mark = COMMIT_MARK.to_string();
+    let last_end = match at.commit_us {
+        Some(_) => at.last_commit_end.to_string(),
+        None => mark.clone(),
+    };
+    let sequence = format!("\"[\\\"{last_end}\\\",\\\"\0\\\"]\"");
+    let block = match at.commit_us {
+        Some(us) => source_block(plan, us, false, &sequence, u64::from(at.xid), "\0"),
+        None => source_block_of(plan, [&mark, &mark, &mark], false, &sequence, u64::from(at.xid), "\0"),
+    };
     let mut parts = block.split('\0').map(str::to_owned);
     let mut next = || parts.next().unwrap_or_default();
     [next(), next(), next()]
@@ -474,7 +507,19 @@ fn wal_source_parts(plan: &Plan, at: &WalPosition) -> [String; 3] {
 
 /// Debezium's `source` block, in its field order.
 fn source_block(plan: &Plan, us: i64, snapshot: bool, sequence: &str, tx_id: u64, lsn: &str) -> String {
-    let (ts_ms, ts_ns) = (us.div_euclid(1000), us * 1000);
+    let (ts_ms, ts_us, ts_ns) = (us.div_euclid(1000).to_string(), us.to_string(), (us * 1000).to_string());
+    source_block_of(plan, [&ts_ms, &ts_us, &ts_ns], snapshot, sequence, tx_id, lsn)
+}
+
+/// [`source_block`] with its times (`ts_ms`, `ts_us`, `ts_ns`) as they are written.
+fn source_block_of(
+    plan: &Plan,
+    [ts_ms, us, ts_ns]: [&str; 3],
+    snapshot: bool,
+    sequence: &str,
+    tx_id: u64,
+    lsn: &str,
+) -> String {
     let Plan { db, schema, table, .. } = plan;
     format!(
         "{{\"version\":\"pg_kafka-{}\",\"connector\":\"postgresql\",\"name\":{db},\"ts_ms\":{ts_ms},\

@@ -96,6 +96,136 @@ fn events_carry_what_the_wal_knows() {
     c.batch_execute("SELECT kafka.uncapture('wal_kinds'); DROP TABLE wal_kinds").unwrap();
 }
 
+/// Sets the server's `logical_decoding_work_mem` for as long as it lives (the worker reloads it).
+struct WorkMem;
+
+impl WorkMem {
+    fn set(c: &mut postgres::Client, value: &str) -> WorkMem {
+        c.batch_execute(&format!("ALTER SYSTEM SET logical_decoding_work_mem = '{value}'; SELECT pg_reload_conf()"))
+            .unwrap();
+        WorkMem
+    }
+}
+
+impl Drop for WorkMem {
+    fn drop(&mut self) {
+        let _ = pg().batch_execute("ALTER SYSTEM RESET logical_decoding_work_mem; SELECT pg_reload_conf()");
+    }
+}
+
+/// How many transactions the worker's slot streamed before they committed.
+fn streamed(c: &mut postgres::Client) -> i64 {
+    c.query_one(
+        "SELECT coalesce(sum(stream_txns), 0)::int8 FROM pg_stat_replication_slots WHERE slot_name LIKE 'pg_kafka_%'",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// A transaction larger than `logical_decoding_work_mem` (set to its least, 64 kB, here) is
+/// streamed to the worker while it writes, and its events are what its replay at COMMIT gives:
+/// in order, with its commit time, its id, `sequence` from the last commit's end. A rolled-back
+/// savepoint takes its events with it (also once they were written to disk, and with a released
+/// savepoint inside it), a released one keeps them, a rolled-back transaction gives nothing, and
+/// two streamed at once arrive in commit order.
+#[test]
+fn large_transactions_are_streamed_as_they_write() {
+    let mut c = pg();
+    let t = topic("wal_stream");
+    c.batch_execute(
+        "DROP TABLE IF EXISTS wal_stream, wal_stream_warmup;
+         CREATE TABLE wal_stream (id int PRIMARY KEY, v text); ALTER TABLE wal_stream REPLICA IDENTITY FULL;
+         CREATE TABLE wal_stream_warmup (v text)",
+    )
+    .unwrap();
+    c.execute("SELECT kafka.capture('wal_stream', topic => $1, method => 'wal')", &[&t]).unwrap();
+    let _work_mem = WorkMem::set(&mut c, "64kB");
+    // Once the worker streams (it reloads the setting between passes), everything below is.
+    let before = streamed(&mut c);
+    wait_until("the worker streams large transactions", || {
+        c.batch_execute("INSERT INTO wal_stream_warmup SELECT repeat('w', 200) FROM generate_series(1, 2000)").unwrap();
+        streamed(&mut c) > before
+    });
+    let before = streamed(&mut c);
+    let rows = |from: i32, to: i32| format!("INSERT INTO wal_stream SELECT i, repeat('v', 200) || i FROM generate_series({from}, {to}) i");
+    // A: 20,000 rows kept (past 8 MB: on disk), 20,000 rolled back (cut in the file), a released
+    // savepoint's update kept, a nested pair rolled back together, then 500 rows more.
+    let mut a = c.transaction().unwrap();
+    a.batch_execute(&rows(1, 20_000)).unwrap();
+    a.batch_execute(&format!("SAVEPOINT s1; {}; ROLLBACK TO s1", rows(20_001, 40_000))).unwrap();
+    a.batch_execute("SAVEPOINT s2; UPDATE wal_stream SET v = 'u' WHERE id <= 10; RELEASE s2").unwrap();
+    a.batch_execute(&format!(
+        "SAVEPOINT s3; SAVEPOINT s4; {}; RELEASE s4; {}; ROLLBACK TO s3",
+        rows(50_001, 51_000),
+        rows(52_001, 53_000)
+    ))
+    .unwrap();
+    a.batch_execute(&rows(60_001, 60_500)).unwrap();
+    a.batch_execute("SELECT pg_sleep(0.05)").unwrap(); // the commit comes later than the statements
+    let a_committed_after: f64 =
+        a.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[]).unwrap().get(0);
+    a.commit().unwrap();
+    // B: rolled back.
+    let mut b = c.transaction().unwrap();
+    b.batch_execute(&rows(70_001, 80_000)).unwrap();
+    b.rollback().unwrap();
+    // C1 and C2 at once; C2 commits first.
+    let mut c2_conn = pg();
+    let mut c1 = c.transaction().unwrap();
+    c1.batch_execute(&rows(100_001, 103_000)).unwrap();
+    let mut c2 = c2_conn.transaction().unwrap();
+    c2.batch_execute(&rows(200_001, 203_000)).unwrap();
+    c1.batch_execute(&rows(103_001, 106_000)).unwrap();
+    c2.commit().unwrap();
+    c1.commit().unwrap();
+    let a_events = 20_000 + 10 + 500;
+    let got = events(&t, a_events + 3000 + 6000);
+    assert_eq!(got.len(), a_events + 9000, "nothing of the rolled-back parts, nothing of B");
+    let values: Vec<&Value> = got.iter().map(|(_, v)| v.as_ref().expect("no tombstone")).collect();
+    let id = |v: &Value| v["after"]["id"].as_i64().unwrap();
+    let ids: Vec<i64> = values.iter().map(|v| id(v)).collect();
+    let expected: Vec<i64> = (1..=20_000)
+        .chain(1..=10)
+        .chain(60_001..=60_500)
+        .chain(200_001..=203_000)
+        .chain(100_001..=106_000)
+        .collect();
+    assert!(ids == expected, "events in order: A, then C2, then C1");
+    let ops: Vec<&str> = values[20_000..20_010].iter().map(|v| v["op"].as_str().unwrap()).collect();
+    assert!(ops.iter().all(|&o| o == "u") && values[20_000]["after"]["v"] == "u");
+    assert_eq!(values[20_000]["before"]["v"], format!("{}1", "v".repeat(200)), "the whole old row");
+    let source = |i: usize| &values[i]["source"];
+    let seq = |i: usize| -> Vec<u64> {
+        serde_json::from_str::<Vec<String>>(source(i)["sequence"].as_str().unwrap())
+            .unwrap()
+            .iter()
+            .map(|x| x.parse().unwrap())
+            .collect()
+    };
+    let lsn = |i: usize| source(i)["lsn"].as_u64().unwrap();
+    for (from, to) in [(0, a_events), (a_events, a_events + 3000), (a_events + 3000, got.len())] {
+        let first = source(from);
+        for i in from..to {
+            let s = source(i);
+            assert!(s["ts_us"] == first["ts_us"] && s["txId"] == first["txId"], "one commit for a transaction");
+            assert_eq!(s["ts_ms"].as_i64().unwrap(), first["ts_us"].as_i64().unwrap() / 1000);
+            assert_eq!(s["ts_ns"].as_i64().unwrap(), first["ts_us"].as_i64().unwrap() * 1000);
+            assert_eq!(seq(i), [seq(from)[0], lsn(i)], "sequence: the last commit's end, then the LSN");
+            assert!(i == from || lsn(i) > lsn(i - 1), "LSNs grow within a transaction");
+        }
+    }
+    let a_ts = source(0)["ts_us"].as_i64().unwrap() as f64 / 1e6;
+    assert!(a_ts >= a_committed_after, "A's time is its commit's: {a_ts} >= {a_committed_after}");
+    let max_lsn = |from: usize, to: usize| (from..to).map(lsn).max().unwrap();
+    assert!(seq(a_events)[0] > max_lsn(0, a_events), "C2's sequence starts at A's commit end");
+    assert!(seq(a_events + 3000)[0] > max_lsn(a_events, a_events + 3000), "C1's at C2's");
+    assert!(source(a_events)["ts_us"].as_i64() <= source(a_events + 3000)["ts_us"].as_i64());
+    assert!(streamed(&mut c) >= before + 3, "A, B, C1 and C2 were streamed");
+    drop(_work_mem);
+    c.batch_execute("SELECT kafka.uncapture('wal_stream'); DROP TABLE wal_stream, wal_stream_warmup").unwrap();
+}
+
 /// With REPLICA IDENTITY DEFAULT (the default), as Debezium: an UPDATE's `before` is null, a
 /// DELETE's holds the key only, an unchanged TOASTed value is `__debezium_unavailable_value`;
 /// capture() says so in a NOTICE.

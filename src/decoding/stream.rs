@@ -1,0 +1,269 @@
+//! Transactions streamed before they commit: once the reorder buffer holds more than
+//! `logical_decoding_work_mem`, PostgreSQL hands the largest transaction's changes to
+//! [`super::plugin`] as they are decoded (while the session still writes), instead of spilling
+//! them to disk and replaying them all at COMMIT. Their events are encoded then, with
+//! [`COMMIT_MARK`](crate::backend::capture::COMMIT_MARK)s where the commit time and the last
+//! commit's end go, and kept here per transaction (raw packs; past [`MEMORY_BYTES`] in a
+//! temporary file in `base/pgsql_tmp`). At its commit [`take`] gives them back in order, and the
+//! plugin fills the marks in and moves them to [`super::spool`]; an abort drops them.
+//!
+//! What must stay true: a rolled-back savepoint's events go with it (each subtransaction's first
+//! event is noted, and its abort cuts the transaction's events back to there: everything after
+//! it belongs to it or to its children, which abort with it); memory stays bounded per streamed
+//! transaction.
+
+use crate::error::KafkaError;
+use kafka_core::pack::{each_part, Pack, Parts};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+
+/// Bytes of a streamed transaction's packs held in memory before they go to its file.
+const MEMORY_BYTES: usize = 8 << 20;
+
+/// A streamed transaction's events so far.
+#[derive(Default)]
+pub struct Streamed {
+    /// Packs in its file.
+    spilled: Option<Spill>,
+    /// Packs in memory, after the spilled ones.
+    packs: Vec<Pack>,
+    bytes: usize,
+    /// Events before each pack (spilled ones first), and in all.
+    starts: Vec<usize>,
+    events: usize,
+    /// Each subtransaction's first event (by subtransaction id).
+    subxacts: Vec<(u32, usize)>,
+}
+
+/// A streamed transaction's file: where each pack in it begins, and where it ends.
+struct Spill {
+    file: BufWriter<File>,
+    path: String,
+    offsets: Vec<u64>,
+    end: u64,
+}
+
+thread_local! {
+    static STREAMS: RefCell<HashMap<u32, Streamed>> = RefCell::new(HashMap::new());
+    /// The transaction being streamed (between stream start and stop), if any.
+    static CURRENT: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+fn io(e: std::io::Error) -> KafkaError {
+    KafkaError::Internal(format!("could not keep a streamed transaction's events on disk: {e}"))
+}
+
+/// A block of transaction `xid`'s changes begins (None: it ended).
+pub fn set_current(xid: Option<u32>) {
+    CURRENT.set(xid);
+}
+
+/// The transaction being streamed, if any: events go to it, not to the spool.
+pub fn current() -> Option<u32> {
+    CURRENT.get()
+}
+
+/// A change of subtransaction `subxid` of the current transaction is decoded: its first one
+/// marks where its events begin.
+pub fn note_subxact(subxid: u32) {
+    let Some(xid) = CURRENT.get() else { return };
+    if subxid == xid {
+        return;
+    }
+    STREAMS.with_borrow_mut(|s| {
+        let t = s.entry(xid).or_default();
+        if !t.subxacts.iter().any(|&(x, _)| x == subxid) {
+            let at = t.events;
+            t.subxacts.push((subxid, at));
+        }
+    });
+}
+
+/// Adds an event to the current streamed transaction.
+pub fn push(xid: u32, parts: &Parts) -> Result<(), KafkaError> {
+    STREAMS.with_borrow_mut(|s| {
+        let t = s.entry(xid).or_default();
+        if t.packs.last().is_none_or(|p| !p.has_room()) {
+            t.starts.push(t.events);
+            t.packs.push(Pack::new(0));
+        }
+        let (_, size) = t.packs.last_mut().map(|p| p.push(parts)).unwrap_or_default();
+        t.bytes += size;
+        t.events += 1;
+        if t.bytes > MEMORY_BYTES {
+            t.spill(xid)?;
+        }
+        Ok(())
+    })
+}
+
+impl Streamed {
+    /// Writes the packs in memory but the open one to the file.
+    fn spill(&mut self, xid: u32) -> Result<(), KafkaError> {
+        if self.spilled.is_none() {
+            std::fs::create_dir_all("base/pgsql_tmp").map_err(io)?;
+            // SAFETY: plain read of this process's id.
+            let pid = unsafe { pgrx::pg_sys::MyProcPid };
+            let path = format!("base/pgsql_tmp/pgsql_tmp_pg_kafka_stream_{pid}_{xid}");
+            let file = BufWriter::new(File::create(&path).map_err(io)?);
+            self.spilled = Some(Spill { file, path, offsets: Vec::new(), end: 0 });
+        }
+        let Some(spill) = self.spilled.as_mut() else { return Ok(()) };
+        let open = self.packs.pop();
+        for p in self.packs.drain(..) {
+            spill.offsets.push(spill.end);
+            spill.file.write_all(&(p.bytes.len() as u64).to_le_bytes()).map_err(io)?;
+            spill.file.write_all(&p.bytes).map_err(io)?;
+            spill.end += 8 + p.bytes.len() as u64;
+            self.bytes -= p.bytes.len();
+        }
+        self.packs.extend(open);
+        Ok(())
+    }
+
+    /// Packs in the file.
+    fn spilled_count(&self) -> usize {
+        self.spilled.as_ref().map_or(0, |s| s.offsets.len())
+    }
+
+    /// Drops every event from the `keep`th on (a rolled-back subtransaction's and after).
+    fn truncate(&mut self, keep: usize) -> Result<(), KafkaError> {
+        if keep >= self.events {
+            return Ok(());
+        }
+        let Some(p) = self.starts.iter().rposition(|&s| s <= keep) else {
+            *self = Streamed { spilled: self.spilled.take(), ..Default::default() };
+            return self.cut_file(0);
+        };
+        let spilled = self.spilled_count();
+        let mut pack = if p >= spilled {
+            self.packs.truncate(p - spilled + 1);
+            self.packs.pop().unwrap_or_default()
+        } else {
+            // In the file: read it back, and cut the file before it.
+            self.packs.clear();
+            let pack = self.read_back(p)?;
+            self.cut_file(p)?;
+            pack
+        };
+        pack.truncate((keep - self.starts[p]) as i32);
+        self.starts.truncate(p + 1);
+        self.events = keep;
+        self.bytes = self.packs.iter().map(|p| p.bytes.len()).sum::<usize>() + pack.bytes.len();
+        self.packs.push(pack);
+        // Those that began later were inside the aborted one; one that began where it did may
+        // still be open (its first change had no events).
+        self.subxacts.retain(|&(_, at)| at <= keep);
+        Ok(())
+    }
+
+    /// Pack `p` of the file.
+    fn read_back(&mut self, p: usize) -> Result<Pack, KafkaError> {
+        let Some(spill) = self.spilled.as_mut() else { return Ok(Pack::default()) };
+        spill.file.flush().map_err(io)?;
+        let mut r = File::open(&spill.path).map_err(io)?;
+        r.seek(SeekFrom::Start(spill.offsets[p])).map_err(io)?;
+        let mut len = [0u8; 8];
+        r.read_exact(&mut len).map_err(io)?;
+        let mut bytes = vec![0u8; u64::from_le_bytes(len) as usize];
+        r.read_exact(&mut bytes).map_err(io)?;
+        Pack::from_packed(0, &bytes, Vec::new())
+            .ok_or_else(|| KafkaError::Internal("a streamed transaction's spilled events are malformed".into()))
+    }
+
+    /// Keeps the file's first `p` packs.
+    fn cut_file(&mut self, p: usize) -> Result<(), KafkaError> {
+        let Some(spill) = self.spilled.as_mut() else { return Ok(()) };
+        if p >= spill.offsets.len() {
+            return Ok(());
+        }
+        spill.file.flush().map_err(io)?;
+        let at = spill.offsets[p];
+        spill.file.get_mut().set_len(at).map_err(io)?;
+        spill.file.get_mut().seek(SeekFrom::Start(at)).map_err(io)?;
+        spill.offsets.truncate(p);
+        spill.end = at;
+        Ok(())
+    }
+
+    /// How many events it holds.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    /// Calls `f` with each event, in order (spilled ones first); removes the file.
+    pub fn each(self, mut f: impl FnMut(&Parts) -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+        let malformed = || KafkaError::Internal("a streamed transaction's events are malformed".into());
+        let mut each_of = |bytes: &[u8]| -> Result<(), KafkaError> {
+            let mut failed = Ok(());
+            each_part(bytes, |p| {
+                if failed.is_ok() {
+                    failed = f(&p);
+                }
+            })
+            .ok_or_else(malformed)?;
+            failed
+        };
+        if let Some(Spill { file, path, offsets, .. }) = self.spilled {
+            let file = file.into_inner().map_err(|e| io(e.into_error()))?;
+            drop(file);
+            let read = (|| -> Result<(), KafkaError> {
+                let mut r = BufReader::new(File::open(&path).map_err(io)?);
+                let mut buf = Vec::new();
+                for _ in 0..offsets.len() {
+                    let mut len = [0u8; 8];
+                    r.read_exact(&mut len).map_err(io)?;
+                    buf.resize(u64::from_le_bytes(len) as usize, 0);
+                    r.read_exact(&mut buf).map_err(io)?;
+                    each_of(&buf)?;
+                }
+                Ok(())
+            })();
+            std::fs::remove_file(&path).map_err(io)?;
+            read?;
+        }
+        for p in &self.packs {
+            each_of(&p.bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// Subtransaction `subxid` of `xid` (or `xid` itself, if they are the same) aborted.
+pub fn abort(xid: u32, subxid: u32) -> Result<(), KafkaError> {
+    STREAMS.with_borrow_mut(|s| {
+        if subxid == xid {
+            if let Some(t) = s.remove(&xid) {
+                t.discard();
+            }
+            return Ok(());
+        }
+        let Some(t) = s.get_mut(&xid) else { return Ok(()) };
+        match t.subxacts.iter().find(|&&(x, _)| x == subxid) {
+            Some(&(_, at)) => t.truncate(at),
+            None => Ok(()),
+        }
+    })
+}
+
+impl Streamed {
+    /// Removes its file.
+    fn discard(self) {
+        if let Some(spill) = self.spilled {
+            let _ = std::fs::remove_file(spill.path);
+        }
+    }
+}
+
+/// Transaction `xid` committed: its events (None if it streamed none).
+pub fn take(xid: u32) -> Option<Streamed> {
+    STREAMS.with_borrow_mut(|s| s.remove(&xid))
+}
+
+/// Forgets every streamed transaction (the decoding context was closed).
+pub fn clear() {
+    CURRENT.set(None);
+    STREAMS.with_borrow_mut(|s| s.drain().for_each(|(_, t)| t.discard()));
+}
