@@ -341,10 +341,26 @@ mod unit {
         }
         let mut seen = Vec::new();
         each_part(&pack.bytes, |p| {
-            seen.push((p.topic.to_owned(), p.key.map(<[u8]>::to_vec), p.payload.map(<[u8]>::to_vec), p.headers.map(<[_]>::to_vec), p.partition, p.timestamp_ms))
+            seen.push((
+                p.topic.to_owned(),
+                p.key.map(<[u8]>::to_vec),
+                p.payload.map(<[u8]>::to_vec),
+                p.headers.map(<[_]>::to_vec),
+                p.partition,
+                p.timestamp_ms,
+            ))
         })
         .unwrap();
-        let strip = |m: &Message| (m.topic.clone(), m.key.clone(), m.payload.clone(), m.headers.clone(), m.partition, m.timestamp_ms);
+        let strip = |m: &Message| {
+            (
+                m.topic.clone(),
+                m.key.clone(),
+                m.payload.clone(),
+                m.headers.clone(),
+                m.partition,
+                m.timestamp_ms,
+            )
+        };
         assert_eq!(seen, vec![strip(&full), strip(&msg("t2"))]);
         assert!(each_part(&pack.bytes[..pack.bytes.len() - 1], |_| {}).is_none(), "cut short");
     }

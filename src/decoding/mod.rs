@@ -23,6 +23,7 @@ pub mod slot;
 pub mod spool;
 pub mod stage;
 pub mod stream;
+mod target;
 
 pub use stage::Capture;
 

@@ -4,43 +4,28 @@
 //! it writes nothing through `OutputPluginWrite`, so a slot of it read by anything else yields
 //! no data.
 //!
-//! Which tables, with which options: `kafka.capture_config`'s rows of method `wal`, read with
-//! the historic snapshot of the change being decoded (the table is a `user_catalog_table`, so
-//! logical decoding keeps its old rows), so a change is encoded with the capture and the table
-//! shape of its moment in the WAL. Looked up once per relation and kept until a relcache
-//! invalidation (an ALTER TABLE, a capture or uncapture: they invalidate the table) arrives,
-//! in the WAL's order. A partition's changes go to its captured ancestor's topic, converted to
-//! the ancestor's columns (as `publish_via_partition_root`).
+//! Which tables, with which options: [`super::target`], as of each change's moment in the WAL.
+//! A transaction is replayed at its commit (begin, changes, commit), or, once the reorder buffer
+//! holds more than `logical_decoding_work_mem`, streamed while it is written (stream callbacks:
+//! its events wait in [`stream`] with marks where the commit time goes, filled in at its commit;
+//! a rolled-back savepoint or transaction drops its own). The worker's own writes are filtered
+//! out before they are queued ([`super::mark_own_writes`]).
 //!
 //! What must stay true: callbacks never raise for a value they cannot encode (the worker would
 //! stop for everyone): such an event is counted, warned about and skipped ([`spool::failed`]).
 
+use super::target::{target, Target};
 use super::{spool, stream};
-use crate::backend::capture::plan::{self, Options, Plan};
-use crate::backend::capture::{fill_commit, Events, Tuple, WalPosition};
-use kafka_core::pack::Parts;
+use crate::backend::capture::{fill_commit, Tuple, WalPosition};
 use crate::backend::input::unix_us;
 use crate::error::KafkaError;
-use pgrx::pg_sys::{self, Datum, Oid};
+use kafka_core::pack::Parts;
+use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::rc::Rc;
-
-/// A wal-captured table's encoder, for changes of one relation (the table or a partition of it).
-struct Target {
-    events: Events,
-    /// From the partition's columns to the captured ancestor's (null: same columns).
-    map: *mut pg_sys::TupleConversionMap,
-    /// The descriptor tuples are deformed with after conversion (the ancestor's).
-    desc: pg_sys::TupleDesc,
-}
 
 thread_local! {
-    /// Targets by relation (None: not wal-captured), made in epoch `EPOCH`.
-    static TARGETS: RefCell<HashMap<Oid, Option<Rc<Target>>>> = RefCell::new(HashMap::new());
-    static EPOCH: Cell<u64> = const { Cell::new(u64::MAX) };
     /// The transaction being decoded: its id, commit time, and whether it had captured events.
     static TXN: Cell<(u32, i64, bool)> = const { Cell::new((0, 0, false)) };
     /// The end LSN of the last transaction with captured events (Debezium's `sequence`).
@@ -316,7 +301,8 @@ unsafe extern "C-unwind" fn stream_commit(
 ) {
     // SAFETY: `txn` is the committed transaction, valid for the call; its commit time and end
     // are set before its streaming ends.
-    let (xid, commit, end) = unsafe { ((*txn).xid.into_inner(), (*txn).xact_time.commit_time, (*txn).end_lsn) };
+    let (xid, commit, end) =
+        unsafe { ((*txn).xid.into_inner(), (*txn).xact_time.commit_time, (*txn).end_lsn) };
     stream::set_current(None);
     let Some(events) = stream::take(xid) else { return };
     if end <= STAGED_END.get() || events.events() == 0 {
@@ -427,122 +413,4 @@ fn per_change<R>(step: impl FnOnce() -> R) -> R {
             r
         }
     })
-}
-
-/// The target of a changed relation, if it (or an ancestor) is wal-captured.
-fn target(relation: pg_sys::Relation) -> Option<Rc<Target>> {
-    let epoch = plan::epoch();
-    if EPOCH.replace(epoch) != epoch {
-        TARGETS.with_borrow_mut(HashMap::clear);
-    }
-    // SAFETY: `relation` is open for the callback.
-    let relid = unsafe { (*relation).rd_id };
-    if let Some(t) = TARGETS.with_borrow(|t| t.get(&relid).cloned()) {
-        return t;
-    }
-    let made = match make_target(relation) {
-        Ok(t) => t.map(Rc::new),
-        Err(e) => {
-            let why = format!("pg_kafka: WAL capture could not read the capture of relation {relid:?}: {e}");
-            warning!("{why}");
-            spool::failed(why);
-            None
-        }
-    };
-    // Looking the capture up read catalogs, which may have processed invalidations.
-    if plan::epoch() == epoch {
-        TARGETS.with_borrow_mut(|t| t.insert(relid, made.clone()));
-    }
-    made
-}
-
-/// What PostgreSQL's catalog scans do after each row while a transaction is streamed: if it
-/// aborted meanwhile, what was read may be wrong, and the error (which the reorder buffer
-/// expects, ERRCODE_TRANSACTION_ROLLBACK) stops its streaming; its abort drops its events.
-fn check_concurrent_abort() {
-    // SAFETY: plain reads of the decoding backend's CheckXidAlive and of the commit log.
-    let aborted = unsafe {
-        let xid = pg_sys::CheckXidAlive;
-        xid != pg_sys::InvalidTransactionId
-            && !pg_sys::TransactionIdIsInProgress(xid)
-            && !pg_sys::TransactionIdDidCommit(xid)
-    };
-    if aborted {
-        ereport!(
-            PgLogLevel::ERROR,
-            PgSqlErrorCode::ERRCODE_TRANSACTION_ROLLBACK,
-            "transaction aborted during system catalog scan"
-        );
-    }
-}
-
-/// Reads the wal capture of `relation` or of its nearest captured ancestor (historic snapshot).
-fn make_target(relation: pg_sys::Relation) -> Result<Option<Target>, KafkaError> {
-    // SAFETY: `relation` is open for the callback.
-    let (relid, desc) = unsafe { ((*relation).rd_id, (*relation).rd_att) };
-    // Queries run with an active snapshot: here, the historic one of the change (the reorder
-    // buffer sets it up as the catalog snapshot only).
-    // SAFETY: inside the reorder buffer's replay, where GetTransactionSnapshot returns the
-    // historic snapshot; it is popped right after the query, on every path but an error, which
-    // ends the worker's transaction (and the worker).
-    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-    // While a transaction is streamed before its commit, PostgreSQL refuses table scans
-    // (CheckXidAlive is set) but in catalog scans, which then check for a concurrent abort of
-    // the transaction: the query is one (kafka.capture_config is a user catalog table), and
-    // that check follows it.
-    // SAFETY: plain process-local globals of the decoding backend; restored right after.
-    let scanning = unsafe { std::mem::replace(&mut pg_sys::bsysscan, true) };
-    let found = Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT c.relid::pg_catalog.oid, kafka_internal.capture_args(c)
-               FROM (SELECT $1::pg_catalog.regclass, 0
-                     UNION ALL -- a partition's ancestors (none for a table that is not one)
-                     SELECT p.relid, p.n FROM pg_catalog.pg_partition_ancestors($1) WITH ORDINALITY AS p(relid, n)) AS a(relid, n)
-               JOIN kafka.capture_config c ON c.relid::pg_catalog.oid OPERATOR(pg_catalog.=) a.relid::pg_catalog.oid
-              WHERE c.kind OPERATOR(pg_catalog.=) 'table' AND c.method OPERATOR(pg_catalog.=) 'wal'
-              ORDER BY a.n DESC LIMIT 1",
-            None,
-            &[relid.into()],
-        )?;
-        let Some(row) = rows.into_iter().next() else { return Ok(None) };
-        Ok::<_, pgrx::spi::Error>(Some((
-            row.get::<Oid>(1)?.unwrap_or_default(),
-            row.get::<Vec<String>>(2)?.unwrap_or_default(),
-        )))
-    })
-    .map_err(|e| KafkaError::Internal(format!("could not read kafka.capture_config: {e}")));
-    // SAFETY: restores the flag set above; pops the snapshot pushed above.
-    unsafe {
-        pg_sys::bsysscan = scanning;
-        pg_sys::PopActiveSnapshot();
-    }
-    check_concurrent_abort();
-    let Some((captured, args)) = found? else { return Ok(None) };
-    let opts = Options::from_args(&args)?;
-    if captured == relid {
-        let plan = Rc::new(Plan::new(opts, relation));
-        return Ok(Some(Target {
-            events: Events::for_wal(plan, spool::push),
-            map: std::ptr::null_mut(),
-            desc,
-        }));
-    }
-    // SAFETY: RelationIdGetRelation returns the captured ancestor open with its descriptor at
-    // this point of the WAL (historic snapshot), or null; it is closed once the plan and copies
-    // of the descriptors are made. convert_tuples_by_name maps the partition's columns to the
-    // ancestor's by name (null if they are the same).
-    unsafe {
-        let parent = pg_sys::RelationIdGetRelation(captured);
-        if parent.is_null() {
-            return Ok(None);
-        }
-        let plan = Rc::new(Plan::new(opts, parent));
-        // Kept as long as the target (a leak of a few hundred bytes per invalidation).
-        let (map, parent_desc) = PgMemoryContexts::TopMemoryContext.switch_to(|_| {
-            let parent_desc = pg_sys::CreateTupleDescCopy((*parent).rd_att);
-            (pg_sys::convert_tuples_by_name(pg_sys::CreateTupleDescCopy(desc), parent_desc), parent_desc)
-        });
-        pg_sys::RelationClose(parent);
-        Ok(Some(Target { events: Events::for_wal(plan, spool::push), map, desc: parent_desc }))
-    }
 }

@@ -157,6 +157,12 @@ impl Reader {
                 }
                 if !record.is_null() {
                     pg_sys::ffi::pg_guard_ffi_boundary(|| LogicalDecodingProcessRecord(self.ctx, reader));
+                    // A transaction streamed before its commit leaves CheckXidAlive set (the
+                    // walsender never reads a table afterwards; this worker does, and any scan
+                    // but a catalog scan would fail): what PostgreSQL's ResetLogicalStreamingState
+                    // does at a transaction's abort.
+                    pg_sys::CheckXidAlive = pg_sys::InvalidTransactionId;
+                    pg_sys::bsysscan = false;
                 }
                 pg_sys::check_for_interrupts!();
                 if super::spool::bytes() >= budget {

@@ -169,8 +169,9 @@ impl Streamed {
         r.read_exact(&mut len).map_err(io)?;
         let mut bytes = vec![0u8; u64::from_le_bytes(len) as usize];
         r.read_exact(&mut bytes).map_err(io)?;
-        Pack::from_packed(0, &bytes, Vec::new())
-            .ok_or_else(|| KafkaError::Internal("a streamed transaction's spilled events are malformed".into()))
+        Pack::from_packed(0, &bytes, Vec::new()).ok_or_else(|| {
+            KafkaError::Internal("a streamed transaction's spilled events are malformed".into())
+        })
     }
 
     /// Keeps the file's first `p` packs.

@@ -101,15 +101,17 @@ struct WorkMem;
 
 impl WorkMem {
     fn set(c: &mut postgres::Client, value: &str) -> WorkMem {
-        c.batch_execute(&format!("ALTER SYSTEM SET logical_decoding_work_mem = '{value}'; SELECT pg_reload_conf()"))
-            .unwrap();
+        c.batch_execute(&format!("ALTER SYSTEM SET logical_decoding_work_mem = '{value}'")).unwrap();
+        c.batch_execute("SELECT pg_reload_conf()").unwrap();
         WorkMem
     }
 }
 
 impl Drop for WorkMem {
     fn drop(&mut self) {
-        let _ = pg().batch_execute("ALTER SYSTEM RESET logical_decoding_work_mem; SELECT pg_reload_conf()");
+        let mut c = pg();
+        let _ = c.batch_execute("ALTER SYSTEM RESET logical_decoding_work_mem");
+        let _ = c.batch_execute("SELECT pg_reload_conf()");
     }
 }
 
@@ -144,11 +146,16 @@ fn large_transactions_are_streamed_as_they_write() {
     // Once the worker streams (it reloads the setting between passes), everything below is.
     let before = streamed(&mut c);
     wait_until("the worker streams large transactions", || {
-        c.batch_execute("INSERT INTO wal_stream_warmup SELECT repeat('w', 200) FROM generate_series(1, 2000)").unwrap();
+        c.batch_execute(
+            "INSERT INTO wal_stream_warmup SELECT repeat('w', 200) FROM generate_series(1, 2000)",
+        )
+        .unwrap();
         streamed(&mut c) > before
     });
     let before = streamed(&mut c);
-    let rows = |from: i32, to: i32| format!("INSERT INTO wal_stream SELECT i, repeat('v', 200) || i FROM generate_series({from}, {to}) i");
+    let rows = |from: i32, to: i32| {
+        format!("INSERT INTO wal_stream SELECT i, repeat('v', 200) || i FROM generate_series({from}, {to}) i")
+    };
     // A: 20,000 rows kept (past 8 MB: on disk), 20,000 rolled back (cut in the file), a released
     // savepoint's update kept, a nested pair rolled back together, then 500 rows more.
     let mut a = c.transaction().unwrap();
@@ -208,7 +215,10 @@ fn large_transactions_are_streamed_as_they_write() {
         let first = source(from);
         for i in from..to {
             let s = source(i);
-            assert!(s["ts_us"] == first["ts_us"] && s["txId"] == first["txId"], "one commit for a transaction");
+            assert!(
+                s["ts_us"] == first["ts_us"] && s["txId"] == first["txId"],
+                "one commit for a transaction"
+            );
             assert_eq!(s["ts_ms"].as_i64().unwrap(), first["ts_us"].as_i64().unwrap() / 1000);
             assert_eq!(s["ts_ns"].as_i64().unwrap(), first["ts_us"].as_i64().unwrap() * 1000);
             assert_eq!(seq(i), [seq(from)[0], lsn(i)], "sequence: the last commit's end, then the LSN");
@@ -223,7 +233,8 @@ fn large_transactions_are_streamed_as_they_write() {
     assert!(source(a_events)["ts_us"].as_i64() <= source(a_events + 3000)["ts_us"].as_i64());
     assert!(streamed(&mut c) >= before + 3, "A, B, C1 and C2 were streamed");
     drop(_work_mem);
-    c.batch_execute("SELECT kafka.uncapture('wal_stream'); DROP TABLE wal_stream, wal_stream_warmup").unwrap();
+    c.batch_execute("SELECT kafka.uncapture('wal_stream'); DROP TABLE wal_stream, wal_stream_warmup")
+        .unwrap();
 }
 
 /// With REPLICA IDENTITY DEFAULT (the default), as Debezium: an UPDATE's `before` is null, a
