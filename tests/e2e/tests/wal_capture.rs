@@ -130,7 +130,7 @@ fn streamed(c: &mut postgres::Client) -> i64 {
 /// in order, with its commit time, its id, `sequence` from the last commit's end. A rolled-back
 /// savepoint takes its events with it (also once they were written to disk, and with a released
 /// savepoint inside it), a released one keeps them, a rolled-back transaction gives nothing, and
-/// two streamed at once arrive in commit order.
+/// two streamed at once arrive in commit order; the worker runs on throughout.
 #[test]
 fn large_transactions_are_streamed_as_they_write() {
     let mut c = pg();
@@ -142,6 +142,10 @@ fn large_transactions_are_streamed_as_they_write() {
     )
     .unwrap();
     c.execute("SELECT kafka.capture('wal_stream', topic => $1, method => 'wal')", &[&t]).unwrap();
+    let worker = |c: &mut postgres::Client| -> i32 {
+        c.query_one("SELECT worker_pid FROM kafka.status", &[]).unwrap().get(0)
+    };
+    let pid = worker(&mut c);
     let _work_mem = WorkMem::set(&mut c, "64kB");
     // Once the worker streams (it reloads the setting between passes), everything below is.
     let before = streamed(&mut c);
@@ -232,6 +236,7 @@ fn large_transactions_are_streamed_as_they_write() {
     assert!(seq(a_events + 3000)[0] > max_lsn(a_events, a_events + 3000), "C1's at C2's");
     assert!(source(a_events)["ts_us"].as_i64() <= source(a_events + 3000)["ts_us"].as_i64());
     assert!(streamed(&mut c) >= before + 3, "A, B, C1 and C2 were streamed");
+    assert_eq!(worker(&mut c), pid, "the worker never stopped");
     drop(_work_mem);
     c.batch_execute("SELECT kafka.uncapture('wal_stream'); DROP TABLE wal_stream, wal_stream_warmup")
         .unwrap();
