@@ -4,8 +4,8 @@
 //! until a relcache invalidation arrives in the WAL's order.
 //!
 //! What must stay true: a capture is read as of the change's moment in the WAL; while a
-//! transaction is streamed before its commit the read is a catalog scan, checked for a
-//! concurrent abort afterwards, as PostgreSQL's own catalog scans are.
+//! transaction is streamed before its commit the read is checked for a concurrent abort of it
+//! afterwards, as PostgreSQL's own catalog scans are.
 
 use super::spool;
 use crate::backend::capture::plan::{self, Options, Plan};
@@ -44,7 +44,7 @@ pub(super) fn target(relation: pg_sys::Relation) -> Option<Rc<Target>> {
     if let Some(t) = TARGETS.with_borrow(|t| t.get(&relid).cloned()) {
         return t;
     }
-    let made = match make_target(relation) {
+    let made = match reading_captures(|| make_target(relation)) {
         Ok(t) => t.map(Rc::new),
         Err(e) => {
             let why = format!("pg_kafka: WAL capture could not read the capture of relation {relid:?}: {e}");
@@ -60,13 +60,31 @@ pub(super) fn target(relation: pg_sys::Relation) -> Option<Rc<Target>> {
     made
 }
 
-/// What PostgreSQL's catalog scans do after each row while a transaction is streamed: if it
-/// aborted meanwhile, what was read may be wrong, and the error (which the reorder buffer
-/// expects, ERRCODE_TRANSACTION_ROLLBACK) stops its streaming; its abort drops its events.
-fn check_concurrent_abort() {
-    // SAFETY: plain reads of the decoding backend's CheckXidAlive and of the commit log.
+/// Runs `f`, which reads `kafka.capture_config` (and, with schemas, catalogs) with queries.
+/// While a transaction is streamed before its commit, PostgreSQL refuses every scan but a
+/// catalog scan (CheckXidAlive is set; a query's own catalog lookups even clear the flag that
+/// lets one through): the check is suspended for the lookup, and what PostgreSQL's catalog
+/// scans do afterwards is done once it is back: if the transaction aborted meanwhile, what was
+/// read may be wrong, and the error the reorder buffer expects (ERRCODE_TRANSACTION_ROLLBACK)
+/// stops its streaming; its abort then drops its events.
+fn reading_captures<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: a plain process-local global of the decoding backend, put back right after `f`
+    // (an error in `f` ends the worker's transaction, whose abort resets it anyway).
+    let alive = unsafe {
+        let alive = pg_sys::CheckXidAlive;
+        pg_sys::CheckXidAlive = pg_sys::InvalidTransactionId;
+        alive
+    };
+    let r = f();
+    // SAFETY: as above.
+    unsafe { pg_sys::CheckXidAlive = alive };
+    check_concurrent_abort(alive);
+    r
+}
+
+fn check_concurrent_abort(xid: pg_sys::TransactionId) {
+    // SAFETY: plain reads of the commit log.
     let aborted = unsafe {
-        let xid = pg_sys::CheckXidAlive;
         xid != pg_sys::InvalidTransactionId
             && !pg_sys::TransactionIdIsInProgress(xid)
             && !pg_sys::TransactionIdDidCommit(xid)
@@ -90,16 +108,6 @@ fn make_target(relation: pg_sys::Relation) -> Result<Option<Target>, KafkaError>
     // historic snapshot; it is popped right after the query, on every path but an error, which
     // ends the worker's transaction (and the worker).
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-    // While a transaction is streamed before its commit, PostgreSQL refuses table scans
-    // (CheckXidAlive is set) but in catalog scans, which then check for a concurrent abort of
-    // the transaction: the query is one (kafka.capture_config is a user catalog table), and
-    // that check follows it.
-    // SAFETY: plain process-local globals of the decoding backend; restored right after.
-    let scanning = unsafe {
-        let was = pg_sys::bsysscan;
-        pg_sys::bsysscan = true;
-        was
-    };
     let found = Spi::connect(|c| {
         let rows = c.select(
             "SELECT c.relid::pg_catalog.oid, kafka_internal.capture_args(c)
@@ -119,12 +127,8 @@ fn make_target(relation: pg_sys::Relation) -> Result<Option<Target>, KafkaError>
         )))
     })
     .map_err(|e| KafkaError::Internal(format!("could not read kafka.capture_config: {e}")));
-    // SAFETY: restores the flag set above; pops the snapshot pushed above.
-    unsafe {
-        pg_sys::bsysscan = scanning;
-        pg_sys::PopActiveSnapshot();
-    }
-    check_concurrent_abort();
+    // SAFETY: pops the snapshot pushed above.
+    unsafe { pg_sys::PopActiveSnapshot() };
     let Some((captured, args)) = found? else { return Ok(None) };
     let opts = Options::from_args(&args)?;
     if captured == relid {

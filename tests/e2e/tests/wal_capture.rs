@@ -157,6 +157,8 @@ fn large_transactions_are_streamed_as_they_write() {
         streamed(&mut c) > before
     });
     let before = streamed(&mut c);
+    // The capture is looked up again (a relcache invalidation) while A is streamed.
+    c.batch_execute("ALTER TABLE wal_stream SET (fillfactor = 90)").unwrap();
     let rows = |from: i32, to: i32| {
         format!("INSERT INTO wal_stream SELECT i, repeat('v', 200) || i FROM generate_series({from}, {to}) i")
     };
