@@ -41,6 +41,17 @@ pub fn stored_form(raw: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// `raw` lz4-compressed with its size in front, for a temporary file of the worker's own (read
+/// back by [`unsqueeze`]).
+pub fn squeeze(raw: &[u8]) -> Vec<u8> {
+    lz4_flex::block::compress_prepend_size(raw)
+}
+
+/// What [`squeeze`] made, back as it was; None if it is not that.
+pub fn unsqueeze(squeezed: &[u8]) -> Option<Vec<u8>> {
+    lz4_flex::block::decompress_size_prepended(squeezed).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +82,15 @@ mod tests {
         assert!(s.len() < raw.len() / 2, "JSON events compress well");
         // What PostgreSQL does: LZ4_decompress_safe of the block into the raw size.
         assert_eq!(lz4_flex::block::decompress(&s[8..], raw.len()).unwrap(), raw);
+    }
+
+    #[test]
+    fn squeezed_bytes_come_back_as_they_were() {
+        let raw: Vec<u8> = (0..3000).flat_map(|i| format!("{{\"n\":{i}}}").into_bytes()).collect();
+        let s = squeeze(&raw);
+        assert!(s.len() < raw.len() / 2);
+        assert_eq!(unsqueeze(&s).unwrap(), raw);
+        assert!(unsqueeze(&s[..s.len() / 2]).is_none(), "cut short");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! [`super::plugin`] as they are decoded (while the session still writes), instead of spilling
 //! them to disk and replaying them all at COMMIT. Their events are encoded then, with
 //! [`COMMIT_MARK`](crate::backend::capture::COMMIT_MARK)s where the commit time and the last
-//! commit's end go, and kept here per transaction (raw packs; past [`MEMORY_BYTES`] in a
+//! commit's end go, and kept here per transaction (packs; past [`MEMORY_BYTES`] compressed in a
 //! temporary file in `base/pgsql_tmp`). At its commit [`take`] gives them back in order, and the
 //! plugin fills the marks in and moves them to [`super::spool`]; an abort drops them.
 //!
@@ -14,6 +14,7 @@
 
 use crate::error::KafkaError;
 use kafka_core::pack::{each_part, Pack, Parts};
+use kafka_core::stored::{squeeze, unsqueeze};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fs::File;
@@ -113,10 +114,13 @@ impl Streamed {
         let Some(spill) = self.spilled.as_mut() else { return Ok(()) };
         let open = self.packs.pop();
         for p in self.packs.drain(..) {
+            // Compressed: a bulk transaction writes a twelfth of its events' bytes while the
+            // session that makes them is still writing.
+            let squeezed = squeeze(&p.bytes);
             spill.offsets.push(spill.end);
-            spill.file.write_all(&(p.bytes.len() as u64).to_le_bytes()).map_err(io)?;
-            spill.file.write_all(&p.bytes).map_err(io)?;
-            spill.end += 8 + p.bytes.len() as u64;
+            spill.file.write_all(&(squeezed.len() as u64).to_le_bytes()).map_err(io)?;
+            spill.file.write_all(&squeezed).map_err(io)?;
+            spill.end += 8 + squeezed.len() as u64;
             self.bytes -= p.bytes.len();
         }
         self.packs.extend(open);
@@ -169,7 +173,7 @@ impl Streamed {
         r.read_exact(&mut len).map_err(io)?;
         let mut bytes = vec![0u8; u64::from_le_bytes(len) as usize];
         r.read_exact(&mut bytes).map_err(io)?;
-        Pack::from_packed(0, &bytes, Vec::new()).ok_or_else(|| {
+        unsqueeze(&bytes).and_then(|raw| Pack::from_packed(0, &raw, Vec::new())).ok_or_else(|| {
             KafkaError::Internal("a streamed transaction's spilled events are malformed".into())
         })
     }
@@ -218,7 +222,7 @@ impl Streamed {
                     r.read_exact(&mut len).map_err(io)?;
                     buf.resize(u64::from_le_bytes(len) as usize, 0);
                     r.read_exact(&mut buf).map_err(io)?;
-                    each_of(&buf)?;
+                    each_of(&unsqueeze(&buf).ok_or_else(malformed)?)?;
                 }
                 Ok(())
             })();
