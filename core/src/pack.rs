@@ -287,17 +287,22 @@ mod unit {
         Message { topic: topic.into(), ..Default::default() }
     }
 
-    #[test]
-    fn a_packed_payload_is_taken_whole_with_its_count_and_topics() {
-        let mut pack = Pack::new(0);
-        let full = Message {
+    /// A message with every part.
+    fn full() -> Message {
+        Message {
             key: Some(b"k".to_vec()),
             payload: Some(b"{}".to_vec()),
             headers: Some(vec![("a".into(), Some("1".into())), ("b".into(), None)]),
             partition: Some(2),
             timestamp_ms: Some(7),
             ..msg("t1")
-        };
+        }
+    }
+
+    #[test]
+    fn a_packed_payload_is_taken_whole_with_its_count_and_topics() {
+        let mut pack = Pack::new(0);
+        let full = full();
         for m in [&full, &msg("t2"), &full] {
             pack.push(&m.parts());
         }
@@ -328,14 +333,7 @@ mod unit {
     #[test]
     fn each_part_lends_every_part_in_order() {
         let mut pack = Pack::new(0);
-        let full = Message {
-            key: Some(b"k".to_vec()),
-            payload: Some(b"{}".to_vec()),
-            headers: Some(vec![("a".into(), Some("1".into())), ("b".into(), None)]),
-            partition: Some(2),
-            timestamp_ms: Some(7),
-            ..msg("t1")
-        };
+        let full = full();
         for m in [&full, &msg("t2")] {
             pack.push(&m.parts());
         }

@@ -286,7 +286,6 @@ unsafe extern "C-unwind" fn stream_abort(
     };
     if let Err(e) = stream::abort(top, xid) {
         let why = format!("pg_kafka: WAL capture could not drop the events of an aborted transaction: {e}");
-        warning!("{why}");
         spool::failed(why);
     }
 }
@@ -323,7 +322,6 @@ unsafe extern "C-unwind" fn stream_commit(
             "pg_kafka: WAL capture lost the events of transaction {xid} (committed at {}): {e}",
             super::lsn_text(end)
         );
-        warning!("{why}");
         spool::failed(why);
     }
     LAST_COMMIT_END.set(end);
@@ -340,7 +338,6 @@ fn note(done: Result<(), KafkaError>, target: &Target, lsn: u64) {
             plan.schema,
             plan.table
         );
-        warning!("{why}");
         spool::failed(why);
     }
 }

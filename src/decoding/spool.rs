@@ -231,8 +231,9 @@ pub fn commit(end_lsn: u64) {
     });
 }
 
-/// An event that could not be made (why), for the worker to report.
+/// An event that could not be made (why): warned about now, and kept for the worker to report.
 pub fn failed(why: String) {
+    pgrx::warning!("{why}");
     SPOOL.with_borrow_mut(|s| s.failed.push(why));
 }
 

@@ -48,7 +48,6 @@ pub(super) fn target(relation: pg_sys::Relation) -> Option<Rc<Target>> {
         Ok(t) => t.map(Rc::new),
         Err(e) => {
             let why = format!("pg_kafka: WAL capture could not read the capture of relation {relid:?}: {e}");
-            warning!("{why}");
             spool::failed(why);
             None
         }
