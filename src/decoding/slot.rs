@@ -68,6 +68,9 @@ fn setting(name: &CStr) -> String {
 /// the capture; the `table` is invalidated so that decoding reads its capture anew from there.
 #[pg_extern(volatile, parallel_unsafe, schema = "kafka_internal")]
 fn wal_prepare(table: pg_sys::Oid) -> SqlResult<()> {
+    if let Some(name) = own_table(table)? {
+        return Err(KafkaError::WalOwnTable(name).into());
+    }
     check_requirements()?;
     crate::store::wal::lock_captures()?;
     if !exists() {
@@ -79,6 +82,26 @@ fn wal_prepare(table: pg_sys::Oid) -> SqlResult<()> {
     }
     invalidate(table);
     Ok(())
+}
+
+/// The name of `table` if it is one of the extension's own (the worker writes those with the
+/// origin WAL capture skips: [`super::mark_own_writes`]).
+fn own_table(table: pg_sys::Oid) -> Result<Option<String>, KafkaError> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT $1::pg_catalog.regclass::pg_catalog.text FROM pg_catalog.pg_depend d
+               JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+              WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+                AND d.objid OPERATOR(pg_catalog.=) $1
+                AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+                AND d.deptype OPERATOR(pg_catalog.=) 'e' AND e.extname OPERATOR(pg_catalog.=) 'kafka'",
+            Some(1),
+            &[table.into()],
+        )?
+        .first()
+        .get_one::<String>()
+    })
+    .map_err(|e| KafkaError::Internal(format!("could not read the extension's tables: {e}")))
 }
 
 /// Makes decoding read the capture of `table` anew from this transaction's commit on (the

@@ -395,6 +395,12 @@ macro_rules! kafka_errors {
                 hint: "Call kafka.capture(..., method => 'wal') in its own transaction, or before \
                        anything else the transaction writes.",
             }
+            /// `capture(method => 'wal')` of one of pg_kafka's own tables (the table): its worker
+            /// writes them, and WAL capture does not decode the worker's writes.
+            WalOwnTable(table: String) = "55000" object_not_in_prerequisite_state {
+                message: ("{} is one of pg_kafka's own tables: WAL capture does not decode what pg_kafka's worker writes", $crate::error::shown(table)),
+                hint: "Capture it with method => 'trigger'.",
+            }
             /// An unknown capture method (the method given).
             BadCaptureMethod(method: String) = "22023" invalid_parameter_value {
                 message: ("unknown capture method {}", $crate::error::shown(method)),

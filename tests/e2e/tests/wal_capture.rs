@@ -380,6 +380,10 @@ fn requirements_are_checked_and_the_slot_follows_the_captures() {
     assert_eq!(state, "55000");
     assert!(hint.unwrap().contains("output_plugin_libraries"));
     c.batch_execute("RESET output_plugin_libraries").unwrap();
+    // pg_kafka's own tables: the worker writes them, and WAL capture skips the worker's writes.
+    let (state, hint) = error_of(&mut c, "SELECT kafka.capture('kafka.config', method => 'wal')");
+    assert_eq!(state, "55000");
+    assert!(hint.unwrap().contains("method => 'trigger'"));
     let captured: i64 = c
         .query_one("SELECT count(*) FROM kafka.captures WHERE \"table\" = 'wal_req'::regclass", &[])
         .unwrap()
