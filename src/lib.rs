@@ -15,7 +15,7 @@
 //! | 3 | [`shared`] | shared memory: each served database's entry (its worker's state, wake-ups), the immediate-send slots |
 //! | 4 | [`store`] | pg_kafka's tables and every statement on them; the fast append |
 //! | 5 | [`backend`] | what runs in a user's session: SQL functions, the transaction's buffer, capture, which databases are served |
-//! | 6 | [`decoding`] | WAL capture: the output plugin, the decoding context the worker keeps, staging decoded events into the outbox |
+//! | 6 | [`decoding`] | WAL capture: the output plugin and its capture lookups, the decoding context the worker keeps, transactions streamed before they commit, the spool of sealed packs (compressed on a thread of its own), staging decoded events into the outbox |
 //! | 7 | [`worker`] | the background workers: the launcher (one worker per served database), the delivery loop, both delivery modes, immediate sends, the WAL capture step |
 //!
 //! A message's way: `backend::api::produce` → [`backend::pending`] (buffered in packs, written to

@@ -98,8 +98,9 @@ fn own_table(table: pg_sys::Oid) -> Result<Option<String>, KafkaError> {
             Some(1),
             &[table.into()],
         )?
-        .first()
-        .get_one::<String>()
+        .into_iter()
+        .next()
+        .map_or(Ok(None), |row| row.get::<String>(1))
     })
     .map_err(|e| KafkaError::Internal(format!("could not read the extension's tables: {e}")))
 }
