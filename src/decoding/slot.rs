@@ -98,7 +98,6 @@ fn own_table(table: pg_sys::Oid) -> Result<Option<String>, KafkaError> {
             Some(1),
             &[table.into()],
         )?
-        .into_iter()
         .next()
         .map_or(Ok(None), |row| row.get::<String>(1))
     })
