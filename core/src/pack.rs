@@ -241,41 +241,20 @@ pub fn each_part(payload: &[u8], mut f: impl FnMut(Parts<'_>)) -> Option<()> {
 
 /// The messages of the packed payload of outbox row `row`; None if it is malformed.
 pub fn unpack(row: i64, payload: &[u8]) -> Option<Vec<Message>> {
-    let mut r = Reader(payload);
     let mut msgs = Vec::new();
-    while !r.0.is_empty() {
-        let flags = r.take(1)?[0];
-        let mut m = Message { id: row + msgs.len() as i64, row, topic: r.text()?, ..Default::default() };
-        if flags & KEY != 0 {
-            m.key = Some(r.bytes()?.to_vec());
-        }
-        if flags & VALUE != 0 {
-            m.payload = Some(r.bytes()?.to_vec());
-        }
-        if flags & HEADERS != 0 {
-            let n = r.u32()?;
-            let mut headers = Vec::with_capacity(n.min(1024) as usize);
-            for _ in 0..n {
-                let name = r.text()?;
-                let value = match u32::from_le_bytes(r.0.get(..4)?.try_into().ok()?) {
-                    NULL => {
-                        r.take(4)?;
-                        None
-                    }
-                    _ => Some(r.text()?),
-                };
-                headers.push((name, value));
-            }
-            m.headers = Some(headers);
-        }
-        if flags & PARTITION != 0 {
-            m.partition = Some(i32::from_le_bytes(r.take(4)?.try_into().ok()?));
-        }
-        if flags & TIMESTAMP != 0 {
-            m.timestamp_ms = Some(i64::from_le_bytes(r.take(8)?.try_into().ok()?));
-        }
-        msgs.push(m);
-    }
+    each_part(payload, |p| {
+        msgs.push(Message {
+            id: row + msgs.len() as i64,
+            row,
+            topic: p.topic.to_owned(),
+            key: p.key.map(<[u8]>::to_vec),
+            payload: p.payload.map(<[u8]>::to_vec),
+            headers: p.headers.map(<[_]>::to_vec),
+            partition: p.partition,
+            timestamp_ms: p.timestamp_ms,
+            ..Default::default()
+        })
+    })?;
     Some(msgs)
 }
 
@@ -285,6 +264,14 @@ mod unit {
 
     fn msg(topic: &str) -> Message {
         Message { topic: topic.into(), ..Default::default() }
+    }
+
+    /// Every part of a message, to compare.
+    type Stripped =
+        (String, Option<Vec<u8>>, Option<Vec<u8>>, Option<crate::message::Headers>, Option<i32>, Option<i64>);
+
+    fn strip(m: &Message) -> Stripped {
+        (m.topic.clone(), m.key.clone(), m.payload.clone(), m.headers.clone(), m.partition, m.timestamp_ms)
     }
 
     /// A message with every part.
@@ -349,16 +336,6 @@ mod unit {
             ))
         })
         .unwrap();
-        let strip = |m: &Message| {
-            (
-                m.topic.clone(),
-                m.key.clone(),
-                m.payload.clone(),
-                m.headers.clone(),
-                m.partition,
-                m.timestamp_ms,
-            )
-        };
         assert_eq!(seen, vec![strip(&full), strip(&msg("t2"))]);
         assert!(each_part(&pack.bytes[..pack.bytes.len() - 1], |_| {}).is_none(), "cut short");
     }
@@ -379,16 +356,6 @@ mod unit {
         assert_eq!(pack.push(&msg("b").parts()).0, 1025);
         assert_eq!(pack.push(&empty.parts()).0, 1026);
         let back = unpack(1024, &pack.bytes).unwrap();
-        let strip = |m: &Message| {
-            (
-                m.topic.clone(),
-                m.key.clone(),
-                m.payload.clone(),
-                m.headers.clone(),
-                m.partition,
-                m.timestamp_ms,
-            )
-        };
         assert_eq!(back.iter().map(strip).collect::<Vec<_>>(), [&full, &msg("b"), &empty].map(strip));
         assert_eq!(
             back.iter().map(|m| (m.row, m.id)).collect::<Vec<_>>(),
