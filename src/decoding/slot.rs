@@ -27,6 +27,25 @@ pub fn exists() -> bool {
     !unsafe { pg_sys::SearchNamedReplicationSlot(name.as_ptr(), true) }.is_null()
 }
 
+/// Whether another process holds the slot: a session making it (it holds it until the slot's
+/// start point is found, which waits for the transactions running then to end), or someone
+/// reading it by hand. The worker then leaves it alone until it is free (acquiring it would
+/// raise, and the worker exit).
+pub fn held_elsewhere() -> bool {
+    let name = name();
+    // SAFETY: `name` is NUL-terminated; with need_lock, the lookup takes the slots' lock itself.
+    // Slots live in shared memory for the server's life. `active_pid` is read without the slot's
+    // spinlock (a 4-byte read is never torn): at worst the worker looks again at its next pass.
+    unsafe {
+        let slot = pg_sys::SearchNamedReplicationSlot(name.as_ptr(), true);
+        if slot.is_null() {
+            return false;
+        }
+        let pid = std::ptr::read_volatile(&raw const (*slot).active_pid);
+        pid != 0 && pid != pg_sys::MyProcPid
+    }
+}
+
 /// Refuses WAL capture where the server cannot decode for pg_kafka.
 pub fn check_requirements() -> Result<(), KafkaError> {
     // SAFETY: plain reads of settings' variables.

@@ -62,6 +62,9 @@ impl Capture {
             staged.failed.extend(self.slot_lost()?);
             return Ok(staged);
         }
+        if self.reader.is_none() && slot::held_elsewhere() {
+            return Ok(staged); // being made by a capture: the next pass opens it
+        }
         let reader = &mut self.reader;
         let done = BackgroundWorker::transaction(AssertUnwindSafe(|| -> Result<_, KafkaError> {
             let name = wal::slot_name();

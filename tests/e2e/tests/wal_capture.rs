@@ -410,6 +410,66 @@ fn requirements_are_checked_and_the_slot_follows_the_captures() {
     c.batch_execute("DROP TABLE wal_req").unwrap();
 }
 
+/// The first wal capture makes the slot and holds it until the slot's start point is found,
+/// which waits for the transactions running then to end. Meanwhile the worker leaves the slot
+/// alone and goes on delivering (it used to try to acquire the slot, fail, and restart), then
+/// decodes from it once the capture is made.
+#[test]
+fn the_worker_goes_on_while_a_capture_makes_the_slot() {
+    let mut c = pg();
+    c.batch_execute(
+        "DROP TABLE IF EXISTS wal_making, wal_making_busy;
+         CREATE TABLE wal_making (id int PRIMARY KEY); CREATE TABLE wal_making_busy (id int);",
+    )
+    .unwrap();
+    let others: i64 =
+        c.query_one("SELECT count(*) FROM kafka.captures WHERE method = 'wal'", &[]).unwrap().get(0);
+    assert_eq!(others, 0, "another wal capture is left over: this test needs the slot not to exist");
+    let slot = |c: &mut postgres::Client| -> Option<i32> {
+        let row =
+            c.query_opt("SELECT active_pid FROM pg_replication_slots WHERE slot_name LIKE 'pg_kafka_%'", &[]);
+        row.unwrap().and_then(|r| r.get(0))
+    };
+    wait_until("the slot of earlier captures to be dropped", || {
+        c.query_one("SELECT count(*) = 0 FROM pg_replication_slots WHERE slot_name LIKE 'pg_kafka_%'", &[])
+            .unwrap()
+            .get(0)
+    });
+    let worker = status(&mut c).pid;
+    let (t, during) = (topic("wal_making"), topic("wal_making_produce"));
+
+    // A transaction with an xid runs: the capture's slot waits for it, held by that session.
+    let mut busy = pg();
+    let mut tx = busy.transaction().unwrap();
+    tx.batch_execute("INSERT INTO wal_making_busy VALUES (1)").unwrap();
+    let making = {
+        let t = t.clone();
+        std::thread::spawn(move || {
+            pg().execute("SELECT kafka.capture('wal_making', topic => $1, method => 'wal')", &[&t]).unwrap();
+        })
+    };
+    let mut holder = None;
+    wait_until("the capture to hold the slot it makes", || {
+        holder = slot(&mut c);
+        holder.is_some()
+    });
+    // A commit wakes the worker, and its pass finds the slot held by the capture.
+    c.execute("SELECT kafka.produce($1, 'while the slot is made')", &[&during]).unwrap();
+    let mut reader = TopicReader::new(&during);
+    let r = reader.read_at_least(1);
+    assert_eq!(r[0].payload.as_deref(), Some(&b"while the slot is made"[..]));
+    assert_eq!(slot(&mut c), holder, "the capture still holds the slot");
+    assert_eq!(status(&mut c).pid, worker, "the worker ran on");
+
+    tx.commit().unwrap();
+    making.join().unwrap();
+    c.batch_execute("INSERT INTO wal_making VALUES (1), (2)").unwrap();
+    let ids: Vec<_> = events(&t, 2).iter().map(|(_, v)| v.as_ref().unwrap()["after"]["id"].clone()).collect();
+    assert_eq!(ids, vec![Value::from(1), Value::from(2)]);
+    assert_eq!(status(&mut c).pid, worker, "the worker ran on");
+    c.batch_execute("SELECT kafka.uncapture('wal_making'); DROP TABLE wal_making, wal_making_busy").unwrap();
+}
+
 /// Sessions write a wal-captured table (with late-committing transactions and rollbacks) while
 /// the worker is killed, PostgreSQL crashes and Kafka restarts: every committed change arrives,
 /// none of a rolled-back transaction, and each row's events in commit order; exactly once,
