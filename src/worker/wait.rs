@@ -83,6 +83,12 @@ pub(super) fn rest(pass: &Pass, wait: Duration, wal_behind: impl Fn() -> Option<
 /// An idle wait of `wait` in slices of [`READ_AHEAD_EVERY`], ended early when WAL capture has
 /// [`READ_AHEAD_BYTES`] to decode.
 fn read_ahead_sleep(wait: Duration, wal_behind: impl Fn() -> Option<u64>) -> ControlFlow<()> {
+    // A long pass of decoding leaves as much WAL behind it: on at once, or the worker decodes
+    // less than a long transaction writes.
+    if wal_behind().is_some_and(|b| b >= READ_AHEAD_BYTES) {
+        pg_sys::check_for_interrupts!();
+        return Continue(());
+    }
     let until = Instant::now() + wait;
     loop {
         let slice = (Instant::now() + READ_AHEAD_EVERY).min(until);
