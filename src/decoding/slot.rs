@@ -46,6 +46,28 @@ pub fn held_elsewhere() -> bool {
     }
 }
 
+/// Whether PostgreSQL invalidated the slot: it kept more WAL than `max_slot_wal_keep_size`
+/// allows (or, from PostgreSQL 18, sat idle past `idle_replication_slot_timeout`). It cannot be
+/// read any more.
+pub fn invalidated() -> bool {
+    let name = name();
+    // SAFETY: as in `held_elsewhere`; the fields are set once, under the slot's lock, by the
+    // invalidation, and read here by a process that does not hold the slot.
+    unsafe {
+        let slot = pg_sys::SearchNamedReplicationSlot(name.as_ptr(), true);
+        if slot.is_null() {
+            return false;
+        }
+        let data = &raw const (*slot).data;
+        #[cfg(any(feature = "pg14", feature = "pg15"))]
+        let invalid = std::ptr::read_volatile(&raw const (*data).invalidated_at) != 0;
+        #[cfg(not(any(feature = "pg14", feature = "pg15")))]
+        let invalid = std::ptr::read_volatile(&raw const (*data).invalidated)
+            != pg_sys::ReplicationSlotInvalidationCause::RS_INVAL_NONE;
+        invalid
+    }
+}
+
 /// Refuses WAL capture where the server cannot decode for pg_kafka.
 pub fn check_requirements() -> Result<(), KafkaError> {
     // SAFETY: plain reads of settings' variables.

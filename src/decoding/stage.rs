@@ -32,6 +32,14 @@ pub struct Capture {
     retained_warned: bool,
 }
 
+/// Why the slot must be made again.
+enum Lost {
+    /// It is gone: a failover, or dropped by hand.
+    Missing,
+    /// PostgreSQL invalidated it.
+    Invalidated,
+}
+
 /// What a pass did.
 pub struct Staged {
     /// Transactions whose events went to the outbox.
@@ -59,11 +67,17 @@ impl Capture {
             if let Some(r) = self.reader.take() {
                 r.close();
             }
-            staged.failed.extend(self.slot_lost()?);
+            staged.failed.extend(self.slot_lost(Lost::Missing)?);
             return Ok(staged);
         }
         if self.reader.is_none() && slot::held_elsewhere() {
             return Ok(staged); // being made by a capture: the next pass opens it
+        }
+        if self.reader.is_none() && slot::invalidated() {
+            // Unreadable for ever (opening it raises): made again, as a lost one.
+            BackgroundWorker::transaction(slot::drop_slot);
+            staged.failed.extend(self.slot_lost(Lost::Invalidated)?);
+            return Ok(staged);
         }
         let reader = &mut self.reader;
         let done = BackgroundWorker::transaction(AssertUnwindSafe(|| -> Result<_, KafkaError> {
@@ -159,12 +173,11 @@ impl Capture {
         })
     }
 
-    /// A table is captured from the WAL but the slot is gone: this server was promoted from a
-    /// standby (before PostgreSQL 17 slots are not on standbys), or someone dropped the slot.
-    /// Changes committed since cannot be decoded any more. Said once in the log (a WARNING with
-    /// the way out) and in `kafka.status.wal_slot_lost_at` until the wal-captured tables are
-    /// backfilled; the slot is made again so that changes from now on are captured.
-    fn slot_lost(&mut self) -> Result<Option<String>, KafkaError> {
+    /// A table is captured from the WAL but the slot is gone, or unreadable (`why`). Changes
+    /// committed since cannot be decoded any more. Said once in the log (a WARNING with the way
+    /// out) and in `kafka.status.wal_slot_lost_at` until the wal-captured tables are backfilled;
+    /// the slot is made again so that changes from now on are captured.
+    fn slot_lost(&mut self, why: Lost) -> Result<Option<String>, KafkaError> {
         let lost = BackgroundWorker::transaction(|| -> Result<bool, KafkaError> {
             if !owner::installed() || !wal::any_wal_capture()? {
                 return Ok(false);
@@ -176,9 +189,18 @@ impl Capture {
             return Ok(None);
         }
         BackgroundWorker::transaction(|| wal::note_lost(&wal::slot_name()))?;
+        let what = match why {
+            Lost::Missing => {
+                "was missing (a failover to a standby, which does not have it before PostgreSQL 17, or a slot \
+                 dropped by hand)"
+            }
+            Lost::Invalidated => {
+                "was invalidated by PostgreSQL (it kept more WAL than max_slot_wal_keep_size allows, or sat idle \
+                 past idle_replication_slot_timeout) and was dropped"
+            }
+        };
         let why = format!(
-            "WAL capture: replication slot {} was missing (a failover to a standby, which does not have it before \
-             PostgreSQL 17, or a slot dropped by hand): changes committed before it was made again at {} are not \
+            "WAL capture: replication slot {} {what}: changes committed before it was made again at {} are not \
              captured; call kafka.backfill(table) for each table of kafka.captures with method 'wal' to send their \
              current rows",
             wal::slot_name(),

@@ -96,21 +96,21 @@ fn events_carry_what_the_wal_knows() {
     c.batch_execute("SELECT kafka.uncapture('wal_kinds'); DROP TABLE wal_kinds").unwrap();
 }
 
-/// Sets the server's `logical_decoding_work_mem` for as long as it lives (the worker reloads it).
-struct WorkMem;
+/// Sets a server setting for as long as it lives (the worker reloads it).
+struct SystemSet(&'static str);
 
-impl WorkMem {
-    fn set(c: &mut postgres::Client, value: &str) -> WorkMem {
-        c.batch_execute(&format!("ALTER SYSTEM SET logical_decoding_work_mem = '{value}'")).unwrap();
+impl SystemSet {
+    fn set(c: &mut postgres::Client, name: &'static str, value: &str) -> SystemSet {
+        c.batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'")).unwrap();
         c.batch_execute("SELECT pg_reload_conf()").unwrap();
-        WorkMem
+        SystemSet(name)
     }
 }
 
-impl Drop for WorkMem {
+impl Drop for SystemSet {
     fn drop(&mut self) {
         let mut c = pg();
-        let _ = c.batch_execute("ALTER SYSTEM RESET logical_decoding_work_mem");
+        let _ = c.batch_execute(&format!("ALTER SYSTEM RESET {}", self.0));
         let _ = c.batch_execute("SELECT pg_reload_conf()");
     }
 }
@@ -146,7 +146,7 @@ fn large_transactions_are_streamed_as_they_write() {
         c.query_one("SELECT worker_pid FROM kafka.status", &[]).unwrap().get(0)
     };
     let pid = worker(&mut c);
-    let _work_mem = WorkMem::set(&mut c, "64kB");
+    let _work_mem = SystemSet::set(&mut c, "logical_decoding_work_mem", "64kB");
     // Once the worker streams (it reloads the setting between passes), everything below is.
     let before = streamed(&mut c);
     wait_until("the worker streams large transactions", || {
@@ -687,6 +687,7 @@ fn a_lost_slot_is_reported_and_made_again() {
     c.batch_execute("DROP TABLE IF EXISTS wal_lost; CREATE TABLE wal_lost (id int PRIMARY KEY)").unwrap();
     c.execute("SELECT kafka.capture('wal_lost', topic => $1, method => 'wal')", &[&t]).unwrap();
     let slot: String = c.query_one("SELECT wal_slot FROM kafka.status", &[]).unwrap().get(0);
+    let log_from = log_len();
     // The worker holds the slot: end it, and drop the slot before the new one takes it.
     wait_until("the slot to be dropped by hand", || {
         let pid = status(&mut c).pid;
@@ -695,32 +696,89 @@ fn a_lost_slot_is_reported_and_made_again() {
         }
         c.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).is_ok()
     });
+    made_again(&mut c, "wal_lost", &t, 1, &format!("replication slot {slot} was missing"), log_from);
+    c.batch_execute("SELECT kafka.uncapture('wal_lost'); DROP TABLE wal_lost").unwrap();
+}
+
+/// PostgreSQL invalidates a slot that keeps more WAL than `max_slot_wal_keep_size` allows (here
+/// a transaction stays open while WAL is written and checkpointed): the worker says so and makes
+/// it again, as for a lost slot. It used to restart in a loop, unable to read the slot, and
+/// delivered nothing meanwhile.
+#[test]
+fn an_invalidated_slot_is_reported_and_made_again() {
+    let mut c = pg();
+    let t = topic("wal_invalid");
+    c.batch_execute(
+        "DROP TABLE IF EXISTS wal_invalid, wal_invalid_fill;
+         CREATE TABLE wal_invalid (id int PRIMARY KEY); CREATE TABLE wal_invalid_fill (x text);",
+    )
+    .unwrap();
+    c.execute("SELECT kafka.capture('wal_invalid', topic => $1, method => 'wal')", &[&t]).unwrap();
+    let slot: String = c.query_one("SELECT wal_slot FROM kafka.status", &[]).unwrap().get(0);
+    let log_from = log_len();
+    let _keep = SystemSet::set(&mut c, "max_slot_wal_keep_size", "1"); // MB
+                                                                       // The slot cannot move past an open transaction's first change.
+    let mut open = pg();
+    let mut tx = open.transaction().unwrap();
+    tx.batch_execute("INSERT INTO wal_invalid VALUES (1)").unwrap();
+    wait_until("PostgreSQL to invalidate the slot", || {
+        c.batch_execute(
+            "INSERT INTO wal_invalid_fill SELECT repeat('x', 1000) FROM generate_series(1, 20000);
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        )
+        .unwrap();
+        log_since(log_from)
+            .lines()
+            .any(|l| l.contains("invalidating") && l.contains(&format!("slot \"{slot}\"")))
+    });
+    // (A slot being made waits for the transactions running then: this one ends now. Its change
+    // came before the new slot, and is not captured.)
+    tx.commit().unwrap();
+    made_again(&mut c, "wal_invalid", &t, 2, &format!("replication slot {slot} was invalidated"), log_from);
+    c.batch_execute("SELECT kafka.uncapture('wal_invalid'); DROP TABLE wal_invalid, wal_invalid_fill")
+        .unwrap();
+}
+
+fn log_len() -> u64 {
+    std::fs::metadata(server_log()).unwrap().len()
+}
+
+/// The server log from byte `from` on.
+fn log_since(from: u64) -> String {
+    let log = std::fs::read(server_log()).unwrap();
+    String::from_utf8_lossy(&log[from as usize..]).into_owned()
+}
+
+/// After the slot was lost (the log from `log_from` says `said`): `kafka.status` says when, the
+/// WARNING gives the way out, the slot is made again and captures row `id` inserted now into
+/// `table`, and backfilling the wal-captured tables clears the status.
+fn made_again(c: &mut postgres::Client, table: &str, t: &str, id: i32, said: &str, log_from: u64) {
     let lost = |c: &mut postgres::Client| -> bool {
         c.query_one("SELECT wal_slot_lost_at IS NOT NULL FROM kafka.status", &[]).unwrap().get(0)
     };
-    wait_until("kafka.status to say when the slot was lost", || lost(&mut c));
-    let log = std::fs::read_to_string(server_log()).unwrap();
-    assert!(
-        log.contains(&format!("replication slot {slot} was missing"))
-            && log.contains("kafka.backfill(table)"),
-        "the WARNING, with the way out, is in the server log"
-    );
+    wait_until("the WARNING, with the way out, in the server log", || {
+        let log = log_since(log_from);
+        log.contains(said) && log.contains("kafka.backfill(table)")
+    });
+    assert!(lost(c), "kafka.status says when the slot was lost");
     wait_until("the slot to be made again", || {
         c.query_one("SELECT wal_slot IS NOT NULL FROM kafka.status", &[]).unwrap().get::<_, bool>(0)
     });
-    c.batch_execute("INSERT INTO wal_lost VALUES (1)").unwrap();
-    let got = events(&t, 1);
-    assert_eq!(got[0].0.as_ref().unwrap()["id"], 1);
+    c.execute(&format!("INSERT INTO {table} VALUES ($1)"), &[&id]).unwrap();
+    let got = events(t, 1);
+    assert_eq!(got[0].0.as_ref().unwrap()["id"], id, "the first event after the slot was made again");
     // The way out: backfilling the wal-captured tables (here, the only one of this test's).
     let others: Vec<String> = c
-        .query("SELECT \"table\"::text FROM kafka.captures WHERE method = 'wal' AND \"table\" <> 'wal_lost'::regclass", &[])
+        .query(
+            "SELECT \"table\"::text FROM kafka.captures WHERE method = 'wal' AND \"table\" <> $1::text::regclass",
+            &[&table],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    for table in others.iter().map(String::as_str).chain(["wal_lost"]) {
-        c.batch_execute(&format!("CALL kafka.backfill('{table}')")).unwrap();
+    for other in others.iter().map(String::as_str).chain([table]) {
+        c.batch_execute(&format!("CALL kafka.backfill('{other}')")).unwrap();
     }
-    assert!(!lost(&mut c), "backfilled: kafka.status no longer shows the lost slot");
-    c.batch_execute("SELECT kafka.uncapture('wal_lost'); DROP TABLE wal_lost").unwrap();
+    assert!(!lost(c), "backfilled: kafka.status no longer shows the lost slot");
 }
