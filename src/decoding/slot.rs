@@ -185,10 +185,18 @@ pub fn create() {
             None,
             None,
         );
+        // Reading up to the start point replays the invalidations of catalog changes that
+        // commit meanwhile in an internal subtransaction, which leaves the resource owner and
+        // memory context of the top transaction current, not the caller's (the query's): its
+        // snapshot would then be released against the wrong owner ("snapshot reference … is
+        // not owned by resource owner TopTransaction"). Restored as PL/pgSQL does after one.
+        let (owner, context) = (pg_sys::CurrentResourceOwner, pg_sys::CurrentMemoryContext);
         pg_sys::DecodingContextFindStartpoint(ctx);
         pg_sys::FreeDecodingContext(ctx);
         pg_sys::ReplicationSlotPersist();
         pg_sys::ReplicationSlotRelease();
+        pg_sys::CurrentResourceOwner = owner;
+        pg_sys::CurrentMemoryContext = context;
     }
 }
 

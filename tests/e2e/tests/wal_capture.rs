@@ -418,7 +418,7 @@ fn requirements_are_checked_and_the_slot_follows_the_captures() {
 fn the_worker_goes_on_while_a_capture_makes_the_slot() {
     let mut c = pg();
     c.batch_execute(
-        "DROP TABLE IF EXISTS wal_making, wal_making_busy;
+        "DROP TABLE IF EXISTS wal_making, wal_making_busy, wal_making_ddl1, wal_making_ddl2;
          CREATE TABLE wal_making (id int PRIMARY KEY); CREATE TABLE wal_making_busy (id int);",
     )
     .unwrap();
@@ -461,13 +461,28 @@ fn the_worker_goes_on_while_a_capture_makes_the_slot() {
     assert_eq!(slot(&mut c), holder, "the capture still holds the slot");
     assert_eq!(status(&mut c).pid, worker, "the worker ran on");
 
+    // A catalog change begins while the slot waits, and commits after the slot has its first
+    // snapshot: making the slot replays its invalidations then, and the capture still succeeds
+    // (it failed with "snapshot reference … is not owned by resource owner TopTransaction").
+    let mut other = pg();
+    let mut ddl = other.transaction().unwrap();
+    ddl.batch_execute("CREATE TABLE wal_making_ddl1 (id int)").unwrap();
+    let log_from = log_len();
     tx.commit().unwrap();
-    making.join().unwrap();
+    wait_until("the slot's first snapshot, waiting for the catalog change", || {
+        log_since(log_from).contains("found initial consistent point")
+    });
+    ddl.batch_execute("CREATE TABLE wal_making_ddl2 (id int)").unwrap();
+    ddl.commit().unwrap();
+    making.join().expect("the capture succeeds");
     c.batch_execute("INSERT INTO wal_making VALUES (1), (2)").unwrap();
     let ids: Vec<_> = events(&t, 2).iter().map(|(_, v)| v.as_ref().unwrap()["after"]["id"].clone()).collect();
     assert_eq!(ids, vec![Value::from(1), Value::from(2)]);
     assert_eq!(status(&mut c).pid, worker, "the worker ran on");
-    c.batch_execute("SELECT kafka.uncapture('wal_making'); DROP TABLE wal_making, wal_making_busy").unwrap();
+    c.batch_execute(
+        "SELECT kafka.uncapture('wal_making'); DROP TABLE wal_making, wal_making_busy, wal_making_ddl1, wal_making_ddl2",
+    )
+    .unwrap();
 }
 
 /// Sessions write a wal-captured table (with late-committing transactions and rollbacks) while
