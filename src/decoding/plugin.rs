@@ -6,9 +6,10 @@
 //!
 //! Which tables, with which options: [`super::target`], as of each change's moment in the WAL.
 //! A transaction is replayed at its commit (begin, changes, commit), or, once the reorder buffer
-//! holds more than `logical_decoding_work_mem`, streamed while it is written (stream callbacks:
-//! its events wait in [`stream`] with marks where the commit time goes, filled in at its commit;
-//! a rolled-back savepoint or transaction drops its own). The worker's own writes are filtered
+//! holds more than [`super::reader::STREAM_FROM_KB`] (or `logical_decoding_work_mem`), streamed
+//! while it is written (stream callbacks: its events wait in [`stream`] with marks where the
+//! commit time goes, filled in at its commit; a rolled-back savepoint or transaction drops its
+//! own). The worker's own writes are filtered
 //! out before they are queued ([`super::mark_own_writes`]).
 //!
 //! What must stay true: callbacks never raise for a value they cannot encode (the worker would

@@ -51,6 +51,34 @@ fn record_boundary(insert: u64, segment_size: u64) -> u64 {
     }
 }
 
+/// While the worker decodes, a transaction is streamed to it once the reorder buffer holds more
+/// than this (kB), or `logical_decoding_work_mem` if that is less. A bulk transaction's changes
+/// are then encoded while it writes, and its COMMIT leaves at most this much to encode (64 MB,
+/// the setting's default, took a quarter of a second here).
+pub const STREAM_FROM_KB: i32 = 4096;
+
+/// Lowers `logical_decoding_work_mem` to [`STREAM_FROM_KB`] for as long as it lives (PostgreSQL
+/// reads the variable at each change it queues; a reload in between sets it again).
+struct StreamFrom(i32);
+
+impl StreamFrom {
+    fn set() -> StreamFrom {
+        // SAFETY: a plain int setting of this process, read by the reorder buffer in this thread.
+        unsafe {
+            let configured = pg_sys::logical_decoding_work_mem;
+            pg_sys::logical_decoding_work_mem = configured.min(STREAM_FROM_KB);
+            StreamFrom(configured)
+        }
+    }
+}
+
+impl Drop for StreamFrom {
+    fn drop(&mut self) {
+        // SAFETY: as in `set`.
+        unsafe { pg_sys::logical_decoding_work_mem = self.0 };
+    }
+}
+
 /// The worker's open decoding context on pg_kafka's slot.
 pub struct Reader {
     ctx: *mut pg_sys::LogicalDecodingContext,
@@ -133,6 +161,7 @@ impl Reader {
     /// spool now, or had nothing captured) and whether it stopped at the budget. Inside a
     /// transaction.
     pub fn read(&mut self, budget: usize) -> Result<(u64, bool), KafkaError> {
+        let _streaming = StreamFrom::set();
         // SAFETY: `ctx` is the open context (made in `open`, freed only in `close`); its reader
         // reads records that start below `end`, the flush point; the errors it returns are
         // palloc'd messages.

@@ -1,5 +1,5 @@
 //! Transactions streamed before they commit: once the reorder buffer holds more than
-//! `logical_decoding_work_mem`, PostgreSQL hands the largest transaction's changes to
+//! [`super::reader::STREAM_FROM_KB`] (or `logical_decoding_work_mem`), PostgreSQL hands the largest transaction's changes to
 //! [`super::plugin`] as they are decoded (while the session still writes), instead of spilling
 //! them to disk and replaying them all at COMMIT. Their events are encoded then, with
 //! [`COMMIT_MARK`](crate::backend::capture::COMMIT_MARK)s where the commit time and the last
