@@ -9,7 +9,7 @@
 //! (the stash) until that batch is waited for, however the reports interleave; reports of a
 //! batch already waited for are dropped.
 
-use super::context::Tag;
+use super::context::{BatchReport, Tag};
 use super::outcome::{classify, name_refused, Outcome};
 use super::record::{base_record, Record};
 use super::Producer;
@@ -104,7 +104,10 @@ impl Producer {
                 break;
             }
         }
-        self.oldest_seq.set((b.seq + 1) % MAX_SEQ);
+        let oldest = (b.seq + 1) % MAX_SEQ;
+        self.oldest_seq.set(oldest);
+        // Reports of batches given up on are not wanted any more.
+        self.stash.borrow_mut().retain(|&seq, _| !before(seq, oldest));
         name_refused(&mut b.outcomes, &b.batch_refused, &self.named.borrow());
         let why = if b.stopped { "delivery interrupted" } else { "no delivery report" };
         b.outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Retry(why.into()))).collect()
@@ -139,7 +142,7 @@ impl Producer {
     /// waited for or given up are dropped.
     fn collect(&self, b: &mut InFlight, timeout: Duration) {
         self.poll_until(timeout, |c| !c.reports.lock().unwrap_or_else(|p| p.into_inner()).is_empty());
-        let mut reports =
+        let reports =
             std::mem::take(&mut *self.inner.context().reports.lock().unwrap_or_else(|p| p.into_inner()));
         {
             let mut named = self.named.borrow_mut();
@@ -155,25 +158,38 @@ impl Producer {
                 }
             }
         }
+        // Each report is looked at once: those of another batch go to its entry in the stash
+        // (a batch's reports may all arrive while the next one is being sent).
         let mut stash = self.stash.borrow_mut();
-        reports.append(&mut stash);
+        let stashed = stash.remove(&b.seq).unwrap_or_default();
+        let oldest = self.oldest_seq.get();
         for ((seq, index), r) in reports {
             if seq == b.seq {
-                b.outcomes[index] = Some(match r {
-                    Ok(()) => Outcome::Delivered,
-                    Err((e, topic, partition)) => {
-                        let outcome = classify(&e);
-                        if matches!(outcome, Outcome::BatchRefused(_)) {
-                            b.batch_refused.push((index, topic, partition));
-                        }
-                        outcome
-                    }
-                });
-                b.pending -= 1;
-            } else if !before(seq, self.oldest_seq.get()) {
-                stash.push(((seq, index), r)); // another batch still in flight
+                b.record(index, r);
+            } else if !before(seq, oldest) {
+                stash.entry(seq).or_default().push((index, r)); // another batch still in flight
             }
         }
+        for (index, r) in stashed {
+            b.record(index, r);
+        }
+    }
+}
+
+impl InFlight {
+    /// The outcome of record `index`, from its report.
+    fn record(&mut self, index: usize, r: BatchReport) {
+        self.outcomes[index] = Some(match r {
+            Ok(()) => Outcome::Delivered,
+            Err((e, topic, partition)) => {
+                let outcome = classify(&e);
+                if matches!(outcome, Outcome::BatchRefused(_)) {
+                    self.batch_refused.push((index, topic, partition));
+                }
+                outcome
+            }
+        });
+        self.pending -= 1;
     }
 }
 

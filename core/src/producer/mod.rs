@@ -41,6 +41,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer as _};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 /// The librdkafka settings every pg_kafka producer uses, before per-deployment settings.
 pub fn base_config(bootstrap_servers: &str, message_timeout_ms: i32) -> ClientConfig {
@@ -82,8 +83,8 @@ pub struct Producer {
     /// The oldest batch whose reports are still wanted; reports of batches before it (waited
     /// for, or given up) are dropped.
     oldest_seq: Cell<usize>,
-    /// Reports that arrived while collecting for an earlier batch.
-    stash: RefCell<Vec<((usize, usize), BatchReport)>>,
+    /// Reports that arrived while collecting for another batch, by batch: (index, report).
+    stash: RefCell<HashMap<usize, Vec<(usize, BatchReport)>>>,
     /// Partitions (topic, partition) where the broker named the bad records of a refused record
     /// batch: librdkafka reported its other records as
     /// [`InvalidDifferentRecord`](rdkafka::error::RDKafkaErrorCode::InvalidDifferentRecord). A
@@ -103,7 +104,7 @@ impl Producer {
             inner,
             next_seq: Cell::new(0),
             oldest_seq: Cell::new(0),
-            stash: RefCell::new(Vec::new()),
+            stash: RefCell::new(HashMap::new()),
             named: RefCell::new(Vec::new()),
         })
     }
