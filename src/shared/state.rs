@@ -188,7 +188,7 @@ impl WorkerState {
     }
 
     /// Adds a failure to the recent ones (the same as the newest only counts again).
-    fn note_error(&mut self, msg: &str, at: i64) {
+    pub fn note_error(&mut self, msg: &str, at: i64) {
         let text = cut(msg, RECENT_LEN);
         if self.recent_count > 0 {
             let newest = &mut self.recent[(self.recent_count - 1) % RECENT];

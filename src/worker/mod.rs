@@ -43,7 +43,7 @@ use kafka_core::message::Message;
 use log::Log;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
-use process::{record_error, recovered, shutdown_requested};
+use process::{note_capture_error, record_error, recovered, shutdown_requested};
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -291,7 +291,7 @@ impl Worker {
         match self.capture.pass() {
             Ok(staged) => {
                 for why in &staged.failed {
-                    record_error(why);
+                    note_capture_error(why);
                 }
                 self.staged = staged.transactions;
                 staged.more

@@ -184,6 +184,12 @@ pub(super) fn record_error(msg: &str) {
     activity(&format!("retrying: {msg}"));
 }
 
+/// Adds a WAL capture problem that does not stop delivery (events skipped, the slot made
+/// again, WAL piling up) to `kafka.recent_errors`; its WARNING is already in the log.
+pub(super) fn note_capture_error(msg: &str) {
+    with_state(|s| s.note_error(msg, now()));
+}
+
 /// Delivery works: clears the current failure, and says in the log how long it lasted.
 pub(super) fn recovered() {
     let ended = with_state(|s| s.recover()).flatten();

@@ -776,6 +776,15 @@ fn made_again(c: &mut postgres::Client, table: &str, t: &str, id: i32, said: &st
         log.contains(said) && log.contains("kafka.backfill(table)")
     });
     assert!(lost(c), "kafka.status says when the slot was lost");
+    let noted: i64 = c
+        .query_one("SELECT count(*) FROM kafka.recent_errors WHERE strpos(error, $1) > 0", &[&said])
+        .unwrap()
+        .get(0);
+    assert_eq!(noted, 1, "kafka.recent_errors has it");
+    assert!(
+        !log_since(log_from).contains("delivery stopped"),
+        "delivery went on, and the log does not say otherwise"
+    );
     wait_until("the slot to be made again", || {
         c.query_one("SELECT wal_slot IS NOT NULL FROM kafka.status", &[]).unwrap().get::<_, bool>(0)
     });
