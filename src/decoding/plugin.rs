@@ -17,7 +17,7 @@
 
 use super::target::{target, Target};
 use super::{spool, stream};
-use crate::backend::capture::{fill_commit, Tuple, WalPosition};
+use crate::backend::capture::{commit_fills, fill_commit, Tuple, WalPosition};
 use crate::backend::input::unix_us;
 use crate::error::KafkaError;
 use kafka_core::pack::Parts;
@@ -310,13 +310,13 @@ unsafe extern "C-unwind" fn stream_commit(
     }
     let (commit_us, last_end) = (unix_us(commit), LAST_COMMIT_END.get());
     spool::begin();
-    let mut value = String::new();
-    let done = events.each(|parts| match parts.payload.map(std::str::from_utf8) {
-        Some(Ok(v)) => {
-            fill_commit(v, commit_us, last_end, &mut value);
-            spool::push(&Parts { payload: Some(value.as_bytes()), ..*parts })
+    let (fills, mut value) = (commit_fills(commit_us, last_end), Vec::new());
+    let done = events.each(|parts| match parts.payload {
+        Some(v) => {
+            fill_commit(v, &fills, &mut value);
+            spool::push(&Parts { payload: Some(&value), ..*parts })
         }
-        _ => spool::push(parts),
+        None => spool::push(parts),
     });
     if let Err(e) = done {
         let why = format!(

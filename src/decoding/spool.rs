@@ -83,8 +83,9 @@ struct Spool {
     failed: Vec<String>,
     spills: u64,
     sealer: Option<Sealer>,
-    /// Packs of `done` at the end whose seal is on its way, with their raw sizes, in order.
-    sealing: std::collections::VecDeque<usize>,
+    /// Packs of `done` whose seal is on its way from the sealer, in order: their raw sizes and
+    /// places in `done.packs` (none is spilled before they are all back).
+    sealing: std::collections::VecDeque<(usize, usize)>,
 }
 
 thread_local! {
@@ -110,21 +111,22 @@ impl Spool {
         }
         let raw = pack.bytes.len();
         let (count, topics) = (pack.count, pack.topics);
+        // With the sealer's queue full, this thread seals too rather than wait for it (after a
+        // bulk transaction's COMMIT both cores are free).
+        self.collect(false)?;
         let stored = match &self.sealer {
-            Some(sealer) => match sealer.to.send(pack.bytes) {
+            Some(sealer) if self.sealing.len() < SEALING => match sealer.to.send(pack.bytes) {
                 Ok(()) => None,
                 Err(e) => Some(sealed_here(&e.0)?), // the thread is gone: seal here
             },
-            None => Some(sealed_here(&pack.bytes)?),
+            _ => Some(sealed_here(&pack.bytes)?),
         };
-        let in_flight = stored.is_none();
-        self.done().packs.push(Sealed { count, topics, stored: stored.unwrap_or_default() });
-        if in_flight {
-            self.sealing.push_back(raw);
-        } else {
-            self.bytes = self.bytes - raw + self.done().packs.last().map_or(0, |p| p.stored.len());
+        let at = self.done().packs.len();
+        match stored {
+            None => self.sealing.push_back((raw, at)),
+            Some(ref sealed) => self.bytes = self.bytes - raw + sealed.len(),
         }
-        self.collect(self.sealing.len() >= SEALING)?;
+        self.done().packs.push(Sealed { count, topics, stored: stored.unwrap_or_default() });
         if self.bytes > SPILL_BYTES {
             self.collect(true)?;
             self.spills += 1;
@@ -136,7 +138,7 @@ impl Spool {
 
     /// Takes the seals the sealer finished (with `all`, waits for every one on its way).
     fn collect(&mut self, all: bool) -> Result<(), KafkaError> {
-        while let Some(&raw) = self.sealing.front() {
+        while let Some(&(raw, at)) = self.sealing.front() {
             let Some(sealer) = &self.sealer else { break };
             let next = if all { sealer.from.recv().ok() } else { sealer.from.try_recv().ok() };
             let Some(stored) = next else {
@@ -148,10 +150,7 @@ impl Spool {
             let stored = stored.ok_or_else(too_large)?;
             self.sealing.pop_front();
             self.bytes = self.bytes - raw + stored.len();
-            let waiting = self.sealing.len();
-            let done = self.done();
-            let at = done.packs.len() - waiting - 1;
-            done.packs[at].stored = stored;
+            self.done().packs[at].stored = stored;
         }
         Ok(())
     }

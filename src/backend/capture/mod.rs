@@ -468,21 +468,29 @@ pub(crate) struct WalPosition {
 /// `ts_ns`. A control character JSON never holds unescaped.
 pub(crate) const COMMIT_MARK: char = '\u{1}';
 
-/// Fills the [`COMMIT_MARK`]s of a streamed event's value with its transaction's commit time
-/// and the last commit's end, into `out`.
-pub(crate) fn fill_commit(value: &str, commit_us: i64, last_commit_end: u64, out: &mut String) {
+/// What replaces a streamed event's [`COMMIT_MARK`]s, in their order (`ts_ms`, `sequence`'s
+/// last commit's end, `ts_us`, `ts_ns`): its transaction's commit time and the last commit's end.
+pub(crate) fn commit_fills(commit_us: i64, last_commit_end: u64) -> [Vec<u8>; 4] {
+    let mut fills: [String; 4] = Default::default();
+    debezium::push_int(&mut fills[0], commit_us.div_euclid(1000));
+    debezium::push_digits(&mut fills[1], last_commit_end as i64, 0);
+    debezium::push_int(&mut fills[2], commit_us);
+    debezium::push_int(&mut fills[3], commit_us * 1000);
+    fills.map(String::into_bytes)
+}
+
+/// Fills the [`COMMIT_MARK`]s of a streamed event's value with `fills` ([`commit_fills`]),
+/// into `out`. Bytes, not text: the value is JSON, which holds that byte nowhere else.
+pub(crate) fn fill_commit(value: &[u8], fills: &[Vec<u8>; 4], out: &mut Vec<u8>) {
     out.clear();
-    for (i, piece) in value.split(COMMIT_MARK).enumerate() {
-        if i > 0 {
-            match (i - 1) % 4 {
-                0 => debezium::push_int(out, commit_us.div_euclid(1000)),
-                1 => debezium::push_digits(out, last_commit_end as i64, 0),
-                2 => debezium::push_int(out, commit_us),
-                _ => debezium::push_int(out, commit_us * 1000),
-            }
-        }
-        out.push_str(piece);
+    let mut rest = value;
+    for fill in fills.iter().cycle() {
+        let Some(at) = memchr::memchr(COMMIT_MARK as u8, rest) else { break };
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(fill);
+        rest = &rest[at + 1..];
     }
+    out.extend_from_slice(rest);
 }
 
 /// The `source` block of a decoded change: `lsn`, `sequence` (`["<last commit's end>","<lsn>"]`,
@@ -630,4 +638,25 @@ fn per_row(mut step: impl FnMut() -> Result<bool, KafkaError>) -> Result<(), Kaf
         unsafe { ctx.reset() };
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streamed_events_commit_marks_are_filled_in_their_order() {
+        let m = COMMIT_MARK;
+        let value =
+            format!(r#"{{"ts_ms":{m},"sequence":"[\"{m}\",\"99\"]","ts_us":{m},"ts_ns":{m},"op":"c"}}"#);
+        let fills = commit_fills(1_612_325_106_789_123, 24_023_928);
+        let mut out = Vec::new();
+        fill_commit(value.as_bytes(), &fills, &mut out);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            r#"{"ts_ms":1612325106789,"sequence":"[\"24023928\",\"99\"]","ts_us":1612325106789123,"ts_ns":1612325106789123000,"op":"c"}"#
+        );
+        fill_commit(br#"{"op":"c"}"#, &fills, &mut out);
+        assert_eq!(out, br#"{"op":"c"}"#, "a value without marks is copied as it is");
+    }
 }
