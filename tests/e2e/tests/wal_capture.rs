@@ -485,7 +485,8 @@ fn the_worker_goes_on_while_a_capture_makes_the_slot() {
     .unwrap();
 }
 
-/// Sessions write a wal-captured table (with late-committing transactions and rollbacks) while
+/// Sessions write a wal-captured table (with late-committing transactions and rollbacks, each
+/// larger than `logical_decoding_work_mem`, so streamed to the worker while it is written) while
 /// the worker is killed, PostgreSQL crashes and Kafka restarts: every committed change arrives,
 /// none of a rolled-back transaction, and each row's events in commit order; exactly once,
 /// a read_committed consumer sees each event once.
@@ -500,8 +501,12 @@ fn wal_capture_survives_faults(exactly_once: bool) {
     ))
     .unwrap();
     c.execute(&format!("SELECT kafka.capture('{table}', topic => $1, method => 'wal')"), &[&t]).unwrap();
+    // Each transaction is larger than the reorder buffer may hold: streamed while it is written.
+    let _work_mem = SystemSet::set(&mut c, "logical_decoding_work_mem", "64kB");
+    let streamed_before = streamed(&mut c);
     const SESSIONS: i32 = 3;
     const TXS: i32 = 60;
+    const ROWS: i32 = 400;
     let kept = |i: i32| i % 7 != 3;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
     let writers: Vec<_> = (0..SESSIONS)
@@ -515,15 +520,15 @@ fn wal_capture_survives_faults(exactly_once: bool) {
                     loop {
                         let r = (|| -> Result<(), postgres::Error> {
                             let mut tx = c.transaction()?;
-                            // each transaction inserts its 50 rows and updates the session's row 0
+                            // each transaction inserts its ROWS rows and updates the session's row 0
                             tx.execute(
                                 &format!(
-                                    "INSERT INTO {table} SELECT $1 * 100000 + $2 * 100 + j, $1, 0 FROM generate_series(1, 50) j"
+                                    "INSERT INTO {table} SELECT $1 * 1000000 + $2 * 1000 + j, $1, 0 FROM generate_series(1, $3) j"
                                 ),
-                                &[&s, &i],
+                                &[&s, &i, &ROWS],
                             )?;
                             tx.execute(
-                                &format!("INSERT INTO {table} VALUES ($1 * 100000, $1, $2) ON CONFLICT (id) DO UPDATE SET n = $2"),
+                                &format!("INSERT INTO {table} VALUES ($1 * 1000000, $1, $2) ON CONFLICT (id) DO UPDATE SET n = $2"),
                                 &[&s, &i],
                             )?;
                             if i % 5 == 0 {
@@ -546,7 +551,7 @@ fn wal_capture_survives_faults(exactly_once: bool) {
                             }
                         };
                         // The commit may have happened before the connection broke.
-                        let probe = format!("SELECT FROM {table} WHERE id = $1 * 100000 + $2 * 100 + 1");
+                        let probe = format!("SELECT FROM {table} WHERE id = $1 * 1000000 + $2 * 1000 + 1");
                         if c.query(&probe, &[&s, &i]).map(|r| !r.is_empty()).unwrap_or(false) {
                             break;
                         }
@@ -559,6 +564,7 @@ fn wal_capture_survives_faults(exactly_once: bool) {
     wait_until("a third of the transactions", || {
         done.load(std::sync::atomic::Ordering::Relaxed) >= SESSIONS * TXS / 3
     });
+    wait_until("a transaction streamed before its commit", || streamed(&mut c) > streamed_before);
     let worker = status(&mut c).pid.expect("the worker runs");
     std::process::Command::new("kill").args(["-9", &worker.to_string()]).status().unwrap();
     wait_until("two thirds of the transactions", || {
@@ -579,9 +585,9 @@ fn wal_capture_survives_faults(exactly_once: bool) {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let committed_txs = (0..TXS).filter(|&i| kept(i)).count() as i32;
-    assert_eq!(rows.len() as i32, SESSIONS * (committed_txs * 50 + 1), "the table holds what committed");
-    // Each committed transaction: 50 creates and one create-or-update of row s*100000.
-    let expected = (SESSIONS * committed_txs * 51) as usize;
+    assert_eq!(rows.len() as i32, SESSIONS * (committed_txs * ROWS + 1), "the table holds what committed");
+    // Each committed transaction: ROWS creates and one create-or-update of row s*1000000.
+    let expected = (SESSIONS * committed_txs * (ROWS + 1)) as usize;
     let isolation = if exactly_once { "read_committed" } else { "read_uncommitted" };
     let got = read_all(&bootstrap_servers(), &t, isolation, expected, std::time::Duration::from_secs(120));
     let mut per_key: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
@@ -602,7 +608,7 @@ fn wal_capture_survives_faults(exactly_once: bool) {
     for (id, n) in &rows {
         let evs = per_key.get(id).unwrap_or_else(|| panic!("row {id}: no event"));
         assert_eq!(evs.last().unwrap().1, *n, "row {id}: the last event is the row's state");
-        if *id % 100000 == 0 {
+        if *id % 1000000 == 0 {
             let ns: Vec<i64> = evs.iter().map(|e| e.1).collect();
             let mut first: Vec<i64> = Vec::new();
             for n in &ns {
