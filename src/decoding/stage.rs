@@ -30,9 +30,12 @@ pub struct Capture {
     confirm: Option<(u64, u64)>,
     /// Whether the retained WAL is past `kafka.wal_retained_warning` (warned once per crossing).
     retained_warned: bool,
+    /// The slot was lost (why), and is made again once no long transaction would hold that up.
+    lost: Option<Lost>,
 }
 
 /// Why the slot must be made again.
+#[derive(Clone, Copy)]
 enum Lost {
     /// It is gone: a failover, or dropped by hand.
     Missing,
@@ -67,9 +70,11 @@ impl Capture {
             if let Some(r) = self.reader.take() {
                 r.close();
             }
-            staged.failed.extend(self.slot_lost(Lost::Missing)?);
+            let why = self.lost.unwrap_or(Lost::Missing);
+            staged.failed.extend(self.slot_lost(why)?);
             return Ok(staged);
         }
+        self.lost = None; // (made again by a capture meanwhile, if it was lost)
         if self.reader.is_none() && slot::held_elsewhere() {
             return Ok(staged); // being made by a capture: the next pass opens it
         }
@@ -173,22 +178,28 @@ impl Capture {
         })
     }
 
-    /// A table is captured from the WAL but the slot is gone, or unreadable (`why`). Changes
-    /// committed since cannot be decoded any more. Said once in the log (a WARNING with the way
-    /// out) and in `kafka.status.wal_slot_lost_at` until the wal-captured tables are backfilled;
-    /// the slot is made again so that changes from now on are captured.
+    /// A table is captured from the WAL but the slot is gone, or was unreadable and dropped
+    /// (`why`). Changes committed since cannot be decoded any more. Said in the log (a WARNING
+    /// with the way out) and in `kafka.status.wal_slot_lost_at` until the wal-captured tables
+    /// are backfilled; the slot is made again so that changes from then on are captured. Making
+    /// it waits for the transactions that wrote and run then: while one has run for a second or
+    /// more, it is put off to a later pass, and delivery goes on meanwhile.
     fn slot_lost(&mut self, why: Lost) -> Result<Option<String>, KafkaError> {
-        let lost = BackgroundWorker::transaction(|| -> Result<bool, KafkaError> {
+        let first = self.lost.is_none();
+        let made = BackgroundWorker::transaction(|| -> Result<Option<bool>, KafkaError> {
             if !owner::installed() || !wal::any_wal_capture()? {
-                return Ok(false);
+                return Ok(None);
             }
+            if wal::long_writer_running()? {
+                return Ok(Some(false));
+            }
+            // In a transaction that wrote nothing (it would wait for itself).
             slot::create();
-            Ok(true)
+            Ok(Some(true))
         })?;
-        if !lost {
-            return Ok(None);
+        if first && made.is_some() {
+            BackgroundWorker::transaction(|| wal::note_lost(&wal::slot_name()))?;
         }
-        BackgroundWorker::transaction(|| wal::note_lost(&wal::slot_name()))?;
         let what = match why {
             Lost::Missing => {
                 "was missing (a failover to a standby, which does not have it before PostgreSQL 17, or a slot \
@@ -199,16 +210,34 @@ impl Capture {
                  past idle_replication_slot_timeout) and was dropped"
             }
         };
-        let why = format!(
-            "WAL capture: replication slot {} {what}: changes committed before it was made again at {} are not \
-             captured; call kafka.backfill(table) for each table of kafka.captures with method 'wal' to send their \
-             current rows",
-            wal::slot_name(),
-            // SAFETY: GetFlushRecPtr reads shared memory under its spinlock.
-            super::lsn_text(unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) })
-        );
-        pgrx::warning!("pg_kafka: {why}");
-        Ok(Some(why))
+        let why_text = match made {
+            None => {
+                self.lost = None;
+                return Ok(None);
+            }
+            Some(false) if first => {
+                self.lost = Some(why);
+                format!(
+                    "WAL capture: replication slot {} {what}; it is made again once the transactions that wrote and \
+                     have run for a second or more end (delivery goes on meanwhile)",
+                    wal::slot_name()
+                )
+            }
+            Some(false) => return Ok(None),
+            Some(true) => {
+                self.lost = None;
+                format!(
+                    "WAL capture: replication slot {} {what}: changes committed before it was made again at {} are \
+                     not captured; call kafka.backfill(table) for each table of kafka.captures with method 'wal' to \
+                     send their current rows",
+                    wal::slot_name(),
+                    // SAFETY: GetFlushRecPtr reads shared memory under its spinlock.
+                    super::lsn_text(unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) })
+                )
+            }
+        };
+        pgrx::warning!("pg_kafka: {why_text}");
+        Ok(Some(why_text))
     }
 
     /// Confirms the slot if the staging commit it waits for is flushed.

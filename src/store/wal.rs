@@ -61,6 +61,26 @@ pub fn note_lost(slot: &str) -> Result<(), KafkaError> {
     .map_err(|e| could_not("note the lost replication slot", e))
 }
 
+/// Whether a transaction that wrote has been running for a second or more (in any database,
+/// prepared ones included): making a slot would wait for it to end.
+pub fn long_writer_running() -> Result<bool, KafkaError> {
+    Spi::connect(|c| {
+        let found = c.select(
+            "SELECT 1 FROM pg_catalog.pg_stat_activity
+              WHERE backend_xid IS NOT NULL AND pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+                AND xact_start OPERATOR(pg_catalog.<) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) '1 s'::pg_catalog.interval)
+             UNION ALL
+             SELECT 1 FROM pg_catalog.pg_prepared_xacts
+              WHERE prepared OPERATOR(pg_catalog.<) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) '1 s'::pg_catalog.interval)
+             LIMIT 1",
+            Some(1),
+            &[],
+        )?;
+        Ok(!found.is_empty())
+    })
+    .map_err(|e| could_not("read pg_stat_activity", e))
+}
+
 /// Forgets the position of `slot` (its slot was dropped).
 pub fn forget(slot: &str) -> Result<(), KafkaError> {
     Spi::run_with_args(

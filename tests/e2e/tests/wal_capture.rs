@@ -723,8 +723,8 @@ fn a_lost_slot_is_reported_and_made_again() {
 
 /// PostgreSQL invalidates a slot that keeps more WAL than `max_slot_wal_keep_size` allows (here
 /// a transaction stays open while WAL is written and checkpointed): the worker says so and makes
-/// it again, as for a lost slot. It used to restart in a loop, unable to read the slot, and
-/// delivered nothing meanwhile.
+/// it again, as for a lost slot, once that transaction ended, delivering meanwhile. It used to
+/// restart in a loop, unable to read the slot, and delivered nothing.
 #[test]
 fn an_invalidated_slot_is_reported_and_made_again() {
     let mut c = pg();
@@ -752,8 +752,17 @@ fn an_invalidated_slot_is_reported_and_made_again() {
             .lines()
             .any(|l| l.contains("invalidating") && l.contains(&format!("slot \"{slot}\"")))
     });
-    // (A slot being made waits for the transactions running then: this one ends now. Its change
-    // came before the new slot, and is not captured.)
+    // Making the slot again would wait for this transaction: the worker puts it off, says so,
+    // and delivers meanwhile.
+    wait_until("the worker to put off making the slot", || {
+        log_since(log_from).contains(&format!("replication slot {slot} was invalidated by PostgreSQL"))
+            && log_since(log_from).contains("it is made again once the transactions")
+    });
+    let during = topic("wal_invalid_produce");
+    c.execute("SELECT kafka.produce($1, 'while the slot waits')", &[&during]).unwrap();
+    let mut reader = TopicReader::new(&during);
+    assert_eq!(reader.read_at_least(1)[0].payload.as_deref(), Some(&b"while the slot waits"[..]));
+    // Once it ends the slot is made. (Its change came before the new slot: not captured.)
     tx.commit().unwrap();
     made_again(&mut c, "wal_invalid", &t, 2, &format!("replication slot {slot} was invalidated"), log_from);
     c.batch_execute("SELECT kafka.uncapture('wal_invalid'); DROP TABLE wal_invalid, wal_invalid_fill")
@@ -786,7 +795,7 @@ fn made_again(c: &mut postgres::Client, table: &str, t: &str, id: i32, said: &st
         .query_one("SELECT count(*) FROM kafka.recent_errors WHERE strpos(error, $1) > 0", &[&said])
         .unwrap()
         .get(0);
-    assert_eq!(noted, 1, "kafka.recent_errors has it");
+    assert!(noted >= 1, "kafka.recent_errors has it");
     assert!(
         !log_since(log_from).contains("delivery stopped"),
         "delivery went on, and the log does not say otherwise"
