@@ -20,11 +20,17 @@ pub fn name() -> CString {
     CString::new(crate::store::wal::slot_name()).unwrap_or_default()
 }
 
-/// Whether the slot exists.
-pub fn exists() -> bool {
+/// The slot's entry in shared memory, if it exists (slots live there for the server's life).
+fn entry() -> Option<*mut pg_sys::ReplicationSlot> {
     let name = name();
     // SAFETY: `name` is NUL-terminated; with need_lock, the lookup takes the slots' lock itself.
-    !unsafe { pg_sys::SearchNamedReplicationSlot(name.as_ptr(), true) }.is_null()
+    let slot = unsafe { pg_sys::SearchNamedReplicationSlot(name.as_ptr(), true) };
+    (!slot.is_null()).then_some(slot)
+}
+
+/// Whether the slot exists.
+pub fn exists() -> bool {
+    entry().is_some()
 }
 
 /// Whether another process holds the slot: a session making it (it holds it until the slot's
@@ -32,32 +38,22 @@ pub fn exists() -> bool {
 /// reading it by hand. The worker then leaves it alone until it is free (acquiring it would
 /// raise, and the worker exit).
 pub fn held_elsewhere() -> bool {
-    let name = name();
-    // SAFETY: `name` is NUL-terminated; with need_lock, the lookup takes the slots' lock itself.
-    // Slots live in shared memory for the server's life. `active_pid` is read without the slot's
-    // spinlock (a 4-byte read is never torn): at worst the worker looks again at its next pass.
-    unsafe {
-        let slot = pg_sys::SearchNamedReplicationSlot(name.as_ptr(), true);
-        if slot.is_null() {
-            return false;
-        }
-        let pid = std::ptr::read_volatile(&raw const (*slot).active_pid);
-        pid != 0 && pid != pg_sys::MyProcPid
-    }
+    let Some(slot) = entry() else { return false };
+    // SAFETY: `slot` is a live entry; `active_pid` is read without the slot's spinlock (a 4-byte
+    // read is never torn): at worst the worker looks again at its next pass. MyProcPid is this
+    // process's id.
+    let (pid, mine) = unsafe { (std::ptr::read_volatile(&raw const (*slot).active_pid), pg_sys::MyProcPid) };
+    pid != 0 && pid != mine
 }
 
 /// Whether PostgreSQL invalidated the slot: it kept more WAL than `max_slot_wal_keep_size`
 /// allows (or, from PostgreSQL 18, sat idle past `idle_replication_slot_timeout`). It cannot be
 /// read any more.
 pub fn invalidated() -> bool {
-    let name = name();
+    let Some(slot) = entry() else { return false };
     // SAFETY: as in `held_elsewhere`; the fields are set once, under the slot's lock, by the
     // invalidation, and read here by a process that does not hold the slot.
     unsafe {
-        let slot = pg_sys::SearchNamedReplicationSlot(name.as_ptr(), true);
-        if slot.is_null() {
-            return false;
-        }
         let data = &raw const (*slot).data;
         #[cfg(any(feature = "pg14", feature = "pg15"))]
         let invalid = std::ptr::read_volatile(&raw const (*data).invalidated_at) != 0;
