@@ -9,8 +9,8 @@
 //! holds more than [`super::reader::STREAM_FROM_KB`] (or `logical_decoding_work_mem`), streamed
 //! while it is written (stream callbacks: its events wait in [`stream`] with marks where the
 //! commit time goes, filled in at its commit; a rolled-back savepoint or transaction drops its
-//! own). The worker's own writes are filtered
-//! out before they are queued ([`super::mark_own_writes`]).
+//! own). The worker's own writes are filtered out before they are queued
+//! ([`super::mark_own_writes`]).
 //!
 //! What must stay true: callbacks never raise for a value they cannot encode (the worker would
 //! stop for everyone): such an event is counted, warned about and skipped ([`spool::failed`]).

@@ -43,6 +43,22 @@ enum Lost {
     Invalidated,
 }
 
+impl Lost {
+    /// What happened to the slot, as the log says it.
+    fn said(self) -> &'static str {
+        match self {
+            Lost::Missing => {
+                "was missing (a failover to a standby, which does not have it before PostgreSQL 17, or a slot \
+                 dropped by hand)"
+            }
+            Lost::Invalidated => {
+                "was invalidated by PostgreSQL (it kept more WAL than max_slot_wal_keep_size allows, or sat idle \
+                 past idle_replication_slot_timeout) and was dropped"
+            }
+        }
+    }
+}
+
 /// What a pass did.
 pub struct Staged {
     /// Transactions whose events went to the outbox.
@@ -200,16 +216,7 @@ impl Capture {
         if first && made.is_some() {
             BackgroundWorker::transaction(|| wal::note_lost(&wal::slot_name()))?;
         }
-        let what = match why {
-            Lost::Missing => {
-                "was missing (a failover to a standby, which does not have it before PostgreSQL 17, or a slot \
-                 dropped by hand)"
-            }
-            Lost::Invalidated => {
-                "was invalidated by PostgreSQL (it kept more WAL than max_slot_wal_keep_size allows, or sat idle \
-                 past idle_replication_slot_timeout) and was dropped"
-            }
-        };
+        let what = why.said();
         let why_text = match made {
             None => {
                 self.lost = None;

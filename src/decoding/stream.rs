@@ -1,11 +1,12 @@
 //! Transactions streamed before they commit: once the reorder buffer holds more than
 //! [`super::reader::STREAM_FROM_KB`] (or `logical_decoding_work_mem`), PostgreSQL hands the
 //! largest transaction's changes to [`super::plugin`] as they are decoded (while the session
-//! still writes), instead of spilling them to disk and replaying them all at COMMIT. Their events are encoded then, with
-//! [`COMMIT_MARK`](crate::backend::capture::COMMIT_MARK)s where the commit time and the last
-//! commit's end go, and kept here per transaction (packs; past [`MEMORY_BYTES`] compressed in a
-//! temporary file in `base/pgsql_tmp`). At its commit [`take`] gives them back in order, and the
-//! plugin fills the marks in and moves them to [`super::spool`]; an abort drops them.
+//! still writes), instead of spilling them to disk and replaying them all at COMMIT. Their
+//! events are encoded then, with [`COMMIT_MARK`](crate::backend::capture::COMMIT_MARK)s where
+//! the commit time and the last commit's end go, and kept here per transaction (packs; past
+//! [`MEMORY_BYTES`] compressed in a temporary file in `base/pgsql_tmp`). At its commit [`take`]
+//! gives them back in order, and the plugin fills the marks in and moves them to
+//! [`super::spool`]; an abort drops them.
 //!
 //! What must stay true: a rolled-back savepoint's events go with it (each subtransaction's first
 //! event is noted, and its abort cuts the transaction's events back to there: everything after
