@@ -410,6 +410,10 @@ ALTER TABLE kafka.capture_config
     ADD COLUMN method text NOT NULL DEFAULT 'trigger' CHECK (method IN ('trigger', 'wal'));
 ALTER TABLE kafka.capture_config SET (user_catalog_table = true);
 
+-- WAL capture of a transaction streamed before it committed: its packs are staged as they were
+-- compressed while it was written, with what fills their events' commit marks.
+ALTER TABLE kafka.outbox ADD COLUMN commit_marks bigint[];
+
 CREATE TABLE kafka.wal_position (
     slot_name name PRIMARY KEY,
     staged_end bigint NOT NULL,

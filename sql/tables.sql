@@ -69,6 +69,10 @@ CREATE TABLE kafka.outbox (
     payload bytea NOT NULL,         -- the pack (core/src/pack.rs), lz4-compressed from 256 bytes
     produced_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     first_attempt_at timestamptz,   -- set when a delivery attempt failed and will be retried
+    -- WAL capture of a transaction streamed before it committed: {commit time in µs since 1970,
+    -- end LSN of the commit before}, filled into its events' commit marks when they are read
+    -- (core/src/commit_marks.rs); NULL for every other pack
+    commit_marks bigint[],
     PRIMARY KEY (xid, id)           -- one index: a transaction's packs, in id order
 ) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.02);
 ALTER SEQUENCE kafka.outbox_id_seq OWNED BY kafka.outbox.id;

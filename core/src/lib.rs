@@ -9,12 +9,15 @@
 //! - [`settings`]: the rules of `kafka.config` (who may set what, secrets, `${file:…}`);
 //! - [`message`]: one Kafka message as the worker reads it back;
 //! - [`pack`]: the format of an outbox row (a pack of up to 512 messages of one transaction);
+//! - [`commit_marks`]: the commit fields WAL capture fills into a streamed transaction's events
+//!   when they are read back;
 //! - [`producer`]: librdkafka — the producer, batches in flight, delivery reports, transactions;
 //! - [`position`]: exactly-once positions (what a committed Kafka transaction carried);
 //! - [`settle`]: how a chunk's delivery outcomes settle (done, dead letters, kept to resend).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod commit_marks;
 pub mod error;
 pub mod input;
 pub mod message;

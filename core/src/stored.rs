@@ -3,7 +3,8 @@
 //! two bytes, as `toast_compress_datum` decides) lz4-compressed behind a compressed varlena
 //! header and its `tcinfo` word (raw size, method lz4). Made without PostgreSQL, so that WAL
 //! capture compresses its packs on a thread of its own (nothing of PostgreSQL may run there);
-//! PostgreSQL reads the value back as if it had compressed it itself. Little-endian layout
+//! PostgreSQL reads the value back as if it had compressed it itself, and [`raw_of`] does too
+//! (a streamed transaction's pack, when a savepoint rolls some of it back). Little-endian layout
 //! (`varatt.h`/`postgres.h`: x86-64, arm64).
 
 /// Payloads from this size on are compressed (as `store::append` has PostgreSQL do).
@@ -41,15 +42,25 @@ pub fn stored_form(raw: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// `raw` lz4-compressed with its size in front, for a temporary file of the worker's own (read
-/// back by [`unsqueeze`]).
-pub fn squeeze(raw: &[u8]) -> Vec<u8> {
-    lz4_flex::block::compress_prepend_size(raw)
-}
-
-/// What [`squeeze`] made, back as it was; None if it is not that.
-pub fn unsqueeze(squeezed: &[u8]) -> Option<Vec<u8>> {
-    lz4_flex::block::decompress_size_prepended(squeezed).ok()
+/// What [`stored_form`] made, back as it was; None if it is not that.
+pub fn raw_of(stored: &[u8]) -> Option<Vec<u8>> {
+    let word = |at: usize| Some(u32::from_le_bytes(stored.get(at..at + 4)?.try_into().ok()?));
+    let header = word(0)?;
+    if (header >> 2) as usize != stored.len() {
+        return None;
+    }
+    match header & 0x03 {
+        0x00 => Some(stored[HEADER..].to_vec()),
+        0x02 => {
+            let tcinfo = word(HEADER)?;
+            if tcinfo & !((1 << 30) - 1) != LZ4_METHOD {
+                return None;
+            }
+            let raw = (tcinfo & ((1 << 30) - 1)) as usize;
+            lz4_flex::block::decompress(&stored[COMPRESSED_HEADER..], raw).ok().filter(|r| r.len() == raw)
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -85,12 +96,14 @@ mod tests {
     }
 
     #[test]
-    fn squeezed_bytes_come_back_as_they_were() {
-        let raw: Vec<u8> = (0..3000).flat_map(|i| format!("{{\"n\":{i}}}").into_bytes()).collect();
-        let s = squeeze(&raw);
-        assert!(s.len() < raw.len() / 2);
-        assert_eq!(unsqueeze(&s).unwrap(), raw);
-        assert!(unsqueeze(&s[..s.len() / 2]).is_none(), "cut short");
+    fn stored_forms_come_back_as_they_were() {
+        let large: Vec<u8> = (0..3000).flat_map(|i| format!("{{\"n\":{i}}}").into_bytes()).collect();
+        for raw in [&b"short"[..], &large, &[]] {
+            let s = stored_form(raw).unwrap();
+            assert_eq!(raw_of(&s).as_deref(), Some(raw));
+            assert!(raw_of(&s[..s.len() - 1]).is_none(), "cut short");
+        }
+        assert!(raw_of(&[1, 2]).is_none());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::error::KafkaError;
 use crate::shared;
 use crate::store::append;
 use crate::store::owner::{self, Store};
+use kafka_core::commit_marks::Commit;
 use kafka_core::pack::{Pack, Parts};
 use pgrx::pg_sys::{self, SubTransactionId};
 use pgrx::prelude::*;
@@ -38,6 +39,8 @@ struct Entry {
     pack: Pack,
     /// The payload as stored, made ahead (WAL capture's sealed packs; `pack.bytes` is empty).
     stored: Option<Vec<u8>>,
+    /// What fills its events' commit marks (a streamed transaction's, decoded from the WAL).
+    commit: Option<Commit>,
 }
 
 #[derive(Default)]
@@ -170,10 +173,16 @@ pub fn adopt_packs() -> Result<(), KafkaError> {
 
 /// Queues a whole pack of a transaction decoded from the WAL, in the worker's staging
 /// transaction, sealed (`stored`: its payload as the outbox stores it, already compressed; it
-/// holds `count` messages of `topics`): it becomes one outbox row as it is.
+/// holds `count` messages of `topics`; `commit` fills their commit marks, if any): it becomes
+/// one outbox row as it is.
 /// `kafka.max_backlog` does not apply (its transaction committed already; refusing it would
 /// only stop WAL capture).
-pub fn push_staged_pack(count: i32, topics: Vec<String>, stored: Vec<u8>) -> Result<(), KafkaError> {
+pub fn push_staged_pack(
+    count: i32,
+    topics: Vec<String>,
+    stored: Vec<u8>,
+    commit: Option<Commit>,
+) -> Result<(), KafkaError> {
     // SAFETY: plain read of the current transaction state; called inside the worker's transaction.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     let id = append::next_pack_id(store()?)?;
@@ -188,7 +197,7 @@ pub fn push_staged_pack(count: i32, topics: Vec<String>, stored: Vec<u8>) -> Res
         t.tail_len += count as usize;
         t.tail_bytes += size;
         t.wake_at_commit = true;
-        t.entries.push(Entry { subxact, pack, stored: Some(stored) });
+        t.entries.push(Entry { subxact, pack, stored: Some(stored), commit });
         t.tail_len >= FLUSH_MESSAGES || t.tail_bytes >= FLUSH_BYTES
     });
     if full {
@@ -215,7 +224,7 @@ pub fn push(msg: &Parts) -> Result<i64, KafkaError> {
                 t.tail_len = 0;
                 t.tail_bytes = 0;
             }
-            t.entries.push(Entry { subxact, pack, stored: None });
+            t.entries.push(Entry { subxact, pack, stored: None, commit: None });
         });
     }
     let (id, size, full) = TXN.with_borrow_mut(|t| {
@@ -241,8 +250,11 @@ pub fn reload_at_commit() {
 fn flush_tail(subxact: SubTransactionId) -> Result<(), KafkaError> {
     let (rows, store) = TXN.with_borrow_mut(|t| {
         let keep = t.entries.iter().rposition(|e| e.subxact != subxact).map_or(0, |i| i + 1);
-        let rows: Vec<append::Row> =
-            t.entries.drain(keep..).map(|e| append::Row { pack: e.pack, stored: e.stored }).collect();
+        let rows: Vec<append::Row> = t
+            .entries
+            .drain(keep..)
+            .map(|e| append::Row { pack: e.pack, stored: e.stored, commit: e.commit })
+            .collect();
         if !rows.is_empty() && t.written.last() != Some(&subxact) {
             t.written.push(subxact);
         }

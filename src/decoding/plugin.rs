@@ -17,10 +17,10 @@
 
 use super::target::{target, Target};
 use super::{spool, stream};
-use crate::backend::capture::{commit_fills, fill_commit, Tuple, WalPosition};
+use crate::backend::capture::{Tuple, WalPosition};
 use crate::backend::input::unix_us;
 use crate::error::KafkaError;
-use kafka_core::pack::Parts;
+use kafka_core::commit_marks::Commit;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -291,8 +291,9 @@ unsafe extern "C-unwind" fn stream_abort(
     }
 }
 
-/// A streamed transaction committed: its events, their commit time and last commit's end
-/// filled in, join the decoded ones in commit order (unless staged before).
+/// A streamed transaction committed: its events, sealed as they are, join the decoded ones in
+/// commit order (unless staged before), with their commit time and last commit's end, which
+/// fill their commit marks when the outbox is read.
 #[pg_guard]
 unsafe extern "C-unwind" fn stream_commit(
     _ctx: *mut pg_sys::LogicalDecodingContext,
@@ -306,18 +307,12 @@ unsafe extern "C-unwind" fn stream_commit(
     stream::set_current(None);
     let Some(events) = stream::take(xid) else { return };
     if end <= STAGED_END.get() || events.events() == 0 {
+        events.discard();
         return;
     }
-    let (commit_us, last_end) = (unix_us(commit), LAST_COMMIT_END.get());
+    let commit = Commit { commit_us: unix_us(commit), last_commit_end: LAST_COMMIT_END.get() };
     spool::begin();
-    let (fills, mut value) = (commit_fills(commit_us, last_end), Vec::new());
-    let done = events.each(|parts| match parts.payload {
-        Some(v) => {
-            fill_commit(v, &fills, &mut value);
-            spool::push(&Parts { payload: Some(&value), ..*parts })
-        }
-        None => spool::push(parts),
-    });
+    let done = events.each_sealed(commit, spool::push_sealed);
     if let Err(e) = done {
         let why = format!(
             "pg_kafka: WAL capture lost the events of transaction {xid} (committed at {}): {e}",

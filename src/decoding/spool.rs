@@ -14,6 +14,7 @@
 //! spool is taken between records.
 
 use crate::error::KafkaError;
+use kafka_core::commit_marks::Commit;
 use kafka_core::pack::{Pack, Parts};
 use kafka_core::stored::stored_form;
 use std::cell::RefCell;
@@ -24,11 +25,13 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 /// Bytes of sealed packs held in memory before they are spilled to a file.
 pub const SPILL_BYTES: usize = 32 << 20;
 
-/// A pack sealed: how many messages, of which topics, and its payload as the outbox stores it.
+/// A pack sealed: how many messages, of which topics, and its payload as the outbox stores it;
+/// for the events of a transaction streamed before it committed, what fills their commit marks.
 pub struct Sealed {
     pub count: i32,
     pub topics: Vec<String>,
     pub stored: Vec<u8>,
+    pub commit: Option<Commit>,
 }
 
 /// Packs being sealed, and the thread that seals them, in order.
@@ -126,7 +129,12 @@ impl Spool {
             None => self.sealing.push_back((raw, at)),
             Some(ref sealed) => self.bytes = self.bytes - raw + sealed.len(),
         }
-        self.done().packs.push(Sealed { count, topics, stored: stored.unwrap_or_default() });
+        self.done().packs.push(Sealed { count, topics, stored: stored.unwrap_or_default(), commit: None });
+        self.spill_past_limit()
+    }
+
+    /// Spills the sealed packs held in memory once they pass [`SPILL_BYTES`].
+    fn spill_past_limit(&mut self) -> Result<(), KafkaError> {
         if self.bytes > SPILL_BYTES {
             self.collect(true)?;
             self.spills += 1;
@@ -187,6 +195,18 @@ pub fn push(parts: &Parts) -> Result<(), KafkaError> {
     })
 }
 
+/// Adds a pack sealed before (a streamed transaction's) to the transaction being replayed,
+/// after its events so far.
+pub fn push_sealed(pack: Sealed) -> Result<(), KafkaError> {
+    SPOOL.with_borrow_mut(|s| {
+        s.seal()?;
+        s.bytes += pack.stored.len();
+        s.in_txn = true;
+        s.done().packs.push(pack);
+        s.spill_past_limit()
+    })
+}
+
 /// Writes the sealed packs held in memory to the temporary file; returns their bytes.
 fn spill(done: &mut Spooled, n: u64) -> Result<usize, KafkaError> {
     let io = |e: std::io::Error| KafkaError::Internal(format!("could not spill decoded events to disk: {e}"));
@@ -208,8 +228,16 @@ fn spill(done: &mut Spooled, n: u64) -> Result<usize, KafkaError> {
 }
 
 /// One sealed pack, as [`read_sealed`] reads it back.
-fn write_sealed(w: &mut impl Write, p: &Sealed) -> std::io::Result<()> {
+pub(super) fn write_sealed(w: &mut impl Write, p: &Sealed) -> std::io::Result<()> {
     w.write_all(&p.count.to_le_bytes())?;
+    match p.commit {
+        Some(c) => {
+            w.write_all(&[1])?;
+            w.write_all(&c.commit_us.to_le_bytes())?;
+            w.write_all(&c.last_commit_end.to_le_bytes())?;
+        }
+        None => w.write_all(&[0])?,
+    }
     w.write_all(&(p.topics.len() as u32).to_le_bytes())?;
     for t in &p.topics {
         w.write_all(&(t.len() as u32).to_le_bytes())?;
@@ -284,7 +312,7 @@ impl Spooled {
 }
 
 /// One sealed pack as [`write_sealed`] wrote it.
-fn read_sealed(r: &mut impl Read) -> std::io::Result<Sealed> {
+pub(super) fn read_sealed(r: &mut impl Read) -> std::io::Result<Sealed> {
     fn u32_of(r: &mut impl Read) -> std::io::Result<u32> {
         let mut b = [0u8; 4];
         r.read_exact(&mut b)?;
@@ -295,17 +323,27 @@ fn read_sealed(r: &mut impl Read) -> std::io::Result<Sealed> {
         r.read_exact(&mut b)?;
         Ok(b)
     }
+    fn u64_of(r: &mut impl Read) -> std::io::Result<u64> {
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
     let count = u32_of(r)? as i32;
+    let mut flag = [0u8];
+    r.read_exact(&mut flag)?;
+    let commit = match flag[0] {
+        0 => None,
+        _ => Some(Commit { commit_us: u64_of(r)? as i64, last_commit_end: u64_of(r)? }),
+    };
     let mut topics = Vec::new();
     for _ in 0..u32_of(r)? {
         let n = u32_of(r)? as usize;
         let topic = String::from_utf8(bytes_of(r, n)?).map_err(std::io::Error::other)?;
         topics.push(topic);
     }
-    let mut len = [0u8; 8];
-    r.read_exact(&mut len)?;
-    let stored = bytes_of(r, u64::from_le_bytes(len) as usize)?;
-    Ok(Sealed { count, topics, stored })
+    let len = u64_of(r)? as usize;
+    let stored = bytes_of(r, len)?;
+    Ok(Sealed { count, topics, stored, commit })
 }
 
 #[cfg(test)]
@@ -315,8 +353,18 @@ mod tests {
     #[test]
     fn spilled_packs_read_back_as_they_were() {
         let packs = [
-            Sealed { count: 3, topics: vec!["a".into(), "bé".into()], stored: vec![1, 2, 3, 4, 5] },
-            Sealed { count: 512, topics: vec![], stored: vec![] },
+            Sealed {
+                count: 3,
+                topics: vec!["a".into(), "bé".into()],
+                stored: vec![1, 2, 3, 4, 5],
+                commit: None,
+            },
+            Sealed {
+                count: 512,
+                topics: vec![],
+                stored: vec![],
+                commit: Some(Commit { commit_us: -7, last_commit_end: u64::MAX }),
+            },
         ];
         let mut file = Vec::new();
         for p in &packs {
@@ -325,7 +373,10 @@ mod tests {
         let mut r = &file[..];
         for p in &packs {
             let back = read_sealed(&mut r).unwrap();
-            assert_eq!((back.count, &back.topics, &back.stored), (p.count, &p.topics, &p.stored));
+            assert_eq!(
+                (back.count, &back.topics, &back.stored, back.commit),
+                (p.count, &p.topics, &p.stored, p.commit)
+            );
         }
         assert!(r.is_empty());
         assert!(read_sealed(&mut r).is_err(), "nothing more");

@@ -124,7 +124,7 @@ impl Capture {
             if let Some(spooled) = spooled {
                 let end = spooled.end_lsn;
                 staged.transactions = spooled.transactions;
-                spooled.each_pack(|p| pending::push_staged_pack(p.count, p.topics, p.stored))?;
+                spooled.each_pack(|p| pending::push_staged_pack(p.count, p.topics, p.stored, p.commit))?;
                 wal::set_position(&name, end, plugin::last_commit_end())?;
             }
             // A capture being made holds the lock from the slot's creation to its commit.

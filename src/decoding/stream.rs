@@ -2,24 +2,27 @@
 //! [`super::reader::STREAM_FROM_KB`] (or `logical_decoding_work_mem`), PostgreSQL hands the
 //! largest transaction's changes to [`super::plugin`] as they are decoded (while the session
 //! still writes), instead of spilling them to disk and replaying them all at COMMIT. Their
-//! events are encoded then, with [`COMMIT_MARK`](crate::backend::capture::COMMIT_MARK)s where
-//! the commit time and the last commit's end go, and kept here per transaction (packs; past
-//! [`MEMORY_BYTES`] compressed in a temporary file in `base/pgsql_tmp`). At its commit [`take`]
-//! gives them back in order, and the plugin fills the marks in and moves them to
-//! [`super::spool`]; an abort drops them.
+//! events are encoded then, with [commit marks](kafka_core::commit_marks) where the commit time
+//! and the last commit's end go, and kept here per transaction: packs, past [`MEMORY_BYTES`]
+//! sealed (compressed as the outbox stores them) into a temporary file in `base/pgsql_tmp`. At
+//! its commit [`take`] gives them back in order, and the plugin hands them to [`super::spool`]
+//! sealed, with what fills their marks when they are read from the outbox: nothing is encoded or
+//! compressed again after COMMIT. An abort drops them.
 //!
 //! What must stay true: a rolled-back savepoint's events go with it (each subtransaction's first
 //! event is noted, and its abort cuts the transaction's events back to there: everything after
 //! it belongs to it or to its children, which abort with it); memory stays bounded per streamed
 //! transaction.
 
+use super::spool::{read_sealed, write_sealed, Sealed};
 use crate::error::KafkaError;
-use kafka_core::pack::{each_part, Pack, Parts};
-use kafka_core::stored::{squeeze, unsqueeze};
+use kafka_core::commit_marks::Commit;
+use kafka_core::pack::{Pack, Parts};
+use kafka_core::stored::{raw_of, stored_form};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 
 /// Bytes of a streamed transaction's packs held in memory before they go to its file.
 const MEMORY_BYTES: usize = 8 << 20;
@@ -114,15 +117,16 @@ impl Streamed {
         }
         let Some(spill) = self.spilled.as_mut() else { return Ok(()) };
         let open = self.packs.pop();
+        let mut record = Vec::new();
         for p in self.packs.drain(..) {
-            // Compressed: a bulk transaction writes a twelfth of its events' bytes while the
-            // session that makes them is still writing.
-            let squeezed = squeeze(&p.bytes);
-            spill.offsets.push(spill.end);
-            spill.file.write_all(&(squeezed.len() as u64).to_le_bytes()).map_err(io)?;
-            spill.file.write_all(&squeezed).map_err(io)?;
-            spill.end += 8 + squeezed.len() as u64;
+            // Sealed now, while the session that makes them is still writing: a bulk
+            // transaction writes a twelfth of its events' bytes, and they are staged as they are.
             self.bytes -= p.bytes.len();
+            record.clear();
+            write_sealed(&mut record, &seal(p)?).map_err(io)?;
+            spill.offsets.push(spill.end);
+            spill.file.write_all(&record).map_err(io)?;
+            spill.end += record.len() as u64;
         }
         self.packs.extend(open);
         Ok(())
@@ -168,13 +172,10 @@ impl Streamed {
     fn read_back(&mut self, p: usize) -> Result<Pack, KafkaError> {
         let Some(spill) = self.spilled.as_mut() else { return Ok(Pack::default()) };
         spill.file.flush().map_err(io)?;
-        let mut r = File::open(&spill.path).map_err(io)?;
+        let mut r = BufReader::new(File::open(&spill.path).map_err(io)?);
         r.seek(SeekFrom::Start(spill.offsets[p])).map_err(io)?;
-        let mut len = [0u8; 8];
-        r.read_exact(&mut len).map_err(io)?;
-        let mut bytes = vec![0u8; u64::from_le_bytes(len) as usize];
-        r.read_exact(&mut bytes).map_err(io)?;
-        unsqueeze(&bytes).and_then(|raw| Pack::from_packed(0, &raw, Vec::new())).ok_or_else(|| {
+        let sealed = read_sealed(&mut r).map_err(io)?;
+        raw_of(&sealed.stored).and_then(|raw| Pack::from_packed(0, &raw, Vec::new())).ok_or_else(|| {
             KafkaError::Internal("a streamed transaction's spilled events are malformed".into())
         })
     }
@@ -199,42 +200,39 @@ impl Streamed {
         self.events
     }
 
-    /// Calls `f` with each event, in order (spilled ones first); removes the file.
-    pub fn each(self, mut f: impl FnMut(&Parts) -> Result<(), KafkaError>) -> Result<(), KafkaError> {
-        let malformed = || KafkaError::Internal("a streamed transaction's events are malformed".into());
-        let mut each_of = |bytes: &[u8]| -> Result<(), KafkaError> {
-            let mut failed = Ok(());
-            each_part(bytes, |p| {
-                if failed.is_ok() {
-                    failed = f(&p);
-                }
-            })
-            .ok_or_else(malformed)?;
-            failed
-        };
+    /// Calls `f` with each pack, sealed, in order (spilled ones first), with `commit` to fill
+    /// their marks; removes the file.
+    pub fn each_sealed(
+        self,
+        commit: Commit,
+        mut f: impl FnMut(Sealed) -> Result<(), KafkaError>,
+    ) -> Result<(), KafkaError> {
         if let Some(Spill { file, path, offsets, .. }) = self.spilled {
             let file = file.into_inner().map_err(|e| io(e.into_error()))?;
             drop(file);
             let read = (|| -> Result<(), KafkaError> {
                 let mut r = BufReader::new(File::open(&path).map_err(io)?);
-                let mut buf = Vec::new();
                 for _ in 0..offsets.len() {
-                    let mut len = [0u8; 8];
-                    r.read_exact(&mut len).map_err(io)?;
-                    buf.resize(u64::from_le_bytes(len) as usize, 0);
-                    r.read_exact(&mut buf).map_err(io)?;
-                    each_of(&unsqueeze(&buf).ok_or_else(malformed)?)?;
+                    let sealed = read_sealed(&mut r).map_err(io)?;
+                    f(Sealed { commit: Some(commit), ..sealed })?;
                 }
                 Ok(())
             })();
             std::fs::remove_file(&path).map_err(io)?;
             read?;
         }
-        for p in &self.packs {
-            each_of(&p.bytes)?;
+        for p in self.packs {
+            f(Sealed { commit: Some(commit), ..seal(p)? })?;
         }
         Ok(())
     }
+}
+
+/// A pack of a streamed transaction, sealed (its commit marks not filled yet).
+fn seal(p: Pack) -> Result<Sealed, KafkaError> {
+    let stored = stored_form(&p.bytes)
+        .ok_or_else(|| KafkaError::Internal("a pack of decoded events is larger than 1 GB".into()))?;
+    Ok(Sealed { count: p.count, topics: p.topics, stored, commit: None })
 }
 
 /// Subtransaction `subxid` of `xid` (or `xid` itself, if they are the same) aborted.
@@ -255,8 +253,8 @@ pub fn abort(xid: u32, subxid: u32) -> Result<(), KafkaError> {
 }
 
 impl Streamed {
-    /// Removes its file.
-    fn discard(self) {
+    /// Drops its events (and removes its file).
+    pub fn discard(self) {
         if let Some(spill) = self.spilled {
             let _ = std::fs::remove_file(spill.path);
         }

@@ -17,6 +17,7 @@
 use crate::error::KafkaError;
 use crate::relation::Open;
 use crate::store::owner::{as_owner, Store};
+use kafka_core::commit_marks::Commit;
 use kafka_core::pack::Pack;
 use kafka_core::stored::COMPRESS_FROM;
 use pgrx::pg_sys::{self, Datum};
@@ -54,7 +55,7 @@ fn xid_datum() -> Datum {
     Datum::from(xid.value)
 }
 
-const OUTBOX_COLUMNS: [(&str, pg_sys::Oid); 7] = [
+const OUTBOX_COLUMNS: [(&str, pg_sys::Oid); 8] = [
     ("id", pg_sys::INT8OID),
     ("xid", pg_sys::XID8OID),
     ("messages", pg_sys::INT4OID),
@@ -62,14 +63,17 @@ const OUTBOX_COLUMNS: [(&str, pg_sys::Oid); 7] = [
     ("payload", pg_sys::BYTEAOID),
     ("produced_at", pg_sys::TIMESTAMPTZOID),
     ("first_attempt_at", pg_sys::TIMESTAMPTZOID),
+    ("commit_marks", pg_sys::INT8ARRAYOID),
 ];
 const COMMIT_COLUMNS: [(&str, pg_sys::Oid); 2] = [("csn", pg_sys::INT8OID), ("xid", pg_sys::XID8OID)];
 
 /// A pack to append, with its payload as the outbox stores it if that was made ahead
-/// ([`kafka_core::stored::stored_form`]).
+/// ([`kafka_core::stored::stored_form`]), and what fills its events' commit marks if they hold
+/// any ([`kafka_core::commit_marks`]).
 pub struct Row {
     pub pack: Pack,
     pub stored: Option<Vec<u8>>,
+    pub commit: Option<Commit>,
 }
 
 /// Appends packs to the outbox in the current transaction.
@@ -79,8 +83,10 @@ pub fn insert(rows: &[Row], store: Store) -> Result<(), KafkaError> {
         // SAFETY: plain read of the current transaction's start timestamp; a TimestampTz is a
         // by-value Datum.
         let produced_at = Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
-        write_rows(store.outbox, &OUTBOX_COLUMNS, rows.len(), |i| {
-            let Row { pack: p, stored } = &rows[i];
+        // The last column is 0.3.0's: the 0.1.0 -> 0.2.0 upgrade script queues its messages
+        // (which hold no commit marks) into 0.2.0's outbox.
+        write_rows(store.outbox, &OUTBOX_COLUMNS, 1, rows.len(), |i| {
+            let Row { pack: p, stored, commit } = &rows[i];
             vec![
                 p.id.into_datum(),
                 Some(xid),
@@ -92,6 +98,7 @@ pub fn insert(rows: &[Row], store: Store) -> Result<(), KafkaError> {
                 },
                 Some(produced_at),
                 None,
+                commit.and_then(|c| c.to_column().into_datum()),
             ]
         })
     })
@@ -102,7 +109,7 @@ pub fn insert_commit(store: Store) -> Result<(), KafkaError> {
     with_snapshot(|| {
         let csn = nextval(store, store.commit_seq)?;
         let xid = xid_datum();
-        write_rows(store.commits, &COMMIT_COLUMNS, 1, |_| vec![csn.into_datum(), Some(xid)])
+        write_rows(store.commits, &COMMIT_COLUMNS, 0, 1, |_| vec![csn.into_datum(), Some(xid)])
     })
 }
 
@@ -150,12 +157,14 @@ fn stored_datum(stored: &[u8]) -> Datum {
     }
 }
 
-/// Writes `rows` rows to relation `relid` (whose columns must be exactly `columns`) in the
-/// current transaction; `row(i)` gives the values of row `i` (None: NULL), built in a memory
-/// context reset after each row.
+/// Writes `rows` rows to relation `relid` (whose columns must be exactly `columns`, or all but
+/// the last `newer` of them: an older version's table, while it is upgraded) in the current
+/// transaction; `row(i)` gives the values of row `i` (None: NULL; a table without a column takes
+/// only NULLs there), built in a memory context reset after each row.
 fn write_rows(
     relid: pg_sys::Oid,
     columns: &[(&str, pg_sys::Oid)],
+    newer: usize,
     rows: usize,
     mut row: impl FnMut(usize) -> Vec<Option<Datum>>,
 ) -> Result<(), KafkaError> {
@@ -168,6 +177,12 @@ fn write_rows(
     let rel = table.get();
     // SAFETY: `rel` is open (held by `table`), so its descriptor is valid.
     let desc = unsafe { (*rel).rd_att };
+    // SAFETY: `desc` is the descriptor of the open relation `rel`.
+    let natts = unsafe { (*desc).natts } as usize;
+    let (columns, absent) = match columns.len().checked_sub(natts) {
+        Some(missing) if missing <= newer => columns.split_at(natts),
+        _ => (columns, &[][..]),
+    };
     // SAFETY: `desc` is the descriptor of the open relation `rel`.
     unsafe { check_columns(desc, columns) }.map_err(KafkaError::OutboxAltered)?;
     // SAFETY: `rel` is open, inside the caller's transaction, locked with `lock`.
@@ -185,8 +200,13 @@ fn write_rows(
         // allocated per row lives in `row_context`, reset only after the row's heap and index
         // inserts are done.
         unsafe {
-            row_context.switch_to(|_| {
-                let values = row(i);
+            row_context.switch_to(|_| -> Result<(), KafkaError> {
+                let mut values = row(i);
+                if values[columns.len()..].iter().any(Option::is_some) {
+                    let absent: Vec<_> = absent.iter().map(|(c, _)| *c).collect();
+                    return Err(KafkaError::OutboxAltered(format!("the columns {absent:?} are missing")));
+                }
+                values.truncate(columns.len());
                 let mut datums: Vec<Datum> = values.iter().map(|v| v.unwrap_or(Datum::from(0))).collect();
                 let mut nulls: Vec<bool> = values.iter().map(Option::is_none).collect();
                 let tuple = pg_sys::heap_form_tuple(desc, datums.as_mut_ptr(), nulls.as_mut_ptr());
@@ -217,7 +237,8 @@ fn write_rows(
                         info,
                     );
                 }
-            });
+                Ok(())
+            })?;
             row_context.reset();
         }
     }

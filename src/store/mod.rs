@@ -34,15 +34,26 @@ pub mod waiting;
 pub mod wal;
 
 use crate::error::KafkaError;
+use kafka_core::commit_marks::Commit;
 
 /// The error of a statement on pg_kafka's tables: `could not <what>: <SPI's error>`.
 fn could_not(what: &str, e: pgrx::spi::Error) -> KafkaError {
     KafkaError::Internal(format!("could not {what}: {e}"))
 }
 
-/// The messages of outbox row `id` (a pack, `payload`), in order; a row that does not unpack is
+/// The messages of outbox row `id` (a pack, `payload`), in order, their commit marks filled
+/// with the row's `commit_marks` ([`kafka_core::commit_marks`]); a row that does not unpack is
 /// an error, never skipped.
-fn unpack_row(id: i64, payload: &[u8]) -> Result<Vec<kafka_core::message::Message>, KafkaError> {
-    kafka_core::pack::unpack(id, payload)
-        .ok_or_else(|| KafkaError::Internal(format!("outbox row {id} is malformed")))
+fn unpack_row(
+    id: i64,
+    payload: &[u8],
+    commit_marks: Option<Vec<i64>>,
+) -> Result<Vec<kafka_core::message::Message>, KafkaError> {
+    let malformed = || KafkaError::Internal(format!("outbox row {id} is malformed"));
+    let mut messages = kafka_core::pack::unpack(id, payload).ok_or_else(malformed)?;
+    if let Some(column) = commit_marks {
+        let commit = Commit::from_column(&column).ok_or_else(malformed)?;
+        kafka_core::commit_marks::fill(&mut messages, Some(commit));
+    }
+    Ok(messages)
 }

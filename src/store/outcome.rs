@@ -136,7 +136,7 @@ fn keep_only(client: &mut SpiClient, p: &Partly<'_>) -> Result<(), KafkaError> {
     // ...then the row itself: now its first run (same id), or gone.
     match runs.first().filter(|r| r.id == p.row) {
         Some(first) => client.update(
-            "UPDATE kafka.outbox SET messages = $3, topics = $4, payload = $5,
+            "UPDATE kafka.outbox SET messages = $3, topics = $4, payload = $5, commit_marks = NULL,
                     first_attempt_at = coalesce(first_attempt_at, pg_catalog.now())
               WHERE xid OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.xid8
                 AND id OPERATOR(pg_catalog.=) $1 AND messages OPERATOR(pg_catalog.=) $6",

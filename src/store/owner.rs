@@ -95,5 +95,6 @@ pub fn installed() -> bool {
             && pg_sys::get_relname_relid(c"outbox_commit".as_ptr(), nsp) != pg_sys::InvalidOid
             && pg_sys::get_relname_relid(c"home".as_ptr(), nsp) != pg_sys::InvalidOid
             && pg_sys::get_relname_relid(c"producer_statistics".as_ptr(), nsp) != pg_sys::InvalidOid
+            && pg_sys::get_relname_relid(c"wal_position".as_ptr(), nsp) != pg_sys::InvalidOid
     }
 }

@@ -51,7 +51,7 @@ pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec
     let failed = |e| could_not("read kafka.outbox", e);
     // The worker's planner settings keep this on the indexes (see [`crate::worker::process::SESSION`]).
     Spi::connect(|client| {
-        const READ: &str = "SELECT c.csn, o.id, o.payload, o.xid::pg_catalog.text::pg_catalog.int8
+        const READ: &str = "SELECT c.csn, o.id, o.payload, o.xid::pg_catalog.text::pg_catalog.int8, o.commit_marks
                FROM kafka.outbox_commit c JOIN kafka.outbox o ON o.xid OPERATOR(pg_catalog.=) c.xid
               WHERE c.csn OPERATOR(pg_catalog.>=) $1
                 AND (c.csn OPERATOR(pg_catalog.>) $1 OR o.id OPERATOR(pg_catalog.>) $2)
@@ -82,7 +82,7 @@ pub fn read_chunk(round: &mut Round, limit: usize, max_bytes: i64) -> Result<Vec
                 let payload: Vec<u8> = row.get(3).map_err(failed)?.unwrap_or_default();
                 let xid: i64 = row.get(4).map_err(failed)?.unwrap_or_default();
                 bytes += payload.len() as i64;
-                let msgs = super::unpack_row(id, &payload)?;
+                let msgs = super::unpack_row(id, &payload, row.get(5).map_err(failed)?)?;
                 batch.extend(msgs.into_iter().map(|m| Message { csn, xid, ..m }));
                 round.pos = (csn, id);
             }

@@ -33,7 +33,7 @@ fn move_rows(client: &mut SpiClient<'_>, ids: &[i64], error: &str) -> Result<i64
     // Locked: the worker's recording of a delivery waits until this commits.
     let rows = client
         .update(
-            "SELECT o.id, o.xid::pg_catalog.text::pg_catalog.int8, o.payload FROM kafka.outbox o
+            "SELECT o.id, o.xid::pg_catalog.text::pg_catalog.int8, o.payload, o.commit_marks FROM kafka.outbox o
               WHERE EXISTS (SELECT FROM pg_catalog.unnest($1::pg_catalog.int8[]) i
                              WHERE i OPERATOR(pg_catalog.>=) o.id
                                AND i OPERATOR(pg_catalog.<) (o.id OPERATOR(pg_catalog.+) o.messages))
@@ -42,18 +42,22 @@ fn move_rows(client: &mut SpiClient<'_>, ids: &[i64], error: &str) -> Result<i64
             &[ids.to_vec().into()],
         )
         .map_err(failed)?;
-    let mut packs: Vec<(i64, i64, Vec<u8>)> = Vec::new();
+    /// An outbox row: id, transaction, payload, commit marks.
+    type Row = (i64, i64, Vec<u8>, Option<Vec<i64>>);
+    let mut packs: Vec<Row> = Vec::new();
     for r in rows {
         let (row, xid, payload) = (r.get::<i64>(1), r.get::<i64>(2), r.get::<Vec<u8>>(3));
+        let commit_marks = r.get::<Vec<i64>>(4).map_err(failed)?;
         match (row.map_err(failed)?, xid.map_err(failed)?, payload.map_err(failed)?) {
-            (Some(row), Some(xid), Some(payload)) => packs.push((row, xid, payload)),
+            (Some(row), Some(xid), Some(payload)) => packs.push((row, xid, payload, commit_marks)),
             _ => return Err(KafkaError::Internal("an outbox row has a NULL id, xid or payload".into())),
         }
     }
     let xids: Vec<i64> = packs.iter().map(|p| p.1).collect();
     let mut moved = 0;
-    for (row, xid, payload) in packs {
-        let messages = super::unpack_row(row, &payload)?;
+    for (row, xid, payload, commit_marks) in packs {
+        // Filled: the packs written back hold no marks.
+        let messages = super::unpack_row(row, &payload, commit_marks)?;
         let (out, runs) = split(messages.into_iter().map(|m| Message { xid, ..m }).collect(), ids);
         let letters: Vec<(&Message, &str)> = out.iter().map(|m| (m, error)).collect();
         dead_letter::record(client, &letters).map_err(failed)?;
@@ -90,7 +94,7 @@ fn move_rows(client: &mut SpiClient<'_>, ids: &[i64], error: &str) -> Result<i64
                     p.push(&m.parts());
                 }
                 client.update(
-                    "UPDATE kafka.outbox SET messages = $3, payload = $4, topics = $5
+                    "UPDATE kafka.outbox SET messages = $3, payload = $4, topics = $5, commit_marks = NULL
                       WHERE id OPERATOR(pg_catalog.=) $1 AND xid OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.xid8",
                     None,
                     &[row.into(), xid.into(), p.count.into(), p.bytes.clone().into(), p.topics.clone().into()],

@@ -21,7 +21,7 @@ pub fn list(topic: Option<&str>, limit: i64) -> Result<Vec<Waiting>, KafkaError>
     let failed = |e| super::could_not("read kafka.outbox", e);
     Spi::connect(|client| {
         // A pack lists its topics: packs without `topic` are not read.
-        const READ: &str = "SELECT c.csn, o.id, o.payload
+        const READ: &str = "SELECT c.csn, o.id, o.payload, o.commit_marks
                FROM kafka.outbox_commit c JOIN kafka.outbox o ON o.xid OPERATOR(pg_catalog.=) c.xid
               WHERE $1::pg_catalog.text IS NULL OR $1 OPERATOR(pg_catalog.=) ANY (o.topics)
               ORDER BY c.csn, o.id";
@@ -39,7 +39,7 @@ pub fn list(topic: Option<&str>, limit: i64) -> Result<Vec<Waiting>, KafkaError>
                 let csn: i64 = row.get(1).map_err(failed)?.unwrap_or_default();
                 let id: i64 = row.get(2).map_err(failed)?.unwrap_or_default();
                 let payload: Vec<u8> = row.get(3).map_err(failed)?.unwrap_or_default();
-                for message in super::unpack_row(id, &payload)? {
+                for message in super::unpack_row(id, &payload, row.get(4).map_err(failed)?)? {
                     if topic.is_some_and(|t| t != message.topic) {
                         continue;
                     }

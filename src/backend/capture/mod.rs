@@ -18,6 +18,7 @@ use crate::backend::input::unix_us;
 use crate::backend::{pending, txn_metadata};
 use crate::error::{KafkaError, SqlResult};
 use crate::relation::Open;
+use kafka_core::commit_marks::COMMIT_MARK;
 use kafka_core::pack::Parts;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
@@ -103,7 +104,7 @@ impl Events {
     /// Per change only the LSN is written into a block made once per transaction: a bulk
     /// transaction decodes a million changes. A change of a transaction streamed before it
     /// commits (`at.commit_us` None) gets [`COMMIT_MARK`] where the commit time and the last
-    /// commit's end go, filled in at its commit ([`fill_commit`]).
+    /// commit's end go, filled in when the events are read back ([`kafka_core::commit_marks`]).
     pub(crate) fn at_change(&self, at: &WalPosition) {
         let mut cached = self.wal_source.borrow_mut();
         let made_for = (at.commit_us, at.xid, at.last_commit_end);
@@ -463,42 +464,12 @@ pub(crate) struct WalPosition {
     pub xid: u32,
 }
 
-/// Where a streamed change's event holds the commit time (`source.ts_ms`, `ts_us`, `ts_ns`)
-/// and the last commit's end (in `sequence`), in this order: `ts_ms`, `sequence`, `ts_us`,
-/// `ts_ns`. A control character JSON never holds unescaped.
-pub(crate) const COMMIT_MARK: char = '\u{1}';
-
-/// What replaces a streamed event's [`COMMIT_MARK`]s, in their order (`ts_ms`, `sequence`'s
-/// last commit's end, `ts_us`, `ts_ns`): its transaction's commit time and the last commit's end.
-pub(crate) fn commit_fills(commit_us: i64, last_commit_end: u64) -> [Vec<u8>; 4] {
-    let mut fills: [String; 4] = Default::default();
-    debezium::push_int(&mut fills[0], commit_us.div_euclid(1000));
-    debezium::push_digits(&mut fills[1], last_commit_end as i64, 0);
-    debezium::push_int(&mut fills[2], commit_us);
-    debezium::push_int(&mut fills[3], commit_us * 1000);
-    fills.map(String::into_bytes)
-}
-
-/// Fills the [`COMMIT_MARK`]s of a streamed event's value with `fills` ([`commit_fills`]),
-/// into `out`. Bytes, not text: the value is JSON, which holds that byte nowhere else.
-pub(crate) fn fill_commit(value: &[u8], fills: &[Vec<u8>; 4], out: &mut Vec<u8>) {
-    out.clear();
-    let mut rest = value;
-    for fill in fills.iter().cycle() {
-        let Some(at) = memchr::memchr(COMMIT_MARK as u8, rest) else { break };
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(fill);
-        rest = &rest[at + 1..];
-    }
-    out.extend_from_slice(rest);
-}
-
 /// The `source` block of a decoded change: `lsn`, `sequence` (`["<last commit's end>","<lsn>"]`,
 /// a JSON string, as Debezium writes it), commit time, transaction id; cut where the change's
 /// LSN goes (in `sequence`, then `lsn`), the same for every change of a transaction.
 fn wal_source_parts(plan: &Plan, at: &WalPosition) -> [String; 3] {
     // Made with a NUL where the LSN goes (no name holds one: PostgreSQL's text cannot), and cut there.
-    let mark = COMMIT_MARK.to_string();
+    let mark = char::from(COMMIT_MARK).to_string();
     let last_end = match at.commit_us {
         Some(_) => at.last_commit_end.to_string(),
         None => mark.clone(),
@@ -638,25 +609,4 @@ fn per_row(mut step: impl FnMut() -> Result<bool, KafkaError>) -> Result<(), Kaf
         unsafe { ctx.reset() };
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_streamed_events_commit_marks_are_filled_in_their_order() {
-        let m = COMMIT_MARK;
-        let value =
-            format!(r#"{{"ts_ms":{m},"sequence":"[\"{m}\",\"99\"]","ts_us":{m},"ts_ns":{m},"op":"c"}}"#);
-        let fills = commit_fills(1_612_325_106_789_123, 24_023_928);
-        let mut out = Vec::new();
-        fill_commit(value.as_bytes(), &fills, &mut out);
-        assert_eq!(
-            String::from_utf8(out.clone()).unwrap(),
-            r#"{"ts_ms":1612325106789,"sequence":"[\"24023928\",\"99\"]","ts_us":1612325106789123,"ts_ns":1612325106789123000,"op":"c"}"#
-        );
-        fill_commit(br#"{"op":"c"}"#, &fills, &mut out);
-        assert_eq!(out, br#"{"op":"c"}"#, "a value without marks is copied as it is");
-    }
 }

@@ -125,6 +125,122 @@ fn streamed(c: &mut postgres::Client) -> i64 {
     .get(0)
 }
 
+/// Puts `kafka.broker` back when a test that pointed it nowhere ends, passed or not.
+struct BrokerBack;
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        pg().batch_execute("DELETE FROM kafka.broker; INSERT INTO kafka.broker VALUES ('localhost', 9092)")
+            .unwrap();
+    }
+}
+
+/// A streamed transaction's events are staged as they were packed while it was written, with its
+/// commit time and the last commit's end kept beside them: whoever reads them gets them whole.
+/// While Kafka is unreachable, `kafka.waiting()` shows them with their commit fields,
+/// `kafka.dead_letter_waiting()` moves some with theirs, and once Kafka is back the rest are
+/// delivered with theirs, exactly as they were shown.
+#[test]
+fn a_streamed_transaction_read_from_the_outbox_has_its_commit_fields() {
+    let _back = BrokerBack;
+    let mut c = pg();
+    let t = topic("wal_marks");
+    c.batch_execute(
+        "DROP TABLE IF EXISTS wal_marks, wal_marks_warmup;
+         CREATE TABLE wal_marks (id int PRIMARY KEY, v text); ALTER TABLE wal_marks REPLICA IDENTITY FULL;
+         CREATE TABLE wal_marks_warmup (v text)",
+    )
+    .unwrap();
+    c.execute("SELECT kafka.capture('wal_marks', topic => $1, method => 'wal')", &[&t]).unwrap();
+    let _work_mem = SystemSet::set(&mut c, "logical_decoding_work_mem", "64kB");
+    let before = streamed(&mut c);
+    wait_until("the worker streams large transactions", || {
+        c.batch_execute("INSERT INTO wal_marks_warmup SELECT repeat('w', 200) FROM generate_series(1, 2000)")
+            .unwrap();
+        streamed(&mut c) > before
+    });
+    // (After the reload: a SIGHUP makes the worker start a new producer.)
+    c.execute("SELECT kafka.produce($1, 'probe')", &[&t]).unwrap();
+    let mut r = TopicReader::new(&t);
+    r.read_at_least(1); // the worker has a producer
+    let log_from = std::fs::metadata(server_log()).unwrap().len() as usize;
+    c.batch_execute("UPDATE kafka.broker SET port = 1").unwrap(); // nothing listens: events wait
+    wait_until("the worker to use the new broker", || {
+        std::fs::read_to_string(server_log()).unwrap()[log_from..].contains("closing the Kafka producer")
+    });
+    let before = streamed(&mut c);
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("INSERT INTO wal_marks SELECT i, repeat('v', 200) || i FROM generate_series(1, 3000) i")
+        .unwrap();
+    tx.batch_execute("SELECT pg_sleep(0.05)").unwrap(); // the commit comes later than the statement
+    let committed_after: f64 =
+        tx.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[]).unwrap().get(0);
+    tx.commit().unwrap();
+    let waiting = |c: &mut postgres::Client| -> Vec<(i64, String)> {
+        c.query("SELECT id, convert_from(value, 'UTF8') FROM kafka.waiting($1, 10000)", &[&t])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    wait_until("the transaction's events wait in the outbox", || waiting(&mut c).len() == 3000);
+    assert!(streamed(&mut c) > before, "the transaction was streamed");
+    let shown = waiting(&mut c);
+    let marked: i64 =
+        c.query_one("SELECT count(*) FROM kafka.outbox WHERE $1 = ANY (topics)", &[&t]).unwrap().get(0);
+    let with_marks: i64 = c
+        .query_one(
+            "SELECT count(*) FROM kafka.outbox WHERE $1 = ANY (topics) AND commit_marks IS NOT NULL",
+            &[&t],
+        )
+        .unwrap()
+        .get(0);
+    assert!(with_marks > 0 && with_marks == marked, "its packs were staged with their commit marks");
+    let check = |what: &str, values: &[String]| {
+        let first: Value = serde_json::from_str(&values[0]).unwrap();
+        let us = first["source"]["ts_us"].as_i64().unwrap();
+        assert!(us as f64 / 1e6 >= committed_after, "{what}: the commit's time");
+        for v in values {
+            assert!(!v.contains('\u{1}'), "{what}: no mark left in {v}");
+            let v: Value = serde_json::from_str(v).unwrap();
+            let s = &v["source"];
+            assert_eq!((s["ts_us"].as_i64(), s["ts_ms"].as_i64()), (Some(us), Some(us / 1000)), "{what}");
+            assert_eq!(s["ts_ns"].as_i64(), Some(us * 1000), "{what}");
+            let seq: Vec<String> = serde_json::from_str(s["sequence"].as_str().unwrap()).unwrap();
+            assert_eq!(seq, [first_seq(&first), s["lsn"].as_u64().unwrap().to_string()], "{what}");
+        }
+    };
+    fn first_seq(v: &Value) -> String {
+        serde_json::from_str::<Vec<String>>(v["source"]["sequence"].as_str().unwrap()).unwrap()[0].clone()
+    }
+    let shown_values: Vec<String> = shown.iter().map(|(_, v)| v.clone()).collect();
+    check("kafka.waiting()", &shown_values);
+    // Ten events from the middle of a pack go to the dead letters.
+    let take: Vec<i64> = shown[1000..1010].iter().map(|(id, _)| *id).collect();
+    let moved: i64 = c.query_one("SELECT kafka.dead_letter_waiting($1, 'stuck')", &[&take]).unwrap().get(0);
+    assert_eq!(moved, 10);
+    let dead: Vec<String> = c
+        .query(
+            "SELECT convert_from(payload, 'UTF8') FROM kafka.dead_letter WHERE id = ANY ($1) ORDER BY id",
+            &[&take],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(dead, shown_values[1000..1010], "dead letters as they were shown");
+    assert_eq!(
+        waiting(&mut c).iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+        [&shown_values[..1000], &shown_values[1010..]].concat(),
+        "the pack split around them still reads the same"
+    );
+    c.batch_execute("UPDATE kafka.broker SET port = 9092").unwrap();
+    let got: Vec<String> = r.read_at_least(1 + 2990).iter().skip(1).map(|m| m.text().unwrap()).collect();
+    assert_eq!(got, [&shown_values[..1000], &shown_values[1010..]].concat(), "delivered as they were shown");
+    check("delivered", &got);
+    drop(_work_mem);
+    c.batch_execute("SELECT kafka.uncapture('wal_marks'); DROP TABLE wal_marks, wal_marks_warmup").unwrap();
+}
+
 /// A transaction larger than `logical_decoding_work_mem` (set to its least, 64 kB, here) is
 /// streamed to the worker while it writes, and its events are what its replay at COMMIT gives:
 /// in order, with its commit time, its id, `sequence` from the last commit's end. A rolled-back
