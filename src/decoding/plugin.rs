@@ -312,7 +312,7 @@ unsafe extern "C-unwind" fn stream_commit(
     }
     let commit = Commit { commit_us: unix_us(commit), last_commit_end: LAST_COMMIT_END.get() };
     spool::begin();
-    let done = events.each_sealed(commit, spool::push_sealed);
+    let done = events.into_sealed(commit).and_then(|(file, packs)| spool::push_streamed(file, packs, commit));
     if let Err(e) = done {
         let why = format!(
             "pg_kafka: WAL capture lost the events of transaction {xid} (committed at {}): {e}",

@@ -67,9 +67,28 @@ pub struct Spooled {
     pub end_lsn: u64,
     /// How many transactions had events.
     pub transactions: usize,
-    /// Spilled packs (earlier than `packs`), in a temporary file, and how many.
-    spilled: Option<(BufWriter<File>, String, usize)>,
+    /// Spilled packs (earlier than `packs`), in temporary files, in order.
+    files: Vec<Spilled>,
     packs: Vec<Sealed>,
+}
+
+/// A temporary file of sealed packs (as [`write_sealed`] writes them), and how many it holds.
+pub type PackFile = (String, usize);
+
+/// Sealed packs in a temporary file (removed when it is dropped): the spool's own (which takes
+/// more while `writer` is set), or a streamed transaction's, whose packs `commit` fills.
+struct Spilled {
+    path: String,
+    count: usize,
+    writer: Option<BufWriter<File>>,
+    commit: Option<Commit>,
+}
+
+impl Drop for Spilled {
+    fn drop(&mut self) {
+        drop(self.writer.take());
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 #[derive(Default)]
@@ -100,7 +119,7 @@ impl Spool {
         self.done.get_or_insert_with(|| Spooled {
             end_lsn: 0,
             transactions: 0,
-            spilled: None,
+            files: Vec::new(),
             packs: Vec::new(),
         })
     }
@@ -195,29 +214,59 @@ pub fn push(parts: &Parts) -> Result<(), KafkaError> {
     })
 }
 
-/// Adds a pack sealed before (a streamed transaction's) to the transaction being replayed,
-/// after its events so far.
-pub fn push_sealed(pack: Sealed) -> Result<(), KafkaError> {
+/// Adds a streamed transaction's sealed packs (those in `file`, the temporary file and how many
+/// it holds, then `packs`), whose commit marks `commit` fills, to the transaction being
+/// replayed, after its events so far. The file is taken as it is, not copied.
+pub fn push_streamed(
+    file: Option<(String, usize)>,
+    packs: Vec<Sealed>,
+    commit: Commit,
+) -> Result<(), KafkaError> {
     SPOOL.with_borrow_mut(|s| {
         s.seal()?;
-        s.bytes += pack.stored.len();
         s.in_txn = true;
-        s.done().packs.push(pack);
+        if let Some((path, count)) = file {
+            let taken = Spilled { path, count, writer: None, commit: Some(commit) };
+            // Every pack before it goes to a file before it.
+            if !s.done().packs.is_empty() {
+                s.collect(true)?;
+                s.spills += 1;
+                let n = s.spills;
+                s.bytes -= spill(s.done(), n)?;
+            }
+            let done = s.done();
+            if let Some(own) = done.files.last_mut() {
+                if let Some(w) = own.writer.take() {
+                    w.into_inner().map_err(|e| spill_failed(e.into_error()))?;
+                }
+            }
+            done.files.push(taken);
+        }
+        for p in packs {
+            s.bytes += p.stored.len();
+            s.done().packs.push(p);
+        }
         s.spill_past_limit()
     })
 }
 
-/// Writes the sealed packs held in memory to the temporary file; returns their bytes.
+fn spill_failed(e: std::io::Error) -> KafkaError {
+    KafkaError::Internal(format!("could not spill decoded events to disk: {e}"))
+}
+
+/// Writes the sealed packs held in memory to the spool's own temporary file; returns their
+/// bytes.
 fn spill(done: &mut Spooled, n: u64) -> Result<usize, KafkaError> {
-    let io = |e: std::io::Error| KafkaError::Internal(format!("could not spill decoded events to disk: {e}"));
-    if done.spilled.is_none() {
+    let io = spill_failed;
+    if done.files.last().is_none_or(|f| f.writer.is_none()) {
         std::fs::create_dir_all("base/pgsql_tmp").map_err(io)?;
         // SAFETY: plain read of this process's id.
         let pid = unsafe { pgrx::pg_sys::MyProcPid };
         let path = format!("base/pgsql_tmp/pgsql_tmp_pg_kafka_wal_{pid}_{n}");
-        done.spilled = Some((BufWriter::new(File::create(&path).map_err(io)?), path, 0));
+        let writer = Some(BufWriter::new(File::create(&path).map_err(io)?));
+        done.files.push(Spilled { path, count: 0, writer, commit: None });
     }
-    let Some((file, _, count)) = done.spilled.as_mut() else { return Ok(0) };
+    let Some(Spilled { writer: Some(file), count, .. }) = done.files.last_mut() else { return Ok(0) };
     let mut bytes = 0;
     for p in done.packs.drain(..) {
         write_sealed(file, &p).map_err(io)?;
@@ -287,22 +336,19 @@ pub fn clear() {
 }
 
 impl Spooled {
-    /// Calls `f` with each sealed pack, in order (spilled ones first); removes the file.
+    /// Calls `f` with each sealed pack, in order (spilled ones first); removes the files.
     pub fn each_pack(self, mut f: impl FnMut(Sealed) -> Result<(), KafkaError>) -> Result<(), KafkaError> {
         let io =
             |e: std::io::Error| KafkaError::Internal(format!("could not read spilled decoded events: {e}"));
-        if let Some((file, path, count)) = self.spilled {
-            let file = file.into_inner().map_err(|e| io(e.into_error()))?;
-            drop(file);
-            let read = (|| -> Result<(), KafkaError> {
-                let mut r = BufReader::new(File::open(&path).map_err(io)?);
-                for _ in 0..count {
-                    f(read_sealed(&mut r).map_err(io)?)?;
-                }
-                Ok(())
-            })();
-            std::fs::remove_file(&path).map_err(io)?;
-            read?;
+        for mut spilled in self.files {
+            if let Some(w) = spilled.writer.take() {
+                w.into_inner().map_err(|e| io(e.into_error()))?;
+            }
+            let mut r = BufReader::new(File::open(&spilled.path).map_err(io)?);
+            for _ in 0..spilled.count {
+                let p = read_sealed(&mut r).map_err(io)?;
+                f(Sealed { commit: p.commit.or(spilled.commit), ..p })?;
+            }
         }
         for p in self.packs {
             f(p)?;

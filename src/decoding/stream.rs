@@ -14,7 +14,7 @@
 //! it belongs to it or to its children, which abort with it); memory stays bounded per streamed
 //! transaction.
 
-use super::spool::{read_sealed, write_sealed, Sealed};
+use super::spool::{read_sealed, write_sealed, PackFile, Sealed};
 use crate::error::KafkaError;
 use kafka_core::commit_marks::Commit;
 use kafka_core::pack::{Pack, Parts};
@@ -24,17 +24,20 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 
-/// Bytes of a streamed transaction's packs held in memory before they go to its file.
-const MEMORY_BYTES: usize = 8 << 20;
+/// Bytes of a streamed transaction's sealed packs held in memory before they go to its file
+/// (about 200 MB of events).
+const MEMORY_BYTES: usize = 16 << 20;
 
 /// A streamed transaction's events so far.
 #[derive(Default)]
 pub struct Streamed {
     /// Packs in its file.
     spilled: Option<Spill>,
-    /// Packs in memory, after the spilled ones.
-    packs: Vec<Pack>,
+    /// Sealed packs in memory, after the spilled ones, and their bytes...
+    sealed: Vec<Sealed>,
     bytes: usize,
+    /// ...then the pack being filled.
+    open: Option<Pack>,
     /// Events before each pack (spilled ones first), and in all.
     starts: Vec<usize>,
     events: usize,
@@ -90,22 +93,34 @@ pub fn note_subxact(subxid: u32) {
 pub fn push(xid: u32, parts: &Parts) -> Result<(), KafkaError> {
     STREAMS.with_borrow_mut(|s| {
         let t = s.entry(xid).or_default();
-        if t.packs.last().is_none_or(|p| !p.has_room()) {
+        if t.open.as_ref().is_some_and(|p| !p.has_room()) {
+            t.seal_open(xid)?;
+        }
+        if t.open.is_none() {
             t.starts.push(t.events);
-            t.packs.push(Pack::new(0));
         }
-        let (_, size) = t.packs.last_mut().map(|p| p.push(parts)).unwrap_or_default();
-        t.bytes += size;
+        t.open.get_or_insert_with(|| Pack::new(0)).push(parts);
         t.events += 1;
-        if t.bytes > MEMORY_BYTES {
-            t.spill(xid)?;
-        }
         Ok(())
     })
 }
 
 impl Streamed {
-    /// Writes the packs in memory but the open one to the file.
+    /// Seals the full open pack (now, while the session that makes the events is still
+    /// writing: a bulk transaction's events take a twelfth of their bytes, and they are staged
+    /// as they are); past [`MEMORY_BYTES`] the sealed packs go to the file.
+    fn seal_open(&mut self, xid: u32) -> Result<(), KafkaError> {
+        let Some(p) = self.open.take() else { return Ok(()) };
+        let sealed = seal(p)?;
+        self.bytes += sealed.stored.len();
+        self.sealed.push(sealed);
+        if self.bytes > MEMORY_BYTES {
+            self.spill(xid)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the sealed packs in memory to the file.
     fn spill(&mut self, xid: u32) -> Result<(), KafkaError> {
         if self.spilled.is_none() {
             std::fs::create_dir_all("base/pgsql_tmp").map_err(io)?;
@@ -116,19 +131,15 @@ impl Streamed {
             self.spilled = Some(Spill { file, path, offsets: Vec::new(), end: 0 });
         }
         let Some(spill) = self.spilled.as_mut() else { return Ok(()) };
-        let open = self.packs.pop();
         let mut record = Vec::new();
-        for p in self.packs.drain(..) {
-            // Sealed now, while the session that makes them is still writing: a bulk
-            // transaction writes a twelfth of its events' bytes, and they are staged as they are.
-            self.bytes -= p.bytes.len();
+        for p in self.sealed.drain(..) {
             record.clear();
-            write_sealed(&mut record, &seal(p)?).map_err(io)?;
+            write_sealed(&mut record, &p).map_err(io)?;
             spill.offsets.push(spill.end);
             spill.file.write_all(&record).map_err(io)?;
             spill.end += record.len() as u64;
         }
-        self.packs.extend(open);
+        self.bytes = 0;
         Ok(())
     }
 
@@ -146,13 +157,18 @@ impl Streamed {
             *self = Streamed { spilled: self.spilled.take(), ..Default::default() };
             return self.cut_file(0);
         };
-        let spilled = self.spilled_count();
-        let mut pack = if p >= spilled {
-            self.packs.truncate(p - spilled + 1);
-            self.packs.pop().unwrap_or_default()
+        let (spilled, sealed) = (self.spilled_count(), self.sealed.len());
+        let mut pack = if p >= spilled + sealed {
+            self.open.take().unwrap_or_default()
+        } else if p >= spilled {
+            self.open = None;
+            self.sealed.truncate(p - spilled + 1);
+            let last = self.sealed.pop().map(|s| s.stored).unwrap_or_default();
+            unsealed(&last)?
         } else {
             // In the file: read it back, and cut the file before it.
-            self.packs.clear();
+            self.open = None;
+            self.sealed.clear();
             let pack = self.read_back(p)?;
             self.cut_file(p)?;
             pack
@@ -160,8 +176,8 @@ impl Streamed {
         pack.truncate((keep - self.starts[p]) as i32);
         self.starts.truncate(p + 1);
         self.events = keep;
-        self.bytes = self.packs.iter().map(|p| p.bytes.len()).sum::<usize>() + pack.bytes.len();
-        self.packs.push(pack);
+        self.bytes = self.sealed.iter().map(|s| s.stored.len()).sum();
+        self.open = Some(pack);
         // Those that began later were inside the aborted one; one that began where it did may
         // still be open (its first change had no events).
         self.subxacts.retain(|&(_, at)| at <= keep);
@@ -174,10 +190,7 @@ impl Streamed {
         spill.file.flush().map_err(io)?;
         let mut r = BufReader::new(File::open(&spill.path).map_err(io)?);
         r.seek(SeekFrom::Start(spill.offsets[p])).map_err(io)?;
-        let sealed = read_sealed(&mut r).map_err(io)?;
-        raw_of(&sealed.stored).and_then(|raw| Pack::from_packed(0, &raw, Vec::new())).ok_or_else(|| {
-            KafkaError::Internal("a streamed transaction's spilled events are malformed".into())
-        })
+        unsealed(&read_sealed(&mut r).map_err(io)?.stored)
     }
 
     /// Keeps the file's first `p` packs.
@@ -200,31 +213,22 @@ impl Streamed {
         self.events
     }
 
-    /// Calls `f` with each pack, sealed, in order (spilled ones first), with `commit` to fill
-    /// their marks; removes the file.
-    pub fn each_sealed(
-        self,
-        commit: Commit,
-        mut f: impl FnMut(Sealed) -> Result<(), KafkaError>,
-    ) -> Result<(), KafkaError> {
-        if let Some(Spill { file, path, offsets, .. }) = self.spilled {
-            let file = file.into_inner().map_err(|e| io(e.into_error()))?;
-            drop(file);
-            let read = (|| -> Result<(), KafkaError> {
-                let mut r = BufReader::new(File::open(&path).map_err(io)?);
-                for _ in 0..offsets.len() {
-                    let sealed = read_sealed(&mut r).map_err(io)?;
-                    f(Sealed { commit: Some(commit), ..sealed })?;
-                }
-                Ok(())
-            })();
-            std::fs::remove_file(&path).map_err(io)?;
-            read?;
+    /// Its packs, sealed, in order: those in its file (the file and how many), then those in
+    /// memory; with `commit`, which fills their commit marks.
+    pub fn into_sealed(mut self, commit: Commit) -> Result<(Option<PackFile>, Vec<Sealed>), KafkaError> {
+        if let Some(p) = self.open.take() {
+            self.sealed.push(seal(p)?);
         }
-        for p in self.packs {
-            f(Sealed { commit: Some(commit), ..seal(p)? })?;
-        }
-        Ok(())
+        let file = match self.spilled.take() {
+            Some(Spill { file, path, offsets, .. }) => {
+                let mut file = file.into_inner().map_err(|e| io(e.into_error()))?;
+                file.flush().map_err(io)?;
+                Some((path, offsets.len()))
+            }
+            None => None,
+        };
+        let sealed = self.sealed.into_iter().map(|s| Sealed { commit: Some(commit), ..s }).collect();
+        Ok((file, sealed))
     }
 }
 
@@ -233,6 +237,13 @@ fn seal(p: Pack) -> Result<Sealed, KafkaError> {
     let stored = stored_form(&p.bytes)
         .ok_or_else(|| KafkaError::Internal("a pack of decoded events is larger than 1 GB".into()))?;
     Ok(Sealed { count: p.count, topics: p.topics, stored, commit: None })
+}
+
+/// A sealed pack, back as it was (to cut it short).
+fn unsealed(stored: &[u8]) -> Result<Pack, KafkaError> {
+    raw_of(stored)
+        .and_then(|raw| Pack::from_packed(0, &raw, Vec::new()))
+        .ok_or_else(|| KafkaError::Internal("a streamed transaction's sealed events are malformed".into()))
 }
 
 /// Subtransaction `subxid` of `xid` (or `xid` itself, if they are the same) aborted.
