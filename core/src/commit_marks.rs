@@ -3,7 +3,7 @@
 //! the end of the commit before theirs (in `source.sequence`) are not known yet. They are written
 //! as [`COMMIT_MARK`]s, the events are packed and compressed as they are, and the outbox row
 //! keeps the two numbers that fill them in (`kafka.outbox.commit_marks`, [`Commit`]); whoever
-//! reads the row back ([`fill`]) fills them in. So a bulk transaction's events are compressed
+//! reads the row back ([`unpack`]) fills them in. So a bulk transaction's events are compressed
 //! once, while it is written, and nothing is left to do to them at its COMMIT.
 //!
 //! What must stay true: only event values hold the mark, a control character JSON never holds
@@ -63,20 +63,17 @@ pub fn fill_into(value: &[u8], fills: &[Vec<u8>; 4], out: &mut Vec<u8>) {
     out.extend_from_slice(rest);
 }
 
-/// Fills the marks of the values of messages read back from a row with `commit` (None: the
-/// row has none).
-pub fn fill(messages: &mut [Message], commit: Option<Commit>) {
-    let Some(commit) = commit else { return };
+/// The messages of outbox row `row` (its packed `payload`), their values' marks filled with
+/// `commit` (None: the row has none) as they are copied out of the pack; None if it is
+/// malformed.
+pub fn unpack(row: i64, payload: &[u8], commit: Option<Commit>) -> Option<Vec<Message>> {
+    let Some(commit) = commit else { return crate::pack::unpack(row, payload) };
     let fills = commit.fills();
-    for m in messages {
-        if let Some(v) = &m.payload {
-            if memchr::memchr(COMMIT_MARK, v).is_some() {
-                let mut out = Vec::with_capacity(v.len() + 48);
-                fill_into(v, &fills, &mut out);
-                m.payload = Some(out);
-            }
-        }
-    }
+    crate::pack::unpack_with(row, payload, |v| {
+        let mut out = Vec::with_capacity(v.len() + 48);
+        fill_into(v, &fills, &mut out);
+        out
+    })
 }
 
 #[cfg(test)]
@@ -102,19 +99,22 @@ mod tests {
     }
 
     #[test]
-    fn messages_read_back_are_filled_only_with_a_commit() {
-        let m = |v: &str| Message { payload: Some(v.as_bytes().to_vec()), ..Default::default() };
-        let mut msgs = vec![m(&marked()), Message::default(), m(r#"{"op":"d"}"#)];
-        let payloads = |msgs: &[Message]| msgs.iter().map(|m| m.payload.clone()).collect::<Vec<_>>();
-        let before = payloads(&msgs);
-        fill(&mut msgs, None);
-        assert_eq!(payloads(&msgs), before, "a row without commit marks is left as it is");
-        fill(&mut msgs, Some(COMMIT));
-        assert_eq!(msgs[0].payload.as_deref(), Some(FILLED.as_bytes()));
+    fn a_row_read_back_is_filled_only_with_a_commit() {
+        let mut pack = crate::pack::Pack::new(512);
+        let marked = marked();
+        for v in [Some(marked.as_bytes()), None, Some(&br#"{"op":"d"}"#[..])] {
+            pack.push(&crate::pack::Parts { topic: "t", payload: v, ..Default::default() });
+        }
+        let payloads = |msgs: Vec<Message>| msgs.into_iter().map(|m| (m.id, m.payload)).collect::<Vec<_>>();
+        let as_is = payloads(unpack(512, &pack.bytes, None).unwrap());
+        assert_eq!(as_is, payloads(crate::pack::unpack(512, &pack.bytes).unwrap()), "no commit: as it is");
+        assert_eq!(as_is[0].1.as_deref(), Some(marked.as_bytes()));
+        let filled = payloads(unpack(512, &pack.bytes, Some(COMMIT)).unwrap());
         assert_eq!(
-            (msgs[1].payload.as_deref(), msgs[2].payload.as_deref()),
-            (None, Some(&br#"{"op":"d"}"#[..]))
+            filled,
+            [(512, Some(FILLED.as_bytes().to_vec())), (513, None), (514, Some(br#"{"op":"d"}"#.to_vec()))]
         );
+        assert!(unpack(512, &pack.bytes[1..], Some(COMMIT)).is_none(), "malformed");
     }
 
     #[test]

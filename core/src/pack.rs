@@ -241,6 +241,16 @@ pub fn each_part(payload: &[u8], mut f: impl FnMut(Parts<'_>)) -> Option<()> {
 
 /// The messages of the packed payload of outbox row `row`; None if it is malformed.
 pub fn unpack(row: i64, payload: &[u8]) -> Option<Vec<Message>> {
+    unpack_with(row, payload, <[u8]>::to_vec)
+}
+
+/// [`unpack`], each message's value made by `value` from its bytes in the pack (e.g. with its
+/// [commit marks](crate::commit_marks) filled in).
+pub fn unpack_with(
+    row: i64,
+    payload: &[u8],
+    mut value: impl FnMut(&[u8]) -> Vec<u8>,
+) -> Option<Vec<Message>> {
     let mut msgs = Vec::new();
     each_part(payload, |p| {
         msgs.push(Message {
@@ -248,7 +258,7 @@ pub fn unpack(row: i64, payload: &[u8]) -> Option<Vec<Message>> {
             row,
             topic: p.topic.to_owned(),
             key: p.key.map(<[u8]>::to_vec),
-            payload: p.payload.map(<[u8]>::to_vec),
+            payload: p.payload.map(&mut value),
             headers: p.headers.map(<[_]>::to_vec),
             partition: p.partition,
             timestamp_ms: p.timestamp_ms,

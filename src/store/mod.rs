@@ -50,10 +50,9 @@ fn unpack_row(
     commit_marks: Option<Vec<i64>>,
 ) -> Result<Vec<kafka_core::message::Message>, KafkaError> {
     let malformed = || KafkaError::Internal(format!("outbox row {id} is malformed"));
-    let mut messages = kafka_core::pack::unpack(id, payload).ok_or_else(malformed)?;
-    if let Some(column) = commit_marks {
-        let commit = Commit::from_column(&column).ok_or_else(malformed)?;
-        kafka_core::commit_marks::fill(&mut messages, Some(commit));
-    }
-    Ok(messages)
+    let commit = match commit_marks {
+        Some(column) => Some(Commit::from_column(&column).ok_or_else(malformed)?),
+        None => None,
+    };
+    kafka_core::commit_marks::unpack(id, payload, commit).ok_or_else(malformed)
 }
