@@ -253,6 +253,17 @@ pub fn delivery_mode(mode: &str) {
     });
 }
 
+/// Puts the usual broker (`localhost:9092`) back when a test that pointed `kafka.broker`
+/// elsewhere ends, even failed.
+pub struct BrokerBack;
+
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        let _ = pg()
+            .batch_execute("DELETE FROM kafka.broker; INSERT INTO kafka.broker VALUES ('localhost', 9092)");
+    }
+}
+
 /// Switches the worker to exactly-once delivery, and back when the test ends (even failed),
 /// with the stack up, a broker row and no `acks` setting, as the tests found them.
 pub struct ExactlyOnce;

@@ -98,15 +98,6 @@ impl Drop for Attacker {
     }
 }
 
-/// Puts the usual broker back, even when the test fails half-way.
-struct BrokerBack;
-impl Drop for BrokerBack {
-    fn drop(&mut self) {
-        let _ = conn()
-            .batch_execute("DELETE FROM kafka.broker; INSERT INTO kafka.broker VALUES ('localhost', 9092)");
-    }
-}
-
 /// Stops delivery from the served database (its broker becomes a port nothing listens on) once
 /// the worker has a producer; returns a reader of `t`, which holds the probe sent first.
 fn hold_delivery(c: &mut Client, t: &str) -> TopicReader {

@@ -315,15 +315,6 @@ fn interrupted_drains_lose_nothing_and_keep_order() {
     }
 }
 
-/// Puts the broker back, even when the test fails half-way.
-struct BrokerBack;
-impl Drop for BrokerBack {
-    fn drop(&mut self) {
-        pg().batch_execute("DELETE FROM kafka.broker; INSERT INTO kafka.broker VALUES ('localhost', 9092)")
-            .unwrap();
-    }
-}
-
 /// kafka_admin takes given waiting messages out of the queue into kafka.dead_letter: the pack
 /// around them is split, the others keep their ids and their order and are delivered.
 #[test]

@@ -125,13 +125,32 @@ fn streamed(c: &mut postgres::Client) -> i64 {
     .get(0)
 }
 
-/// Puts `kafka.broker` back when a test that pointed it nowhere ends, passed or not.
-struct BrokerBack;
-impl Drop for BrokerBack {
-    fn drop(&mut self) {
-        pg().batch_execute("DELETE FROM kafka.broker; INSERT INTO kafka.broker VALUES ('localhost', 9092)")
-            .unwrap();
-    }
+/// A fresh table `name` (`id int PRIMARY KEY, v text`, REPLICA IDENTITY FULL) captured from the
+/// WAL to a topic of its own (returned), and a table `<name>_warmup` for [`streaming`].
+fn wal_table(c: &mut postgres::Client, name: &str) -> String {
+    let t = topic(name);
+    c.batch_execute(&format!(
+        "DROP TABLE IF EXISTS {name}, {name}_warmup;
+         CREATE TABLE {name} (id int PRIMARY KEY, v text); ALTER TABLE {name} REPLICA IDENTITY FULL;
+         CREATE TABLE {name}_warmup (v text)"
+    ))
+    .unwrap();
+    c.execute(&format!("SELECT kafka.capture('{name}', topic => $1, method => 'wal')"), &[&t]).unwrap();
+    t
+}
+
+/// Sets `logical_decoding_work_mem` to its least (64 kB) until the guard drops, and returns once
+/// the worker streams (it reloads the setting between passes): transactions larger than that are
+/// streamed to it from then on. Writes to `warmup`, a table with a text column `v`, until then.
+fn streaming(c: &mut postgres::Client, warmup: &str) -> SystemSet {
+    let work_mem = SystemSet::set(c, "logical_decoding_work_mem", "64kB");
+    let before = streamed(c);
+    wait_until("the worker streams large transactions", || {
+        let fill = format!("INSERT INTO {warmup} SELECT repeat('w', 200) FROM generate_series(1, 2000)");
+        c.batch_execute(&fill).unwrap();
+        streamed(c) > before
+    });
+    work_mem
 }
 
 /// A streamed transaction's events are staged as they were packed while it was written, with its
@@ -143,21 +162,8 @@ impl Drop for BrokerBack {
 fn a_streamed_transaction_read_from_the_outbox_has_its_commit_fields() {
     let _back = BrokerBack;
     let mut c = pg();
-    let t = topic("wal_marks");
-    c.batch_execute(
-        "DROP TABLE IF EXISTS wal_marks, wal_marks_warmup;
-         CREATE TABLE wal_marks (id int PRIMARY KEY, v text); ALTER TABLE wal_marks REPLICA IDENTITY FULL;
-         CREATE TABLE wal_marks_warmup (v text)",
-    )
-    .unwrap();
-    c.execute("SELECT kafka.capture('wal_marks', topic => $1, method => 'wal')", &[&t]).unwrap();
-    let _work_mem = SystemSet::set(&mut c, "logical_decoding_work_mem", "64kB");
-    let before = streamed(&mut c);
-    wait_until("the worker streams large transactions", || {
-        c.batch_execute("INSERT INTO wal_marks_warmup SELECT repeat('w', 200) FROM generate_series(1, 2000)")
-            .unwrap();
-        streamed(&mut c) > before
-    });
+    let t = wal_table(&mut c, "wal_marks");
+    let _work_mem = streaming(&mut c, "wal_marks_warmup");
     // (After the reload: a SIGHUP makes the worker start a new producer.)
     c.execute("SELECT kafka.produce($1, 'probe')", &[&t]).unwrap();
     let mut r = TopicReader::new(&t);
@@ -250,28 +256,12 @@ fn a_streamed_transaction_read_from_the_outbox_has_its_commit_fields() {
 #[test]
 fn large_transactions_are_streamed_as_they_write() {
     let mut c = pg();
-    let t = topic("wal_stream");
-    c.batch_execute(
-        "DROP TABLE IF EXISTS wal_stream, wal_stream_warmup;
-         CREATE TABLE wal_stream (id int PRIMARY KEY, v text); ALTER TABLE wal_stream REPLICA IDENTITY FULL;
-         CREATE TABLE wal_stream_warmup (v text)",
-    )
-    .unwrap();
-    c.execute("SELECT kafka.capture('wal_stream', topic => $1, method => 'wal')", &[&t]).unwrap();
+    let t = wal_table(&mut c, "wal_stream");
     let worker = |c: &mut postgres::Client| -> i32 {
         c.query_one("SELECT worker_pid FROM kafka.status", &[]).unwrap().get(0)
     };
     let pid = worker(&mut c);
-    let _work_mem = SystemSet::set(&mut c, "logical_decoding_work_mem", "64kB");
-    // Once the worker streams (it reloads the setting between passes), everything below is.
-    let before = streamed(&mut c);
-    wait_until("the worker streams large transactions", || {
-        c.batch_execute(
-            "INSERT INTO wal_stream_warmup SELECT repeat('w', 200) FROM generate_series(1, 2000)",
-        )
-        .unwrap();
-        streamed(&mut c) > before
-    });
+    let _work_mem = streaming(&mut c, "wal_stream_warmup");
     let before = streamed(&mut c);
     // The capture is looked up again (a relcache invalidation) while A is streamed.
     c.batch_execute("ALTER TABLE wal_stream SET (fillfactor = 90)").unwrap();
