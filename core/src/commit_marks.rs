@@ -36,16 +36,28 @@ impl Commit {
         }
     }
 
-    /// What replaces the marks, in their order: `ts_ms`, the last commit's end, `ts_us`, `ts_ns`.
+    /// What replaces the marks, in their order: `ts_ms`, the last commit's end (as
+    /// [`in_sequence`]), `ts_us`, `ts_ns`.
     pub fn fills(self) -> [Vec<u8>; 4] {
         let us = self.commit_us;
         [
             us.div_euclid(1000).to_string(),
-            self.last_commit_end.to_string(),
+            in_sequence(self.last_commit_end),
             us.to_string(),
             (us * 1000).to_string(),
         ]
         .map(String::into_bytes)
+    }
+}
+
+/// The last commit's end as it stands in `source.sequence` (a JSON array of strings, itself in
+/// a JSON string, as Debezium writes it): `\"<end>\"`, or `null` where no transaction was
+/// decoded before (0: the first after the slot was made), as Debezium writes it with no last
+/// commit.
+pub fn in_sequence(last_commit_end: u64) -> String {
+    match last_commit_end {
+        0 => "null".into(),
+        end => format!("\\\"{end}\\\""),
     }
 }
 
@@ -84,7 +96,7 @@ mod tests {
 
     fn marked() -> String {
         let m = COMMIT_MARK as char;
-        format!(r#"{{"ts_ms":{m},"sequence":"[\"{m}\",\"99\"]","ts_us":{m},"ts_ns":{m},"op":"c"}}"#)
+        format!(r#"{{"ts_ms":{m},"sequence":"[{m},\"99\"]","ts_us":{m},"ts_ns":{m},"op":"c"}}"#)
     }
 
     const FILLED: &str = r#"{"ts_ms":1612325106789,"sequence":"[\"24023928\",\"99\"]","ts_us":1612325106789123,"ts_ns":1612325106789123000,"op":"c"}"#;
@@ -115,6 +127,16 @@ mod tests {
             [(512, Some(FILLED.as_bytes().to_vec())), (513, None), (514, Some(br#"{"op":"d"}"#.to_vec()))]
         );
         assert!(unpack(512, &pack.bytes[1..], Some(COMMIT)).is_none(), "malformed");
+    }
+
+    #[test]
+    fn the_first_transaction_after_the_slot_has_no_last_commit() {
+        let first = Commit { commit_us: COMMIT.commit_us, last_commit_end: 0 };
+        let mut out = Vec::new();
+        fill_into(marked().as_bytes(), &first.fills(), &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let seq: Vec<Option<String>> = serde_json::from_str(v["sequence"].as_str().unwrap()).unwrap();
+        assert_eq!(seq, [None, Some("99".into())]);
     }
 
     #[test]

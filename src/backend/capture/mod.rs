@@ -18,7 +18,7 @@ use crate::backend::input::unix_us;
 use crate::backend::{pending, txn_metadata};
 use crate::error::{KafkaError, SqlResult};
 use crate::relation::Open;
-use kafka_core::commit_marks::COMMIT_MARK;
+use kafka_core::commit_marks::{in_sequence, COMMIT_MARK};
 use kafka_core::pack::Parts;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
@@ -471,10 +471,10 @@ fn wal_source_parts(plan: &Plan, at: &WalPosition) -> [String; 3] {
     // Made with a NUL where the LSN goes (no name holds one: PostgreSQL's text cannot), and cut there.
     let mark = char::from(COMMIT_MARK).to_string();
     let last_end = match at.commit_us {
-        Some(_) => at.last_commit_end.to_string(),
+        Some(_) => in_sequence(at.last_commit_end),
         None => mark.clone(),
     };
-    let sequence = format!("\"[\\\"{last_end}\\\",\\\"\0\\\"]\"");
+    let sequence = format!("\"[{last_end},\\\"\0\\\"]\"");
     let block = match at.commit_us {
         Some(us) => source_block(plan, us, false, &sequence, u64::from(at.xid), "\0"),
         None => source_block_of(plan, [&mark, &mark, &mark], false, &sequence, u64::from(at.xid), "\0"),

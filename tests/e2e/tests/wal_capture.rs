@@ -30,8 +30,19 @@ fn current_lsn(c: &mut postgres::Client) -> u64 {
     lsn(&c.query_one("SELECT pg_current_wal_lsn()::text", &[]).unwrap().get::<_, String>(0))
 }
 
+/// An event's `source.sequence`, `"[\"<last commit's end>\",\"<lsn>\"]"` (a JSON string, as
+/// Debezium writes it): the last commit's end (None: `null`, no transaction before it since the
+/// slot was made) and the LSN.
+fn sequence(source: &Value) -> (Option<u64>, u64) {
+    let seq: Vec<Option<String>> =
+        serde_json::from_str(source["sequence"].as_str().expect("sequence is a string")).unwrap();
+    assert_eq!(seq.len(), 2, "{seq:?}");
+    (seq[0].as_ref().map(|x| x.parse().unwrap()), seq[1].as_ref().expect("an LSN").parse().unwrap())
+}
+
 /// Every kind of change, in one transaction and alone, comes with the change's LSN (between
-/// the WAL positions around its statement), `sequence` = `["<last commit's end>", "<lsn>"]`,
+/// the WAL positions around its statement), `sequence` = `["<last commit's end>", "<lsn>"]`
+/// (`null` first for the first transaction after the slot was made),
 /// the transaction's commit time (the same for all its events, not its statements' times) and
 /// its 32-bit id; TRUNCATE is `op: "t"`; the capture says its method and the slot is in
 /// `kafka.status`.
@@ -44,6 +55,7 @@ fn events_carry_what_the_wal_knows() {
          ALTER TABLE wal_kinds REPLICA IDENTITY FULL",
     )
     .unwrap();
+    let fresh_slot: bool = c.query_one("SELECT wal_slot IS NULL FROM kafka.status", &[]).unwrap().get(0);
     let method: String = c
         .query_one("SELECT method FROM kafka.capture('wal_kinds', topic => $1, method => 'wal')", &[&t])
         .unwrap()
@@ -70,17 +82,15 @@ fn events_carry_what_the_wal_knows() {
     assert!(lsns[..4].iter().all(|&l| before <= l && l < between), "{before} <= {lsns:?} < {between}");
     assert!(between <= lsns[4] && lsns[4] < after);
     for (s, l) in sources.iter().zip(&lsns) {
-        let seq: Vec<String> =
-            serde_json::from_str(s["sequence"].as_str().expect("sequence is a string")).unwrap();
-        assert_eq!(seq[1], l.to_string(), "sequence ends with the LSN");
+        assert_eq!(sequence(s).1, *l, "sequence ends with the LSN");
         assert_eq!(s["snapshot"], "false");
         assert!(s["txId"].as_u64().unwrap() < 1 << 32);
     }
-    let seq_of = |i: usize| -> u64 {
-        serde_json::from_str::<Vec<String>>(sources[i]["sequence"].as_str().unwrap()).unwrap()[0]
-            .parse()
-            .unwrap()
-    };
+    if fresh_slot {
+        // As Debezium writes it with no last commit.
+        assert_eq!(sequence(sources[0]).0, None, "the first transaction after the slot was made: null");
+    }
+    let seq_of = |i: usize| -> u64 { sequence(sources[i]).0.expect("a commit before") };
     assert!(
         seq_of(4) > lsns[3] && seq_of(4) <= lsns[4],
         "the TRUNCATE's sequence starts at the first commit's end"
@@ -211,13 +221,10 @@ fn a_streamed_transaction_read_from_the_outbox_has_its_commit_fields() {
             let s = &v["source"];
             assert_eq!((s["ts_us"].as_i64(), s["ts_ms"].as_i64()), (Some(us), Some(us / 1000)), "{what}");
             assert_eq!(s["ts_ns"].as_i64(), Some(us * 1000), "{what}");
-            let seq: Vec<String> = serde_json::from_str(s["sequence"].as_str().unwrap()).unwrap();
-            assert_eq!(seq, [first_seq(&first), s["lsn"].as_u64().unwrap().to_string()], "{what}");
+            let last = sequence(&first["source"]).0;
+            assert_eq!(sequence(s), (last, s["lsn"].as_u64().unwrap()), "{what}");
         }
     };
-    fn first_seq(v: &Value) -> String {
-        serde_json::from_str::<Vec<String>>(v["source"]["sequence"].as_str().unwrap()).unwrap()[0].clone()
-    }
     let shown_values: Vec<String> = shown.iter().map(|(_, v)| v.clone()).collect();
     check("kafka.waiting()", &shown_values);
     // Ten events from the middle of a pack go to the dead letters.
@@ -315,12 +322,10 @@ fn large_transactions_are_streamed_as_they_write() {
     assert!(ops.iter().all(|&o| o == "u") && values[20_000]["after"]["v"] == "u");
     assert_eq!(values[20_000]["before"]["v"], format!("{}1", "v".repeat(200)), "the whole old row");
     let source = |i: usize| &values[i]["source"];
+    // (null, for a transaction with no captured one before it since the slot was made, as 0)
     let seq = |i: usize| -> Vec<u64> {
-        serde_json::from_str::<Vec<String>>(source(i)["sequence"].as_str().unwrap())
-            .unwrap()
-            .iter()
-            .map(|x| x.parse().unwrap())
-            .collect()
+        let (last, lsn) = sequence(source(i));
+        vec![last.unwrap_or(0), lsn]
     };
     let lsn = |i: usize| source(i)["lsn"].as_u64().unwrap();
     for (from, to) in [(0, a_events), (a_events, a_events + 3000), (a_events + 3000, got.len())] {
