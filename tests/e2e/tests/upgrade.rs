@@ -119,3 +119,36 @@ fn upgrading_from_0_1_0_delivers_what_waited_and_keeps_captures() {
     let id: i64 = u.query_one("SELECT kafka.publish($1, 'new')", &[&t]).unwrap().get(0);
     assert!(id > 100000, "new ids follow the old ones: {id}");
 }
+
+/// More messages waiting than a transaction keeps before it writes them (10,000): the 0.1.0 ->
+/// 0.2.0 step writes packs into 0.2.0's outbox, which has none of 0.3.0's columns yet, before the
+/// 0.2.0 -> 0.3.0 step adds them. All of them are delivered, in order.
+#[test]
+fn upgrading_from_0_1_0_with_many_messages_waiting_delivers_them_all() {
+    let _cleanup = Cleanup;
+    let t = topic("upgrade_many");
+    let mut c = connect_to("postgres");
+    c.batch_execute("DROP DATABASE IF EXISTS e2e_upgrade WITH (FORCE)").unwrap();
+    c.batch_execute("CREATE DATABASE e2e_upgrade").unwrap();
+    let mut u = connect_to("e2e_upgrade");
+    u.batch_execute(
+        "CREATE EXTENSION kafka VERSION '0.1.0'; INSERT INTO kafka.broker VALUES ('localhost', 9092)",
+    )
+    .unwrap();
+    const N: i64 = 25_000;
+    u.execute(
+        "INSERT INTO kafka.outbox (id, topic, payload)
+         SELECT i, $1, convert_to('m' || i, 'UTF8') FROM generate_series(1, $2::int8) i",
+        &[&t, &N],
+    )
+    .unwrap();
+    u.batch_execute("ALTER EXTENSION kafka UPDATE").unwrap();
+    let backlog: i64 = u.query_one("SELECT backlog FROM kafka.status", &[]).unwrap().get(0);
+    assert_eq!(backlog, N, "every waiting message is queued again");
+    c.batch_execute("ALTER SYSTEM SET kafka.database = 'e2e_upgrade'").unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let got: Vec<String> =
+        TopicReader::new(&t).read_at_least(N as usize).iter().map(|m| m.text().unwrap()).collect();
+    let want: Vec<String> = (1..=N).map(|i| format!("m{i}")).collect();
+    assert!(got == want, "all {N} of them, once each, in 0.1.0's id order ({} read)", got.len());
+}
