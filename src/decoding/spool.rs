@@ -250,6 +250,17 @@ pub fn push_streamed(
     })
 }
 
+/// A new temporary file `pgsql_tmp_pg_kafka_<what>_<pid>_<n>` in `base/pgsql_tmp` (which
+/// PostgreSQL empties at start), and its path.
+pub(super) fn temp_file(what: &str, n: u64) -> std::io::Result<(String, BufWriter<File>)> {
+    std::fs::create_dir_all("base/pgsql_tmp")?;
+    // SAFETY: plain read of this process's id.
+    let pid = unsafe { pgrx::pg_sys::MyProcPid };
+    let path = format!("base/pgsql_tmp/pgsql_tmp_pg_kafka_{what}_{pid}_{n}");
+    let file = BufWriter::new(File::create(&path)?);
+    Ok((path, file))
+}
+
 fn spill_failed(e: std::io::Error) -> KafkaError {
     KafkaError::Internal(format!("could not spill decoded events to disk: {e}"))
 }
@@ -259,12 +270,8 @@ fn spill_failed(e: std::io::Error) -> KafkaError {
 fn spill(done: &mut Spooled, n: u64) -> Result<usize, KafkaError> {
     let io = spill_failed;
     if done.files.last().is_none_or(|f| f.writer.is_none()) {
-        std::fs::create_dir_all("base/pgsql_tmp").map_err(io)?;
-        // SAFETY: plain read of this process's id.
-        let pid = unsafe { pgrx::pg_sys::MyProcPid };
-        let path = format!("base/pgsql_tmp/pgsql_tmp_pg_kafka_wal_{pid}_{n}");
-        let writer = Some(BufWriter::new(File::create(&path).map_err(io)?));
-        done.files.push(Spilled { path, count: 0, writer, commit: None });
+        let (path, writer) = temp_file("wal", n).map_err(io)?;
+        done.files.push(Spilled { path, count: 0, writer: Some(writer), commit: None });
     }
     let Some(Spilled { writer: Some(file), count, .. }) = done.files.last_mut() else { return Ok(0) };
     let mut bytes = 0;

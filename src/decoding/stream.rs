@@ -14,7 +14,7 @@
 //! it belongs to it or to its children, which abort with it); memory stays bounded per streamed
 //! transaction.
 
-use super::spool::{read_sealed, write_sealed, PackFile, Sealed};
+use super::spool::{read_sealed, temp_file, write_sealed, PackFile, Sealed};
 use crate::error::KafkaError;
 use kafka_core::commit_marks::Commit;
 use kafka_core::pack::{Pack, Parts};
@@ -123,11 +123,7 @@ impl Streamed {
     /// Writes the sealed packs in memory to the file.
     fn spill(&mut self, xid: u32) -> Result<(), KafkaError> {
         if self.spilled.is_none() {
-            std::fs::create_dir_all("base/pgsql_tmp").map_err(io)?;
-            // SAFETY: plain read of this process's id.
-            let pid = unsafe { pgrx::pg_sys::MyProcPid };
-            let path = format!("base/pgsql_tmp/pgsql_tmp_pg_kafka_stream_{pid}_{xid}");
-            let file = BufWriter::new(File::create(&path).map_err(io)?);
+            let (path, file) = temp_file("stream", u64::from(xid)).map_err(io)?;
             self.spilled = Some(Spill { file, path, offsets: Vec::new(), end: 0 });
         }
         let Some(spill) = self.spilled.as_mut() else { return Ok(()) };
@@ -221,8 +217,7 @@ impl Streamed {
         }
         let file = match self.spilled.take() {
             Some(Spill { file, path, offsets, .. }) => {
-                let mut file = file.into_inner().map_err(|e| io(e.into_error()))?;
-                file.flush().map_err(io)?;
+                file.into_inner().map_err(|e| io(e.into_error()))?; // flushed, and closed
                 Some((path, offsets.len()))
             }
             None => None,

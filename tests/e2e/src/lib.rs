@@ -253,6 +253,17 @@ pub fn delivery_mode(mode: &str) {
     });
 }
 
+/// Points `kafka.broker` at a port nothing listens on, and returns once the worker dropped the
+/// producer it had (it must have one: read a delivered message first): from then on, messages
+/// wait. [`BrokerBack`] puts the broker back.
+pub fn make_broker_unreachable(c: &mut Client) {
+    let log_from = std::fs::metadata(server_log()).unwrap().len() as usize;
+    c.batch_execute("UPDATE kafka.broker SET port = 1").unwrap();
+    wait_until("the worker to use the new broker", || {
+        std::fs::read_to_string(server_log()).unwrap()[log_from..].contains("closing the Kafka producer")
+    });
+}
+
 /// Puts the usual broker (`localhost:9092`) back when a test that pointed `kafka.broker`
 /// elsewhere ends, even failed.
 pub struct BrokerBack;

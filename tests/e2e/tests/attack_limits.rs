@@ -104,11 +104,7 @@ fn hold_delivery(c: &mut Client, t: &str) -> TopicReader {
     c.execute("SELECT kafka.produce($1, 'probe')", &[&t]).unwrap();
     let mut r = TopicReader::new(t);
     r.read_at_least(1); // the worker has a producer
-    let log_from = std::fs::metadata(server_log()).unwrap().len() as usize;
-    c.batch_execute("UPDATE kafka.broker SET port = 1").unwrap(); // nothing listens: messages wait
-    wait_until("the worker to use the new broker", || {
-        std::fs::read_to_string(server_log()).unwrap()[log_from..].contains("closing the Kafka producer")
-    });
+    make_broker_unreachable(c); // nothing listens: messages wait
     r
 }
 

@@ -325,11 +325,7 @@ fn an_admin_moves_waiting_messages_to_the_dead_letters() {
     c.execute("SELECT kafka.produce($1, 'probe')", &[&t]).unwrap();
     let mut r = TopicReader::new(&t);
     r.read_at_least(1); // the worker has a producer
-    let log_from = std::fs::metadata(server_log()).unwrap().len() as usize;
-    c.batch_execute("UPDATE kafka.broker SET port = 1").unwrap(); // nothing listens: messages wait
-    wait_until("the worker to use the new broker", || {
-        std::fs::read_to_string(server_log()).unwrap()[log_from..].contains("closing the Kafka producer")
-    });
+    make_broker_unreachable(&mut c); // nothing listens: messages wait
     let mut tx = c.transaction().unwrap();
     let ids: Vec<i64> = (1..=5)
         .map(|i| tx.query_one("SELECT kafka.publish($1, $2)", &[&t, &format!("m{i}")]).unwrap().get(0))
@@ -376,11 +372,7 @@ fn per_topic_oldest_waiting_while_kafka_is_unreachable() {
     c.execute("SELECT kafka.produce($1, 'probe')", &[&t1]).unwrap();
     let mut r1 = TopicReader::new(&t1);
     r1.read_at_least(1);
-    let log_from = std::fs::metadata(server_log()).unwrap().len() as usize;
-    c.batch_execute("UPDATE kafka.broker SET port = 1").unwrap(); // nothing listens: messages wait
-    wait_until("the worker to use the new broker", || {
-        std::fs::read_to_string(server_log()).unwrap()[log_from..].contains("closing the Kafka producer")
-    });
+    make_broker_unreachable(&mut c); // nothing listens: messages wait
     let mut tx = c.transaction().unwrap();
     for (t, m) in [(&t1, "a1"), (&t2, "b1"), (&t1, "a2")] {
         tx.execute("SELECT kafka.publish($1, $2)", &[t, &m]).unwrap();

@@ -93,12 +93,7 @@ fn a_restored_copy_keeps_its_captures_and_holds_the_originals_messages() {
     .unwrap();
     let mut rt = TopicReader::new(&t);
     rt.read_at_least(1); // the worker has a producer
-                         // Nothing listens on port 1: once the worker has made its producer for it, messages wait.
-    let log_from = std::fs::metadata(server_log()).unwrap().len() as usize;
-    src.batch_execute("UPDATE kafka.broker SET port = 1").unwrap();
-    wait_until("the worker to use the new broker", || {
-        std::fs::read_to_string(server_log()).unwrap()[log_from..].contains("closing the Kafka producer")
-    });
+    make_broker_unreachable(&mut src); // nothing listens: messages wait
     src.batch_execute(&format!(
         "SELECT kafka.produce('{t}', 'm' || i) FROM generate_series(1, 3) i;
          INSERT INTO items VALUES (1, 'one', 'secret-1');"

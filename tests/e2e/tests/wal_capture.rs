@@ -178,11 +178,7 @@ fn a_streamed_transaction_read_from_the_outbox_has_its_commit_fields() {
     c.execute("SELECT kafka.produce($1, 'probe')", &[&t]).unwrap();
     let mut r = TopicReader::new(&t);
     r.read_at_least(1); // the worker has a producer
-    let log_from = std::fs::metadata(server_log()).unwrap().len() as usize;
-    c.batch_execute("UPDATE kafka.broker SET port = 1").unwrap(); // nothing listens: events wait
-    wait_until("the worker to use the new broker", || {
-        std::fs::read_to_string(server_log()).unwrap()[log_from..].contains("closing the Kafka producer")
-    });
+    make_broker_unreachable(&mut c); // nothing listens: events wait
     let before = streamed(&mut c);
     let mut tx = c.transaction().unwrap();
     tx.batch_execute("INSERT INTO wal_marks SELECT i, repeat('v', 200) || i FROM generate_series(1, 3000) i")
